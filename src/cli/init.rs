@@ -1,0 +1,25 @@
+//! `kubectl vault init` arguments.
+
+use crate::cli::StoreArgs;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Number of unseal key shares.
+    #[arg(long, default_value_t = 5)]
+    pub key_shares: u8,
+    /// Shares needed to unseal.
+    #[arg(long, default_value_t = 3)]
+    pub key_threshold: u8,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print the keys and root token after init (asks for confirmation).
+    #[arg(long)]
+    pub show_keys: bool,
+    /// Where to write the keys if the Secret store stays unwritable after init.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub rescue_dir: std::path::PathBuf,
+    /// Give up on pods that do not appear or elect a leader within this time.
+    #[arg(long, default_value = "120s", value_parser = crate::cli::parse_duration)]
+    pub timeout: std::time::Duration,
+}

@@ -1,0 +1,111 @@
+//! Command-line types only: clap structs and value enums, one file per
+//! subcommand. Resolving them into settings happens in `cmd`.
+
+pub mod init;
+pub mod status;
+pub mod unseal;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-vault", bin_name = "kubectl vault", version, about = "Operate Vault and OpenBao clusters on Kubernetes: init, unseal, join and store keys without ever losing them")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace of the Vault/OpenBao pods (default: the context's namespace).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// Label selector for the server pods.
+    #[arg(short = 'l', long, global = true, default_value = crate::transport::discover::DEFAULT_SELECTOR)]
+    pub selector: String,
+    /// Output format of read commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Answer yes to every confirmation (for automation).
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Never prompt; fail instead where a confirmation is needed and --yes is absent.
+    #[arg(long, global = true)]
+    pub non_interactive: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show every pod's seal, raft and readiness state and the stored credentials' state.
+    Status(status::StatusArgs),
+    /// Initialize the cluster once, store the keys, unseal and join every pod.
+    Init(init::InitArgs),
+    /// Unseal every sealed pod with the stored shares.
+    Unseal(unseal::UnsealArgs),
+    /// Join uninitialized pods to the raft leader, then unseal them.
+    Join(unseal::JoinArgs),
+    /// Print the version.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Where the credentials live; shared by every command that uses them.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// Name of the credentials Secret (default: <statefulset>-unseal).
+    #[arg(long)]
+    pub secret_name: Option<String>,
+    /// How long to wait for another run holding the lock.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+/// Parses `90s`, `2m`, `500ms`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 90s, 2m or 500ms"))?;
+    let secs = |s| std::time::Duration::from_secs(s);
+    match unit {
+        "" | "s" => Ok(secs(n)),
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "m" => Ok(secs(n * 60)),
+        "h" => Ok(secs(n * 3600)),
+        _ => Err(format!("`{text}` has an unknown unit `{unit}` (use ms, s, m or h)")),
+    }
+}

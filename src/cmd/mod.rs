@@ -1,0 +1,129 @@
+//! One file per subcommand: resolve arguments into settings, wire the
+//! Kubernetes parts to the operations, report the outcome.
+//!
+//! Owns the exit-code contract and everything interactive (confirmations).
+
+pub mod init;
+pub mod status;
+pub mod unseal;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::output::Printer;
+use crate::store::kube_secret::{default_secret_name, SecretStore};
+use crate::transport::discover::KubeCluster;
+use std::io::IsTerminal;
+
+/// The exit codes scripts can rely on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Done.
+    Success = 0,
+    /// Refused: a guard, bad input or a missing permission; nothing was changed.
+    Refused = 1,
+    /// Failed unexpectedly; re-running is safe.
+    Failed = 2,
+    /// The cluster was initialized but the keys are only in a local rescue file.
+    KeysOnlyLocal = 3,
+}
+
+/// A command that did not succeed, with the code to exit with.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn refused(error: impl Into<anyhow::Error>) -> Self {
+        Failure { exit: Exit::Refused, error: error.into() }
+    }
+
+    pub fn failed(error: impl Into<anyhow::Error>) -> Self {
+        Failure { exit: Exit::Failed, error: error.into() }
+    }
+}
+
+/// Everything a command needs to reach the cluster.
+pub struct Context<'a> {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub global: &'a GlobalArgs,
+    pub printer: &'a Printer,
+}
+
+impl Context<'_> {
+    pub async fn cluster(&self) -> Result<KubeCluster, Failure> {
+        KubeCluster::discover(self.client.clone(), &self.namespace, Some(&self.global.selector)).await.map_err(Failure::refused)
+    }
+
+    pub fn store(&self, cluster: &KubeCluster, secret_name: Option<&str>) -> SecretStore {
+        let name = secret_name.map_or_else(|| default_secret_name(&cluster.workload_name()), str::to_owned);
+        SecretStore::new(self.client.clone(), &self.namespace, &name)
+    }
+
+    /// Asks before a destructive step. `--yes` answers for automation; without
+    /// a terminal (or with --non-interactive) the answer is no.
+    pub fn confirm(&self, question: &str) -> Result<bool, Failure> {
+        if self.global.yes {
+            return Ok(true);
+        }
+        if self.global.non_interactive || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Err(Failure::refused(anyhow::anyhow!("{question} needs confirmation; re-run with --yes to confirm without a prompt")));
+        }
+        dialoguer::Confirm::new().with_prompt(question).default(false).interact().map_err(Failure::failed)
+    }
+}
+
+/// Who is running, for Lease holders and checkpoints.
+pub fn holder_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    format!("kubectl-vault@{host}/{}", std::process::id())
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
+    match cli.command {
+        Command::Version => {
+            printer.line(&format!("kubectl-vault {}", env!("CARGO_PKG_VERSION")));
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "kubectl-vault", &mut std::io::stdout());
+            Ok(())
+        }
+        command => {
+            let (client, namespace) = connect(&cli.global).await?;
+            let ctx = Context { client, namespace, global: &cli.global, printer };
+            match command {
+                Command::Status(args) => status::run(&ctx, args).await,
+                Command::Init(args) => init::run(&ctx, args).await,
+                Command::Unseal(args) => unseal::run_unseal(&ctx, args).await,
+                Command::Join(args) => unseal::run_join(&ctx, args).await,
+                Command::Version | Command::Completion { .. } => Ok(()),
+            }
+        }
+    }
+}
+
+/// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config or in-cluster.
+async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure> {
+    let options = kube::config::KubeConfigOptions { context: global.context.clone(), ..Default::default() };
+    let config = match &global.kubeconfig {
+        Some(path) => match kube::config::Kubeconfig::read_from(path) {
+            Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("could not read {}: {e}", path.display())),
+        },
+        None if global.context.is_some() => kube::Config::from_kubeconfig(&options).await.map_err(|e| e.to_string()),
+        None => kube::Config::infer().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| Failure::refused(anyhow::anyhow!("could not load a Kubernetes configuration: {e}; pass --kubeconfig or set KUBECONFIG")))?;
+    let namespace = global.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(Failure::failed)?;
+    Ok((client, namespace))
+}

@@ -1,0 +1,201 @@
+//! `kubectl vault status`: every pod's state, the raft peer set and the
+//! stored credentials' state, read concurrently and changed nowhere.
+
+use crate::cli::status::StatusArgs;
+use crate::cmd::{Context, Failure};
+use crate::ops::cluster::VaultCluster;
+use crate::ops::node::{raft_peers, RaftPeer};
+use crate::ops::status::{observe, NodeObservation};
+use crate::ops::store::CredentialStore;
+use crate::output::table;
+use crate::transport::discover::PodInfo;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    pub namespace: String,
+    pub workload: String,
+    pub cli: String,
+    pub pods: Vec<PodStatus>,
+    pub leader: Option<String>,
+    pub peers: Option<Vec<RaftPeer>>,
+    pub credentials: CredentialsState,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PodStatus {
+    pub name: String,
+    pub ready: bool,
+    pub phase: String,
+    pub restarts: i32,
+    pub initialized: Option<bool>,
+    pub sealed: Option<bool>,
+    pub unseal_progress: Option<String>,
+    pub raft_role: Option<String>,
+    pub voter: Option<bool>,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CredentialsState {
+    pub object: String,
+    pub present: bool,
+    pub generation: Option<u32>,
+    pub key_shares: Option<u8>,
+    pub key_threshold: Option<u8>,
+    pub error: Option<String>,
+    pub checkpoint: Option<CheckpointState>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckpointState {
+    pub object: String,
+    pub phase: Option<String>,
+    pub holder: Option<String>,
+    pub resume_command: Option<String>,
+    pub error: Option<String>,
+}
+
+pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
+    let cluster = ctx.cluster().await?;
+    let store = ctx.store(&cluster, args.secret_name.as_deref());
+    let (nodes, infos, credentials, checkpoint) =
+        tokio::join!(cluster.nodes(), cluster.pod_infos(), store.load_credentials(), store.load_checkpoint());
+    let nodes = nodes.map_err(Failure::refused)?;
+    let infos = infos.map_err(Failure::refused)?;
+    let observations = observe(&nodes).await;
+
+    let leader_pod = observations.iter().find(|o| o.leader.as_ref().is_some_and(|l| l.is_self)).map(|o| o.pod.clone());
+    let token = match (&credentials, &checkpoint) {
+        (Ok(Some(c)), _) => Some(c.root_token.clone()),
+        (_, Ok(Some(cp))) => cp.credentials().map(|c| c.root_token.clone()),
+        _ => None,
+    };
+    let peers = match (&leader_pod, &token) {
+        (Some(leader), Some(token)) => match nodes.iter().find(|n| crate::ops::node::VaultNode::name(*n) == leader) {
+            Some(node) => raft_peers(node, token).await.ok(),
+            None => None,
+        },
+        _ => None,
+    };
+    let status = ClusterStatus {
+        namespace: ctx.namespace.clone(),
+        workload: cluster.workload_name(),
+        cli: cluster.cli().binary().to_owned(),
+        pods: infos.iter().map(|i| pod_status(i, observations.iter().find(|o| o.pod == i.name), peers.as_deref(), leader_pod.as_deref())).collect(),
+        leader: leader_pod,
+        peers,
+        credentials: credentials_state(&store, credentials, checkpoint),
+    };
+    ctx.printer.value(&status, render).map_err(Failure::failed)
+}
+
+fn pod_status(info: &PodInfo, obs: Option<&NodeObservation>, peers: Option<&[RaftPeer]>, leader: Option<&str>) -> PodStatus {
+    let seal = obs.and_then(|o| o.seal.as_ref());
+    let peer = peers.and_then(|p| p.iter().find(|p| p.node_id == info.name));
+    let role = match (peer, seal) {
+        (Some(p), _) if p.leader => Some("leader".to_owned()),
+        (Some(_), _) => Some("follower".to_owned()),
+        (None, Some(s)) if !s.sealed && leader == Some(info.name.as_str()) => Some("leader".to_owned()),
+        (None, Some(s)) if !s.sealed && leader.is_some() => Some("follower".to_owned()),
+        _ => None,
+    };
+    PodStatus {
+        name: info.name.clone(),
+        ready: info.ready,
+        phase: info.phase.clone(),
+        restarts: info.restarts,
+        initialized: seal.map(|s| s.initialized),
+        sealed: seal.map(|s| s.sealed),
+        unseal_progress: seal.filter(|s| s.sealed && s.threshold > 0).map(|s| format!("{}/{}", s.progress, s.threshold)),
+        raft_role: role,
+        voter: peer.map(|p| p.voter),
+        version: seal.map(|s| s.version.clone()),
+        error: obs.and_then(|o| o.error.clone()),
+    }
+}
+
+fn credentials_state(
+    store: &impl CredentialStore,
+    credentials: Result<Option<crate::ops::credentials::Credentials>, crate::ops::store::StoreError>,
+    checkpoint: Result<Option<crate::ops::checkpoint::Checkpoint>, crate::ops::store::StoreError>,
+) -> CredentialsState {
+    let checkpoint = match checkpoint {
+        Ok(None) => None,
+        Ok(Some(cp)) => Some(CheckpointState {
+            object: store.checkpoint_object(),
+            phase: serde_json::to_value(&cp.phase).ok().and_then(|v| v.get("phase").and_then(|p| p.as_str().map(str::to_owned))),
+            holder: Some(cp.holder.clone()),
+            resume_command: Some(cp.resume_command().to_owned()),
+            error: None,
+        }),
+        Err(e) => Some(CheckpointState { object: store.checkpoint_object(), phase: None, holder: None, resume_command: None, error: Some(e.to_string()) }),
+    };
+    let (present, generation, key_shares, key_threshold, error) = match credentials {
+        Ok(Some(c)) => (true, Some(c.generation), Some(c.key_shares), Some(c.key_threshold), None),
+        Ok(None) => (false, None, None, None, None),
+        Err(e) => (false, None, None, None, Some(e.to_string())),
+    };
+    CredentialsState { object: store.credentials_object(), present, generation, key_shares, key_threshold, error, checkpoint }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+fn render(s: &ClusterStatus) -> String {
+    let rows: Vec<Vec<String>> = s
+        .pods
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.ready.to_string(),
+                opt(&p.initialized),
+                opt(&p.sealed),
+                opt(&p.unseal_progress),
+                opt(&p.raft_role),
+                opt(&p.voter),
+                opt(&p.version),
+                p.restarts.to_string(),
+            ]
+        })
+        .collect();
+    let mut text = table(&["POD", "READY", "INITIALIZED", "SEALED", "PROGRESS", "ROLE", "VOTER", "VERSION", "RESTARTS"], &rows);
+    text.push('\n');
+    text.push_str(&format!("Workload:    {}/{} (CLI {})\n", s.namespace, s.workload, s.cli));
+    text.push_str(&format!("Leader:      {}\n", s.leader.as_deref().unwrap_or("none")));
+    if let Some(peers) = &s.peers {
+        let list: Vec<String> = peers.iter().map(|p| format!("{}{}", p.node_id, if p.voter { "" } else { " (non-voter)" })).collect();
+        text.push_str(&format!("Raft peers:  {}\n", list.join(", ")));
+    }
+    for p in s.pods.iter().filter(|p| p.error.is_some()) {
+        text.push_str(&format!("Unreachable: {}: {}\n", p.name, opt(&p.error)));
+    }
+    let c = &s.credentials;
+    match (c.present, &c.error) {
+        (_, Some(e)) => text.push_str(&format!("Credentials: {e}\n")),
+        (true, None) => text.push_str(&format!(
+            "Credentials: {} (generation {}, threshold {} of {})\n",
+            c.object,
+            opt(&c.generation),
+            opt(&c.key_threshold),
+            opt(&c.key_shares)
+        )),
+        (false, None) => text.push_str(&format!("Credentials: none in {}\n", c.object)),
+    }
+    if let Some(cp) = &c.checkpoint {
+        match &cp.error {
+            Some(e) => text.push_str(&format!("Checkpoint:  {e}\n")),
+            None => text.push_str(&format!(
+                "Checkpoint:  {} holds an interrupted {} (by {}); resume with `{}`\n",
+                cp.object,
+                opt(&cp.phase),
+                opt(&cp.holder),
+                opt(&cp.resume_command)
+            )),
+        }
+    }
+    text
+}

@@ -1,0 +1,127 @@
+//! `kubectl vault unseal` and `kubectl vault join`.
+//!
+//! Unseal works on every sealed, initialized pod at once, each pod directly,
+//! with the stored shares; `--watch` repeats that until interrupted. Join
+//! takes the lock and runs the full reconcile (join, unseal, check peers).
+
+use crate::cli::unseal::{JoinArgs, UnsealArgs};
+use crate::cmd::{holder_identity, Context, Failure};
+use crate::ops::cluster::VaultCluster;
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{seal_status, VaultNode};
+use crate::ops::reconcile::{reconcile, Timeouts};
+use crate::ops::store::CredentialStore;
+use crate::ops::unseal::{unseal_node, UnsealOutcome};
+use crate::output::table;
+use crate::store::lease::LeaseLock;
+use crate::transport::discover::KubeCluster;
+use std::time::Duration;
+
+#[derive(Debug, serde::Serialize)]
+struct PodUnseal {
+    pod: String,
+    result: String,
+    error: Option<String>,
+}
+
+/// The credentials to unseal with: the stored ones, or those of an interrupted init.
+async fn credentials(store: &impl CredentialStore) -> Result<Credentials, Failure> {
+    if let Some(c) = store.load_credentials().await.map_err(Failure::refused)? {
+        return Ok(c);
+    }
+    let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
+    match checkpoint.as_ref().and_then(|c| c.credentials()) {
+        Some(c) => {
+            tracing::warn!("using the keys of an interrupted init from {}; run `kubectl vault init` to finish it", store.checkpoint_object());
+            Ok(c.clone())
+        }
+        None => Err(Failure::refused(anyhow::anyhow!(
+            "no credentials in {}; run `kubectl vault init`, or `kubectl vault credentials import` if you hold them elsewhere",
+            store.credentials_object()
+        ))),
+    }
+}
+
+/// One pass over every pod; returns the per-pod results and whether any failed.
+async fn unseal_pass(cluster: &KubeCluster, credentials: &Credentials) -> Result<(Vec<PodUnseal>, bool), Failure> {
+    let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    let threshold = usize::from(credentials.key_threshold);
+    let results = futures::future::join_all(nodes.iter().map(|node| async move {
+        let status = match seal_status(node).await {
+            Ok(s) => s,
+            Err(e) => return PodUnseal { pod: node.name().to_owned(), result: "unreachable".into(), error: Some(e.to_string()) },
+        };
+        if !status.initialized {
+            return PodUnseal { pod: node.name().to_owned(), result: "not initialized".into(), error: Some("run `kubectl vault join`".into()) };
+        }
+        match unseal_node(node, credentials.unseal_shares(), threshold).await {
+            Ok(UnsealOutcome::AlreadyUnsealed) => PodUnseal { pod: node.name().to_owned(), result: "already unsealed".into(), error: None },
+            Ok(UnsealOutcome::Unsealed { shares_submitted }) => {
+                tracing::info!(pod = node.name(), shares_submitted, "unsealed");
+                PodUnseal { pod: node.name().to_owned(), result: "unsealed".into(), error: None }
+            }
+            Err(e) => PodUnseal { pod: node.name().to_owned(), result: "failed".into(), error: Some(e.to_string()) },
+        }
+    }))
+    .await;
+    let failed = results.iter().any(|r| r.result == "failed" || r.result == "unreachable");
+    Ok((results, failed))
+}
+
+pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failure> {
+    let cluster = ctx.cluster().await?;
+    let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    let credentials = credentials(&store).await?;
+    if args.watch {
+        return watch(&cluster, &credentials, args.interval).await;
+    }
+    let (results, failed) = unseal_pass(&cluster, &credentials).await?;
+    ctx.printer
+        .value(&results, |rows| {
+            let rows: Vec<Vec<String>> = rows.iter().map(|r| vec![r.pod.clone(), r.result.clone(), r.error.clone().unwrap_or_default()]).collect();
+            table(&["POD", "RESULT", "DETAIL"], &rows)
+        })
+        .map_err(Failure::failed)?;
+    if failed {
+        let first = results.iter().find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.pod))).unwrap_or_default();
+        return Err(Failure::refused(anyhow::anyhow!("not every pod could be unsealed: {first}")));
+    }
+    Ok(())
+}
+
+/// Unseals pods as they restart, until Ctrl-C.
+async fn watch(cluster: &KubeCluster, credentials: &Credentials, interval: Duration) -> Result<(), Failure> {
+    tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
+    loop {
+        match unseal_pass(cluster, credentials).await {
+            Ok((results, _)) => {
+                for r in results.iter().filter(|r| r.error.is_some()) {
+                    tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
+                }
+            }
+            Err(f) => tracing::warn!(error = %f.error, "unseal pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> {
+    let cluster = ctx.cluster().await?;
+    let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    let credentials = credentials(&store).await?;
+    let lock = LeaseLock::new(ctx.client.clone(), &ctx.namespace, &cluster.workload_name(), &holder_identity(), Duration::from_secs(30));
+    let guard = lock.acquire(args.store.lock_timeout).await.map_err(Failure::refused)?;
+    let timeouts = Timeouts { leader: args.timeout, pod_appear: args.timeout, peers: args.timeout };
+    let result = reconcile(&cluster, &credentials, &timeouts).await;
+    guard.release().await;
+    let report = result.map_err(|e| Failure::failed(anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`")))?;
+    ctx.printer
+        .value(&report, |r| {
+            let rows: Vec<Vec<String>> = r.pods.iter().map(|p| vec![p.pod.clone(), p.joined.to_string(), format!("{:?}", p.unseal)]).collect();
+            table(&["POD", "JOINED", "UNSEAL"], &rows)
+        })
+        .map_err(Failure::failed)
+}

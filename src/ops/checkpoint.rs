@@ -1,0 +1,69 @@
+//! Checkpoints: the durable record of a stateful operation in flight.
+//!
+//! Owns the typed, versioned shape of what an interrupted `init` leaves behind
+//! so that a re-run can resume. A checkpoint is written before the step it
+//! protects and deleted only after the final credentials are stored.
+
+use crate::ops::credentials::Credentials;
+use serde::{Deserialize, Serialize};
+
+/// The schema this build writes and reads.
+pub const CHECKPOINT_SCHEMA: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub schema: u32,
+    /// Who wrote it (host and process), for the operator reading `status`.
+    pub holder: String,
+    pub updated_at: String,
+    pub phase: Phase,
+}
+
+/// Where the interrupted operation stood.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Preflight passed; `sys/init` may or may not have been called.
+    InitPending { key_shares: u8, key_threshold: u8 },
+    /// `sys/init` answered and its response is here; pods may still be sealed.
+    InitKeysStored { credentials: Credentials },
+}
+
+impl Checkpoint {
+    pub fn new(holder: &str, phase: Phase) -> Self {
+        Checkpoint { schema: CHECKPOINT_SCHEMA, holder: holder.to_owned(), updated_at: now_rfc3339(), phase }
+    }
+
+    /// The command that resumes the operation, for `status` and error hints.
+    pub fn resume_command(&self) -> &'static str {
+        match self.phase {
+            Phase::InitPending { .. } | Phase::InitKeysStored { .. } => "kubectl vault init",
+        }
+    }
+
+    pub fn credentials(&self) -> Option<&Credentials> {
+        match &self.phase {
+            Phase::InitKeysStored { credentials } => Some(credentials),
+            Phase::InitPending { .. } => None,
+        }
+    }
+}
+
+/// Current UTC time, RFC 3339 with second precision.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_serialize_with_a_tag_and_schema() {
+        let c = Checkpoint::new("host/1", Phase::InitPending { key_shares: 5, key_threshold: 3 });
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["phase"]["phase"], "init_pending");
+        assert_eq!(serde_json::from_value::<Checkpoint>(json).unwrap(), c);
+    }
+}

@@ -1,0 +1,34 @@
+//! The set of servers an operation works on.
+//!
+//! Owns the [`VaultCluster`] seam: which nodes exist now, how many the
+//! workload wants, and waiting for one that does not exist yet (OrderedReady
+//! workloads create pods one at a time). Finding pods is the transport's job.
+
+use crate::ops::node::VaultNode;
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no pods match {selector} in namespace {namespace}")]
+    NoPods { selector: String, namespace: String },
+    #[error("pod {pod} did not appear within {waited:?}")]
+    PodMissing { pod: String, waited: Duration },
+    #[error("not allowed to {action}: {reason}")]
+    Forbidden { action: String, reason: String },
+    #[error("could not list pods: {0}")]
+    List(String),
+}
+
+pub trait VaultCluster: Send + Sync {
+    type Node: VaultNode + Clone + 'static;
+
+    /// How many servers the workload wants.
+    fn replicas(&self) -> usize;
+
+    /// The servers that exist now, ordered by ordinal.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<Self::Node>, ClusterError>> + Send;
+
+    /// Waits until the server with `ordinal` exists.
+    fn wait_for_node(&self, ordinal: usize, timeout: Duration) -> impl Future<Output = Result<Self::Node, ClusterError>> + Send;
+}

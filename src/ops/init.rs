@@ -1,0 +1,254 @@
+//! `init`: initialize exactly once, store the keys before anything can lose
+//! them, then bring every pod up.
+//!
+//! Owns the decision table (fresh cluster, resume, already initialized, data
+//! loss, credentials lost) and the order of the steps. Locking, prompting and
+//! where a last-resort copy of the keys goes are the caller's business.
+//!
+//! # Expected flow
+//! 1. Preflight: write the checkpoint in phase `init_pending` (proves the store is writable).
+//! 2. `sys/init` on pod 0 only. The transport keeps a pod-local copy of the
+//!    response until step 3 succeeds, so a crash between the two loses nothing.
+//! 3. Store the response in the checkpoint (one write, retried, read back).
+//! 4. [`reconcile`]: unseal pod 0, wait for it to lead, join and unseal the rest.
+//! 5. Store the final credentials (read back), then delete the checkpoint.
+//!
+//! # Guarantees
+//! `sys/init` is never called when any pod is initialized or when credentials
+//! are stored. Every re-run after a crash at any step boundary ends with the
+//! same keys stored that the cluster was initialized with.
+
+use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
+use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{seal_status, NodeError, SealStatus, VaultNode};
+use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
+use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
+use serde::Deserialize;
+
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub key_shares: u8,
+    pub key_threshold: u8,
+    /// Who runs this, recorded in the checkpoint.
+    pub holder: String,
+    pub budget: RetryBudget,
+    pub timeouts: Timeouts,
+}
+
+/// How init ended.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum InitOutcome {
+    /// This run called `sys/init`.
+    Initialized { report: ReconcileReport },
+    /// An interrupted init was finished from its checkpoint.
+    Resumed { report: ReconcileReport },
+    /// The cluster was initialized and its credentials stored already; pods were brought up.
+    AlreadyInitialized { report: ReconcileReport },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("could not read the seal status of pod {pod}: {source}")]
+    ReadStatus { pod: String, source: NodeError },
+    #[error("{object} could not be read: {source}")]
+    LoadStore { object: String, source: StoreError },
+    #[error("no pod is initialized, but {object} holds credentials (generation {generation}): the cluster's data was lost while its keys survived; refusing to initialize over surviving keys. Restore a snapshot with `kubectl vault recover`")]
+    DataLoss { object: String, generation: u32 },
+    #[error("the cluster is initialized but no credentials exist: neither {object} nor {checkpoint} holds them. The unseal keys and root token are lost. Only options: unseal with shares you kept elsewhere and `kubectl vault credentials import` them, or wipe every pod's data and run `kubectl vault init` again (all data is lost)")]
+    CredentialsLost { object: String, checkpoint: String },
+    #[error("the credential store is not writable, so the cluster was not initialized: {source}")]
+    Preflight { source: StoreError },
+    #[error("sys/init on pod {pod} failed: {source}")]
+    SysInit { pod: String, source: NodeError },
+    /// The keys exist only in this process (and the pod-local copy): the caller must save them.
+    #[error("the cluster was initialized but its keys could not be stored in {object}: {source}")]
+    StoreUnwritable { object: String, source: StoreError, credentials: Box<Credentials> },
+    #[error("could not store {object}: {source}; the keys are still in {checkpoint}, re-run `kubectl vault init` to finish")]
+    StoreFinal { object: String, checkpoint: String, source: StoreError },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+}
+
+#[derive(Deserialize)]
+struct InitResponse {
+    #[serde(default)]
+    keys_base64: Vec<Secret>,
+    #[serde(default)]
+    keys_b64: Vec<Secret>,
+    root_token: Secret,
+}
+
+/// Runs `init` to completion, resuming or refusing as the stored state demands.
+pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opts: &InitOptions) -> Result<InitOutcome, InitError> {
+    if opts.key_shares == 0 || opts.key_threshold == 0 || opts.key_threshold > opts.key_shares {
+        return Err(InitError::InvalidOptions(format!(
+            "--key-threshold {} must be between 1 and --key-shares {}",
+            opts.key_threshold, opts.key_shares
+        )));
+    }
+    let nodes = cluster.nodes().await?;
+    let statuses = read_statuses(&nodes).await?;
+    let any_initialized = statuses.iter().any(|s| s.initialized);
+    let stored = store.load_credentials().await.map_err(|source| InitError::LoadStore { object: store.credentials_object(), source })?;
+    let checkpoint = store.load_checkpoint().await.map_err(|source| InitError::LoadStore { object: store.checkpoint_object(), source })?;
+
+    if let Some(credentials) = checkpoint.as_ref().and_then(Checkpoint::credentials) {
+        if !any_initialized {
+            return Err(InitError::DataLoss { object: store.checkpoint_object(), generation: credentials.generation });
+        }
+        tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted init");
+        let credentials = credentials.clone();
+        let report = finish(cluster, store, &credentials, opts).await?;
+        return Ok(InitOutcome::Resumed { report });
+    }
+    if let Some(credentials) = stored {
+        if !any_initialized {
+            return Err(InitError::DataLoss { object: store.credentials_object(), generation: credentials.generation });
+        }
+        let report = reconcile(cluster, &credentials, &opts.timeouts).await?;
+        if checkpoint.is_some() {
+            delete_checkpoint(store).await?;
+        }
+        return Ok(InitOutcome::AlreadyInitialized { report });
+    }
+    let first = nodes.first().ok_or_else(|| ClusterError::List("no pods".into()))?;
+    if any_initialized {
+        // A run that died between sys/init and the checkpoint write left a pod-local copy.
+        return match recover_response(first).await? {
+            Some(credentials) => {
+                let credentials = with_facts(credentials, &statuses);
+                store_keys(store, &credentials, opts).await?;
+                clear_copy(first).await;
+                let report = finish(cluster, store, &credentials, opts).await?;
+                Ok(InitOutcome::Resumed { report })
+            }
+            None => Err(InitError::CredentialsLost { object: store.credentials_object(), checkpoint: store.checkpoint_object() }),
+        };
+    }
+
+    // A fresh cluster.
+    let pending = Checkpoint::new(&opts.holder, Phase::InitPending { key_shares: opts.key_shares, key_threshold: opts.key_threshold });
+    persist(store, Record::Checkpoint(&pending), opts.budget).await.map_err(|source| InitError::Preflight { source })?;
+    fail::fail_point!("init::after_preflight");
+
+    let body = SecretBytes::json(&serde_json::json!({
+        "secret_shares": opts.key_shares,
+        "secret_threshold": opts.key_threshold,
+    }))
+    .map_err(|e| InitError::InvalidOptions(e.to_string()))?;
+    tracing::info!(pod = first.name(), "initializing");
+    let answer = first.init(body).await.map_err(|source| InitError::SysInit { pod: first.name().to_owned(), source })?;
+    fail::fail_point!("init::after_sys_init");
+    let credentials = parse_response(answer, opts).map_err(|source| InitError::SysInit { pod: first.name().to_owned(), source })?;
+    let credentials = with_facts(credentials, &statuses);
+    store_keys(store, &credentials, opts).await?;
+    fail::fail_point!("init::after_checkpoint");
+    clear_copy(first).await;
+    fail::fail_point!("init::after_clear_copy");
+    let report = finish(cluster, store, &credentials, opts).await?;
+    Ok(InitOutcome::Initialized { report })
+}
+
+async fn read_statuses<N: VaultNode>(nodes: &[N]) -> Result<Vec<SealStatus>, InitError> {
+    let results = futures::future::join_all(nodes.iter().map(seal_status)).await;
+    nodes
+        .iter()
+        .zip(results)
+        .map(|(n, r)| r.map_err(|source| InitError::ReadStatus { pod: n.name().to_owned(), source }))
+        .collect()
+}
+
+fn parse_response(answer: serde_json::Value, opts: &InitOptions) -> Result<Credentials, NodeError> {
+    let r: InitResponse = serde_json::from_value(answer).map_err(|e| NodeError::Malformed(format!("sys/init: {e}")))?;
+    let keys = if r.keys_base64.is_empty() { r.keys_b64 } else { r.keys_base64 };
+    let credentials = Credentials {
+        root_token: r.root_token,
+        key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
+        unseal_keys_b64: keys,
+        key_threshold: opts.key_threshold,
+        generation: 1,
+        cluster_id: String::new(),
+        created_at: now_rfc3339(),
+        server_version: String::new(),
+        history: vec![],
+    };
+    credentials.validate().map_err(|e| NodeError::Malformed(format!("sys/init answered credentials that {e}")))?;
+    Ok(credentials)
+}
+
+fn with_facts(mut credentials: Credentials, statuses: &[SealStatus]) -> Credentials {
+    if let Some(s) = statuses.first() {
+        credentials.server_version.clone_from(&s.version);
+    }
+    credentials
+}
+
+async fn recover_response(node: &impl VaultNode) -> Result<Option<Credentials>, InitError> {
+    let answer = node.recover_init_response().await.map_err(|source| InitError::SysInit { pod: node.name().to_owned(), source })?;
+    let Some(answer) = answer else { return Ok(None) };
+    let r: InitResponse = serde_json::from_value(answer)
+        .map_err(|e| InitError::SysInit { pod: node.name().to_owned(), source: NodeError::Malformed(format!("saved init response: {e}")) })?;
+    let keys = if r.keys_base64.is_empty() { r.keys_b64 } else { r.keys_base64 };
+    let status = seal_status(node).await.map_err(|source| InitError::ReadStatus { pod: node.name().to_owned(), source })?;
+    let threshold = if status.threshold > 0 { status.threshold } else { keys.len() as u32 };
+    tracing::info!(pod = node.name(), "recovered the response of an interrupted sys/init");
+    Ok(Some(Credentials {
+        root_token: r.root_token,
+        key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
+        key_threshold: u8::try_from(threshold).unwrap_or(u8::MAX),
+        unseal_keys_b64: keys,
+        generation: 1,
+        cluster_id: String::new(),
+        created_at: now_rfc3339(),
+        server_version: status.version,
+        history: vec![],
+    }))
+}
+
+async fn store_keys(store: &impl CredentialStore, credentials: &Credentials, opts: &InitOptions) -> Result<(), InitError> {
+    let checkpoint = Checkpoint::new(&opts.holder, Phase::InitKeysStored { credentials: credentials.clone() });
+    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await.map_err(|source| InitError::StoreUnwritable {
+        object: store.checkpoint_object(),
+        source,
+        credentials: Box::new(credentials.clone()),
+    })
+}
+
+async fn clear_copy(node: &impl VaultNode) {
+    if let Err(e) = node.clear_init_response().await {
+        tracing::warn!(pod = node.name(), error = %e, "could not remove the pod-local copy of the init response");
+    }
+}
+
+/// Steps 4 and 5: bring every pod up, store the final credentials, drop the checkpoint.
+async fn finish<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, credentials: &Credentials, opts: &InitOptions) -> Result<ReconcileReport, InitError> {
+    let report = reconcile(cluster, credentials, &opts.timeouts).await?;
+    let mut final_credentials = credentials.clone();
+    if final_credentials.cluster_id.is_empty() {
+        final_credentials.cluster_id.clone_from(&report.cluster_id);
+    }
+    fail::fail_point!("init::before_final_write");
+    persist(store, Record::Credentials(&final_credentials), opts.budget).await.map_err(|source| InitError::StoreFinal {
+        object: store.credentials_object(),
+        checkpoint: store.checkpoint_object(),
+        source,
+    })?;
+    fail::fail_point!("init::after_final_write");
+    delete_checkpoint(store).await?;
+    Ok(report)
+}
+
+async fn delete_checkpoint(store: &impl CredentialStore) -> Result<(), InitError> {
+    store.delete_checkpoint().await.map_err(|source| InitError::StoreFinal {
+        object: store.checkpoint_object(),
+        checkpoint: store.checkpoint_object(),
+        source,
+    })
+}

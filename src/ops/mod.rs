@@ -1,0 +1,17 @@
+//! Vault/OpenBao operations as state machines over [`node::VaultNode`],
+//! [`cluster::VaultCluster`] and [`store::CredentialStore`].
+//!
+//! Owns what happens in which order and what a crash at each step boundary
+//! leaves behind. Knows nothing about Kubernetes, terminals or prompts.
+
+pub mod checkpoint;
+pub mod cluster;
+pub mod credentials;
+pub mod init;
+pub mod node;
+pub mod reconcile;
+pub mod secret;
+pub mod status;
+pub mod store;
+pub mod unseal;
+pub mod wait;

@@ -1,0 +1,80 @@
+//! Unsealing: submitting a threshold of shares to one node, and to many at once.
+//!
+//! Owns the rules: unseal each node directly, reset stale progress first, and
+//! treat a share the server refuses as a stop with the pod named. Which shares
+//! to use (the current generation or an older one) is the caller's choice.
+
+use crate::ops::node::{reset_unseal, seal_status, submit_unseal_share, NodeError, VaultNode};
+use crate::ops::secret::Secret;
+
+/// What happened to one node.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsealOutcome {
+    AlreadyUnsealed,
+    Unsealed { shares_submitted: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnsealError {
+    #[error("pod {pod} is not initialized; it must join the cluster first (run `kubectl vault join`)")]
+    NotInitialized { pod: String },
+    #[error("pod {pod} rejected the unseal shares: {reason}; the stored credentials may not belong to this cluster (check `kubectl vault credentials show` and `kubectl vault status`)")]
+    Rejected { pod: String, reason: String },
+    #[error("pod {pod} needs {needed} shares but only {have} are stored")]
+    NotEnoughShares { pod: String, needed: usize, have: usize },
+    #[error("pod {pod} is still sealed after {submitted} shares (progress {progress})")]
+    StillSealed { pod: String, submitted: usize, progress: u32 },
+    #[error("could not unseal pod {pod}: {source}")]
+    Node { pod: String, source: NodeError },
+}
+
+/// Unseals `node` with `shares`.
+///
+/// # Expected flow
+/// Read the seal status; if sealed, reset any partial progress, then submit
+/// shares one at a time until the node reports unsealed.
+///
+/// # Guarantees
+/// A node that is already unsealed is left alone. A refused share stops the
+/// attempt and leaves the node's progress reset.
+pub async fn unseal_node(node: &impl VaultNode, shares: &[Secret], threshold: usize) -> Result<UnsealOutcome, UnsealError> {
+    let pod = node.name().to_owned();
+    let node_err = |source| UnsealError::Node { pod: pod.clone(), source };
+    let status = seal_status(node).await.map_err(node_err)?;
+    if !status.sealed {
+        return Ok(UnsealOutcome::AlreadyUnsealed);
+    }
+    if !status.initialized {
+        return Err(UnsealError::NotInitialized { pod });
+    }
+    if status.progress > 0 {
+        tracing::debug!(pod = %pod, progress = status.progress, "resetting stale unseal progress");
+        reset_unseal(node).await.map_err(node_err)?;
+    }
+    // A node that has joined but not yet unsealed may report t=0.
+    let needed = if status.threshold > 0 { status.threshold as usize } else { threshold };
+    if needed > shares.len() {
+        return Err(UnsealError::NotEnoughShares { pod, needed, have: shares.len() });
+    }
+    let mut last_progress = 0;
+    for (i, share) in shares.iter().take(needed).enumerate() {
+        match submit_unseal_share(node, share).await {
+            Ok(s) if !s.sealed => return Ok(UnsealOutcome::Unsealed { shares_submitted: i + 1 }),
+            Ok(s) if s.progress == 0 && i > 0 => {
+                return Err(UnsealError::Rejected { pod, reason: format!("progress fell back to 0 after share {}", i + 1) })
+            }
+            Ok(s) => last_progress = s.progress,
+            Err(NodeError::Api { status: 400, errors }) => {
+                return Err(UnsealError::Rejected { pod, reason: errors.join("; ") })
+            }
+            Err(e) => return Err(node_err(e)),
+        }
+    }
+    Err(UnsealError::StillSealed { pod, submitted: needed, progress: last_progress })
+}
+
+/// Unseals every node at once; one result per node, in the same order.
+pub async fn unseal_all<N: VaultNode>(nodes: &[N], shares: &[Secret], threshold: usize) -> Vec<Result<UnsealOutcome, UnsealError>> {
+    futures::future::join_all(nodes.iter().map(|n| unseal_node(n, shares, threshold))).await
+}

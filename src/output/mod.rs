@@ -1,0 +1,77 @@
+//! Everything the plugin shows: one [`Printer`] for stdout (tables, JSON,
+//! YAML) and the stderr log/progress set-up.
+//!
+//! Owns formatting only; commands hand it rows and serializable values.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod log;
+
+use crate::cli::OutputFormat;
+use serde::Serialize;
+use std::io::Write;
+
+pub struct Printer {
+    format: OutputFormat,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat) -> Self {
+        Printer { format }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// One line of plain text on stdout.
+    pub fn line(&self, text: &str) {
+        println!("{text}");
+    }
+
+    /// A value in the chosen machine format; `table` renders with `to_table`.
+    pub fn value<T: Serialize>(&self, value: &T, to_table: impl FnOnce(&T) -> String) -> std::io::Result<()> {
+        let text = match self.format {
+            OutputFormat::Table => to_table(value),
+            OutputFormat::Json => serde_json::to_string_pretty(value).map_err(std::io::Error::other)? + "\n",
+            OutputFormat::Yaml => serde_yaml::to_string(value).map_err(std::io::Error::other)?,
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+}
+
+/// Renders rows as an aligned table with upper-case headers, as kubectl does.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut push = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            text.push_str(cell);
+            if i < last {
+                text.push_str(&" ".repeat(w - cell.chars().count() + 3));
+            }
+        }
+        text.push('\n');
+    };
+    push(headers.to_vec());
+    for row in rows {
+        push(row.iter().map(String::as_str).collect());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let t = super::table(&["NAME", "READY"], &[vec!["openbao-0".into(), "true".into()], vec!["x".into(), "false".into()]]);
+        assert_eq!(t, "NAME        READY\nopenbao-0   true\nx           false\n");
+    }
+}

@@ -1,0 +1,189 @@
+//! Finding the Vault/OpenBao pods of one workload.
+//!
+//! Owns the label selector defaults, ordering by StatefulSet ordinal, the
+//! choice of container and the detection of its CLI. Implements the
+//! operations layer's [`VaultCluster`] over the Kubernetes API.
+
+use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::reconcile::ordinal_of;
+use crate::transport::exec::{run_in, CliFlavour, ExecNode};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use std::time::Duration;
+
+/// The selector the hashicorp/vault and openbao/openbao charts' server pods match.
+pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name in (vault,openbao),component=server";
+
+/// Container names the charts use for the server.
+const SERVER_CONTAINERS: [&str; 2] = ["vault", "openbao"];
+
+/// One Vault/OpenBao workload in one namespace.
+#[derive(Clone)]
+pub struct KubeCluster {
+    pods: Api<Pod>,
+    namespace: String,
+    selector: String,
+    statefulset: Option<String>,
+    replicas: usize,
+    container: String,
+    cli: CliFlavour,
+}
+
+/// A pod as found, before any exec.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PodInfo {
+    pub name: String,
+    pub ready: bool,
+    pub phase: String,
+    pub restarts: i32,
+    pub ip: String,
+}
+
+impl KubeCluster {
+    /// Lists the pods, reads their StatefulSet and detects container and CLI.
+    pub async fn discover(client: kube::Client, namespace: &str, selector: Option<&str>) -> Result<Self, ClusterError> {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let selector = selector.unwrap_or(DEFAULT_SELECTOR).to_owned();
+        let found = list_pods(&pods, &selector).await?;
+        let first = found.first().ok_or_else(|| ClusterError::NoPods { selector: selector.clone(), namespace: namespace.to_owned() })?;
+        let statefulset = first
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "StatefulSet")
+            .map(|o| o.name.clone());
+        let mut replicas = found.len();
+        if let Some(name) = &statefulset {
+            let sets: Api<StatefulSet> = Api::namespaced(client, namespace);
+            match sets.get(name).await {
+                Ok(set) => {
+                    if let Some(r) = set.spec.replicas {
+                        replicas = usize::try_from(r).unwrap_or(replicas);
+                    }
+                }
+                Err(e) => tracing::warn!(statefulset = %name, error = %e, "could not read the StatefulSet; using the pods found as the replica count"),
+            }
+        }
+        let container = server_container(first);
+        let name = first.metadata.name.clone().unwrap_or_default();
+        let cli = detect_cli(&pods, &name, &container, first).await?;
+        tracing::debug!(pod = %name, container = %container, cli = cli.binary(), replicas, "discovered");
+        Ok(KubeCluster { pods, namespace: namespace.to_owned(), selector, statefulset, replicas, container, cli })
+    }
+
+    /// The StatefulSet's name, or the pods' common prefix.
+    pub fn workload_name(&self) -> String {
+        self.statefulset.clone().unwrap_or_else(|| "vault".to_owned())
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn cli(&self) -> CliFlavour {
+        self.cli
+    }
+
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// Kubernetes' view of every pod (readiness, restarts).
+    pub async fn pod_infos(&self) -> Result<Vec<PodInfo>, ClusterError> {
+        Ok(list_pods(&self.pods, &self.selector).await?.iter().map(pod_info).collect())
+    }
+
+    fn node(&self, name: String) -> ExecNode {
+        ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
+    }
+}
+
+impl VaultCluster for KubeCluster {
+    type Node = ExecNode;
+
+    fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    async fn nodes(&self) -> Result<Vec<ExecNode>, ClusterError> {
+        let pods = list_pods(&self.pods, &self.selector).await?;
+        Ok(pods
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.metadata.name)
+            .map(|n| self.node(n))
+            .collect())
+    }
+
+    async fn wait_for_node(&self, ordinal: usize, timeout: Duration) -> Result<ExecNode, ClusterError> {
+        let found = crate::ops::wait::poll_until(timeout, Duration::from_millis(250), || async {
+            let nodes = self.nodes().await.ok()?;
+            nodes.into_iter().find(|n| ordinal_of(crate::ops::node::VaultNode::name(n)) == Some(ordinal))
+        })
+        .await;
+        found.ok_or_else(|| ClusterError::PodMissing { pod: format!("{}-{ordinal}", self.workload_name()), waited: timeout })
+    }
+}
+
+async fn list_pods(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+    let mut list = pods.list(&ListParams::default().labels(selector)).await.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden { action: "list pods".into(), reason: s.message },
+        other => ClusterError::List(other.to_string()),
+    })?;
+    list.items.sort_by_key(|p| p.metadata.name.as_deref().and_then(ordinal_of).unwrap_or(usize::MAX));
+    Ok(list.items)
+}
+
+fn pod_info(p: &Pod) -> PodInfo {
+    let status = p.status.as_ref();
+    PodInfo {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        ready: status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True"),
+        phase: status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+        restarts: status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|c| c.iter().map(|c| c.restart_count).sum())
+            .unwrap_or(0),
+        ip: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+    }
+}
+
+/// The server container: one the charts name, else one whose image is
+/// vault/openbao, else the default-container annotation, else the first.
+fn server_container(pod: &Pod) -> String {
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    containers
+        .iter()
+        .find(|c| SERVER_CONTAINERS.contains(&c.name.as_str()))
+        .or_else(|| containers.iter().find(|c| c.image.as_deref().is_some_and(|i| i.contains("vault") || i.contains("openbao"))))
+        .map(|c| c.name.clone())
+        .or_else(|| pod.metadata.annotations.as_ref().and_then(|a| a.get("kubectl.kubernetes.io/default-container")).cloned())
+        .or_else(|| containers.first().map(|c| c.name.clone()))
+        .unwrap_or_default()
+}
+
+/// Asks the container which CLI it has, trying the one its image suggests first.
+async fn detect_cli(pods: &Api<Pod>, pod: &str, container: &str, spec: &Pod) -> Result<CliFlavour, ClusterError> {
+    let image = spec
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let order = if image.contains("vault") && !image.contains("openbao") { "vault bao" } else { "bao vault" };
+    let script = format!("for c in {order}; do command -v \"$c\" >/dev/null 2>&1 && {{ echo \"$c\"; exit 0; }}; done; exit 127");
+    let out = run_in(pods, pod, container, vec!["sh".into(), "-c".into(), script], None).await.map_err(|e| match e {
+        crate::ops::node::NodeError::Forbidden(reason) => ClusterError::Forbidden { action: "create pods/exec".into(), reason },
+        other => ClusterError::List(format!("could not detect the CLI in pod {pod} container {container}: {other}")),
+    })?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "bao" => Ok(CliFlavour::Bao),
+        "vault" => Ok(CliFlavour::Vault),
+        _ => Err(ClusterError::List(format!("pod {pod} container {container} has neither `bao` nor `vault` on its PATH"))),
+    }
+}

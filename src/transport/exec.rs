@@ -1,0 +1,275 @@
+//! The exec transport: a Vault API request becomes one run of the
+//! container's own CLI (`bao` or `vault`) through `pods/exec`.
+//!
+//! Owns the mapping from [`Request`] to argv + stdin and from the CLI's
+//! output back to JSON or a [`NodeError`]. The argv holds only the verb, the
+//! flags and the API path: request bodies and tokens travel on stdin, so no
+//! secret reaches the exec URL (and the API server's audit log) or the pod's
+//! process list. The container's own `VAULT_ADDR`/`BAO_ADDR` and TLS settings
+//! apply because the CLI runs inside it.
+
+use crate::ops::node::{Method, NodeError, Request, VaultNode};
+use crate::ops::secret::SecretBytes;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Which CLI the container ships. Decides the binary name and the token variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CliFlavour {
+    Bao,
+    Vault,
+}
+
+impl CliFlavour {
+    pub fn binary(self) -> &'static str {
+        match self {
+            CliFlavour::Bao => "bao",
+            CliFlavour::Vault => "vault",
+        }
+    }
+
+    fn token_variable(self) -> &'static str {
+        match self {
+            CliFlavour::Bao => "BAO_TOKEN",
+            CliFlavour::Vault => "VAULT_TOKEN",
+        }
+    }
+}
+
+/// Where a pod-local copy of an in-flight `sys/init` response is kept: the
+/// container's HOME if writable, else its temp dir, mode 0600.
+const INIT_COPY: &str = ".kubectl-vault-init.json";
+
+/// One Vault/OpenBao container reached by exec.
+#[derive(Clone)]
+pub struct ExecNode {
+    pods: Api<Pod>,
+    pod: String,
+    container: String,
+    cli: CliFlavour,
+}
+
+/// What one exec returned.
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl ExecNode {
+    pub fn new(pods: Api<Pod>, pod: String, container: String, cli: CliFlavour) -> Self {
+        ExecNode { pods, pod, container, cli }
+    }
+
+    pub fn cli(&self) -> CliFlavour {
+        self.cli
+    }
+
+    /// Runs `argv` in the container with `stdin` (if any), collecting output.
+    pub async fn run(&self, argv: Vec<String>, stdin: Option<SecretBytes>) -> Result<ExecOutput, NodeError> {
+        run_in(&self.pods, &self.pod, &self.container, argv, stdin).await
+    }
+
+    fn argv(&self, req: &Request<'_>) -> Vec<String> {
+        let verb = match req.method {
+            Method::Read => "read",
+            Method::Write => "write",
+            Method::Delete => "delete",
+        };
+        let mut argv = Vec::new();
+        if req.token.is_some() {
+            // The token is the first stdin line; `read` consumes exactly that line.
+            let script = format!("IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"", v = self.cli.token_variable());
+            argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
+        }
+        argv.extend([self.cli.binary().to_owned(), verb.to_owned(), "-format=json".to_owned(), req.path.to_owned()]);
+        if req.body.is_some() {
+            argv.push("-".to_owned());
+        }
+        argv
+    }
+}
+
+/// Runs one command in a container and collects its output and exit code.
+pub async fn run_in(pods: &Api<Pod>, pod: &str, container: &str, argv: Vec<String>, stdin: Option<SecretBytes>) -> Result<ExecOutput, NodeError> {
+    let params = AttachParams {
+        container: Some(container.to_owned()),
+        stdin: stdin.is_some(),
+        stdout: true,
+        stderr: true,
+        tty: false,
+        max_stdin_buf_size: Some(64 * 1024),
+        max_stdout_buf_size: Some(256 * 1024),
+        max_stderr_buf_size: Some(64 * 1024),
+    };
+    let mut attached = pods.exec(pod, argv, &params).await.map_err(|e| kube_error(pod, e))?;
+    let status = attached.take_status();
+    let writer = attached.stdin();
+    let mut out = attached.stdout();
+    let mut err = attached.stderr();
+    let feed = async move {
+        if let (Some(mut w), Some(bytes)) = (writer, stdin) {
+            w.write_all(bytes.expose()).await?;
+            w.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let read_out = async {
+        let mut buf = Vec::new();
+        if let Some(r) = out.as_mut() {
+            r.read_to_end(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let read_err = async {
+        let mut buf = Vec::new();
+        if let Some(r) = err.as_mut() {
+            r.read_to_end(&mut buf).await?;
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let (fed, stdout, stderr) = tokio::join!(feed, read_out, read_err);
+    let unreachable = |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
+    fed.map_err(unreachable)?;
+    let stdout = stdout.map_err(unreachable)?;
+    let stderr = String::from_utf8_lossy(&stderr.map_err(unreachable)?).into_owned();
+    let status = match status {
+        Some(s) => s.await,
+        None => None,
+    };
+    let _ = attached.join().await;
+    let status = status.ok_or_else(|| NodeError::Unreachable(format!("the exec stream to pod {pod} closed before the command's exit status arrived")))?;
+    Ok(ExecOutput { exit_code: exit_code(&status), stdout, stderr })
+}
+
+fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> i32 {
+    if status.status.as_deref() == Some("Success") {
+        return 0;
+    }
+    status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|c| c.message.as_deref())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(-1)
+}
+
+fn kube_error(pod: &str, e: kube::Error) -> NodeError {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => NodeError::Forbidden(format!("exec into pod {pod} (pods/exec create): {}", s.message)),
+        kube::Error::Api(s) if s.code == 404 => NodeError::PodGone(format!("pod {pod}: {}", s.message)),
+        other => NodeError::Unreachable(format!("exec into pod {pod}: {other}")),
+    }
+}
+
+/// Turns the CLI's output into the response's data, or its error into a [`NodeError`].
+pub fn interpret(output: ExecOutput) -> Result<Value, NodeError> {
+    if output.exit_code == 0 {
+        let text = String::from_utf8_lossy(&output.stdout);
+        let text = text.trim();
+        if text.is_empty() || !text.starts_with('{') {
+            return Ok(Value::Null);
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| NodeError::Malformed(format!("CLI output is not JSON: {e}")))?;
+        return Ok(match value.get("data") {
+            Some(data) if !data.is_null() => data.clone(),
+            _ => value,
+        });
+    }
+    Err(parse_cli_error(&output.stderr, output.exit_code))
+}
+
+/// Parses `Code: 400. Errors:\n\n* message` as the Vault CLI prints API errors.
+pub fn parse_cli_error(stderr: &str, exit_code: i32) -> NodeError {
+    if let Some(rest) = stderr.split("Code: ").nth(1) {
+        let status: u16 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
+        let errors: Vec<String> = rest.lines().filter_map(|l| l.trim().strip_prefix("* ")).map(str::to_owned).collect();
+        return NodeError::Api { status, errors };
+    }
+    if stderr.contains("No value found at") {
+        return NodeError::Api { status: 404, errors: vec![stderr.trim().to_owned()] };
+    }
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+    NodeError::Unreachable(format!("the CLI exited with {exit_code}: {first}"))
+}
+
+impl VaultNode for ExecNode {
+    fn name(&self) -> &str {
+        &self.pod
+    }
+
+    async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+        let argv = self.argv(&req);
+        let stdin = match (req.token, req.body) {
+            (None, body) => body,
+            (Some(token), body) => {
+                let mut bytes = Vec::with_capacity(token.expose().len() + 1 + body.as_ref().map_or(0, |b| b.expose().len()));
+                bytes.extend_from_slice(token.expose().as_bytes());
+                bytes.push(b'\n');
+                if let Some(b) = body {
+                    bytes.extend_from_slice(b.expose());
+                }
+                Some(SecretBytes::new(bytes))
+            }
+        };
+        interpret(self.run(argv, stdin).await?)
+    }
+
+    async fn init(&self, body: SecretBytes) -> Result<Value, NodeError> {
+        let script = format!(
+            "umask 077; d=\"$HOME\"; [ -n \"$d\" ] && [ -w \"$d\" ] || d=\"${{TMPDIR:-/tmp}}\"; f=\"$d/{INIT_COPY}\"; \
+             \"$0\" write -format=json sys/init - > \"$f.part\" || {{ rc=$?; rm -f \"$f.part\"; exit $rc; }}; \
+             mv \"$f.part\" \"$f\" && cat \"$f\""
+        );
+        let argv = vec!["sh".into(), "-c".into(), script, self.cli.binary().into()];
+        interpret(self.run(argv, Some(body)).await?)
+    }
+
+    async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
+        let script = format!("for d in \"$HOME\" \"${{TMPDIR:-/tmp}}\"; do [ -f \"$d/{INIT_COPY}\" ] && exec cat \"$d/{INIT_COPY}\"; done; exit 0");
+        let out = self.run(vec!["sh".into(), "-c".into(), script], None).await?;
+        if out.exit_code != 0 || out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        interpret(out).map(Some)
+    }
+
+    async fn clear_init_response(&self) -> Result<(), NodeError> {
+        let script = format!("rm -f \"$HOME/{INIT_COPY}\" \"${{TMPDIR:-/tmp}}/{INIT_COPY}\"");
+        let out = self.run(vec!["sh".into(), "-c".into(), script], None).await?;
+        match out.exit_code {
+            0 => Ok(()),
+            code => Err(parse_cli_error(&out.stderr, code)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_api_errors_become_status_and_messages() {
+        let stderr = "Error writing data to sys/unseal: Error making API request.\n\nURL: PUT http://127.0.0.1:8200/v1/sys/unseal\nCode: 400. Errors:\n\n* 'key' must be a valid hex or base64 string\n";
+        match parse_cli_error(stderr, 2) {
+            NodeError::Api { status, errors } => {
+                assert_eq!(status, 400);
+                assert_eq!(errors, vec!["'key' must be a valid hex or base64 string".to_owned()]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn output_is_unwrapped_from_data() {
+        let out = ExecOutput { exit_code: 0, stdout: br#"{"data":{"sealed":true},"warnings":null}"#.to_vec(), stderr: String::new() };
+        assert_eq!(interpret(out).unwrap(), serde_json::json!({"sealed": true}));
+        let empty = ExecOutput { exit_code: 0, stdout: b"Success! Data deleted".to_vec(), stderr: String::new() };
+        assert_eq!(interpret(empty).unwrap(), Value::Null);
+    }
+}

@@ -1,0 +1,7 @@
+//! How requests reach one Vault node: exec into its pod (the default).
+//!
+//! Owns the Kubernetes side of talking to servers: pod discovery and the exec
+//! transport. The operations layer sees only `VaultNode` and `VaultCluster`.
+
+pub mod discover;
+pub mod exec;
