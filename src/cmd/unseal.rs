@@ -45,6 +45,7 @@ async fn credentials(store: &impl CredentialStore) -> Result<Credentials, Failur
 /// One pass over every pod; returns the per-pod results and whether any failed.
 async fn unseal_pass(cluster: &KubeCluster, credentials: &Credentials) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    fail::fail_point!("unseal::after_listing_pods");
     let threshold = usize::from(credentials.key_threshold);
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
         let status = match seal_status(node).await {

@@ -6,6 +6,8 @@
 
 use crate::ops::node::{reset_unseal, seal_status, submit_unseal_share, NodeError, VaultNode};
 use crate::ops::secret::Secret;
+use crate::ops::wait::poll_until;
+use std::time::Duration;
 
 /// What happened to one node.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -59,8 +61,10 @@ pub async fn unseal_node(node: &impl VaultNode, shares: &[Secret], threshold: us
     }
     let mut last_progress = 0;
     for (i, share) in shares.iter().take(needed).enumerate() {
+        let last = i + 1 == needed;
         match submit_unseal_share(node, share).await {
             Ok(s) if !s.sealed => return Ok(UnsealOutcome::Unsealed { shares_submitted: i + 1 }),
+            Ok(s) if last => last_progress = s.progress,
             Ok(s) if s.progress == 0 && i > 0 => {
                 return Err(UnsealError::Rejected { pod, reason: format!("progress fell back to 0 after share {}", i + 1) })
             }
@@ -71,7 +75,16 @@ pub async fn unseal_node(node: &impl VaultNode, shares: &[Secret], threshold: us
             Err(e) => return Err(node_err(e)),
         }
     }
-    Err(UnsealError::StillSealed { pod, submitted: needed, progress: last_progress })
+    // A node joining raft finishes unsealing in the background once it has
+    // answered the leader's challenge; give it a bounded moment.
+    let unsealed = poll_until(Duration::from_secs(30), Duration::from_millis(200), || async {
+        seal_status(node).await.ok().filter(|s| !s.sealed)
+    })
+    .await;
+    match unsealed {
+        Some(_) => Ok(UnsealOutcome::Unsealed { shares_submitted: needed }),
+        None => Err(UnsealError::StillSealed { pod, submitted: needed, progress: last_progress }),
+    }
 }
 
 /// Unseals every node at once; one result per node, in the same order.

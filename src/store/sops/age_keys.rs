@@ -272,7 +272,8 @@ pub(crate) enum UnwrapError {
 /// Opens one `sops.age[].enc` armored age file with any of `ids`.
 pub(crate) fn unwrap(enc: &str, ids: &Identities) -> Result<DataKey, UnwrapError> {
     let reader = ArmoredReader::new(enc.as_bytes());
-    let decryptor = age::Decryptor::new(reader).map_err(|e| UnwrapError::Malformed(e.to_string()))?;
+    let decryptor =
+        age::Decryptor::new(reader).map_err(|e| UnwrapError::Malformed(e.to_string()))?;
     let mut stream = decryptor
         .decrypt(ids.keys.iter().map(|k| k as &dyn age::Identity))
         .map_err(|e| match e {
@@ -285,8 +286,9 @@ pub(crate) fn unwrap(enc: &str, ids: &Identities) -> Result<DataKey, UnwrapError
         .take(33)
         .read_to_end(&mut plain)
         .map_err(|e| UnwrapError::Malformed(e.to_string()))?;
-    DataKey::from_slice(&plain)
-        .ok_or_else(|| UnwrapError::Malformed(format!("holds {} bytes, not a 32-byte key", plain.len())))
+    DataKey::from_slice(&plain).ok_or_else(|| {
+        UnwrapError::Malformed(format!("holds {} bytes, not a 32-byte key", plain.len()))
+    })
 }
 
 #[cfg(test)]
@@ -309,14 +311,20 @@ mod tests {
         let err = Identities::from_key_text(&text).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("line 2"), "{msg}");
-        assert!(!msg.contains("NOTAKEY") && !msg.contains(&KEY[20..]), "{msg}");
+        assert!(
+            !msg.contains("NOTAKEY") && !msg.contains(&KEY[20..]),
+            "{msg}"
+        );
     }
 
     #[test]
     fn debug_is_redacted() {
         let ids = Identities::from_key_text(KEY).unwrap();
         let dbg = format!("{ids:?}");
-        assert!(!dbg.contains("AGE-SECRET") && !dbg.contains(&KEY[20..30]), "{dbg}");
+        assert!(
+            !dbg.contains("AGE-SECRET") && !dbg.contains(&KEY[20..30]),
+            "{dbg}"
+        );
         assert!(dbg.contains("1 key(s)"), "{dbg}");
     }
 
@@ -335,13 +343,19 @@ mod tests {
         };
         assert!(matches!(unwrap(&enc, &other), Err(UnwrapError::NoMatch)));
         let truncated = &enc[..enc.len() / 2];
-        assert!(matches!(unwrap(truncated, &ids), Err(UnwrapError::Malformed(_))));
+        assert!(matches!(
+            unwrap(truncated, &ids),
+            Err(UnwrapError::Malformed(_))
+        ));
     }
 
     #[test]
     fn recipients_are_validated() {
         assert!(Recipient::parse("age1nope").is_err());
-        let good = Identities::from_key_text(KEY).unwrap().recipients().remove(0);
+        let good = Identities::from_key_text(KEY)
+            .unwrap()
+            .recipients()
+            .remove(0);
         assert_eq!(Recipient::parse(good.as_str()).unwrap(), good);
     }
 }

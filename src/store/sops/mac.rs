@@ -1,12 +1,12 @@
 //! The document MAC and the rules that say which values are encrypted.
 //!
-//! Decides the bytes each scalar contributes to the SHA-512 MAC (as sops's
-//! `ToBytes`: booleans `True`/`False`, numbers as Go prints a float64 or an int,
-//! timestamps as RFC 3339), the bytes that are encrypted for a scalar (booleans
-//! `true`/`false` there), the additional data of a value (each map key on the
-//! path followed by `:`, list items add nothing), and which paths are encrypted
-//! (`unencrypted_suffix`, `encrypted_suffix`, `unencrypted_regex`,
-//! `encrypted_regex`, all matched against every key on the path, unanchored).
+//! Decides the bytes each scalar contributes to the SHA-512 MAC and the bytes
+//! encrypted for it (as sops's `ToBytes`: booleans `True`/`False`, numbers as Go
+//! prints a float64 or an int, timestamps as their RFC 3339 text), the
+//! additional data of a value (each map key on the path followed by `:`, list
+//! items add nothing), and which paths are encrypted (`unencrypted_suffix`,
+//! `encrypted_suffix`, `unencrypted_regex`, `encrypted_regex`, each matched
+//! against every key on the path, regexes unanchored).
 
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
@@ -163,7 +163,7 @@ impl Mac {
 pub(crate) fn mac_bytes(node: &Node) -> Option<Zeroizing<Vec<u8>>> {
     Some(Zeroizing::new(match node {
         Node::Str(s) => s.as_bytes().to_vec(),
-        Node::Time(s) => rfc3339_seconds(s).into_bytes(),
+        Node::Time(s) => s.as_bytes().to_vec(),
         Node::Int(i) => i.to_string().into_bytes(),
         Node::Float(f) => go_float(*f).into_bytes(),
         Node::Bool(true) => b"True".to_vec(),
@@ -180,7 +180,9 @@ pub(crate) fn plaintext_bytes(node: &Node) -> Option<(Zeroizing<Vec<u8>>, ValueT
         Node::Time(s) => (Zeroizing::new(s.as_bytes().to_vec()), ValueType::Time),
         Node::Int(i) => (Zeroizing::new(i.to_string().into_bytes()), ValueType::Int),
         Node::Float(f) => (Zeroizing::new(go_float(*f).into_bytes()), ValueType::Float),
-        Node::Bool(b) => (Zeroizing::new(b.to_string().into_bytes()), ValueType::Bool),
+        // sops encrypts booleans capitalised too (`True`), as it hashes them.
+        Node::Bool(true) => (Zeroizing::new(b"True".to_vec()), ValueType::Bool),
+        Node::Bool(false) => (Zeroizing::new(b"False".to_vec()), ValueType::Bool),
         Node::Null | Node::Map(_) | Node::List(_) => return None,
     })
 }
@@ -220,29 +222,27 @@ fn parse_go_float(text: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
-        _ if text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) => text.parse().ok(),
+        _ if text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) =>
+        {
+            text.parse().ok()
+        }
         _ => None,
     }
 }
 
-/// Go formats a parsed timestamp with `time.RFC3339`, which drops fractional
-/// seconds: `2001-12-14T21:59:43.1-05:00` hashes as `2001-12-14T21:59:43-05:00`,
-/// and a bare date `2001-12-14` as `2001-12-14T00:00:00Z`.
+/// Go's `time.RFC3339` text of an RFC 3339 timestamp: fractional seconds
+/// dropped (`2001-12-14T21:59:43.1-05:00` becomes `2001-12-14T21:59:43-05:00`).
+/// sops binds the MAC to `lastmodified` printed this way.
 pub(crate) fn rfc3339_seconds(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let is_date = bytes.len() >= 10
-        && bytes[..10]
-            .iter()
-            .enumerate()
-            .all(|(i, b)| if i == 4 || i == 7 { *b == b'-' } else { b.is_ascii_digit() });
-    if !is_date {
-        return s.to_string();
-    }
-    if bytes.len() == 10 {
-        return format!("{s}T00:00:00Z");
-    }
     match s.find('.') {
-        Some(dot) if dot > 10 => {
+        Some(dot)
+            if dot == 19
+                && s.as_bytes()
+                    .get(10)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b'T')) =>
+        {
             let rest = &s[dot + 1..];
             let digits = rest.chars().take_while(char::is_ascii_digit).count();
             format!("{}{}", &s[..dot], &rest[digits..])
@@ -261,10 +261,7 @@ mod tests {
 
     #[test]
     fn aad_is_map_keys_each_followed_by_colon_list_items_add_nothing() {
-        let p = path(&[
-            Step::Key("unseal_keys_b64".into()),
-            Step::Index(1),
-        ]);
+        let p = path(&[Step::Key("unseal_keys_b64".into()), Step::Index(1)]);
         assert_eq!(p.aad(), "unseal_keys_b64:");
         let p = path(&[
             Step::Key("a".into()),
@@ -288,7 +285,10 @@ mod tests {
             (Node::Float(1e21), b"1000000000000000000000"),
             (Node::Float(18446744073709551615.0), b"18446744073709552000"),
             (Node::Str("ü".into()), "ü".as_bytes()),
-            (Node::Time("2001-12-14".into()), b"2001-12-14T00:00:00Z"),
+            (
+                Node::Time("2001-12-14T21:59:43.1-05:00".into()),
+                b"2001-12-14T21:59:43.1-05:00",
+            ),
         ];
         for (node, want) in cases {
             assert_eq!(mac_bytes(&node).unwrap().as_slice(), want, "{node:?}");
@@ -298,9 +298,9 @@ mod tests {
     }
 
     #[test]
-    fn booleans_encrypt_lower_case_but_hash_capitalised() {
+    fn booleans_encrypt_and_hash_capitalised() {
         let (bytes, kind) = plaintext_bytes(&Node::Bool(true)).unwrap();
-        assert_eq!((bytes.as_slice(), kind), (&b"true"[..], ValueType::Bool));
+        assert_eq!((bytes.as_slice(), kind), (&b"True"[..], ValueType::Bool));
         assert_eq!(
             scalar_from_plaintext(b"True", ValueType::Bool),
             Some(Node::Bool(true))
@@ -310,8 +310,14 @@ mod tests {
 
     #[test]
     fn plaintexts_parse_by_type() {
-        assert_eq!(scalar_from_plaintext(b"3", ValueType::Float), Some(Node::Float(3.0)));
-        assert_eq!(scalar_from_plaintext(b"+Inf", ValueType::Float), Some(Node::Float(f64::INFINITY)));
+        assert_eq!(
+            scalar_from_plaintext(b"3", ValueType::Float),
+            Some(Node::Float(3.0))
+        );
+        assert_eq!(
+            scalar_from_plaintext(b"+Inf", ValueType::Float),
+            Some(Node::Float(f64::INFINITY))
+        );
         assert_eq!(scalar_from_plaintext(b"inf", ValueType::Float), None);
         assert_eq!(scalar_from_plaintext(b"3.5", ValueType::Int), None);
         assert_eq!(scalar_from_plaintext(&[0xff], ValueType::Str), None);
@@ -319,9 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_hash_at_second_precision() {
-        assert_eq!(rfc3339_seconds("2001-12-14T21:59:43.1-05:00"), "2001-12-14T21:59:43-05:00");
-        assert_eq!(rfc3339_seconds("2026-11-25T00:00:00Z"), "2026-11-25T00:00:00Z");
+    fn lastmodified_binds_at_second_precision() {
+        assert_eq!(
+            rfc3339_seconds("2001-12-14T21:59:43.1-05:00"),
+            "2001-12-14T21:59:43-05:00"
+        );
+        assert_eq!(
+            rfc3339_seconds("2026-11-25T00:00:00Z"),
+            "2026-11-25T00:00:00Z"
+        );
         assert_eq!(rfc3339_seconds("not a date"), "not a date");
     }
 
@@ -370,6 +382,8 @@ mod tests {
         assert_ne!(*a.finish(), *empty);
         assert_ne!(*b.finish(), *empty);
         assert_eq!(empty.len(), 128);
-        assert!(empty.chars().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
+        assert!(empty
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
     }
 }

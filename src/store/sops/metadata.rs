@@ -108,18 +108,18 @@ impl Metadata {
                 .collect();
             return Err(SopsError::NoAgeRecipients { others });
         }
-        let string = |field: &'static str| -> Result<Option<String>, SopsError> {
-            match block.get(field) {
-                None | Some(Node::Null) => Ok(None),
-                Some(node) => node
-                    .as_str()
-                    .map(|s| Some(s.to_string()))
-                    .ok_or(SopsError::MalformedMetadata {
-                        field,
-                        reason: "is not a string",
-                    }),
-            }
-        };
+        let string =
+            |field: &'static str| -> Result<Option<String>, SopsError> {
+                match block.get(field) {
+                    None | Some(Node::Null) => Ok(None),
+                    Some(node) => node.as_str().map(|s| Some(s.to_string())).ok_or(
+                        SopsError::MalformedMetadata {
+                            field,
+                            reason: "is not a string",
+                        },
+                    ),
+                }
+            };
         let required = |field: &'static str| {
             string(field)?.ok_or(SopsError::MalformedMetadata {
                 field,
@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn missing_version_is_named() {
         let block = Node::Map(vec![("age".into(), Node::List(vec![]))]);
-        assert!(matches!(Metadata::read(&block), Err(SopsError::MissingVersion)));
+        assert!(matches!(
+            Metadata::read(&block),
+            Err(SopsError::MissingVersion)
+        ));
     }
 
     #[test]
@@ -245,7 +248,9 @@ mod tests {
         ]);
         assert!(matches!(
             Metadata::read(&block),
-            Err(SopsError::UnsupportedMetadata { field: "key_groups" })
+            Err(SopsError::UnsupportedMetadata {
+                field: "key_groups"
+            })
         ));
     }
 

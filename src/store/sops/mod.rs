@@ -43,9 +43,6 @@
 //! - The returned plaintext `String` belongs to the caller, who should wrap it
 //!   (e.g. in `zeroize::Zeroizing`). Buffers inside serde and re-allocations
 //!   while emitting text are not scrubbed.
-//! - Plain (unencrypted) YAML timestamps written by sops with fractional
-//!   seconds are hashed by sops at whole seconds; [`decrypt`] accepts either
-//!   form of such values, so their fractional part is not MAC-protected.
 //! - JSON numbers are float64 as in sops: integers above 2^53 lose precision.
 
 mod age_keys;
@@ -100,9 +97,13 @@ pub enum SopsError {
     },
     #[error("not a sops document: there is no top-level `sops` block")]
     NotSopsDocument,
-    #[error("the document already has a top-level `sops` key, which sops reserves for its metadata")]
+    #[error(
+        "the document already has a top-level `sops` key, which sops reserves for its metadata"
+    )]
     ReservedKey,
-    #[error("the sops metadata has no `version`; sops refuses such a document (was the block edited?)")]
+    #[error(
+        "the sops metadata has no `version`; sops refuses such a document (was the block edited?)"
+    )]
     MissingVersion,
     #[error("the sops metadata field `{field}` {reason}")]
     MalformedMetadata {
@@ -128,7 +129,7 @@ pub enum SopsError {
     ValueNotEncrypted { path: String },
     #[error("the value at `{path}` does not decrypt: it was edited, moved, or encrypted with another data key")]
     DecryptValue { path: String },
-    #[error("the document's MAC does not decrypt: the `sops.mac` or `sops.lastmodified` field was modified")]
+    #[error("the document was modified: its MAC does not decrypt (`sops.mac` or `sops.lastmodified` was edited)")]
     MacUnreadable,
     #[error("the document was modified: MAC mismatch")]
     MacMismatch,
@@ -258,35 +259,21 @@ pub fn decrypt(doc: &str, format: Format, ids: &Identities) -> Result<String, So
     let block = take_sops_block(&mut tree.0)?;
     let meta = Metadata::read(&block)?;
     let key = unwrap_data_key(&meta.age, ids)?;
-    let mut macs = MacPair {
-        exact: meta.rules.mac(),
-        // Only YAML can hold timestamps that sops hashed in another form.
-        seconds: (format == Format::Yaml).then(|| meta.rules.mac()),
-    };
+    let mut mac = meta.rules.mac();
     let mut path = Path::default();
     for (k, v) in tree.0.iter_mut() {
         path.push(Step::Key(k.clone()));
-        open_node(v, &mut path, &meta.rules, &key, &mut macs)?;
+        open_node(v, &mut path, &meta.rules, &key, &mut mac)?;
         path.pop();
     }
     let stored = Sealed::parse(&meta.mac).map_err(|_| SopsError::MacUnreadable)?;
     let stored = stored
         .open(&key, metadata::mac_aad(&meta.lastmodified).as_bytes())
         .map_err(|_| SopsError::MacUnreadable)?;
-    let exact = macs.exact.finish();
-    let seconds = macs.seconds.map(Mac::finish);
-    let matches = |digest: &str| digest.as_bytes() == stored.as_slice();
-    if !(matches(&exact) || seconds.as_deref().is_some_and(|s| matches(s))) {
+    if mac.finish().as_bytes() != stored.as_slice() {
         return Err(SopsError::MacMismatch);
     }
     document::emit(&tree.0, format)
-}
-
-/// The MAC as computed, and (for YAML) with plain timestamp-like strings hashed
-/// at whole seconds the way sops hashes a YAML timestamp.
-struct MacPair {
-    exact: Mac,
-    seconds: Option<Mac>,
 }
 
 fn open_node(
@@ -294,20 +281,20 @@ fn open_node(
     path: &mut Path,
     rules: &Rules,
     key: &DataKey,
-    macs: &mut MacPair,
+    mac: &mut Mac,
 ) -> Result<(), SopsError> {
     match node {
         Node::Map(entries) => {
             for (k, v) in entries.iter_mut() {
                 path.push(Step::Key(k.clone()));
-                open_node(v, path, rules, key, macs)?;
+                open_node(v, path, rules, key, mac)?;
                 path.pop();
             }
         }
         Node::List(items) => {
             for (i, v) in items.iter_mut().enumerate() {
                 path.push(Step::Index(i));
-                open_node(v, path, rules, key, macs)?;
+                open_node(v, path, rules, key, mac)?;
                 path.pop();
             }
         }
@@ -320,19 +307,8 @@ fn open_node(
                     scrub(scalar);
                     *scalar = opened;
                 }
-                macs.exact.add(scalar, true);
-                if let Some(m) = &mut macs.seconds {
-                    m.add(scalar, true);
-                }
-            } else {
-                macs.exact.add(scalar, false);
-                if let Some(m) = &mut macs.seconds {
-                    match scalar {
-                        Node::Str(s) => m.add(&Node::Time(s.clone()), false),
-                        other => m.add(other, false),
-                    }
-                }
             }
+            mac.add(scalar, encrypted);
         }
     }
     Ok(())

@@ -111,11 +111,6 @@ pub(crate) struct Sealed {
     pub(crate) kind: ValueType,
 }
 
-/// True when `s` has the outer shape of a sops encrypted value.
-pub(crate) fn looks_encrypted(s: &str) -> bool {
-    s.starts_with(PREFIX) && s.ends_with(']')
-}
-
 impl Sealed {
     /// Parses the text form.
     pub(crate) fn parse(s: &str) -> Result<Self, OpenError> {
@@ -176,16 +171,17 @@ pub(crate) fn seal(key: &DataKey, plaintext: &[u8], aad: &[u8], kind: ValueType)
     let mut buf = Zeroizing::new(plaintext.to_vec());
     // Encryption under a 32-byte nonce cannot fail for inputs below the GCM size
     // limit (64 GiB); a document value never comes near it.
-    let tag = match key
-        .cipher()
-        .encrypt_in_place_detached(GenericArray::from_slice(&iv), aad, &mut buf)
-    {
-        Ok(tag) => tag,
-        Err(_) => {
-            buf.zeroize();
-            GenericArray::default()
-        }
-    };
+    let tag =
+        match key
+            .cipher()
+            .encrypt_in_place_detached(GenericArray::from_slice(&iv), aad, &mut buf)
+        {
+            Ok(tag) => tag,
+            Err(_) => {
+                buf.zeroize();
+                GenericArray::default()
+            }
+        };
     format!(
         "{PREFIX}{},iv:{},tag:{},type:{}]",
         STANDARD.encode(buf.as_slice()),
@@ -207,7 +203,7 @@ mod tests {
     fn round_trip_keeps_bytes_and_type() {
         let k = key();
         let text = seal(&k, "héllo \"q\"".as_bytes(), b"a:b:", ValueType::Str);
-        assert!(looks_encrypted(&text));
+        assert!(text.starts_with("ENC[AES256_GCM,data:") && text.ends_with(",type:str]"));
         let sealed = Sealed::parse(&text).unwrap();
         assert_eq!(sealed.kind, ValueType::Str);
         assert_eq!(
@@ -219,8 +215,20 @@ mod tests {
     #[test]
     fn layout_has_32_byte_iv_16_byte_tag_padded_base64() {
         let text = seal(&key(), b"x", b"k:", ValueType::Int);
-        let iv = text.split(",iv:").nth(1).unwrap().split(',').next().unwrap();
-        let tag = text.split(",tag:").nth(1).unwrap().split(',').next().unwrap();
+        let iv = text
+            .split(",iv:")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        let tag = text
+            .split(",tag:")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
         assert_eq!(STANDARD.decode(iv).unwrap().len(), 32);
         assert_eq!(STANDARD.decode(tag).unwrap().len(), 16);
         assert!(iv.ends_with('='), "32 bytes encode with one pad char");
@@ -245,26 +253,27 @@ mod tests {
     }
 
     #[test]
-    fn opens_a_value_written_by_sops() {
-        // Written by sops 3.11 for {"s":"hi"} under a known key is not possible
-        // without the key; instead check a fixed vector produced by this codec
-        // stays readable (guards against accidental layout changes).
-        let k = key();
-        let fixed = seal(&k, b"hi", b"s:", ValueType::Str);
-        let parsed = Sealed::parse(&fixed).unwrap();
-        assert_eq!(parsed.open(&k, b"s:").unwrap().as_slice(), b"hi");
-    }
-
-    #[test]
     fn malformed_values_are_named() {
         for (input, want) in [
             ("ENC[AES256_GCM,data:AA==]", "no iv field"),
-            ("ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==]", "no type field"),
+            (
+                "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==]",
+                "no type field",
+            ),
             ("plain", "not of the form ENC[AES256_GCM,...]"),
-            ("ENC[AES256_GCM,data:!!,iv:AA==,tag:AA==,type:str]", "data is not base64"),
-            ("ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]", "iv is not 32 bytes"),
+            (
+                "ENC[AES256_GCM,data:!!,iv:AA==,tag:AA==,type:str]",
+                "data is not base64",
+            ),
+            (
+                "ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]",
+                "iv is not 32 bytes",
+            ),
         ] {
-            assert_eq!(Sealed::parse(input).unwrap_err(), OpenError::Malformed(want));
+            assert_eq!(
+                Sealed::parse(input).unwrap_err(),
+                OpenError::Malformed(want)
+            );
         }
         let good = seal(&key(), b"x", b"", ValueType::Str);
         let bad_type = good.replace("type:str", "type:blob");

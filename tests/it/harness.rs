@@ -1,0 +1,227 @@
+//! The shared test harness: a sandbox cluster per test, the real plugin
+//! binary run against it, and checks on what a user would notice.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use sandbox::{Cluster, ClusterOptions};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Where `scripts/install-deps` puts the real tools.
+pub fn deps_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin")
+}
+
+pub fn plugin_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubectl-vault"))
+}
+
+/// What one plugin run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "plugin failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// One test's cluster plus everything the plugin printed, for the exposure check.
+pub struct Env {
+    pub cluster: Cluster,
+    pub outputs: std::sync::Mutex<Vec<String>>,
+    home: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start(opts: ClusterOptions) -> Env {
+        let cluster = Cluster::start(opts).await.expect("start sandbox");
+        Env { cluster, outputs: Default::default(), home: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        self.cluster.client().await.expect("client")
+    }
+
+    /// Runs the plugin with the cluster's kubeconfig and namespace.
+    pub async fn plugin(&self, args: &[&str]) -> Run {
+        self.plugin_with_env(args, &[]).await
+    }
+
+    pub async fn plugin_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .arg("--kubeconfig")
+            .arg(self.cluster.kubeconfig_path())
+            .args(["-n", self.cluster.namespace(), "--no-progress"])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("FAILPOINTS")
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
+            .await
+            .expect("plugin run timed out")
+            .expect("run plugin");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.outputs.lock().unwrap().push(format!("{}\n{}", run.stdout, run.stderr));
+        run
+    }
+
+    /// Runs the plugin with a failpoint that kills it (panic) at `name`.
+    pub async fn plugin_crashing_at(&self, args: &[&str], failpoint: &str) -> Run {
+        let spec = format!("{failpoint}=panic");
+        self.plugin_with_env(args, &[("FAILPOINTS", &spec)]).await
+    }
+
+    pub fn secret_name(&self) -> String {
+        format!("{}-unseal", self.cluster.name())
+    }
+
+    /// The stored credentials document, if any.
+    pub async fn stored_credentials(&self) -> Option<serde_json::Value> {
+        let api: Api<Secret> = Api::namespaced(self.client().await, self.cluster.namespace());
+        let secret = api.get_opt(&self.secret_name()).await.expect("get secret")?;
+        let bytes = secret.data.as_ref()?.get("credentials.json")?.0.clone();
+        Some(serde_json::from_slice(&bytes).expect("credentials.json is JSON"))
+    }
+
+    pub async fn secret_exists(&self, name: &str) -> bool {
+        let api: Api<Secret> = Api::namespaced(self.client().await, self.cluster.namespace());
+        api.get_opt(name).await.expect("get secret").is_some()
+    }
+
+    pub async fn checkpoint_exists(&self) -> bool {
+        self.secret_exists(&format!("{}-checkpoint", self.secret_name())).await
+    }
+
+    /// Runs the real `bao` CLI on this machine against pod `ordinal`'s listener,
+    /// with the token in the environment (the test's own client, not the plugin).
+    pub async fn bao(&self, ordinal: u32, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut command = tokio::process::Command::new(deps_bin().join("bao"));
+        command
+            .args(args)
+            .env_clear()
+            .env("BAO_ADDR", self.cluster.pod_api_addr(ordinal))
+            .env("HOME", self.home.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            command.env("BAO_TOKEN", t);
+        }
+        let mut child = command.spawn().expect("spawn bao");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(text.as_bytes()).await.expect("write stdin");
+        }
+        let out = child.wait_with_output().await.expect("bao output");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    pub async fn seal_status(&self, ordinal: u32) -> serde_json::Value {
+        let (_, out) = self.bao(ordinal, None, &["status", "-format=json"], None).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bao status on pod {ordinal}: {e}: {out}"))
+    }
+
+    /// Enables a KV mount (once) and writes `value` at `kv/<key>` through the active pod.
+    pub async fn write_kv(&self, token: &str, key: &str, value: &str) {
+        let leader = self.active_ordinal().await;
+        let _ = self.bao(leader, Some(token), &["secrets", "enable", "-path=kv", "kv"], None).await;
+        let (code, out) = self.bao(leader, Some(token), &["kv", "put", &format!("kv/{key}"), &format!("value={value}")], None).await;
+        assert_eq!(code, 0, "kv put failed: {out}");
+    }
+
+    pub async fn read_kv(&self, token: &str, key: &str) -> String {
+        let leader = self.active_ordinal().await;
+        let (code, out) = self.bao(leader, Some(token), &["kv", "get", "-field=value", &format!("kv/{key}")], None).await;
+        assert_eq!(code, 0, "kv get failed: {out}");
+        out.trim().to_owned()
+    }
+
+    /// The ordinal of the active node, waiting up to 60 s for one.
+    pub async fn active_ordinal(&self) -> u32 {
+        for _ in 0..240 {
+            for (i, _) in self.cluster.pod_names().iter().enumerate() {
+                let s = self.seal_status(i as u32).await;
+                if s["sealed"] == false && s["is_self"] == true {
+                    return i as u32;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("no active node");
+    }
+
+    /// Every pod exists, is unsealed and the raft peer set holds them all.
+    pub async fn assert_whole(&self, replicas: u32) {
+        let creds = self.stored_credentials().await.expect("credentials stored");
+        let token = creds["root_token"].as_str().expect("root token").to_owned();
+        assert_eq!(self.cluster.pod_names().len() as u32, replicas, "pods");
+        for i in 0..replicas {
+            let s = self.seal_status(i).await;
+            assert_eq!(s["initialized"], true, "pod {i} initialized: {s}");
+            assert_eq!(s["sealed"], false, "pod {i} unsealed: {s}");
+        }
+        let leader = self.active_ordinal().await;
+        let (code, out) = self.bao(leader, Some(&token), &["read", "-format=json", "sys/storage/raft/configuration"], None).await;
+        assert_eq!(code, 0, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("raft config json");
+        let servers = v["data"]["config"]["servers"].as_array().expect("servers").clone();
+        for name in self.cluster.pod_names() {
+            assert!(servers.iter().any(|s| s["node_id"] == name.as_str()), "{name} missing from raft peers: {servers:?}");
+        }
+    }
+
+    /// Restarts every pod (they come back sealed) and unseals them with the
+    /// stored credentials through the plugin.
+    pub async fn restart_all_and_unseal(&self) {
+        self.cluster.restart_all().await.expect("restart all");
+        for i in 0..self.cluster.pod_names().len() as u32 {
+            assert_eq!(self.seal_status(i).await["sealed"], true, "pod {i} sealed after restart");
+        }
+        self.plugin(&["unseal"]).await.ok();
+    }
+
+    /// No share and no token of the stored credentials appears in the audit
+    /// log (URLs, exec argv) or in anything the plugin printed.
+    pub async fn assert_no_secret_exposed(&self) {
+        let Some(creds) = self.stored_credentials().await else { return };
+        let mut secrets: Vec<String> = vec![creds["root_token"].as_str().unwrap().to_owned()];
+        for k in creds["unseal_keys_b64"].as_array().unwrap() {
+            let b64 = k.as_str().unwrap();
+            // The hex form the init response also carries is as good as the share.
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).expect("share is base64");
+            secrets.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+            secrets.push(b64.to_owned());
+        }
+        let audit = std::fs::read_to_string(self.cluster.audit_log_path()).expect("audit log");
+        assert!(audit.contains("exec"), "audit log records exec requests");
+        let outputs = self.outputs.lock().unwrap().join("\n");
+        for s in &secrets {
+            assert!(!audit.contains(s.as_str()), "a secret appears in the audit log");
+            assert!(!outputs.contains(s.as_str()), "a secret appears in the plugin's output");
+        }
+    }
+}
