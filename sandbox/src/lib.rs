@@ -1,1 +1,40 @@
+//! A Kubernetes API server double whose pods are real OpenBao processes.
+//!
+//! `Cluster::start` serves the real wire protocol (discovery, pods, exec and
+//! port-forward over WebSocket, Secrets, Leases, Events, server-side apply)
+//! over HTTP or HTTPS, so real kubectl and kube-rs work against it, while each
+//! pod `NAME-i` is a `bao server` with raft storage on its own loopback IP.
+//! Faults (failing Secret writes, dropped exec streams, latency, RBAC denials,
+//! pod restarts and data loss) are injected through the handle or the
+//! `kube-sandbox` CLI.
+//!
+//! Module map: `options` (what to start) → `cluster` (the handle) → `state`
+//! (shared parts) → `fleet`/`pod`/`spawner` (processes), `store`/`kinds`/
+//! `patch` (objects), `api` (HTTP), `control`/`faults` (operator actions).
 
+mod api;
+mod audit;
+mod cluster;
+mod control;
+mod faults;
+mod fleet;
+mod kinds;
+mod kubeconfig;
+mod meta;
+mod options;
+mod patch;
+mod pod;
+mod render;
+mod selector;
+mod spawner;
+mod state;
+mod status;
+mod store;
+mod table;
+mod tls;
+
+pub use cluster::Cluster;
+pub use control::Control;
+pub use faults::SecretFault;
+pub use options::{ClusterOptions, Flavour, PodManagement};
+pub use pod::{API_PORT, CLUSTER_PORT};

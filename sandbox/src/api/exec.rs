@@ -1,0 +1,241 @@
+//! `pods/exec`: runs argv as a local process in the pod's folder with the
+//! container's environment, speaking the v4/v5 channel protocol.
+//!
+//! Owns container selection, stream pumping (stdout/stderr flushed before the
+//! status frame), the Success/NonZeroExitCode Status and the dropped-stream
+//! fault. The environment itself comes from [`crate::pod::exec_env`].
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use http::Request;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::websocket::{self, normal_close, V4, V5};
+use super::{Ctx, Reply};
+use crate::pod::{self, ContainerKind};
+use crate::render::SIDECAR;
+use crate::state::Sandbox;
+use crate::status::ApiError;
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+const CLOSE: u8 = 255;
+
+struct Plan {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: std::path::PathBuf,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+fn flag(ctx: &Ctx, key: &str) -> bool {
+    matches!(ctx.param(key), Some("true" | "1"))
+}
+
+/// Validates the request, answers 101 and runs the command on the upgraded socket.
+pub fn handle(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let i = &ctx.info;
+    let opts = s.fleet.options();
+    let pod = s
+        .fleet
+        .pod(&i.name)
+        .filter(|p| p.running && i.namespace == opts.namespace)
+        .ok_or_else(|| ApiError::not_found("", "pods", &i.name))?;
+    let mut containers = vec![opts.container()];
+    if opts.sidecar {
+        containers.insert(0, SIDECAR);
+    }
+    let container = ctx
+        .param("container")
+        .filter(|c| !c.is_empty())
+        .unwrap_or(containers[0]);
+    let kind = match container {
+        c if c == opts.container() => ContainerKind::Main,
+        c if opts.sidecar && c == SIDECAR => ContainerKind::Sidecar,
+        c => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {}",
+                pod.name
+            )))
+        }
+    };
+    let argv = ctx.params_all("command");
+    if argv.is_empty() {
+        return Err(ApiError::bad_request(
+            "you must specify at least one command for the container",
+        ));
+    }
+    let layout = s.fleet.layout(&pod.name);
+    let plan = Plan {
+        env: pod::exec_env(opts, &layout, &pod.name, pod.ip, kind),
+        cwd: layout.dir,
+        argv,
+        stdin: flag(ctx, "stdin"),
+        stdout: flag(ctx, "stdout"),
+        stderr: flag(ctx, "stderr"),
+        tty: flag(ctx, "tty"),
+    };
+    let (response, protocol) = websocket::accept(ctx, &[V5, V4])?;
+    let drop_stream = s.faults.take_exec_drop();
+    tokio::spawn(async move {
+        if let Some(socket) = websocket::upgraded(req).await {
+            run(socket, protocol == V5, plan, drop_stream).await;
+        }
+    });
+    Ok(Reply::Raw(response))
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::binary(v)
+}
+
+async fn pump(mut r: impl AsyncRead + Unpin, channel: u8, tx: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn exit_status(argv: &[String], code: i32) -> Value {
+    if code == 0 {
+        return json!({"metadata": {}, "status": "Success"});
+    }
+    json!({
+        "metadata": {}, "status": "Failure",
+        "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", argv.join(" ")),
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+    })
+}
+
+fn start_failure(argv: &[String], e: &std::io::Error) -> Value {
+    let what = if e.kind() == std::io::ErrorKind::NotFound {
+        format!("exec: {:?}: executable file not found in $PATH", argv[0])
+    } else {
+        format!("exec: {:?}: {e}", argv[0])
+    };
+    json!({
+        "metadata": {}, "status": "Failure",
+        "message": format!("Internal error occurred: error executing command in container: failed to exec in container: OCI runtime exec failed: exec failed: unable to start container process: {what}: unknown"),
+        "reason": "InternalError", "code": 500,
+        "details": {"causes": [{"message": what}]},
+    })
+}
+
+async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.flush().await;
+        sink
+    });
+    let mut cmd = tokio::process::Command::new(&plan.argv[0]);
+    cmd.args(&plan.argv[1..])
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&plan.cwd)
+        .stdin(if plan.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if plan.stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if plan.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
+    let status = match cmd.spawn() {
+        Err(e) => start_failure(&plan.argv, &e),
+        Ok(mut child) => {
+            let mut pumps = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                pumps.push(tokio::spawn(pump(out, STDOUT, tx.clone())));
+            }
+            if let Some(err) = child.stderr.take() {
+                let ch = if plan.tty { STDOUT } else { STDERR };
+                pumps.push(tokio::spawn(pump(err, ch, tx.clone())));
+            }
+            let mut stdin = child.stdin.take();
+            let reader = tokio::spawn(async move {
+                while let Some(Ok(msg)) = stream.next().await {
+                    let data = match msg {
+                        Message::Binary(b) => b,
+                        Message::Close(_) => break,
+                        _ => continue,
+                    };
+                    match data.first() {
+                        Some(&STDIN) => {
+                            if let Some(w) = stdin.as_mut() {
+                                if w.write_all(&data[1..]).await.is_err() {
+                                    stdin = None;
+                                }
+                            }
+                        }
+                        Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
+                        _ => {}
+                    }
+                }
+            });
+            let code = match child.wait().await {
+                Ok(st) => st.code().unwrap_or_else(|| {
+                    use std::os::unix::process::ExitStatusExt;
+                    128 + st.signal().unwrap_or(0)
+                }),
+                Err(_) => 1,
+            };
+            for p in pumps {
+                let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
+            }
+            reader.abort();
+            exit_status(&plan.argv, code)
+        }
+    };
+    if drop_stream {
+        // Output already produced reaches the client; the status never does.
+        drop(tx);
+        if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
+            drop(sink);
+        }
+        return;
+    }
+    let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
+    let _ = tx.send(normal_close()).await;
+    drop(tx);
+    if let Ok(Ok(mut sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
+        let _ = sink.close().await;
+    }
+}

@@ -1,0 +1,170 @@
+//! HTTP verbs on the stored kinds (Secrets, Leases, Events): list, get,
+//! create, replace, patch (four formats), delete, and injected Secret write
+//! failures.
+//!
+//! Owns the mapping from request to [`crate::store::Store`] calls and the
+//! wire shapes (lists, tables, delete Status). Semantics live in the store.
+
+use serde_json::Value;
+
+use super::{parse_json, require_namespace, Ctx, Reply};
+use crate::faults::SecretFault;
+use crate::kinds::Kind;
+use crate::patch::{self, PatchType};
+use crate::render;
+use crate::selector::Selector;
+use crate::state::Sandbox;
+use crate::status::{self, ApiError};
+use crate::table;
+
+fn selector(ctx: &Ctx) -> Result<Selector, ApiError> {
+    Selector::parse(ctx.param("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)
+}
+
+/// `metadata.name=x` field selectors (the only field kubectl-vault needs).
+pub fn field_name(ctx: &Ctx) -> Result<Option<String>, ApiError> {
+    let Some(fs) = ctx.param("fieldSelector").filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    let mut name = None;
+    for part in fs.split(',') {
+        match part.split_once('=') {
+            Some(("metadata.name", v)) => name = Some(v.trim_start_matches('=').to_string()),
+            Some(("metadata.namespace", _)) => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {part}"
+                )))
+            }
+        }
+    }
+    Ok(name)
+}
+
+fn injected_fault(s: &Sandbox, kind: Kind, name: &str) -> Option<Result<Reply, ApiError>> {
+    if kind != Kind::Secret {
+        return None;
+    }
+    Some(match s.faults.take_secret_write_fault(name)? {
+        SecretFault::ServerError => Err(ApiError::internal(format!(
+            "injected failure writing secret {name:?}"
+        ))),
+        SecretFault::Conflict => Err(ApiError::conflict("", "secrets", name)),
+        SecretFault::DropConnection => Ok(Reply::Drop),
+    })
+}
+
+/// Serves one request on a stored kind.
+pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, ApiError> {
+    let i = &ctx.info;
+    let ns = i.namespace.as_str();
+    if !i.subresource.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    if !ns.is_empty() {
+        require_namespace(s, ns)?;
+    }
+    let write_target = match i.verb.as_str() {
+        "create" => parse_json(body).ok().and_then(|v| {
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }),
+        "update" | "patch" | "delete" => Some(i.name.clone()),
+        _ => None,
+    };
+    if let Some(fault) = write_target.and_then(|name| injected_fault(s, kind, &name)) {
+        return fault;
+    }
+    let ok = |v: Value| Ok(Reply::Json(200, v));
+    match i.verb.as_str() {
+        "list" => {
+            let (mut items, rv) =
+                s.store
+                    .list(kind, (!ns.is_empty()).then_some(ns), &selector(ctx)?);
+            if let Some(name) = field_name(ctx)? {
+                items.retain(|o| {
+                    o.pointer("/metadata/name").and_then(Value::as_str) == Some(name.as_str())
+                });
+            }
+            if table::wants_table(ctx.header("accept")) {
+                return ok(table::table(kind.resource(), &items, &rv));
+            }
+            ok(render::list(kind.kind(), kind.api_version(), items, &rv))
+        }
+        "watch" => Err(ApiError::method_not_allowed()),
+        "get" => {
+            let obj = s.store.get(kind, ns, &i.name)?;
+            if table::wants_table(ctx.header("accept")) {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                return ok(table::table(kind.resource(), &[obj], &rv));
+            }
+            ok(obj)
+        }
+        "create" => {
+            reject_non_json(ctx)?;
+            let obj = s.store.create(kind, ns, parse_json(body)?)?;
+            Ok(Reply::Json(201, obj))
+        }
+        "update" => {
+            reject_non_json(ctx)?;
+            ok(s.store.replace(kind, ns, &i.name, parse_json(body)?)?)
+        }
+        "patch" => {
+            let ct = ctx.header("content-type");
+            let ty = PatchType::from_content_type(ct)
+                .ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+            if ty == PatchType::Apply {
+                let manager = ctx
+                    .param("fieldManager")
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "PATCH, fieldManager: Required value: is required for apply patch",
+                        )
+                    })?;
+                let force = ctx.param("force") == Some("true");
+                let existed = s.store.get(kind, ns, &i.name).is_ok();
+                let obj = s.store.write(kind, ns, &i.name, true, |cur| {
+                    patch::server_side_apply(kind, &i.name, cur, body, manager, force)
+                })?;
+                return Ok(Reply::Json(if existed { 200 } else { 201 }, obj));
+            }
+            let obj = s.store.write(kind, ns, &i.name, false, |cur| match cur {
+                Some(cur) => patch::apply_patch(kind, &i.name, &ty, cur, body),
+                None => Err(ApiError::not_found(kind.group(), kind.resource(), &i.name)),
+            })?;
+            ok(obj)
+        }
+        "delete" => {
+            let precondition = if body.is_empty() {
+                None
+            } else {
+                parse_json(body)?
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let gone = s.store.delete(kind, ns, &i.name, precondition.as_deref())?;
+            let uid = gone
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            ok(status::success(kind.group(), kind.resource(), &i.name, uid))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn reject_non_json(ctx: &Ctx) -> Result<(), ApiError> {
+    let ct = ctx.header("content-type");
+    let base = ct.split(';').next().unwrap_or_default().trim();
+    if base.is_empty() || base == "application/json" || base == "*/*" {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type(ct))
+    }
+}

@@ -1,0 +1,249 @@
+//! The `kube-sandbox` command line: `up` runs a cluster in the foreground;
+//! every other subcommand calls the running server's control API using
+//! `DIR/sandbox.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sandbox::{Cluster, ClusterOptions, Control, Flavour, PodManagement};
+use serde::{Deserialize, Serialize};
+
+/// A Kubernetes API server double whose pods are real OpenBao processes.
+#[derive(Parser, Debug)]
+#[command(name = "kube-sandbox", version)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FlavourArg {
+    Openbao,
+    Vault,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PolicyArg {
+    #[value(name = "Parallel", alias = "parallel")]
+    Parallel,
+    #[value(name = "OrderedReady", alias = "ordered-ready")]
+    OrderedReady,
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    /// Folder for pods, kubeconfig, audit log and sandbox.json (kept; reused by a later `up`).
+    #[arg(long)]
+    dir: PathBuf,
+    /// StatefulSet name (default: openbao or vault).
+    #[arg(long)]
+    name: Option<String>,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "vault")]
+    namespace: String,
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    #[arg(long, value_enum, default_value = "openbao")]
+    flavour: FlavourArg,
+    /// Default: OrderedReady for openbao, Parallel for vault.
+    #[arg(long, value_enum)]
+    pod_management: Option<PolicyArg>,
+    #[arg(long)]
+    retry_join: bool,
+    /// Serve HTTPS with a generated CA.
+    #[arg(long)]
+    tls: bool,
+    /// Add the `agent` sidecar container.
+    #[arg(long)]
+    sidecar: bool,
+    /// API server port (default: any free port).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(clap::Args, Debug)]
+struct DirArg {
+    /// The folder given to `up`.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a cluster in the foreground until SIGINT/SIGTERM or `down`.
+    Up(UpArgs),
+    /// Stop the running cluster.
+    Down(DirArg),
+    /// SIGKILL a pod's server and start it again (sealed).
+    RestartPod {
+        pod: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Delete a pod's data and start it again (uninitialized).
+    WipePod {
+        pod: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Make a pod disappear until `scale`.
+    RemovePod {
+        pod: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Set the StatefulSet's replicas.
+    Scale {
+        replicas: u32,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Make the next writes to a Secret fail.
+    FailSecretWrites {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// 500, 409 or drop.
+        #[arg(long, default_value = "500")]
+        mode: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Close the next N exec streams before their status frame.
+    DropExec {
+        count: u32,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Add latency (milliseconds) to every API request.
+    Latency {
+        ms: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Answer 403 to VERB on RESOURCE.
+    Forbid {
+        verb: String,
+        resource: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Lift every `forbid`.
+    AllowAll(DirArg),
+}
+
+/// What `up` writes to `DIR/sandbox.json` for the other subcommands.
+#[derive(Serialize, Deserialize)]
+struct Handle {
+    server: String,
+    token: String,
+    pid: u32,
+    kubeconfig: PathBuf,
+    namespace: String,
+    name: String,
+}
+
+/// Runs one subcommand.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (dir, control) = match args.command {
+        Command::Up(up) => return run_up(up).await,
+        Command::Down(d) => (d.dir, Control::Shutdown),
+        Command::RestartPod { pod, dir } => (dir.dir, Control::RestartPod { pod }),
+        Command::WipePod { pod, dir } => (dir.dir, Control::WipePod { pod }),
+        Command::RemovePod { pod, dir } => (dir.dir, Control::RemovePod { pod }),
+        Command::Scale { replicas, dir } => (dir.dir, Control::Scale { replicas }),
+        Command::FailSecretWrites {
+            name,
+            count,
+            mode,
+            dir,
+        } => (dir.dir, Control::FailSecretWrites { name, count, mode }),
+        Command::DropExec { count, dir } => (dir.dir, Control::DropExec { count }),
+        Command::Latency { ms, dir } => (dir.dir, Control::Latency { ms }),
+        Command::Forbid {
+            verb,
+            resource,
+            dir,
+        } => (dir.dir, Control::Forbid { verb, resource }),
+        Command::AllowAll(d) => (d.dir, Control::AllowAll),
+    };
+    send(&dir, control).await
+}
+
+async fn run_up(up: UpArgs) -> anyhow::Result<()> {
+    let mut opts = match up.flavour {
+        FlavourArg::Openbao => ClusterOptions::openbao(),
+        FlavourArg::Vault => ClusterOptions::vault(),
+    };
+    if let Some(name) = up.name {
+        opts = opts.name(name);
+    }
+    if let Some(p) = up.pod_management {
+        opts = opts.pod_management(match p {
+            PolicyArg::Parallel => PodManagement::Parallel,
+            PolicyArg::OrderedReady => PodManagement::OrderedReady,
+        });
+    }
+    opts = opts
+        .namespace(up.namespace)
+        .replicas(up.replicas)
+        .retry_join(up.retry_join)
+        .tls(up.tls)
+        .sidecar(up.sidecar)
+        .dir(&up.dir);
+    if let Some(port) = up.port {
+        opts = opts.port(port);
+    }
+    debug_assert!(matches!(opts.flavour, Flavour::OpenBao | Flavour::Vault));
+    let cluster = Cluster::start(opts).await?;
+    let handle = Handle {
+        server: cluster.server_url().to_string(),
+        token: cluster.token().to_string(),
+        pid: std::process::id(),
+        kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+        namespace: cluster.namespace().to_string(),
+        name: cluster.name().to_string(),
+    };
+    let state = cluster.dir().join("sandbox.json");
+    std::fs::write(&state, serde_json::to_vec_pretty(&handle)?).context("write sandbox.json")?;
+    println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = cluster.shutdown_requested() => {}
+    }
+    let _ = std::fs::remove_file(&state);
+    drop(cluster);
+    Ok(())
+}
+
+async fn send(dir: &Path, control: Control) -> anyhow::Result<()> {
+    let path = dir.join("sandbox.json");
+    let text = std::fs::read(&path).with_context(|| {
+        format!(
+            "read {} (is `kube-sandbox up --dir {}` running?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let handle: Handle = serde_json::from_slice(&text).context("parse sandbox.json")?;
+    let kc = kube::config::Kubeconfig::read_from(&handle.kubeconfig)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    config.read_timeout = Some(Duration::from_secs(120));
+    let client = kube::Client::try_from(config)?;
+    let body = serde_json::to_value(&control)?;
+    let op = body["op"].as_str().unwrap_or_default().to_string();
+    let req = http::Request::post(format!("/sandbox/v1/{op}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    client
+        .request_text(req)
+        .await
+        .with_context(|| format!("{op} failed"))?;
+    Ok(())
+}

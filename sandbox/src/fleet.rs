@@ -1,0 +1,496 @@
+//! The StatefulSet controller and kubelet of the sandbox: which pods exist,
+//! their processes, restarts and cached health.
+//!
+//! Owns pod lifecycle (create, restart, wipe, remove, scale), the
+//! OrderedReady/Parallel rule, crash restarts and the 200 ms health poll.
+//! Rendering pods as JSON is [`crate::render`]'s job; how a process is
+//! launched is [`crate::pod`]'s and [`crate::spawner`]'s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::meta::{self, Revisions};
+use crate::options::{ClusterOptions, PodManagement};
+use crate::pod::{self, Health, PodLayout};
+use crate::spawner::{ServerProcess, Spawner};
+
+/// One pod as the API reports it.
+#[derive(Clone, Debug)]
+pub struct PodView {
+    /// Ordinal in the StatefulSet.
+    pub ordinal: u32,
+    /// `NAME-i`.
+    pub name: String,
+    /// metadata.uid.
+    pub uid: String,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// metadata.creationTimestamp.
+    pub created: Timestamp,
+    /// state.running.startedAt of the main container.
+    pub started_at: Timestamp,
+    /// Main container restarts.
+    pub restart_count: u32,
+    /// Cached health.
+    pub health: Health,
+    /// Whether the server process is alive.
+    pub running: bool,
+    /// metadata.resourceVersion.
+    pub resource_version: u64,
+    /// Server pid, if running.
+    pub pid: Option<u32>,
+}
+
+struct PodRuntime {
+    view: PodView,
+    process: Option<ServerProcess>,
+    generation: u64,
+    last_crash_restart: Option<Instant>,
+}
+
+#[derive(Default)]
+struct FleetState {
+    desired: u32,
+    removed: BTreeSet<u32>,
+    pods: BTreeMap<u32, PodRuntime>,
+    ips: BTreeMap<u32, Ipv4Addr>,
+    closed: bool,
+}
+
+/// All pods of the StatefulSet and their processes.
+pub struct Fleet {
+    opts: ClusterOptions,
+    dir: PathBuf,
+    bao: PathBuf,
+    spawner: Spawner,
+    revisions: Arc<Revisions>,
+    state: Mutex<FleetState>,
+    lifecycle: tokio::sync::Mutex<()>,
+    /// StatefulSet uid.
+    pub uid: String,
+    /// StatefulSet creationTimestamp.
+    pub created: Timestamp,
+}
+
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Fleet {
+    /// A fleet with no pods yet; `reconcile` creates them.
+    pub fn new(
+        opts: ClusterOptions,
+        dir: &Path,
+        revisions: Arc<Revisions>,
+    ) -> anyhow::Result<Self> {
+        let bin = opts.resolved_bin_dir().join("bao");
+        let bao = std::fs::canonicalize(&bin).with_context(|| {
+            format!(
+                "find the bao binary at {} (run scripts/install-deps)",
+                bin.display()
+            )
+        })?;
+        let desired = opts.replicas;
+        Ok(Self {
+            opts,
+            dir: dir.to_path_buf(),
+            bao,
+            spawner: Spawner::new().context("start the spawner thread")?,
+            revisions,
+            state: Mutex::new(FleetState {
+                desired,
+                ..FleetState::default()
+            }),
+            lifecycle: tokio::sync::Mutex::new(()),
+            uid: meta::new_uid(),
+            created: meta::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FleetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The options the fleet was built from.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.opts
+    }
+
+    /// The folder of pod `name`.
+    pub fn layout(&self, name: &str) -> PodLayout {
+        PodLayout::new(&self.dir, name)
+    }
+
+    /// Desired replicas (spec.replicas).
+    pub fn desired(&self) -> u32 {
+        self.lock().desired
+    }
+
+    /// Pods that currently exist, by ordinal.
+    pub fn pods(&self) -> Vec<PodView> {
+        self.lock().pods.values().map(|p| p.view.clone()).collect()
+    }
+
+    /// One pod by name.
+    pub fn pod(&self, name: &str) -> Option<PodView> {
+        let o = self.opts.ordinal_of(name)?;
+        self.lock().pods.get(&o).map(|p| p.view.clone())
+    }
+
+    /// The IP an ordinal has (or will have), allocating it on first use.
+    pub fn ip_of(&self, ordinal: u32) -> anyhow::Result<Ipv4Addr> {
+        let mut st = self.lock();
+        if let Some(ip) = st.ips.get(&ordinal) {
+            return Ok(*ip);
+        }
+        let layout = self.layout(&self.opts.pod_name(ordinal));
+        let taken: Vec<Ipv4Addr> = st.ips.values().copied().collect();
+        let preferred = layout.previous_ip().filter(|ip| !taken.contains(ip));
+        let ip = pod::allocate_ip(preferred)?;
+        st.ips.insert(ordinal, ip);
+        Ok(ip)
+    }
+
+    fn start_process(&self, ordinal: u32) -> anyhow::Result<(ServerProcess, Ipv4Addr)> {
+        let name = self.opts.pod_name(ordinal);
+        let ip = self.ip_of(ordinal)?;
+        let leader = self.ip_of(0)?;
+        let layout = self.layout(&name);
+        layout
+            .prepare(&self.opts, &name, ip, leader, &self.bao)
+            .with_context(|| format!("prepare {}", layout.dir.display()))?;
+        let cmd = layout.server_command(&self.bao)?;
+        let process = self
+            .spawner
+            .spawn(cmd)
+            .with_context(|| format!("start bao server for {name}"))?;
+        Ok((process, ip))
+    }
+
+    async fn wait_listening(&self, ordinal: u32, ip: Ipv4Addr) -> anyhow::Result<()> {
+        let name = self.opts.pod_name(ordinal);
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if pod::is_listening(ip, pod::API_PORT).await {
+                return Ok(());
+            }
+            let exited = {
+                let mut st = self.lock();
+                match st.pods.get_mut(&ordinal).and_then(|p| p.process.as_mut()) {
+                    Some(p) => p.has_exited(),
+                    None => bail!("pod {name} went away while starting"),
+                }
+            };
+            if exited {
+                bail!(
+                    "bao server of {name} exited at start:\n{}",
+                    self.layout(&name).log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "bao server of {name} is not listening on {ip}:8200 after {START_DEADLINE:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Creates pod `ordinal` (new object) and waits until its server listens.
+    async fn create_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        if self.lock().closed {
+            bail!("the cluster is shutting down");
+        }
+        let (process, ip) = self.start_process(ordinal)?;
+        let now = meta::now();
+        let view = PodView {
+            ordinal,
+            name: self.opts.pod_name(ordinal),
+            uid: meta::new_uid(),
+            ip,
+            created: now,
+            started_at: now,
+            restart_count: 0,
+            health: Health::Unknown,
+            running: true,
+            resource_version: self.revisions.next(),
+            pid: Some(process.pid()),
+        };
+        let old = self.lock().pods.insert(
+            ordinal,
+            PodRuntime {
+                view,
+                process: Some(process),
+                generation: 0,
+                last_crash_restart: None,
+            },
+        );
+        if let Some(p) = old.and_then(|p| p.process) {
+            p.kill();
+        }
+        self.wait_listening(ordinal, ip).await
+    }
+
+    fn kill(&self, ordinal: u32) -> Option<()> {
+        let process = {
+            let mut st = self.lock();
+            let p = st.pods.get_mut(&ordinal)?;
+            p.view.running = false;
+            p.view.pid = None;
+            p.view.health = Health::Unknown;
+            p.generation += 1;
+            p.process.take()
+        };
+        if let Some(p) = process {
+            p.kill();
+        }
+        Some(())
+    }
+
+    fn require(&self, ordinal: u32) -> anyhow::Result<()> {
+        if !self.lock().pods.contains_key(&ordinal) {
+            bail!("pod {} does not exist", self.opts.pod_name(ordinal));
+        }
+        Ok(())
+    }
+
+    async fn restart_locked(&self, ordinal: u32) -> anyhow::Result<()> {
+        self.require(ordinal)?;
+        self.kill(ordinal);
+        let (process, ip) = self.start_process(ordinal)?;
+        {
+            let mut st = self.lock();
+            let Some(p) = st.pods.get_mut(&ordinal) else {
+                process.kill();
+                bail!(
+                    "pod {} went away while restarting",
+                    self.opts.pod_name(ordinal)
+                );
+            };
+            p.view.restart_count += 1;
+            p.view.started_at = meta::now();
+            p.view.running = true;
+            p.view.pid = Some(process.pid());
+            p.view.resource_version = self.revisions.next();
+            p.generation += 1;
+            p.process = Some(process);
+        }
+        self.wait_listening(ordinal, ip).await
+    }
+
+    /// SIGKILLs the server and starts it again: it comes back sealed, restartCount+1.
+    pub async fn restart_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        self.restart_locked(ordinal).await
+    }
+
+    /// Restarts every existing pod.
+    pub async fn restart_all(&self) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let ordinals: Vec<u32> = self.lock().pods.keys().copied().collect();
+        for o in ordinals {
+            self.restart_locked(o).await?;
+        }
+        Ok(())
+    }
+
+    /// Kills the pod, deletes its data (PVC lost) and creates it again, uninitialized.
+    pub async fn wipe_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        self.require(ordinal)?;
+        self.kill(ordinal);
+        self.layout(&self.opts.pod_name(ordinal)).wipe_data()?;
+        self.create_pod(ordinal).await
+    }
+
+    /// Deletes the pod (as `kubectl delete pod`): the StatefulSet recreates it with its data.
+    pub async fn recreate_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        self.require(ordinal)?;
+        self.kill(ordinal);
+        self.create_pod(ordinal).await
+    }
+
+    /// The pod disappears until `scale` or `restore_pod`; its data stays.
+    pub async fn remove_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        self.require(ordinal)?;
+        self.kill(ordinal);
+        let mut st = self.lock();
+        st.pods.remove(&ordinal);
+        st.removed.insert(ordinal);
+        Ok(())
+    }
+
+    /// Lets a removed pod come back (subject to the pod management policy).
+    pub async fn restore_pod(&self, ordinal: u32) -> anyhow::Result<()> {
+        self.lock().removed.remove(&ordinal);
+        self.reconcile().await
+    }
+
+    /// Sets spec.replicas: removes the highest ordinals (data kept) or creates missing pods.
+    pub async fn scale(&self, replicas: u32) -> anyhow::Result<()> {
+        {
+            let _guard = self.lifecycle.lock().await;
+            let doomed: Vec<u32> = {
+                let mut st = self.lock();
+                st.desired = replicas;
+                st.removed.clear();
+                st.pods.keys().copied().filter(|o| *o >= replicas).collect()
+            };
+            for o in doomed.into_iter().rev() {
+                self.kill(o);
+                self.lock().pods.remove(&o);
+            }
+        }
+        self.reconcile().await
+    }
+
+    /// Creates the pods the policy allows now. OrderedReady: the lowest missing
+    /// ordinal, once every lower pod is Ready. Parallel: every missing ordinal.
+    pub async fn reconcile(&self) -> anyhow::Result<()> {
+        let _guard = self.lifecycle.lock().await;
+        let to_create: Vec<u32> = {
+            let st = self.lock();
+            if st.closed {
+                return Ok(());
+            }
+            let mut out = Vec::new();
+            for o in 0..st.desired {
+                match (st.pods.get(&o), st.removed.contains(&o)) {
+                    (Some(p), _) => {
+                        if self.opts.pod_management == PodManagement::OrderedReady
+                            && !p.view.health.is_ready()
+                        {
+                            break;
+                        }
+                    }
+                    (None, true) => {
+                        if self.opts.pod_management == PodManagement::OrderedReady {
+                            break;
+                        }
+                    }
+                    (None, false) => {
+                        out.push(o);
+                        if self.opts.pod_management == PodManagement::OrderedReady {
+                            break;
+                        }
+                    }
+                }
+            }
+            out
+        };
+        for o in to_create {
+            self.create_pod(o).await?;
+        }
+        Ok(())
+    }
+
+    /// Probes every pod's health once, restarts crashed servers, then reconciles.
+    pub async fn tick(&self) {
+        let targets: Vec<(u32, Ipv4Addr, u64)> = {
+            let st = self.lock();
+            st.pods
+                .values()
+                .filter(|p| p.view.running)
+                .map(|p| (p.view.ordinal, p.view.ip, p.generation))
+                .collect()
+        };
+        let probes = targets
+            .iter()
+            .map(|(o, ip, g)| async move { (*o, *g, Health::probe(*ip).await) });
+        let results = futures::future::join_all(probes).await;
+        let mut crashed = Vec::new();
+        {
+            let mut st = self.lock();
+            for (o, g, h) in results {
+                if let Some(p) = st.pods.get_mut(&o).filter(|p| p.generation == g) {
+                    if p.view.health != h {
+                        p.view.health = h;
+                        p.view.resource_version = self.revisions.next();
+                    }
+                }
+            }
+            for p in st.pods.values_mut() {
+                let dead = p.process.as_mut().is_some_and(|proc| proc.has_exited());
+                let recent = p
+                    .last_crash_restart
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+                if dead && !recent {
+                    p.last_crash_restart = Some(Instant::now());
+                    crashed.push(p.view.ordinal);
+                }
+            }
+        }
+        for o in crashed {
+            if let Ok(_guard) = self.lifecycle.try_lock() {
+                if let Err(e) = self.restart_locked(o).await {
+                    tracing::warn!("restart of crashed pod {o} failed: {e:#}");
+                }
+            }
+        }
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!("reconcile failed: {e:#}");
+        }
+    }
+
+    /// Waits until at least `n` pods exist with their servers listening.
+    pub async fn wait_for_pods(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listening: Vec<Ipv4Addr> = self
+                .pods()
+                .iter()
+                .filter(|p| p.running)
+                .map(|p| p.ip)
+                .collect();
+            if listening.len() >= n {
+                let mut ok = 0;
+                for ip in &listening {
+                    if pod::is_listening(*ip, pod::API_PORT).await {
+                        ok += 1;
+                    }
+                }
+                if ok >= n {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} of {n} pods exist and listen after {timeout:?}",
+                    listening.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills every server synchronously and stops creating pods.
+    pub fn shutdown(&self) {
+        let processes: Vec<ServerProcess> = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.pods
+                .values_mut()
+                .filter_map(|p| {
+                    p.view.running = false;
+                    p.process.take()
+                })
+                .collect()
+        };
+        for p in processes {
+            p.kill();
+        }
+        self.spawner.stop();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,250 @@
+//! Cluster options: what a sandbox cluster looks like before it starts.
+//!
+//! Owns the flavour (OpenBao or Vault naming), the pod management policy and
+//! the builder used by tests and the CLI. Knows nothing about processes.
+
+use std::path::PathBuf;
+
+/// Which chart the cluster imitates: names, labels, container and CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// openbao/openbao chart: container `openbao`, CLI `bao`, env `BAO_ADDR`.
+    OpenBao,
+    /// hashicorp/vault chart: container `vault`, CLI `vault` (a shim over `bao`), env `VAULT_ADDR`.
+    Vault,
+}
+
+impl Flavour {
+    /// The `app.kubernetes.io/name` label, the main container name and the default StatefulSet name.
+    pub fn app_name(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "openbao",
+            Flavour::Vault => "vault",
+        }
+    }
+
+    /// The CLI available in the main container's PATH.
+    pub fn cli(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "bao",
+            Flavour::Vault => "vault",
+        }
+    }
+
+    /// The environment variable holding the server address inside the container.
+    pub fn addr_env(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "BAO_ADDR",
+            Flavour::Vault => "VAULT_ADDR",
+        }
+    }
+
+    /// The image reported in the pod spec and status.
+    pub fn image(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "openbao/openbao:2.7.2",
+            Flavour::Vault => "hashicorp/vault:1.20.4",
+        }
+    }
+}
+
+/// StatefulSet `podManagementPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodManagement {
+    /// All pods are created at once (hashicorp/vault chart).
+    Parallel,
+    /// Pod N+1 is created only once pod N is Ready (openbao chart).
+    OrderedReady,
+}
+
+impl PodManagement {
+    /// The name Kubernetes uses in `spec.podManagementPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodManagement::Parallel => "Parallel",
+            PodManagement::OrderedReady => "OrderedReady",
+        }
+    }
+}
+
+/// Everything needed to start a [`crate::Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// StatefulSet name; pods are `NAME-0..N-1`.
+    pub name: String,
+    /// Namespace of the pods, Secrets and Leases.
+    pub namespace: String,
+    /// Desired number of pods.
+    pub replicas: u32,
+    /// OpenBao or Vault naming.
+    pub flavour: Flavour,
+    /// How pods are created.
+    pub pod_management: PodManagement,
+    /// Adds a `retry_join` stanza pointing at pod 0 to every pod's config.
+    pub retry_join: bool,
+    /// Serve the API over HTTPS with a generated CA.
+    pub tls: bool,
+    /// Adds a first container `agent` without any vault CLI.
+    pub sidecar: bool,
+    /// Where pod folders, the kubeconfig and the audit log live; `None` = a temp dir removed on drop.
+    pub dir: Option<PathBuf>,
+    /// Folder holding the `bao` binary; `None` = `SANDBOX_BIN_DIR` or the workspace's `.deps/bin`.
+    pub bin_dir: Option<PathBuf>,
+    /// Fixed API server port (the CLI's `--port`); `None` = any free port.
+    pub port: Option<u16>,
+}
+
+impl ClusterOptions {
+    /// Defaults shaped like the openbao/openbao chart (OrderedReady).
+    pub fn openbao() -> Self {
+        Self::with_flavour(Flavour::OpenBao, PodManagement::OrderedReady)
+    }
+
+    /// Defaults shaped like the hashicorp/vault chart (Parallel).
+    pub fn vault() -> Self {
+        Self::with_flavour(Flavour::Vault, PodManagement::Parallel)
+    }
+
+    fn with_flavour(flavour: Flavour, pod_management: PodManagement) -> Self {
+        Self {
+            name: flavour.app_name().to_string(),
+            namespace: "vault".to_string(),
+            replicas: 3,
+            flavour,
+            pod_management,
+            retry_join: false,
+            tls: false,
+            sidecar: false,
+            dir: None,
+            bin_dir: None,
+            port: None,
+        }
+    }
+
+    /// Sets the StatefulSet name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the desired number of pods.
+    pub fn replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Sets the pod management policy.
+    pub fn pod_management(mut self, policy: PodManagement) -> Self {
+        self.pod_management = policy;
+        self
+    }
+
+    /// Pod N+1 waits for pod N to be Ready.
+    pub fn ordered_ready(self) -> Self {
+        self.pod_management(PodManagement::OrderedReady)
+    }
+
+    /// All pods start at once.
+    pub fn parallel(self) -> Self {
+        self.pod_management(PodManagement::Parallel)
+    }
+
+    /// Adds `retry_join` to the raft stanza.
+    pub fn retry_join(mut self, on: bool) -> Self {
+        self.retry_join = on;
+        self
+    }
+
+    /// Serves the API over HTTPS.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// Adds the `agent` sidecar container in first position.
+    pub fn sidecar(mut self, on: bool) -> Self {
+        self.sidecar = on;
+        self
+    }
+
+    /// Uses (and keeps) this folder instead of a temp dir.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Takes `bao` from this folder.
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// Listens on this port instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Name of the main container (`openbao` or `vault`).
+    pub fn container(&self) -> &'static str {
+        self.flavour.app_name()
+    }
+
+    /// Name of pod `ordinal`.
+    pub fn pod_name(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.name)
+    }
+
+    /// Parses `NAME-i` back into the ordinal.
+    pub fn ordinal_of(&self, pod: &str) -> Option<u32> {
+        pod.strip_prefix(&self.name)?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
+    /// The folder holding `bao`: option, `SANDBOX_BIN_DIR`, or the workspace's `.deps/bin`.
+    pub fn resolved_bin_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.bin_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("SANDBOX_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.deps/bin"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavour_defaults_follow_the_charts() {
+        let o = ClusterOptions::openbao();
+        assert_eq!(
+            (o.name.as_str(), o.pod_management),
+            ("openbao", PodManagement::OrderedReady)
+        );
+        let v = ClusterOptions::vault().replicas(5).retry_join(true);
+        assert_eq!(
+            (v.name.as_str(), v.replicas, v.retry_join),
+            ("vault", 5, true)
+        );
+        assert_eq!(v.pod_management, PodManagement::Parallel);
+    }
+
+    #[test]
+    fn ordinal_round_trips() {
+        let o = ClusterOptions::openbao().name("bao-x");
+        assert_eq!(o.ordinal_of(&o.pod_name(7)), Some(7));
+        assert_eq!(o.ordinal_of("bao-x-"), None);
+        assert_eq!(o.ordinal_of("other-1"), None);
+    }
+}

@@ -1,0 +1,339 @@
+//! One pod's machinery: its folder, loopback IP, server config, exec
+//! environment and health probe.
+//!
+//! Owns the on-disk layout `<dir>/pods/NAME-i/{data,config.hcl,server.log,bin,ip}`
+//! and how a `bao server` and an exec'd command are launched. Which pods exist
+//! and when they start is decided by [`crate::fleet`].
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::options::{ClusterOptions, Flavour};
+
+/// Vault API port inside the pod.
+pub const API_PORT: u16 = 8200;
+/// Raft cluster port inside the pod.
+pub const CLUSTER_PORT: u16 = 8201;
+
+/// The folder of one pod.
+#[derive(Clone, Debug)]
+pub struct PodLayout {
+    /// `<dir>/pods/NAME-i`.
+    pub dir: PathBuf,
+}
+
+impl PodLayout {
+    /// Layout of pod `name` under the cluster folder.
+    pub fn new(cluster_dir: &Path, name: &str) -> Self {
+        Self {
+            dir: cluster_dir.join("pods").join(name),
+        }
+    }
+
+    /// Raft storage: deleting it is losing the PVC.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `config.hcl`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.hcl")
+    }
+
+    /// The server's stdout and stderr.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// Prepended to the main container's PATH.
+    pub fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    fn ip_file(&self) -> PathBuf {
+        self.dir.join("ip")
+    }
+
+    /// Creates folders, writes the config and the CLI for the main container.
+    pub fn prepare(
+        &self,
+        opts: &ClusterOptions,
+        name: &str,
+        ip: Ipv4Addr,
+        leader_ip: Ipv4Addr,
+        bao: &Path,
+    ) -> io::Result<()> {
+        std::fs::create_dir_all(self.data())?;
+        std::fs::create_dir_all(self.bin())?;
+        std::fs::write(self.ip_file(), ip.to_string())?;
+        std::fs::write(
+            self.config(),
+            server_config(self, name, ip, opts.retry_join.then_some(leader_ip)),
+        )?;
+        let cli = self.bin().join(opts.flavour.cli());
+        let _ = std::fs::remove_file(&cli);
+        match opts.flavour {
+            Flavour::OpenBao => std::os::unix::fs::symlink(bao, &cli)?,
+            Flavour::Vault => {
+                std::fs::write(&cli, vault_shim(bao))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The IP this pod had in an earlier run of the same folder, if any.
+    pub fn previous_ip(&self) -> Option<Ipv4Addr> {
+        std::fs::read_to_string(self.ip_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Deletes the raft data (the PVC is lost) and recreates an empty folder.
+    pub fn wipe_data(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(self.data()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(self.data())
+    }
+
+    /// The last lines of `server.log`, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// `bao server -config config.hcl`, output to `server.log`, clean environment.
+    pub fn server_command(&self, bao: &Path) -> io::Result<Command> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())?;
+        let mut cmd = Command::new(bao);
+        cmd.arg("server")
+            .arg("-config")
+            .arg(self.config())
+            .current_dir(&self.dir)
+            .env_clear()
+            .env("HOME", &self.dir)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        Ok(cmd)
+    }
+}
+
+fn server_config(layout: &PodLayout, name: &str, ip: Ipv4Addr, join: Option<Ipv4Addr>) -> String {
+    let join = join
+        .map(|leader| {
+            format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"{name}\"\n{join}}}\n\n\
+         listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
+         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{ip}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
+        data = layout.data().display(),
+    )
+}
+
+fn vault_shim(bao: &Path) -> String {
+    let mut s = String::from("#!/bin/sh\n# The sandbox's Vault flavour runs OpenBao: map VAULT_* to BAO_* and exec bao.\n");
+    for var in [
+        "ADDR",
+        "TOKEN",
+        "CACERT",
+        "CAPATH",
+        "FORMAT",
+        "NAMESPACE",
+        "SKIP_VERIFY",
+        "CLIENT_TIMEOUT",
+    ] {
+        s.push_str(&format!(
+            "if [ -n \"${{VAULT_{var}+x}}\" ]; then BAO_{var}=\"$VAULT_{var}\"; export BAO_{var}; fi\n"
+        ));
+    }
+    s.push_str(&format!("exec '{}' \"$@\"\n", bao.display()));
+    s
+}
+
+/// Which container of the pod an exec targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerKind {
+    /// `openbao` / `vault`: the CLI is in PATH and the address env is set.
+    Main,
+    /// `agent`: a bare shell environment.
+    Sidecar,
+}
+
+/// Environment of a process exec'd into a container (nothing else leaks in).
+pub fn exec_env(
+    opts: &ClusterOptions,
+    layout: &PodLayout,
+    pod: &str,
+    ip: Ipv4Addr,
+    kind: ContainerKind,
+) -> Vec<(String, String)> {
+    let home = layout.dir.display().to_string();
+    let mut env = vec![
+        ("HOME".to_string(), home),
+        ("HOSTNAME".to_string(), pod.to_string()),
+        ("POD_IP".to_string(), ip.to_string()),
+    ];
+    match kind {
+        ContainerKind::Main => {
+            env.push((
+                "PATH".to_string(),
+                format!("{}:/usr/local/bin:/usr/bin:/bin", layout.bin().display()),
+            ));
+            env.push((
+                opts.flavour.addr_env().to_string(),
+                format!("http://{ip}:{API_PORT}"),
+            ));
+        }
+        ContainerKind::Sidecar => {
+            env.push((
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ));
+        }
+    }
+    env
+}
+
+/// Picks a random free loopback IP in 127.64.0.0/10, or keeps `preferred` if still free.
+pub fn allocate_ip(preferred: Option<Ipv4Addr>) -> io::Result<Ipv4Addr> {
+    if let Some(ip) = preferred {
+        if ports_free(ip) {
+            return Ok(ip);
+        }
+    }
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let ip = Ipv4Addr::new(
+            127,
+            rng.random_range(64..128),
+            rng.random(),
+            rng.random_range(1..255),
+        );
+        if ports_free(ip) {
+            return Ok(ip);
+        }
+    }
+    Err(io::Error::other("no free loopback IP in 127.64.0.0/10"))
+}
+
+fn ports_free(ip: Ipv4Addr) -> bool {
+    let a = TcpListener::bind(SocketAddr::from((ip, API_PORT)));
+    let b = TcpListener::bind(SocketAddr::from((ip, CLUSTER_PORT)));
+    a.is_ok() && b.is_ok()
+}
+
+/// The last answer of `GET /v1/sys/health`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed since the last (re)start.
+    Unknown,
+    /// No HTTP answer.
+    Unreachable,
+    /// The HTTP status: 200 active, 429 standby, 501 uninitialized, 503 sealed.
+    Code(u16),
+}
+
+impl Health {
+    /// The chart's readiness rule: initialized, unsealed, active or standby.
+    pub fn is_ready(self) -> bool {
+        matches!(self, Health::Code(200) | Health::Code(429))
+    }
+
+    /// `GET /v1/sys/health` over a raw HTTP/1.1 connection with short timeouts.
+    pub async fn probe(ip: Ipv4Addr) -> Health {
+        let probe = async {
+            let mut s = tokio::net::TcpStream::connect((ip, API_PORT)).await.ok()?;
+            let req = format!(
+                "GET /v1/sys/health HTTP/1.1\r\nHost: {ip}:{API_PORT}\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.ok()?;
+            let mut buf = Vec::with_capacity(64);
+            let mut chunk = [0u8; 64];
+            while buf.len() < 12 {
+                let n = s.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf);
+            head.split_whitespace().nth(1)?.parse::<u16>().ok()
+        };
+        match tokio::time::timeout(Duration::from_millis(800), probe).await {
+            Ok(Some(code)) => Health::Code(code),
+            _ => Health::Unreachable,
+        }
+    }
+}
+
+/// Whether something accepts TCP connections on `ip:port`.
+pub async fn is_listening(ip: Ipv4Addr, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect((ip, port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_raft_listener_and_optional_join() {
+        let l = PodLayout::new(Path::new("/x"), "openbao-1");
+        let ip = Ipv4Addr::new(127, 70, 1, 2);
+        let c = server_config(&l, "openbao-1", ip, None);
+        assert!(c.contains("path = \"/x/pods/openbao-1/data\""));
+        assert!(c.contains("address = \"127.70.1.2:8200\""));
+        assert!(c.contains("cluster_addr = \"https://127.70.1.2:8201\""));
+        assert!(!c.contains("retry_join"));
+        let c = server_config(&l, "openbao-1", ip, Some(Ipv4Addr::new(127, 70, 0, 9)));
+        assert!(c.contains("leader_api_addr = \"http://127.70.0.9:8200\""));
+    }
+
+    #[test]
+    fn readiness_follows_the_chart() {
+        assert!(Health::Code(200).is_ready());
+        assert!(Health::Code(429).is_ready());
+        for h in [
+            Health::Code(501),
+            Health::Code(503),
+            Health::Unreachable,
+            Health::Unknown,
+        ] {
+            assert!(!h.is_ready());
+        }
+    }
+
+    #[test]
+    fn allocated_ips_are_in_the_range() {
+        let ip = allocate_ip(None).unwrap();
+        let o = ip.octets();
+        assert_eq!(o[0], 127);
+        assert!((64..128).contains(&o[1]));
+    }
+}

@@ -1,0 +1,216 @@
+//! JSON for the objects the fleet owns: Pods, the StatefulSet, Namespaces.
+//!
+//! Owns how a [`PodView`] looks to kubectl and kube-rs (metadata, spec,
+//! status with conditions and containerStatuses). Stored kinds render
+//! themselves; tables are [`crate::table`]'s.
+
+use serde_json::{json, Value};
+
+use crate::fleet::{Fleet, PodView};
+use crate::meta;
+use crate::options::ClusterOptions;
+use crate::pod::{API_PORT, CLUSTER_PORT};
+
+/// The sidecar container's name.
+pub const SIDECAR: &str = "agent";
+const SIDECAR_IMAGE: &str = "busybox:1.37";
+
+fn labels(opts: &ClusterOptions) -> Value {
+    json!({
+        "app.kubernetes.io/name": opts.flavour.app_name(),
+        "app.kubernetes.io/instance": opts.name,
+        "component": "server",
+    })
+}
+
+fn container_spec(opts: &ClusterOptions, ip: &str) -> Value {
+    json!({
+        "name": opts.container(),
+        "image": opts.flavour.image(),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-ec"],
+        "args": [format!("{} server -config=/tmp/storageconfig.hcl", opts.flavour.cli())],
+        "ports": [
+            {"containerPort": API_PORT, "name": "http", "protocol": "TCP"},
+            {"containerPort": CLUSTER_PORT, "name": "https-internal", "protocol": "TCP"},
+        ],
+        "env": [
+            {"name": opts.flavour.addr_env(), "value": format!("http://{ip}:{API_PORT}")},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
+            {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+        ],
+        "readinessProbe": {
+            "exec": {"command": ["/bin/sh", "-ec", format!("{} status -tls-skip-verify", opts.flavour.cli())]},
+            "periodSeconds": 5, "failureThreshold": 2, "successThreshold": 1, "timeoutSeconds": 3,
+        },
+        "volumeMounts": [{"name": "data", "mountPath": format!("/{}/data", opts.flavour.app_name())}],
+    })
+}
+
+fn sidecar_spec() -> Value {
+    json!({"name": SIDECAR, "image": SIDECAR_IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "infinity"]})
+}
+
+fn container_status(
+    name: &str,
+    image: &str,
+    ready: bool,
+    restarts: u32,
+    started: &str,
+    running: bool,
+) -> Value {
+    let state = if running {
+        json!({"running": {"startedAt": started}})
+    } else {
+        json!({"waiting": {"reason": "ContainerCreating"}})
+    };
+    json!({
+        "name": name, "image": image, "imageID": format!("docker.io/{image}"),
+        "containerID": format!("containerd://{:x}", rand::random::<u64>()),
+        "ready": ready, "started": running, "restartCount": restarts, "state": state, "lastState": {},
+    })
+}
+
+/// A Pod object for `p`.
+pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
+    let opts = fleet.options();
+    let ip = p.ip.to_string();
+    let ready = p.running && p.health.is_ready();
+    let created = meta::rfc3339(p.created);
+    let started = meta::rfc3339(p.started_at);
+    let mut lbl = labels(opts);
+    lbl["statefulset.kubernetes.io/pod-name"] = json!(p.name);
+    lbl["apps.kubernetes.io/pod-index"] = json!(p.ordinal.to_string());
+    lbl["controller-revision-hash"] = json!(format!("{}-5d8f9c7b6", opts.name));
+    let mut containers = vec![container_spec(opts, &ip)];
+    let main_status = container_status(
+        opts.container(),
+        opts.flavour.image(),
+        ready,
+        p.restart_count,
+        &started,
+        p.running,
+    );
+    let mut statuses = vec![main_status];
+    if opts.sidecar {
+        containers.insert(0, sidecar_spec());
+        statuses.insert(
+            0,
+            container_status(SIDECAR, SIDECAR_IMAGE, true, 0, &created, true),
+        );
+    }
+    let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": created});
+    json!({
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": p.name,
+            "generateName": format!("{}-", opts.name),
+            "namespace": opts.namespace,
+            "uid": p.uid,
+            "resourceVersion": p.resource_version.to_string(),
+            "creationTimestamp": created,
+            "labels": lbl,
+            "annotations": {"kubectl.kubernetes.io/default-container": opts.container()},
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": opts.name,
+                "uid": fleet.uid, "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": {
+            "containers": containers,
+            "hostname": p.name,
+            "subdomain": format!("{}-internal", opts.name),
+            "serviceAccountName": opts.name,
+            "nodeName": "sandbox",
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 10,
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{}", p.name)}}],
+        },
+        "status": {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "startTime": created,
+            "qosClass": "BestEffort",
+            "conditions": [
+                cond("PodReadyToStartContainers", true),
+                cond("Initialized", true),
+                cond("Ready", ready),
+                cond("ContainersReady", ready),
+                cond("PodScheduled", true),
+            ],
+            "containerStatuses": statuses,
+        },
+    })
+}
+
+/// The StatefulSet object.
+pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
+    let opts = fleet.options();
+    let pods = fleet.pods();
+    let ready = pods
+        .iter()
+        .filter(|p| p.running && p.health.is_ready())
+        .count();
+    let mut template_containers = vec![container_spec(opts, "$(POD_IP)")];
+    if opts.sidecar {
+        template_containers.insert(0, sidecar_spec());
+    }
+    let rev = format!("{}-5d8f9c7b6", opts.name);
+    json!({
+        "kind": "StatefulSet",
+        "apiVersion": "apps/v1",
+        "metadata": {
+            "name": opts.name, "namespace": opts.namespace, "uid": fleet.uid,
+            "resourceVersion": revision.to_string(), "generation": 1,
+            "creationTimestamp": meta::rfc3339(fleet.created),
+            "labels": labels(opts),
+        },
+        "spec": {
+            "replicas": fleet.desired(),
+            "podManagementPolicy": opts.pod_management.as_str(),
+            "serviceName": format!("{}-internal", opts.name),
+            "selector": {"matchLabels": labels(opts)},
+            "template": {
+                "metadata": {"labels": labels(opts), "annotations": {"kubectl.kubernetes.io/default-container": opts.container()}},
+                "spec": {"containers": template_containers, "serviceAccountName": opts.name, "terminationGracePeriodSeconds": 10},
+            },
+            "updateStrategy": {"type": "OnDelete"},
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}},
+            }],
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": pods.len(),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "currentReplicas": pods.len(),
+            "updatedReplicas": pods.len(),
+            "currentRevision": rev,
+            "updateRevision": rev,
+            "collisionCount": 0,
+        },
+    })
+}
+
+/// A Namespace object.
+pub fn namespace(name: &str, created: &str) -> Value {
+    json!({
+        "kind": "Namespace", "apiVersion": "v1",
+        "metadata": {"name": name, "uid": format!("00000000-0000-4000-8000-{:012x}", name.len()),
+                     "resourceVersion": "1", "creationTimestamp": created,
+                     "labels": {"kubernetes.io/metadata.name": name}},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"},
+    })
+}
+
+/// Wraps items into a `*List`.
+pub fn list(kind: &str, api_version: &str, items: Vec<Value>, revision: &str) -> Value {
+    json!({"kind": format!("{kind}List"), "apiVersion": api_version, "metadata": {"resourceVersion": revision}, "items": items})
+}
