@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -17,9 +16,6 @@ use kubectl_vault::store::sops::{
 };
 use proptest::prelude::*;
 use tempfile::TempDir;
-
-/// Serialises the one test that changes `SOPS_AGE_KEY*` in this process.
-static SOPS_ENV: Mutex<()> = Mutex::new(());
 
 fn deps_bin(tool: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -315,52 +311,119 @@ fn sops_written_manifests_open_with_ours_like_sops_opens_them() {
     }
 }
 
+/// Set on the child runs of [`sops_env_child`]: the directory holding the
+/// documents and what the child should expect.
+const CHILD_DIR: &str = "KUBECTL_VAULT_TEST_SOPS_ENV_DIR";
+const CHILD_EXPECT: &str = "KUBECTL_VAULT_TEST_SOPS_ENV_EXPECT";
+
+/// Runs [`sops_env_child`] in a fresh process of this test binary with `env`,
+/// so no test changes the environment of this process.
+fn run_env_child(dir: &Path, expect: &str, env: &[(&str, Option<&std::ffi::OsStr>)]) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "sops::sops_env_child",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env(CHILD_DIR, dir)
+    .env(CHILD_EXPECT, expect);
+    for (name, value) in env {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "child ({expect}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn identities_follow_the_sops_environment_conventions() {
-    let _guard = SOPS_ENV.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new().unwrap();
-    let (a, b, c) = (
+    let (a, b, c, x) = (
         keygen(dir.path(), "a"),
         keygen(dir.path(), "b"),
         keygen(dir.path(), "c"),
+        keygen(dir.path(), "x"),
     );
-    let config = dir.path().join("config");
+    for (name, key) in [("a", &a), ("b", &b), ("c", &c)] {
+        let doc = sops::encrypt("{\"k\":\"v\"}", Format::Json, &opts(&[key], None)).unwrap();
+        std::fs::write(dir.path().join(format!("doc-{name}.json")), doc).unwrap();
+    }
+    // c sits in the default place: $XDG_CONFIG_HOME/sops/age/keys.txt, or
+    // $HOME/.config/sops/age/keys.txt without XDG_CONFIG_HOME.
+    let home = dir.path().join("home");
+    let config = home.join(".config");
     std::fs::create_dir_all(config.join("sops/age")).unwrap();
     std::fs::copy(&c.file, config.join("sops/age/keys.txt")).unwrap();
-    let saved: Vec<_> = ["SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "XDG_CONFIG_HOME"]
-        .iter()
-        .map(|v| (*v, std::env::var_os(v)))
-        .collect();
     // Several keys in one variable, with comments, as sops accepts them.
-    std::env::set_var(
-        "SOPS_AGE_KEY",
-        format!("{}\n# another\n{}", a.text, keygen(dir.path(), "x").text),
-    );
-    std::env::set_var("SOPS_AGE_KEY_FILE", &b.file);
-    std::env::set_var("XDG_CONFIG_HOME", &config);
+    let env_keys = std::ffi::OsString::from(format!("{}\n# another\n{}", a.text, x.text));
+    let missing = dir.path().join("missing.txt");
+    let all = [
+        ("SOPS_AGE_KEY", Some(env_keys.as_os_str())),
+        ("SOPS_AGE_KEY_FILE", Some(b.file.as_os_str())),
+        ("HOME", Some(home.as_os_str())),
+        ("XDG_CONFIG_HOME", Some(config.as_os_str())),
+    ];
+    run_env_child(dir.path(), "abc", &all);
+    let mut no_xdg = all;
+    no_xdg[3].1 = None;
+    run_env_child(dir.path(), "abc", &no_xdg);
+    let mut only_default = all;
+    only_default[0].1 = None;
+    only_default[1].1 = None;
+    run_env_child(dir.path(), "c", &only_default);
+    let mut missing_file = all;
+    missing_file[1].1 = Some(missing.as_os_str());
+    run_env_child(dir.path(), "missing-file", &missing_file);
+}
+
+/// The child half of [`identities_follow_the_sops_environment_conventions`];
+/// passes trivially when run on its own.
+#[test]
+#[ignore = "run by identities_follow_the_sops_environment_conventions"]
+fn sops_env_child() {
+    let (Some(dir), Some(expect)) = (
+        std::env::var_os(CHILD_DIR),
+        std::env::var(CHILD_EXPECT).ok(),
+    ) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
     let found = Identities::from_sops_env();
-    std::env::set_var("SOPS_AGE_KEY_FILE", dir.path().join("missing.txt"));
-    let missing = Identities::from_sops_env();
-    for (name, value) in saved {
-        match value {
-            Some(v) => std::env::set_var(name, v),
-            None => std::env::remove_var(name),
-        }
+    if expect == "missing-file" {
+        let err = found.unwrap_err();
+        assert!(matches!(err, SopsError::ReadIdentityFile { .. }), "{err}");
+        assert!(err.to_string().contains("missing.txt"), "{err}");
+        return;
     }
     let found = found.unwrap();
-    assert_eq!(found.len(), 4, "{found:?}");
-    for key in [&a, &b, &c] {
-        let doc = sops::encrypt("{\"k\":\"v\"}", Format::Json, &opts(&[key], None)).unwrap();
-        assert!(sops::decrypt(&doc, Format::Json, &found).is_ok());
-    }
     let debug = format!("{found:?}");
     assert!(!debug.contains("AGE-SECRET-KEY"), "{debug}");
-    assert!(
-        debug.contains("SOPS_AGE_KEY_FILE=") && debug.contains("keys.txt"),
-        "{debug}"
-    );
-    let err = missing.unwrap_err();
-    assert!(matches!(err, SopsError::ReadIdentityFile { .. }), "{err}");
+    assert!(debug.contains("keys.txt"), "{debug}");
+    for name in ["a", "b", "c"] {
+        let doc = std::fs::read_to_string(dir.join(format!("doc-{name}.json"))).unwrap();
+        let opened = sops::decrypt(&doc, Format::Json, &found);
+        assert_eq!(
+            opened.is_ok(),
+            expect.contains(name),
+            "{name}: {opened:?} with {debug}"
+        );
+        if let Err(e) = opened {
+            assert!(matches!(e, SopsError::NoMatchingIdentity { .. }), "{e}");
+            assert!(e.to_string().contains("keys.txt"), "{e}");
+        }
+    }
+    if expect == "abc" {
+        assert_eq!(found.len(), 4, "{debug}");
+        assert!(debug.contains("SOPS_AGE_KEY_FILE="), "{debug}");
+    }
 }
 
 /// A tampered document, refused by ours with `want` and by sops with `code`.

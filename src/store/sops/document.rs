@@ -159,11 +159,13 @@ fn unsupported(what: &str) -> SopsError {
 pub(crate) fn emit(root: &[(String, Node)], format: Format) -> Result<String, SopsError> {
     match format {
         Format::Json => {
-            let value = to_json_map(root);
-            let mut text = serde_json::to_string_pretty(&value).map_err(|e| SopsError::Emit {
+            let mut value = to_json_map(root);
+            let text = serde_json::to_string_pretty(&value).map_err(|e| SopsError::Emit {
                 format: "JSON",
                 reason: format!("{:?}", e.classify()),
-            })?;
+            });
+            scrub_json(&mut value);
+            let mut text = text?;
             text.push('\n');
             Ok(text)
         }
@@ -176,6 +178,17 @@ pub(crate) fn emit(root: &[(String, Node)], format: Format) -> Result<String, So
             }
             Ok(out)
         }
+    }
+}
+
+/// Overwrites the strings of an intermediate JSON tree (it may hold plaintext).
+fn scrub_json(value: &mut serde_json::Value) {
+    use zeroize::Zeroize as _;
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(scrub_json),
+        _ => {}
     }
 }
 
