@@ -87,7 +87,8 @@ impl Metadata {
     pub(crate) fn read(block: &Node) -> Result<Self, SopsError> {
         let age = read_recipients(block)?;
         match block.get("version") {
-            Some(Node::Str(_) | Node::Float(_) | Node::Int(_)) => {}
+            Some(Node::Str(v)) if !v.trim().is_empty() => {}
+            Some(Node::Float(_) | Node::Int(_)) => {}
             _ => return Err(SopsError::MissingVersion),
         }
         for field in [
@@ -232,12 +233,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_version_is_named() {
-        let block = Node::Map(vec![("age".into(), Node::List(vec![]))]);
-        assert!(matches!(
-            Metadata::read(&block),
-            Err(SopsError::MissingVersion)
-        ));
+    fn missing_or_empty_version_is_named() {
+        for version in [None, Some(Node::Str(String::new())), Some(Node::Null)] {
+            let mut entries = vec![("age".to_string(), Node::List(vec![]))];
+            entries.extend(version.map(|v| ("version".to_string(), v)));
+            assert!(matches!(
+                Metadata::read(&Node::Map(entries)),
+                Err(SopsError::MissingVersion)
+            ));
+        }
     }
 
     #[test]

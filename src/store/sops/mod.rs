@@ -116,7 +116,7 @@ pub enum SopsError {
     InvalidRegex { regex: String, reason: String },
     #[error("the document has no age recipient{}", if others.is_empty() { String::new() } else { format!(" (only {} keys)", others.join(", ")) })]
     NoAgeRecipients { others: Vec<String> },
-    #[error("no age identity matches this document; it is encrypted for [{}]; identities were looked for in: {}", recipients.join(", "), if sources.is_empty() { "nowhere (none given)".to_string() } else { sources.join("; ") })]
+    #[error("no age identity matches this document; it is encrypted for [{}]; identities were looked for in: {}; point SOPS_AGE_KEY_FILE (or --age-identity) at a key for one of those recipients", recipients.join(", "), if sources.is_empty() { "nowhere (none given)".to_string() } else { sources.join("; ") })]
     NoMatchingIdentity {
         recipients: Vec<String>,
         sources: Vec<String>,
