@@ -8,10 +8,17 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    log::init(cli.global.verbose, cli.global.log_format, cli.global.no_progress);
+    log::init(
+        cli.global.verbose,
+        cli.global.log_format,
+        cli.global.no_progress,
+    );
     let _failpoints = fail::FailScenario::setup();
     let printer = Printer::new(cli.global.output);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("could not start the async runtime: {e}");
@@ -21,7 +28,12 @@ fn main() -> ExitCode {
     match runtime.block_on(cmd::run(cli, &printer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let chain: Vec<String> = failure.error.chain().skip(1).map(ToString::to_string).collect();
+            let chain: Vec<String> = failure
+                .error
+                .chain()
+                .skip(1)
+                .map(ToString::to_string)
+                .collect();
             tracing::error!("{}", failure.error);
             for cause in chain {
                 tracing::error!("  Caused by: {cause}");

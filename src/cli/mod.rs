@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "kubectl-vault", bin_name = "kubectl vault", version, about = "Operate Vault and OpenBao clusters on Kubernetes: init, unseal, join and store keys without ever losing them")]
+#[command(
+    name = "kubectl-vault",
+    bin_name = "kubectl vault",
+    version,
+    about = "Operate Vault and OpenBao clusters on Kubernetes: init, unseal, join and store keys without ever losing them"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -97,15 +102,21 @@ pub struct StoreArgs {
 /// Parses `90s`, `2m`, `500ms`, `1h`, or plain seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 90s, 2m or 500ms"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 2m or 500ms"))?;
     let secs = |s| std::time::Duration::from_secs(s);
     match unit {
         "" | "s" => Ok(secs(n)),
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "m" => Ok(secs(n * 60)),
         "h" => Ok(secs(n * 3600)),
-        _ => Err(format!("`{text}` has an unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => Err(format!(
+            "`{text}` has an unknown unit `{unit}` (use ms, s, m or h)"
+        )),
     }
 }

@@ -24,26 +24,57 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     if cluster.replicas() > 1 {
         let nodes = cluster.nodes().await.map_err(Failure::refused)?;
-        let fresh = observe(&nodes).await.iter().all(|o| o.seal.as_ref().is_some_and(|s| !s.initialized));
-        if fresh && !ctx.confirm(&format!("Initialize {}/{} ({} pods) with {} key shares and threshold {}?", ctx.namespace, cluster.workload_name(), cluster.replicas(), args.key_shares, args.key_threshold))? {
-            return Err(Failure::refused(anyhow::anyhow!("init was not confirmed; nothing was changed")));
+        let fresh = observe(&nodes)
+            .await
+            .iter()
+            .all(|o| o.seal.as_ref().is_some_and(|s| !s.initialized));
+        if fresh
+            && !ctx.confirm(&format!(
+                "Initialize {}/{} ({} pods) with {} key shares and threshold {}?",
+                ctx.namespace,
+                cluster.workload_name(),
+                cluster.replicas(),
+                args.key_shares,
+                args.key_threshold
+            ))?
+        {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "init was not confirmed; nothing was changed"
+            )));
         }
     }
     let holder = holder_identity();
-    let lock = LeaseLock::new(ctx.client.clone(), &ctx.namespace, &cluster.workload_name(), &holder, Duration::from_secs(30));
-    let guard = lock.acquire(args.store.lock_timeout).await.map_err(Failure::refused)?;
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &cluster.workload_name(),
+        &holder,
+        Duration::from_secs(30),
+    );
+    let guard = lock
+        .acquire(args.store.lock_timeout)
+        .await
+        .map_err(Failure::refused)?;
     let opts = InitOptions {
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,
         holder,
         budget: RetryBudget::default(),
-        timeouts: Timeouts { leader: args.timeout, pod_appear: args.timeout, peers: args.timeout },
+        timeouts: Timeouts {
+            leader: args.timeout,
+            pod_appear: args.timeout,
+            peers: args.timeout,
+        },
     };
     let result = crate::ops::init::run(&cluster, &store, &opts).await;
     guard.release().await;
     match result {
         Ok(outcome) => report(ctx, &store, outcome, args.show_keys).await,
-        Err(InitError::StoreUnwritable { object, source, credentials }) => {
+        Err(InitError::StoreUnwritable {
+            object,
+            source,
+            credentials,
+        }) => {
             let saved = if ctx.global.non_interactive {
                 None
             } else {
@@ -55,27 +86,45 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             };
             Err(Failure { exit: Exit::KeysOnlyLocal, error: anyhow::anyhow!("the cluster was initialized but {object} could not be written: {source}; {where_}") })
         }
-        Err(e @ (InitError::InvalidOptions(_) | InitError::DataLoss { .. } | InitError::CredentialsLost { .. } | InitError::Preflight { .. } | InitError::LoadStore { .. } | InitError::Cluster(_))) => {
-            Err(Failure::refused(e))
-        }
-        Err(e) => Err(Failure::failed(anyhow::Error::new(e).context("init did not finish; re-run `kubectl vault init` to resume"))),
+        Err(
+            e @ (InitError::InvalidOptions(_)
+            | InitError::DataLoss { .. }
+            | InitError::CredentialsLost { .. }
+            | InitError::Preflight { .. }
+            | InitError::LoadStore { .. }
+            | InitError::Cluster(_)),
+        ) => Err(Failure::refused(e)),
+        Err(e) => Err(Failure::failed(anyhow::Error::new(e).context(
+            "init did not finish; re-run `kubectl vault init` to resume",
+        ))),
     }
 }
 
-async fn report(ctx: &Context<'_>, store: &impl CredentialStore, outcome: InitOutcome, show_keys: bool) -> Result<(), Failure> {
+async fn report(
+    ctx: &Context<'_>,
+    store: &impl CredentialStore,
+    outcome: InitOutcome,
+    show_keys: bool,
+) -> Result<(), Failure> {
     let (verb, report) = match &outcome {
         InitOutcome::Initialized { report } => ("initialized", report),
         InitOutcome::Resumed { report } => ("finished an interrupted init of", report),
         InitOutcome::AlreadyInitialized { report } => ("was already initialized;", report),
     };
-    ctx.printer.value(&outcome, |_| summary(verb, report, &store.credentials_object())).map_err(Failure::failed)?;
+    ctx.printer
+        .value(&outcome, |_| {
+            summary(verb, report, &store.credentials_object())
+        })
+        .map_err(Failure::failed)?;
     if show_keys && ctx.confirm("Print the unseal keys and root token to this terminal?")? {
         let credentials = store.load_credentials().await.map_err(Failure::failed)?;
         if let Some(c) = credentials {
             for (i, share) in c.unseal_keys_b64.iter().enumerate() {
-                ctx.printer.line(&format!("Unseal key {}: {}", i + 1, share.expose()));
+                ctx.printer
+                    .line(&format!("Unseal key {}: {}", i + 1, share.expose()));
             }
-            ctx.printer.line(&format!("Root token: {}", c.root_token.expose()));
+            ctx.printer
+                .line(&format!("Root token: {}", c.root_token.expose()));
         }
     }
     Ok(())

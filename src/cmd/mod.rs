@@ -35,11 +35,17 @@ pub struct Failure {
 
 impl Failure {
     pub fn refused(error: impl Into<anyhow::Error>) -> Self {
-        Failure { exit: Exit::Refused, error: error.into() }
+        Failure {
+            exit: Exit::Refused,
+            error: error.into(),
+        }
     }
 
     pub fn failed(error: impl Into<anyhow::Error>) -> Self {
-        Failure { exit: Exit::Failed, error: error.into() }
+        Failure {
+            exit: Exit::Failed,
+            error: error.into(),
+        }
     }
 }
 
@@ -53,11 +59,20 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     pub async fn cluster(&self) -> Result<KubeCluster, Failure> {
-        KubeCluster::discover(self.client.clone(), &self.namespace, Some(&self.global.selector)).await.map_err(Failure::refused)
+        KubeCluster::discover(
+            self.client.clone(),
+            &self.namespace,
+            Some(&self.global.selector),
+        )
+        .await
+        .map_err(Failure::refused)
     }
 
     pub fn store(&self, cluster: &KubeCluster, secret_name: Option<&str>) -> SecretStore {
-        let name = secret_name.map_or_else(|| default_secret_name(&cluster.workload_name()), str::to_owned);
+        let name = secret_name.map_or_else(
+            || default_secret_name(&cluster.workload_name()),
+            str::to_owned,
+        );
         SecretStore::new(self.client.clone(), &self.namespace, &name)
     }
 
@@ -67,10 +82,19 @@ impl Context<'_> {
         if self.global.yes {
             return Ok(true);
         }
-        if self.global.non_interactive || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Err(Failure::refused(anyhow::anyhow!("{question} needs confirmation; re-run with --yes to confirm without a prompt")));
+        if self.global.non_interactive
+            || !std::io::stdin().is_terminal()
+            || !std::io::stderr().is_terminal()
+        {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "{question} needs confirmation; re-run with --yes to confirm without a prompt"
+            )));
         }
-        dialoguer::Confirm::new().with_prompt(question).default(false).interact().map_err(Failure::failed)
+        dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact()
+            .map_err(Failure::failed)
     }
 }
 
@@ -99,7 +123,12 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
         }
         command => {
             let (client, namespace) = connect(&cli.global).await?;
-            let ctx = Context { client, namespace, global: &cli.global, printer };
+            let ctx = Context {
+                client,
+                namespace,
+                global: &cli.global,
+                printer,
+            };
             match command {
                 Command::Status(args) => status::run(&ctx, args).await,
                 Command::Init(args) => init::run(&ctx, args).await,
@@ -113,17 +142,31 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
 
 /// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config or in-cluster.
 async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure> {
-    let options = kube::config::KubeConfigOptions { context: global.context.clone(), ..Default::default() };
+    let options = kube::config::KubeConfigOptions {
+        context: global.context.clone(),
+        ..Default::default()
+    };
     let config = match &global.kubeconfig {
         Some(path) => match kube::config::Kubeconfig::read_from(path) {
-            Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| e.to_string()),
+            Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(format!("could not read {}: {e}", path.display())),
         },
-        None if global.context.is_some() => kube::Config::from_kubeconfig(&options).await.map_err(|e| e.to_string()),
+        None if global.context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| e.to_string()),
         None => kube::Config::infer().await.map_err(|e| e.to_string()),
     }
-    .map_err(|e| Failure::refused(anyhow::anyhow!("could not load a Kubernetes configuration: {e}; pass --kubeconfig or set KUBECONFIG")))?;
-    let namespace = global.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+    .map_err(|e| {
+        Failure::refused(anyhow::anyhow!(
+            "could not load a Kubernetes configuration: {e}; pass --kubeconfig or set KUBECONFIG"
+        ))
+    })?;
+    let namespace = global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config).map_err(Failure::failed)?;
     Ok((client, namespace))
 }

@@ -60,20 +60,30 @@ pub struct CheckpointState {
 pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.secret_name.as_deref());
-    let (nodes, infos, credentials, checkpoint) =
-        tokio::join!(cluster.nodes(), cluster.pod_infos(), store.load_credentials(), store.load_checkpoint());
+    let (nodes, infos, credentials, checkpoint) = tokio::join!(
+        cluster.nodes(),
+        cluster.pod_infos(),
+        store.load_credentials(),
+        store.load_checkpoint()
+    );
     let nodes = nodes.map_err(Failure::refused)?;
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
 
-    let leader_pod = observations.iter().find(|o| o.leader.as_ref().is_some_and(|l| l.is_self)).map(|o| o.pod.clone());
+    let leader_pod = observations
+        .iter()
+        .find(|o| o.leader.as_ref().is_some_and(|l| l.is_self))
+        .map(|o| o.pod.clone());
     let token = match (&credentials, &checkpoint) {
         (Ok(Some(c)), _) => Some(c.root_token.clone()),
         (_, Ok(Some(cp))) => cp.credentials().map(|c| c.root_token.clone()),
         _ => None,
     };
     let peers = match (&leader_pod, &token) {
-        (Some(leader), Some(token)) => match nodes.iter().find(|n| crate::ops::node::VaultNode::name(*n) == leader) {
+        (Some(leader), Some(token)) => match nodes
+            .iter()
+            .find(|n| crate::ops::node::VaultNode::name(*n) == leader)
+        {
             Some(node) => raft_peers(node, token).await.ok(),
             None => None,
         },
@@ -83,7 +93,17 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         namespace: ctx.namespace.clone(),
         workload: cluster.workload_name(),
         cli: cluster.cli().binary().to_owned(),
-        pods: infos.iter().map(|i| pod_status(i, observations.iter().find(|o| o.pod == i.name), peers.as_deref(), leader_pod.as_deref())).collect(),
+        pods: infos
+            .iter()
+            .map(|i| {
+                pod_status(
+                    i,
+                    observations.iter().find(|o| o.pod == i.name),
+                    peers.as_deref(),
+                    leader_pod.as_deref(),
+                )
+            })
+            .collect(),
         leader: leader_pod,
         peers,
         credentials: credentials_state(&store, credentials, checkpoint),
@@ -91,13 +111,20 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     ctx.printer.value(&status, render).map_err(Failure::failed)
 }
 
-fn pod_status(info: &PodInfo, obs: Option<&NodeObservation>, peers: Option<&[RaftPeer]>, leader: Option<&str>) -> PodStatus {
+fn pod_status(
+    info: &PodInfo,
+    obs: Option<&NodeObservation>,
+    peers: Option<&[RaftPeer]>,
+    leader: Option<&str>,
+) -> PodStatus {
     let seal = obs.and_then(|o| o.seal.as_ref());
     let peer = peers.and_then(|p| p.iter().find(|p| p.node_id == info.name));
     let role = match (peer, seal) {
         (Some(p), _) if p.leader => Some("leader".to_owned()),
         (Some(_), _) => Some("follower".to_owned()),
-        (None, Some(s)) if !s.sealed && leader == Some(info.name.as_str()) => Some("leader".to_owned()),
+        (None, Some(s)) if !s.sealed && leader == Some(info.name.as_str()) => {
+            Some("leader".to_owned())
+        }
         (None, Some(s)) if !s.sealed && leader.is_some() => Some("follower".to_owned()),
         _ => None,
     };
@@ -108,7 +135,9 @@ fn pod_status(info: &PodInfo, obs: Option<&NodeObservation>, peers: Option<&[Raf
         restarts: info.restarts,
         initialized: seal.map(|s| s.initialized),
         sealed: seal.map(|s| s.sealed),
-        unseal_progress: seal.filter(|s| s.sealed && s.threshold > 0).map(|s| format!("{}/{}", s.progress, s.threshold)),
+        unseal_progress: seal
+            .filter(|s| s.sealed && s.threshold > 0)
+            .map(|s| format!("{}/{}", s.progress, s.threshold)),
         raft_role: role,
         voter: peer.map(|p| p.voter),
         version: seal.map(|s| s.version.clone()),
@@ -118,30 +147,56 @@ fn pod_status(info: &PodInfo, obs: Option<&NodeObservation>, peers: Option<&[Raf
 
 fn credentials_state(
     store: &impl CredentialStore,
-    credentials: Result<Option<crate::ops::credentials::Credentials>, crate::ops::store::StoreError>,
+    credentials: Result<
+        Option<crate::ops::credentials::Credentials>,
+        crate::ops::store::StoreError,
+    >,
     checkpoint: Result<Option<crate::ops::checkpoint::Checkpoint>, crate::ops::store::StoreError>,
 ) -> CredentialsState {
     let checkpoint = match checkpoint {
         Ok(None) => None,
         Ok(Some(cp)) => Some(CheckpointState {
             object: store.checkpoint_object(),
-            phase: serde_json::to_value(&cp.phase).ok().and_then(|v| v.get("phase").and_then(|p| p.as_str().map(str::to_owned))),
+            phase: serde_json::to_value(&cp.phase)
+                .ok()
+                .and_then(|v| v.get("phase").and_then(|p| p.as_str().map(str::to_owned))),
             holder: Some(cp.holder.clone()),
             resume_command: Some(cp.resume_command().to_owned()),
             error: None,
         }),
-        Err(e) => Some(CheckpointState { object: store.checkpoint_object(), phase: None, holder: None, resume_command: None, error: Some(e.to_string()) }),
+        Err(e) => Some(CheckpointState {
+            object: store.checkpoint_object(),
+            phase: None,
+            holder: None,
+            resume_command: None,
+            error: Some(e.to_string()),
+        }),
     };
     let (present, generation, key_shares, key_threshold, error) = match credentials {
-        Ok(Some(c)) => (true, Some(c.generation), Some(c.key_shares), Some(c.key_threshold), None),
+        Ok(Some(c)) => (
+            true,
+            Some(c.generation),
+            Some(c.key_shares),
+            Some(c.key_threshold),
+            None,
+        ),
         Ok(None) => (false, None, None, None, None),
         Err(e) => (false, None, None, None, Some(e.to_string())),
     };
-    CredentialsState { object: store.credentials_object(), present, generation, key_shares, key_threshold, error, checkpoint }
+    CredentialsState {
+        object: store.credentials_object(),
+        present,
+        generation,
+        key_shares,
+        key_threshold,
+        error,
+        checkpoint,
+    }
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string)
+    v.as_ref()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 fn render(s: &ClusterStatus) -> String {
@@ -162,12 +217,34 @@ fn render(s: &ClusterStatus) -> String {
             ]
         })
         .collect();
-    let mut text = table(&["POD", "READY", "INITIALIZED", "SEALED", "PROGRESS", "ROLE", "VOTER", "VERSION", "RESTARTS"], &rows);
+    let mut text = table(
+        &[
+            "POD",
+            "READY",
+            "INITIALIZED",
+            "SEALED",
+            "PROGRESS",
+            "ROLE",
+            "VOTER",
+            "VERSION",
+            "RESTARTS",
+        ],
+        &rows,
+    );
     text.push('\n');
-    text.push_str(&format!("Workload:    {}/{} (CLI {})\n", s.namespace, s.workload, s.cli));
-    text.push_str(&format!("Leader:      {}\n", s.leader.as_deref().unwrap_or("none")));
+    text.push_str(&format!(
+        "Workload:    {}/{} (CLI {})\n",
+        s.namespace, s.workload, s.cli
+    ));
+    text.push_str(&format!(
+        "Leader:      {}\n",
+        s.leader.as_deref().unwrap_or("none")
+    ));
     if let Some(peers) = &s.peers {
-        let list: Vec<String> = peers.iter().map(|p| format!("{}{}", p.node_id, if p.voter { "" } else { " (non-voter)" })).collect();
+        let list: Vec<String> = peers
+            .iter()
+            .map(|p| format!("{}{}", p.node_id, if p.voter { "" } else { " (non-voter)" }))
+            .collect();
         text.push_str(&format!("Raft peers:  {}\n", list.join(", ")));
     }
     for p in s.pods.iter().filter(|p| p.error.is_some()) {

@@ -43,29 +43,54 @@ async fn credentials(store: &impl CredentialStore) -> Result<Credentials, Failur
 }
 
 /// One pass over every pod; returns the per-pod results and whether any failed.
-async fn unseal_pass(cluster: &KubeCluster, credentials: &Credentials) -> Result<(Vec<PodUnseal>, bool), Failure> {
+async fn unseal_pass(
+    cluster: &KubeCluster,
+    credentials: &Credentials,
+) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     fail::fail_point!("unseal::after_listing_pods");
     let threshold = usize::from(credentials.key_threshold);
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
         let status = match seal_status(node).await {
             Ok(s) => s,
-            Err(e) => return PodUnseal { pod: node.name().to_owned(), result: "unreachable".into(), error: Some(e.to_string()) },
+            Err(e) => {
+                return PodUnseal {
+                    pod: node.name().to_owned(),
+                    result: "unreachable".into(),
+                    error: Some(e.to_string()),
+                }
+            }
         };
         if !status.initialized {
-            return PodUnseal { pod: node.name().to_owned(), result: "not initialized".into(), error: Some("run `kubectl vault join`".into()) };
+            return PodUnseal {
+                pod: node.name().to_owned(),
+                result: "not initialized".into(),
+                error: Some("run `kubectl vault join`".into()),
+            };
         }
         match unseal_node(node, credentials.unseal_shares(), threshold).await {
-            Ok(UnsealOutcome::AlreadyUnsealed) => PodUnseal { pod: node.name().to_owned(), result: "already unsealed".into(), error: None },
+            Ok(UnsealOutcome::AlreadyUnsealed) => PodUnseal {
+                pod: node.name().to_owned(),
+                result: "already unsealed".into(),
+                error: None,
+            },
             Ok(UnsealOutcome::Unsealed { shares_submitted }) => {
                 tracing::info!(pod = node.name(), shares_submitted, "unsealed");
-                PodUnseal { pod: node.name().to_owned(), result: "unsealed".into(), error: None }
+                PodUnseal {
+                    pod: node.name().to_owned(),
+                    result: "unsealed".into(),
+                    error: None,
+                }
             }
-            Err(e) => PodUnseal { pod: node.name().to_owned(), result: "failed".into(), error: Some(e.to_string()) },
+            Err(e) => PodUnseal {
+                pod: node.name().to_owned(),
+                result: "failed".into(),
+                error: Some(e.to_string()),
+            },
         }
     }))
     .await;
-    let failed = results.iter().any(|r| r.result == "failed" || r.result == "unreachable");
+    let failed = results.iter().any(|r| r.error.is_some());
     Ok((results, failed))
 }
 
@@ -79,19 +104,37 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
     let (results, failed) = unseal_pass(&cluster, &credentials).await?;
     ctx.printer
         .value(&results, |rows| {
-            let rows: Vec<Vec<String>> = rows.iter().map(|r| vec![r.pod.clone(), r.result.clone(), r.error.clone().unwrap_or_default()]).collect();
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.pod.clone(),
+                        r.result.clone(),
+                        r.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
             table(&["POD", "RESULT", "DETAIL"], &rows)
         })
         .map_err(Failure::failed)?;
     if failed {
-        let first = results.iter().find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.pod))).unwrap_or_default();
-        return Err(Failure::refused(anyhow::anyhow!("not every pod could be unsealed: {first}")));
+        let first = results
+            .iter()
+            .find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.pod)))
+            .unwrap_or_default();
+        return Err(Failure::refused(anyhow::anyhow!(
+            "not every pod could be unsealed: {first}"
+        )));
     }
     Ok(())
 }
 
 /// Unseals pods as they restart, until Ctrl-C.
-async fn watch(cluster: &KubeCluster, credentials: &Credentials, interval: Duration) -> Result<(), Failure> {
+async fn watch(
+    cluster: &KubeCluster,
+    credentials: &Credentials,
+    interval: Duration,
+) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
     loop {
         match unseal_pass(cluster, credentials).await {
@@ -113,15 +156,42 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = credentials(&store).await?;
-    let lock = LeaseLock::new(ctx.client.clone(), &ctx.namespace, &cluster.workload_name(), &holder_identity(), Duration::from_secs(30));
-    let guard = lock.acquire(args.store.lock_timeout).await.map_err(Failure::refused)?;
-    let timeouts = Timeouts { leader: args.timeout, pod_appear: args.timeout, peers: args.timeout };
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &cluster.workload_name(),
+        &holder_identity(),
+        Duration::from_secs(30),
+    );
+    let guard = lock
+        .acquire(args.store.lock_timeout)
+        .await
+        .map_err(Failure::refused)?;
+    let timeouts = Timeouts {
+        leader: args.timeout,
+        pod_appear: args.timeout,
+        peers: args.timeout,
+    };
     let result = reconcile(&cluster, &credentials, &timeouts).await;
     guard.release().await;
-    let report = result.map_err(|e| Failure::failed(anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`")))?;
+    let report = result.map_err(|e| {
+        Failure::failed(
+            anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`"),
+        )
+    })?;
     ctx.printer
         .value(&report, |r| {
-            let rows: Vec<Vec<String>> = r.pods.iter().map(|p| vec![p.pod.clone(), p.joined.to_string(), format!("{:?}", p.unseal)]).collect();
+            let rows: Vec<Vec<String>> = r
+                .pods
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.pod.clone(),
+                        p.joined.to_string(),
+                        format!("{:?}", p.unseal),
+                    ]
+                })
+                .collect();
             table(&["POD", "JOINED", "UNSEAL"], &rows)
         })
         .map_err(Failure::failed)

@@ -31,7 +31,12 @@ pub enum Phase {
 
 impl Checkpoint {
     pub fn new(holder: &str, phase: Phase) -> Self {
-        Checkpoint { schema: CHECKPOINT_SCHEMA, holder: holder.to_owned(), updated_at: now_rfc3339(), phase }
+        Checkpoint {
+            schema: CHECKPOINT_SCHEMA,
+            holder: holder.to_owned(),
+            updated_at: now_rfc3339(),
+            phase,
+        }
     }
 
     /// The command that resumes the operation, for `status` and error hints.
@@ -51,7 +56,10 @@ impl Checkpoint {
 
 /// Current UTC time, RFC 3339 with second precision.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -60,7 +68,13 @@ mod tests {
 
     #[test]
     fn phases_serialize_with_a_tag_and_schema() {
-        let c = Checkpoint::new("host/1", Phase::InitPending { key_shares: 5, key_threshold: 3 });
+        let c = Checkpoint::new(
+            "host/1",
+            Phase::InitPending {
+                key_shares: 5,
+                key_threshold: 3,
+            },
+        );
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["schema"], 1);
         assert_eq!(json["phase"]["phase"], "init_pending");

@@ -30,5 +30,9 @@ pub trait VaultCluster: Send + Sync {
     fn nodes(&self) -> impl Future<Output = Result<Vec<Self::Node>, ClusterError>> + Send;
 
     /// Waits until the server with `ordinal` exists.
-    fn wait_for_node(&self, ordinal: usize, timeout: Duration) -> impl Future<Output = Result<Self::Node, ClusterError>> + Send;
+    fn wait_for_node(
+        &self,
+        ordinal: usize,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Node, ClusterError>> + Send;
 }

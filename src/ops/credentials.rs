@@ -60,12 +60,19 @@ impl Credentials {
         }
         let shares = self.unseal_keys_b64.len();
         if self.key_threshold == 0 || usize::from(self.key_threshold) > shares {
-            return Err(InvalidCredentials::Threshold { threshold: self.key_threshold, shares });
+            return Err(InvalidCredentials::Threshold {
+                threshold: self.key_threshold,
+                shares,
+            });
         }
         if self.root_token.expose().is_empty() {
             return Err(InvalidCredentials::NoRootToken);
         }
-        if let Some(index) = self.unseal_keys_b64.iter().position(|s| s.expose().is_empty()) {
+        if let Some(index) = self
+            .unseal_keys_b64
+            .iter()
+            .position(|s| s.expose().is_empty())
+        {
             return Err(InvalidCredentials::EmptyShare { index });
         }
         Ok(())
@@ -81,7 +88,11 @@ impl Credentials {
     pub fn same_secrets(&self, other: &Credentials) -> bool {
         self.root_token.same_as(&other.root_token)
             && self.unseal_keys_b64.len() == other.unseal_keys_b64.len()
-            && self.unseal_keys_b64.iter().zip(&other.unseal_keys_b64).all(|(a, b)| a.same_as(b))
+            && self
+                .unseal_keys_b64
+                .iter()
+                .zip(&other.unseal_keys_b64)
+                .all(|(a, b)| a.same_as(b))
             && self.generation == other.generation
     }
 }
@@ -90,7 +101,9 @@ impl Credentials {
 pub(crate) fn sample(shares: u8, threshold: u8) -> Credentials {
     Credentials {
         root_token: Secret::new("s.root"),
-        unseal_keys_b64: (0..shares).map(|i| Secret::new(format!("share-{i}"))).collect(),
+        unseal_keys_b64: (0..shares)
+            .map(|i| Secret::new(format!("share-{i}")))
+            .collect(),
         key_threshold: threshold,
         key_shares: shares,
         generation: 1,
@@ -108,7 +121,13 @@ mod tests {
     #[test]
     fn validate_rejects_a_threshold_above_the_shares() {
         let c = sample(3, 4);
-        assert_eq!(c.validate(), Err(InvalidCredentials::Threshold { threshold: 4, shares: 3 }));
+        assert_eq!(
+            c.validate(),
+            Err(InvalidCredentials::Threshold {
+                threshold: 4,
+                shares: 3
+            })
+        );
         assert!(sample(3, 2).validate().is_ok());
         assert_eq!(sample(3, 2).unseal_shares().len(), 2);
     }

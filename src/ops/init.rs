@@ -21,7 +21,7 @@
 use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, NodeError, SealStatus, VaultNode};
+use crate::ops::node::{seal_status, seal_status_when_up, NodeError, SealStatus, VaultNode};
 use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
@@ -69,9 +69,17 @@ pub enum InitError {
     SysInit { pod: String, source: NodeError },
     /// The keys exist only in this process (and the pod-local copy): the caller must save them.
     #[error("the cluster was initialized but its keys could not be stored in {object}: {source}")]
-    StoreUnwritable { object: String, source: StoreError, credentials: Box<Credentials> },
+    StoreUnwritable {
+        object: String,
+        source: StoreError,
+        credentials: Box<Credentials>,
+    },
     #[error("could not store {object}: {source}; the keys are still in {checkpoint}, re-run `kubectl vault init` to finish")]
-    StoreFinal { object: String, checkpoint: String, source: StoreError },
+    StoreFinal {
+        object: String,
+        checkpoint: String,
+        source: StoreError,
+    },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
 }
@@ -86,7 +94,11 @@ struct InitResponse {
 }
 
 /// Runs `init` to completion, resuming or refusing as the stored state demands.
-pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opts: &InitOptions) -> Result<InitOutcome, InitError> {
+pub async fn run<C: VaultCluster>(
+    cluster: &C,
+    store: &impl CredentialStore,
+    opts: &InitOptions,
+) -> Result<InitOutcome, InitError> {
     if opts.key_shares == 0 || opts.key_threshold == 0 || opts.key_threshold > opts.key_shares {
         return Err(InitError::InvalidOptions(format!(
             "--key-threshold {} must be between 1 and --key-shares {}",
@@ -94,14 +106,29 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
         )));
     }
     let nodes = cluster.nodes().await?;
-    let statuses = read_statuses(&nodes).await?;
+    let statuses = read_statuses(&nodes, opts.timeouts.pod_appear).await?;
     let any_initialized = statuses.iter().any(|s| s.initialized);
-    let stored = store.load_credentials().await.map_err(|source| InitError::LoadStore { object: store.credentials_object(), source })?;
-    let checkpoint = store.load_checkpoint().await.map_err(|source| InitError::LoadStore { object: store.checkpoint_object(), source })?;
+    let stored = store
+        .load_credentials()
+        .await
+        .map_err(|source| InitError::LoadStore {
+            object: store.credentials_object(),
+            source,
+        })?;
+    let checkpoint = store
+        .load_checkpoint()
+        .await
+        .map_err(|source| InitError::LoadStore {
+            object: store.checkpoint_object(),
+            source,
+        })?;
 
     if let Some(credentials) = checkpoint.as_ref().and_then(Checkpoint::credentials) {
         if !any_initialized {
-            return Err(InitError::DataLoss { object: store.checkpoint_object(), generation: credentials.generation });
+            return Err(InitError::DataLoss {
+                object: store.checkpoint_object(),
+                generation: credentials.generation,
+            });
         }
         tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted init");
         let credentials = credentials.clone();
@@ -110,7 +137,10 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
     }
     if let Some(credentials) = stored {
         if !any_initialized {
-            return Err(InitError::DataLoss { object: store.credentials_object(), generation: credentials.generation });
+            return Err(InitError::DataLoss {
+                object: store.credentials_object(),
+                generation: credentials.generation,
+            });
         }
         let report = reconcile(cluster, &credentials, &opts.timeouts).await?;
         if checkpoint.is_some() {
@@ -118,7 +148,9 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
         }
         return Ok(InitOutcome::AlreadyInitialized { report });
     }
-    let first = nodes.first().ok_or_else(|| ClusterError::List("no pods".into()))?;
+    let first = nodes
+        .first()
+        .ok_or_else(|| ClusterError::List("no pods".into()))?;
     if any_initialized {
         // A run that died between sys/init and the checkpoint write left a pod-local copy.
         return match recover_response(first).await? {
@@ -129,13 +161,24 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
                 let report = finish(cluster, store, &credentials, opts).await?;
                 Ok(InitOutcome::Resumed { report })
             }
-            None => Err(InitError::CredentialsLost { object: store.credentials_object(), checkpoint: store.checkpoint_object() }),
+            None => Err(InitError::CredentialsLost {
+                object: store.credentials_object(),
+                checkpoint: store.checkpoint_object(),
+            }),
         };
     }
 
     // A fresh cluster.
-    let pending = Checkpoint::new(&opts.holder, Phase::InitPending { key_shares: opts.key_shares, key_threshold: opts.key_threshold });
-    persist(store, Record::Checkpoint(&pending), opts.budget).await.map_err(|source| InitError::Preflight { source })?;
+    let pending = Checkpoint::new(
+        &opts.holder,
+        Phase::InitPending {
+            key_shares: opts.key_shares,
+            key_threshold: opts.key_threshold,
+        },
+    );
+    persist(store, Record::Checkpoint(&pending), opts.budget)
+        .await
+        .map_err(|source| InitError::Preflight { source })?;
     fail::fail_point!("init::after_preflight");
 
     let body = SecretBytes::json(&serde_json::json!({
@@ -144,9 +187,18 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
     }))
     .map_err(|e| InitError::InvalidOptions(e.to_string()))?;
     tracing::info!(pod = first.name(), "initializing");
-    let answer = first.init(body).await.map_err(|source| InitError::SysInit { pod: first.name().to_owned(), source })?;
+    let answer = first
+        .init(body)
+        .await
+        .map_err(|source| InitError::SysInit {
+            pod: first.name().to_owned(),
+            source,
+        })?;
     fail::fail_point!("init::after_sys_init");
-    let credentials = parse_response(answer, opts).map_err(|source| InitError::SysInit { pod: first.name().to_owned(), source })?;
+    let credentials = parse_response(answer, opts).map_err(|source| InitError::SysInit {
+        pod: first.name().to_owned(),
+        source,
+    })?;
     let credentials = with_facts(credentials, &statuses);
     store_keys(store, &credentials, opts).await?;
     fail::fail_point!("init::after_checkpoint");
@@ -156,18 +208,34 @@ pub async fn run<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, opt
     Ok(InitOutcome::Initialized { report })
 }
 
-async fn read_statuses<N: VaultNode>(nodes: &[N]) -> Result<Vec<SealStatus>, InitError> {
-    let results = futures::future::join_all(nodes.iter().map(seal_status)).await;
+/// Every node's status; a node that is not answering yet is waited for, since
+/// deciding to initialize needs all of them.
+async fn read_statuses<N: VaultNode>(
+    nodes: &[N],
+    timeout: std::time::Duration,
+) -> Result<Vec<SealStatus>, InitError> {
+    let results =
+        futures::future::join_all(nodes.iter().map(|n| seal_status_when_up(n, timeout))).await;
     nodes
         .iter()
         .zip(results)
-        .map(|(n, r)| r.map_err(|source| InitError::ReadStatus { pod: n.name().to_owned(), source }))
+        .map(|(n, r)| {
+            r.map_err(|source| InitError::ReadStatus {
+                pod: n.name().to_owned(),
+                source,
+            })
+        })
         .collect()
 }
 
 fn parse_response(answer: serde_json::Value, opts: &InitOptions) -> Result<Credentials, NodeError> {
-    let r: InitResponse = serde_json::from_value(answer).map_err(|e| NodeError::Malformed(format!("sys/init: {e}")))?;
-    let keys = if r.keys_base64.is_empty() { r.keys_b64 } else { r.keys_base64 };
+    let r: InitResponse = serde_json::from_value(answer)
+        .map_err(|e| NodeError::Malformed(format!("sys/init: {e}")))?;
+    let keys = if r.keys_base64.is_empty() {
+        r.keys_b64
+    } else {
+        r.keys_base64
+    };
     let credentials = Credentials {
         root_token: r.root_token,
         key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
@@ -179,7 +247,9 @@ fn parse_response(answer: serde_json::Value, opts: &InitOptions) -> Result<Crede
         server_version: String::new(),
         history: vec![],
     };
-    credentials.validate().map_err(|e| NodeError::Malformed(format!("sys/init answered credentials that {e}")))?;
+    credentials
+        .validate()
+        .map_err(|e| NodeError::Malformed(format!("sys/init answered credentials that {e}")))?;
     Ok(credentials)
 }
 
@@ -191,14 +261,40 @@ fn with_facts(mut credentials: Credentials, statuses: &[SealStatus]) -> Credenti
 }
 
 async fn recover_response(node: &impl VaultNode) -> Result<Option<Credentials>, InitError> {
-    let answer = node.recover_init_response().await.map_err(|source| InitError::SysInit { pod: node.name().to_owned(), source })?;
-    let Some(answer) = answer else { return Ok(None) };
-    let r: InitResponse = serde_json::from_value(answer)
-        .map_err(|e| InitError::SysInit { pod: node.name().to_owned(), source: NodeError::Malformed(format!("saved init response: {e}")) })?;
-    let keys = if r.keys_base64.is_empty() { r.keys_b64 } else { r.keys_base64 };
-    let status = seal_status(node).await.map_err(|source| InitError::ReadStatus { pod: node.name().to_owned(), source })?;
-    let threshold = if status.threshold > 0 { status.threshold } else { keys.len() as u32 };
-    tracing::info!(pod = node.name(), "recovered the response of an interrupted sys/init");
+    let answer = node
+        .recover_init_response()
+        .await
+        .map_err(|source| InitError::SysInit {
+            pod: node.name().to_owned(),
+            source,
+        })?;
+    let Some(answer) = answer else {
+        return Ok(None);
+    };
+    let r: InitResponse = serde_json::from_value(answer).map_err(|e| InitError::SysInit {
+        pod: node.name().to_owned(),
+        source: NodeError::Malformed(format!("saved init response: {e}")),
+    })?;
+    let keys = if r.keys_base64.is_empty() {
+        r.keys_b64
+    } else {
+        r.keys_base64
+    };
+    let status = seal_status(node)
+        .await
+        .map_err(|source| InitError::ReadStatus {
+            pod: node.name().to_owned(),
+            source,
+        })?;
+    let threshold = if status.threshold > 0 {
+        status.threshold
+    } else {
+        keys.len() as u32
+    };
+    tracing::info!(
+        pod = node.name(),
+        "recovered the response of an interrupted sys/init"
+    );
     Ok(Some(Credentials {
         root_token: r.root_token,
         key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
@@ -212,13 +308,24 @@ async fn recover_response(node: &impl VaultNode) -> Result<Option<Credentials>, 
     }))
 }
 
-async fn store_keys(store: &impl CredentialStore, credentials: &Credentials, opts: &InitOptions) -> Result<(), InitError> {
-    let checkpoint = Checkpoint::new(&opts.holder, Phase::InitKeysStored { credentials: credentials.clone() });
-    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await.map_err(|source| InitError::StoreUnwritable {
-        object: store.checkpoint_object(),
-        source,
-        credentials: Box::new(credentials.clone()),
-    })
+async fn store_keys(
+    store: &impl CredentialStore,
+    credentials: &Credentials,
+    opts: &InitOptions,
+) -> Result<(), InitError> {
+    let checkpoint = Checkpoint::new(
+        &opts.holder,
+        Phase::InitKeysStored {
+            credentials: credentials.clone(),
+        },
+    );
+    persist(store, Record::Checkpoint(&checkpoint), opts.budget)
+        .await
+        .map_err(|source| InitError::StoreUnwritable {
+            object: store.checkpoint_object(),
+            source,
+            credentials: Box::new(credentials.clone()),
+        })
 }
 
 async fn clear_copy(node: &impl VaultNode) {
@@ -228,27 +335,37 @@ async fn clear_copy(node: &impl VaultNode) {
 }
 
 /// Steps 4 and 5: bring every pod up, store the final credentials, drop the checkpoint.
-async fn finish<C: VaultCluster>(cluster: &C, store: &impl CredentialStore, credentials: &Credentials, opts: &InitOptions) -> Result<ReconcileReport, InitError> {
+async fn finish<C: VaultCluster>(
+    cluster: &C,
+    store: &impl CredentialStore,
+    credentials: &Credentials,
+    opts: &InitOptions,
+) -> Result<ReconcileReport, InitError> {
     let report = reconcile(cluster, credentials, &opts.timeouts).await?;
     let mut final_credentials = credentials.clone();
     if final_credentials.cluster_id.is_empty() {
         final_credentials.cluster_id.clone_from(&report.cluster_id);
     }
     fail::fail_point!("init::before_final_write");
-    persist(store, Record::Credentials(&final_credentials), opts.budget).await.map_err(|source| InitError::StoreFinal {
-        object: store.credentials_object(),
-        checkpoint: store.checkpoint_object(),
-        source,
-    })?;
+    persist(store, Record::Credentials(&final_credentials), opts.budget)
+        .await
+        .map_err(|source| InitError::StoreFinal {
+            object: store.credentials_object(),
+            checkpoint: store.checkpoint_object(),
+            source,
+        })?;
     fail::fail_point!("init::after_final_write");
     delete_checkpoint(store).await?;
     Ok(report)
 }
 
 async fn delete_checkpoint(store: &impl CredentialStore) -> Result<(), InitError> {
-    store.delete_checkpoint().await.map_err(|source| InitError::StoreFinal {
-        object: store.checkpoint_object(),
-        checkpoint: store.checkpoint_object(),
-        source,
-    })
+    store
+        .delete_checkpoint()
+        .await
+        .map_err(|source| InitError::StoreFinal {
+            object: store.checkpoint_object(),
+            checkpoint: store.checkpoint_object(),
+            source,
+        })
 }

@@ -29,11 +29,21 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     pub fn read(path: &'a str) -> Self {
-        Request { method: Method::Read, path, body: None, token: None }
+        Request {
+            method: Method::Read,
+            path,
+            body: None,
+            token: None,
+        }
     }
 
     pub fn write(path: &'a str, body: SecretBytes) -> Self {
-        Request { method: Method::Write, path, body: Some(body), token: None }
+        Request {
+            method: Method::Write,
+            path,
+            body: Some(body),
+            token: None,
+        }
     }
 
     pub fn with_token(mut self, token: &'a Secret) -> Self {
@@ -83,7 +93,9 @@ pub trait VaultNode: Send + Sync {
     }
 
     /// The response an earlier, interrupted [`Self::init`] left behind.
-    fn recover_init_response(&self) -> impl Future<Output = Result<Option<Value>, NodeError>> + Send {
+    fn recover_init_response(
+        &self,
+    ) -> impl Future<Output = Result<Option<Value>, NodeError>> + Send {
         async { Ok(None) }
     }
 
@@ -145,7 +157,28 @@ fn body(value: &Value) -> Result<SecretBytes, NodeError> {
 }
 
 pub async fn seal_status(node: &impl VaultNode) -> Result<SealStatus, NodeError> {
-    parse(node.call(Request::read("sys/seal-status")).await?, "sys/seal-status")
+    parse(
+        node.call(Request::read("sys/seal-status")).await?,
+        "sys/seal-status",
+    )
+}
+
+/// [`seal_status`], retried while the server is not listening yet (a pod
+/// that just started), until `timeout`. Other errors return at once.
+pub async fn seal_status_when_up(
+    node: &impl VaultNode,
+    timeout: std::time::Duration,
+) -> Result<SealStatus, NodeError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match seal_status(node).await {
+            Err(NodeError::Unreachable(reason)) if std::time::Instant::now() < deadline => {
+                tracing::debug!(pod = node.name(), %reason, "server not answering yet");
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub async fn leader(node: &impl VaultNode) -> Result<LeaderStatus, NodeError> {
@@ -153,30 +186,48 @@ pub async fn leader(node: &impl VaultNode) -> Result<LeaderStatus, NodeError> {
 }
 
 /// Submits one share; returns the seal status after it.
-pub async fn submit_unseal_share(node: &impl VaultNode, share: &Secret) -> Result<SealStatus, NodeError> {
+pub async fn submit_unseal_share(
+    node: &impl VaultNode,
+    share: &Secret,
+) -> Result<SealStatus, NodeError> {
     let body = body(&serde_json::json!({ "key": share.expose() }))?;
-    parse(node.call(Request::write("sys/unseal", body)).await?, "sys/unseal")
+    parse(
+        node.call(Request::write("sys/unseal", body)).await?,
+        "sys/unseal",
+    )
 }
 
 /// Discards a partly submitted set of shares.
 pub async fn reset_unseal(node: &impl VaultNode) -> Result<SealStatus, NodeError> {
     let body = body(&serde_json::json!({ "reset": true }))?;
-    parse(node.call(Request::write("sys/unseal", body)).await?, "sys/unseal")
+    parse(
+        node.call(Request::write("sys/unseal", body)).await?,
+        "sys/unseal",
+    )
 }
 
 /// Joins an uninitialized node to the raft cluster led by `leader_api_addr`.
 pub async fn raft_join(node: &impl VaultNode, leader_api_addr: &str) -> Result<(), NodeError> {
     let body = body(&serde_json::json!({ "leader_api_addr": leader_api_addr }))?;
-    let answer = node.call(Request::write("sys/storage/raft/join", body)).await?;
+    let answer = node
+        .call(Request::write("sys/storage/raft/join", body))
+        .await?;
     match answer.get("joined").and_then(Value::as_bool) {
-        Some(false) => Err(NodeError::Malformed("sys/storage/raft/join answered joined=false".into())),
+        Some(false) => Err(NodeError::Malformed(
+            "sys/storage/raft/join answered joined=false".into(),
+        )),
         _ => Ok(()),
     }
 }
 
 /// The raft peer set, as the node asked sees it (needs a token).
 pub async fn raft_peers(node: &impl VaultNode, token: &Secret) -> Result<Vec<RaftPeer>, NodeError> {
-    let value = node.call(Request::read("sys/storage/raft/configuration").with_token(token)).await?;
-    let servers = value.pointer("/config/servers").cloned().unwrap_or(Value::Array(vec![]));
+    let value = node
+        .call(Request::read("sys/storage/raft/configuration").with_token(token))
+        .await?;
+    let servers = value
+        .pointer("/config/servers")
+        .cloned()
+        .unwrap_or(Value::Array(vec![]));
     parse(servers, "sys/storage/raft/configuration")
 }

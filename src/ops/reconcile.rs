@@ -11,7 +11,9 @@
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{leader, raft_join, raft_peers, seal_status, NodeError, RaftPeer, VaultNode};
+use crate::ops::node::{
+    leader, raft_join, raft_peers, seal_status, seal_status_when_up, NodeError, RaftPeer, VaultNode,
+};
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 use crate::ops::wait::poll_until;
 use std::collections::BTreeSet;
@@ -29,7 +31,11 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { leader: Duration::from_secs(60), pod_appear: Duration::from_secs(120), peers: Duration::from_secs(60) }
+        Timeouts {
+            leader: Duration::from_secs(60),
+            pod_appear: Duration::from_secs(120),
+            peers: Duration::from_secs(60),
+        }
     }
 }
 
@@ -59,24 +65,43 @@ pub enum ReconcileError {
     #[error("could not read the status of pod {pod}: {source}")]
     Status { pod: String, source: NodeError },
     #[error("could not join pod {pod} to the leader at {leader}: {source}")]
-    Join { pod: String, leader: String, source: NodeError },
+    Join {
+        pod: String,
+        leader: String,
+        source: NodeError,
+    },
     #[error("no pod became the active leader within {waited:?}; check `kubectl vault status`")]
     NoLeader { waited: Duration },
     #[error("no pod is initialized, so there is no leader to join; run `kubectl vault init`")]
     NothingInitialized,
     #[error("pods {missing:?} are not in the raft peer set after {waited:?}; check `kubectl vault status`")]
-    PeersIncomplete { missing: Vec<String>, waited: Duration },
+    PeersIncomplete {
+        missing: Vec<String>,
+        waited: Duration,
+    },
 }
 
 /// Unseals, joins and verifies every pod the workload wants.
-pub async fn reconcile<C: VaultCluster>(cluster: &C, credentials: &Credentials, timeouts: &Timeouts) -> Result<ReconcileReport, ReconcileError> {
+pub async fn reconcile<C: VaultCluster>(
+    cluster: &C,
+    credentials: &Credentials,
+    timeouts: &Timeouts,
+) -> Result<ReconcileReport, ReconcileError> {
     let shares = credentials.unseal_shares();
     let threshold = usize::from(credentials.key_threshold);
     let nodes = cluster.nodes().await?;
-    let statuses = futures::future::join_all(nodes.iter().map(seal_status)).await;
+    let statuses = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| seal_status_when_up(n, timeouts.pod_appear)),
+    )
+    .await;
     let mut initialized = Vec::new();
     for (node, status) in nodes.iter().zip(statuses) {
-        let status = status.map_err(|source| ReconcileError::Status { pod: node.name().to_owned(), source })?;
+        let status = status.map_err(|source| ReconcileError::Status {
+            pod: node.name().to_owned(),
+            source,
+        })?;
         if status.initialized {
             initialized.push(node.clone());
         }
@@ -86,11 +111,20 @@ pub async fn reconcile<C: VaultCluster>(cluster: &C, credentials: &Credentials, 
     }
     let mut report = ReconcileReport::default();
     let mut done = BTreeSet::new();
-    let outcomes = futures::future::join_all(initialized.iter().map(|n| unseal_node(n, shares, threshold))).await;
+    let outcomes = futures::future::join_all(
+        initialized
+            .iter()
+            .map(|n| unseal_node(n, shares, threshold)),
+    )
+    .await;
     for (node, outcome) in initialized.iter().zip(outcomes) {
         let unseal = outcome?;
         tracing::info!(pod = node.name(), outcome = ?unseal, "unsealed");
-        report.pods.push(PodResult { pod: node.name().to_owned(), joined: false, unseal });
+        report.pods.push(PodResult {
+            pod: node.name().to_owned(),
+            joined: false,
+            unseal,
+        });
         done.insert(node.name().to_owned());
     }
     fail::fail_point!("reconcile::after_initialized_unsealed");
@@ -103,8 +137,15 @@ pub async fn reconcile<C: VaultCluster>(cluster: &C, credentials: &Credentials, 
     let replicas = cluster.replicas();
     loop {
         let nodes = cluster.nodes().await?;
-        let todo: Vec<_> = nodes.into_iter().filter(|n| !done.contains(n.name())).collect();
-        let results = futures::future::join_all(todo.iter().map(|n| bring_up(n, &leader_address, shares, threshold))).await;
+        let todo: Vec<_> = nodes
+            .into_iter()
+            .filter(|n| !done.contains(n.name()))
+            .collect();
+        let results = futures::future::join_all(
+            todo.iter()
+                .map(|n| bring_up(n, &leader_address, shares, threshold, timeouts.pod_appear)),
+        )
+        .await;
         for (node, result) in todo.iter().zip(results) {
             report.pods.push(result?);
             done.insert(node.name().to_owned());
@@ -123,7 +164,10 @@ pub async fn reconcile<C: VaultCluster>(cluster: &C, credentials: &Credentials, 
         }
     }
 
-    let leader_node = initialized.iter().find(|n| n.name() == report.leader).unwrap_or(&initialized[0]);
+    let leader_node = initialized
+        .iter()
+        .find(|n| n.name() == report.leader)
+        .unwrap_or(&initialized[0]);
     report.peers = wait_for_peers(leader_node, credentials, &done, timeouts.peers).await?;
     if let Ok(status) = seal_status(leader_node).await {
         report.cluster_id = status.cluster_id;
@@ -133,29 +177,54 @@ pub async fn reconcile<C: VaultCluster>(cluster: &C, credentials: &Credentials, 
 }
 
 /// Joins `node` if it is not initialized, then unseals it.
-async fn bring_up(node: &impl VaultNode, leader_address: &str, shares: &[crate::ops::secret::Secret], threshold: usize) -> Result<PodResult, ReconcileError> {
+async fn bring_up(
+    node: &impl VaultNode,
+    leader_address: &str,
+    shares: &[crate::ops::secret::Secret],
+    threshold: usize,
+    timeout: Duration,
+) -> Result<PodResult, ReconcileError> {
     let pod = node.name().to_owned();
-    let status = seal_status(node).await.map_err(|source| ReconcileError::Status { pod: pod.clone(), source })?;
+    let status =
+        seal_status_when_up(node, timeout)
+            .await
+            .map_err(|source| ReconcileError::Status {
+                pod: pod.clone(),
+                source,
+            })?;
     let mut joined = false;
     if !status.initialized {
         tracing::info!(pod = %pod, leader = %leader_address, "joining");
         raft_join(node, leader_address)
             .await
-            .map_err(|source| ReconcileError::Join { pod: pod.clone(), leader: leader_address.to_owned(), source })?;
+            .map_err(|source| ReconcileError::Join {
+                pod: pod.clone(),
+                leader: leader_address.to_owned(),
+                source,
+            })?;
         joined = true;
         fail::fail_point!("reconcile::after_join");
         // The node reports itself initialized once it has the join in hand.
-        poll_until(Duration::from_secs(30), Duration::from_millis(200), || async {
-            seal_status(node).await.ok().filter(|s| s.initialized)
-        })
+        poll_until(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async { seal_status(node).await.ok().filter(|s| s.initialized) },
+        )
         .await;
     }
     let unseal = unseal_node(node, shares, threshold).await?;
     tracing::info!(pod = %pod, outcome = ?unseal, "unsealed");
-    Ok(PodResult { pod, joined, unseal })
+    Ok(PodResult {
+        pod,
+        joined,
+        unseal,
+    })
 }
 
-async fn wait_for_leader<N: VaultNode>(nodes: &[N], timeout: Duration) -> Result<(String, String), ReconcileError> {
+async fn wait_for_leader<N: VaultNode>(
+    nodes: &[N],
+    timeout: Duration,
+) -> Result<(String, String), ReconcileError> {
     poll_until(timeout, Duration::from_millis(250), || async {
         for node in nodes {
             if let Ok(l) = leader(node).await {
@@ -170,18 +239,35 @@ async fn wait_for_leader<N: VaultNode>(nodes: &[N], timeout: Duration) -> Result
     .ok_or(ReconcileError::NoLeader { waited: timeout })
 }
 
-async fn wait_for_peers(node: &impl VaultNode, credentials: &Credentials, pods: &BTreeSet<String>, timeout: Duration) -> Result<Vec<RaftPeer>, ReconcileError> {
-    let complete = |peers: &[RaftPeer]| pods.iter().all(|p| peers.iter().any(|peer| &peer.node_id == p));
+async fn wait_for_peers(
+    node: &impl VaultNode,
+    credentials: &Credentials,
+    pods: &BTreeSet<String>,
+    timeout: Duration,
+) -> Result<Vec<RaftPeer>, ReconcileError> {
+    let complete = |peers: &[RaftPeer]| {
+        pods.iter()
+            .all(|p| peers.iter().any(|peer| &peer.node_id == p))
+    };
     let found = poll_until(timeout, Duration::from_millis(300), || async {
-        raft_peers(node, &credentials.root_token).await.ok().filter(|peers| complete(peers))
+        raft_peers(node, &credentials.root_token)
+            .await
+            .ok()
+            .filter(|peers| complete(peers))
     })
     .await;
     if let Some(peers) = found {
         return Ok(peers);
     }
-    let last = raft_peers(node, &credentials.root_token).await.unwrap_or_default();
+    let last = raft_peers(node, &credentials.root_token)
+        .await
+        .unwrap_or_default();
     Err(ReconcileError::PeersIncomplete {
-        missing: pods.iter().filter(|p| !last.iter().any(|peer| &peer.node_id == *p)).cloned().collect(),
+        missing: pods
+            .iter()
+            .filter(|p| !last.iter().any(|peer| &peer.node_id == *p))
+            .cloned()
+            .collect(),
         waited: timeout,
     })
 }

@@ -32,7 +32,10 @@ impl Secret {
 
     /// Constant-time equality on the fingerprints.
     pub fn same_as(&self, other: &Secret) -> bool {
-        constant_time_eq(self.fingerprint().as_bytes(), other.fingerprint().as_bytes())
+        constant_time_eq(
+            self.fingerprint().as_bytes(),
+            other.fingerprint().as_bytes(),
+        )
     }
 }
 
@@ -101,7 +104,10 @@ mod tests {
     fn debug_and_display_never_show_the_value() {
         let s = Secret::new("s.very-secret");
         assert_eq!(format!("{s:?} {s}"), "**** ****");
-        assert_eq!(format!("{:?}", SecretBytes::new(b"abc".to_vec())), "<3 secret bytes>");
+        assert_eq!(
+            format!("{:?}", SecretBytes::new(b"abc".to_vec())),
+            "<3 secret bytes>"
+        );
     }
 
     #[test]

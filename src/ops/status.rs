@@ -22,9 +22,23 @@ async fn observe_one(node: &impl VaultNode) -> NodeObservation {
     let pod = node.name().to_owned();
     match seal_status(node).await {
         Ok(seal) => {
-            let leader = if seal.sealed { None } else { leader(node).await.ok() };
-            NodeObservation { pod, seal: Some(seal), leader, error: None }
+            let leader = if seal.sealed {
+                None
+            } else {
+                leader(node).await.ok()
+            };
+            NodeObservation {
+                pod,
+                seal: Some(seal),
+                leader,
+                error: None,
+            }
         }
-        Err(e) => NodeObservation { pod, seal: None, leader: None, error: Some(e.to_string()) },
+        Err(e) => NodeObservation {
+            pod,
+            seal: None,
+            leader: None,
+            error: Some(e.to_string()),
+        },
     }
 }

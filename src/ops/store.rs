@@ -16,17 +16,28 @@ pub enum StoreError {
     #[error("{object} is corrupt: {reason}")]
     Corrupt { object: String, reason: String },
     #[error("not allowed to {verb} {object}: {reason}")]
-    Forbidden { object: String, verb: &'static str, reason: String },
+    Forbidden {
+        object: String,
+        verb: &'static str,
+        reason: String,
+    },
     #[error("{object} changed while it was being written (conflict)")]
     Conflict { object: String },
     #[error("could not {verb} {object}: {reason}")]
-    Unavailable { object: String, verb: &'static str, reason: String },
+    Unavailable {
+        object: String,
+        verb: &'static str,
+        reason: String,
+    },
 }
 
 impl StoreError {
     /// Worth another attempt within the budget.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Conflict { .. } | StoreError::Unavailable { .. })
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::Unavailable { .. }
+        )
     }
 }
 
@@ -37,10 +48,20 @@ pub trait CredentialStore: Send + Sync {
     /// The checkpoint object.
     fn checkpoint_object(&self) -> String;
 
-    fn load_credentials(&self) -> impl Future<Output = Result<Option<Credentials>, StoreError>> + Send;
-    fn save_credentials(&self, credentials: &Credentials) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn load_checkpoint(&self) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
-    fn save_checkpoint(&self, checkpoint: &Checkpoint) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn load_credentials(
+        &self,
+    ) -> impl Future<Output = Result<Option<Credentials>, StoreError>> + Send;
+    fn save_credentials(
+        &self,
+        credentials: &Credentials,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn load_checkpoint(
+        &self,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
+    fn save_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn delete_checkpoint(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -54,7 +75,11 @@ pub struct RetryBudget {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        RetryBudget { attempts: 8, first_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2) }
+        RetryBudget {
+            attempts: 8,
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
     }
 }
 
@@ -73,7 +98,11 @@ pub enum Record<'a> {
 /// # Caveats
 /// On `Err` the object may or may not hold the record; callers that hold
 /// secrets the store did not take must keep them somewhere else.
-pub async fn persist(store: &impl CredentialStore, record: Record<'_>, budget: RetryBudget) -> Result<(), StoreError> {
+pub async fn persist(
+    store: &impl CredentialStore,
+    record: Record<'_>,
+    budget: RetryBudget,
+) -> Result<(), StoreError> {
     let mut backoff = budget.first_backoff;
     let mut attempt = 1;
     loop {
@@ -91,7 +120,10 @@ pub async fn persist(store: &impl CredentialStore, record: Record<'_>, budget: R
     }
 }
 
-async fn write_and_verify(store: &impl CredentialStore, record: &Record<'_>) -> Result<(), StoreError> {
+async fn write_and_verify(
+    store: &impl CredentialStore,
+    record: &Record<'_>,
+) -> Result<(), StoreError> {
     match record {
         Record::Checkpoint(c) => {
             store.save_checkpoint(c).await?;

@@ -19,14 +19,24 @@ pub enum UnsealOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealError {
-    #[error("pod {pod} is not initialized; it must join the cluster first (run `kubectl vault join`)")]
+    #[error(
+        "pod {pod} is not initialized; it must join the cluster first (run `kubectl vault join`)"
+    )]
     NotInitialized { pod: String },
     #[error("pod {pod} rejected the unseal shares: {reason}; the stored credentials may not belong to this cluster (check `kubectl vault credentials show` and `kubectl vault status`)")]
     Rejected { pod: String, reason: String },
     #[error("pod {pod} needs {needed} shares but only {have} are stored")]
-    NotEnoughShares { pod: String, needed: usize, have: usize },
+    NotEnoughShares {
+        pod: String,
+        needed: usize,
+        have: usize,
+    },
     #[error("pod {pod} is still sealed after {submitted} shares (progress {progress})")]
-    StillSealed { pod: String, submitted: usize, progress: u32 },
+    StillSealed {
+        pod: String,
+        submitted: usize,
+        progress: u32,
+    },
     #[error("could not unseal pod {pod}: {source}")]
     Node { pod: String, source: NodeError },
 }
@@ -40,9 +50,16 @@ pub enum UnsealError {
 /// # Guarantees
 /// A node that is already unsealed is left alone. A refused share stops the
 /// attempt and leaves the node's progress reset.
-pub async fn unseal_node(node: &impl VaultNode, shares: &[Secret], threshold: usize) -> Result<UnsealOutcome, UnsealError> {
+pub async fn unseal_node(
+    node: &impl VaultNode,
+    shares: &[Secret],
+    threshold: usize,
+) -> Result<UnsealOutcome, UnsealError> {
     let pod = node.name().to_owned();
-    let node_err = |source| UnsealError::Node { pod: pod.clone(), source };
+    let node_err = |source| UnsealError::Node {
+        pod: pod.clone(),
+        source,
+    };
     let status = seal_status(node).await.map_err(node_err)?;
     if !status.sealed {
         return Ok(UnsealOutcome::AlreadyUnsealed);
@@ -55,39 +72,77 @@ pub async fn unseal_node(node: &impl VaultNode, shares: &[Secret], threshold: us
         reset_unseal(node).await.map_err(node_err)?;
     }
     // A node that has joined but not yet unsealed may report t=0.
-    let needed = if status.threshold > 0 { status.threshold as usize } else { threshold };
+    let needed = if status.threshold > 0 {
+        status.threshold as usize
+    } else {
+        threshold
+    };
     if needed > shares.len() {
-        return Err(UnsealError::NotEnoughShares { pod, needed, have: shares.len() });
+        return Err(UnsealError::NotEnoughShares {
+            pod,
+            needed,
+            have: shares.len(),
+        });
     }
     let mut last_progress = 0;
     for (i, share) in shares.iter().take(needed).enumerate() {
         let last = i + 1 == needed;
         match submit_unseal_share(node, share).await {
-            Ok(s) if !s.sealed => return Ok(UnsealOutcome::Unsealed { shares_submitted: i + 1 }),
+            Ok(s) if !s.sealed => {
+                return Ok(UnsealOutcome::Unsealed {
+                    shares_submitted: i + 1,
+                })
+            }
             Ok(s) if last => last_progress = s.progress,
             Ok(s) if s.progress == 0 && i > 0 => {
-                return Err(UnsealError::Rejected { pod, reason: format!("progress fell back to 0 after share {}", i + 1) })
+                return Err(UnsealError::Rejected {
+                    pod,
+                    reason: format!("progress fell back to 0 after share {}", i + 1),
+                })
             }
             Ok(s) => last_progress = s.progress,
-            Err(NodeError::Api { status: 400, errors }) => {
-                return Err(UnsealError::Rejected { pod, reason: errors.join("; ") })
+            Err(NodeError::Api {
+                status: 400,
+                errors,
+            }) => {
+                let _ = reset_unseal(node).await;
+                return Err(UnsealError::Rejected {
+                    pod,
+                    reason: errors.join("; "),
+                });
             }
             Err(e) => return Err(node_err(e)),
         }
     }
     // A node joining raft finishes unsealing in the background once it has
     // answered the leader's challenge; give it a bounded moment.
-    let unsealed = poll_until(Duration::from_secs(30), Duration::from_millis(200), || async {
-        seal_status(node).await.ok().filter(|s| !s.sealed)
-    })
+    let unsealed = poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { seal_status(node).await.ok().filter(|s| !s.sealed) },
+    )
     .await;
     match unsealed {
-        Some(_) => Ok(UnsealOutcome::Unsealed { shares_submitted: needed }),
-        None => Err(UnsealError::StillSealed { pod, submitted: needed, progress: last_progress }),
+        Some(_) => Ok(UnsealOutcome::Unsealed {
+            shares_submitted: needed,
+        }),
+        None => {
+            // Leave no partial progress behind for the next attempt to trip over.
+            let _ = reset_unseal(node).await;
+            Err(UnsealError::StillSealed {
+                pod,
+                submitted: needed,
+                progress: last_progress,
+            })
+        }
     }
 }
 
 /// Unseals every node at once; one result per node, in the same order.
-pub async fn unseal_all<N: VaultNode>(nodes: &[N], shares: &[Secret], threshold: usize) -> Vec<Result<UnsealOutcome, UnsealError>> {
+pub async fn unseal_all<N: VaultNode>(
+    nodes: &[N],
+    shares: &[Secret],
+    threshold: usize,
+) -> Vec<Result<UnsealOutcome, UnsealError>> {
     futures::future::join_all(nodes.iter().map(|n| unseal_node(n, shares, threshold))).await
 }

@@ -30,7 +30,12 @@ mod tests {
     #[tokio::test]
     async fn gives_up_at_the_deadline() {
         let start = Instant::now();
-        let r: Option<()> = poll_until(Duration::from_millis(50), Duration::from_millis(10), || async { None }).await;
+        let r: Option<()> = poll_until(
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            || async { None },
+        )
+        .await;
         assert!(r.is_none());
         assert!(start.elapsed() < Duration::from_secs(1));
         let mut n = 0;

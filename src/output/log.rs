@@ -29,10 +29,21 @@ pub fn init(verbose: u8, format: LogFormat, no_progress: bool) {
     let registry = tracing_subscriber::registry().with(filter);
     let bars = !no_progress && format == LogFormat::Text && std::io::stderr().is_terminal();
     let result = match (format, bars) {
-        (LogFormat::Json, _) => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+        (LogFormat::Json, _) => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
         (LogFormat::Text, true) => registry.with(ProgressLayer::default()).try_init(),
         (LogFormat::Text, false) => registry
-            .with(tracing_subscriber::fmt::layer().without_time().with_target(false).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .without_time()
+                    .with_target(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     drop(result);
@@ -46,7 +57,10 @@ struct ProgressLayer {
 
 impl Default for ProgressLayer {
     fn default() -> Self {
-        ProgressLayer { multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), bars: Mutex::new(HashMap::new()) }
+        ProgressLayer {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            bars: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -86,10 +100,15 @@ impl<S: Subscriber> Layer<S> for ProgressLayer {
         let level = *event.metadata().level();
         match fields.pod {
             Some(pod) if level >= Level::INFO => {
-                let Ok(mut bars) = self.bars.lock() else { return };
+                let Ok(mut bars) = self.bars.lock() else {
+                    return;
+                };
                 let bar = bars.entry(pod.clone()).or_insert_with(|| {
                     let bar = self.multi.add(ProgressBar::new_spinner());
-                    bar.set_style(ProgressStyle::with_template("{spinner} {prefix:<14} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix:<14} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     bar.set_prefix(pod);
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
@@ -97,7 +116,11 @@ impl<S: Subscriber> Layer<S> for ProgressLayer {
                 bar.set_message(text);
             }
             pod => {
-                let prefix = if level <= Level::WARN { format!("{}: ", level.as_str().to_lowercase()) } else { String::new() };
+                let prefix = if level <= Level::WARN {
+                    format!("{}: ", level.as_str().to_lowercase())
+                } else {
+                    String::new()
+                };
                 let pod = pod.map(|p| format!("{p}: ")).unwrap_or_default();
                 let _ = self.multi.println(format!("{prefix}{pod}{text}"));
             }

@@ -29,10 +29,16 @@ impl Printer {
     }
 
     /// A value in the chosen machine format; `table` renders with `to_table`.
-    pub fn value<T: Serialize>(&self, value: &T, to_table: impl FnOnce(&T) -> String) -> std::io::Result<()> {
+    pub fn value<T: Serialize>(
+        &self,
+        value: &T,
+        to_table: impl FnOnce(&T) -> String,
+    ) -> std::io::Result<()> {
         let text = match self.format {
             OutputFormat::Table => to_table(value),
-            OutputFormat::Json => serde_json::to_string_pretty(value).map_err(std::io::Error::other)? + "\n",
+            OutputFormat::Json => {
+                serde_json::to_string_pretty(value).map_err(std::io::Error::other)? + "\n"
+            }
             OutputFormat::Yaml => serde_yaml::to_string(value).map_err(std::io::Error::other)?,
         };
         let mut out = std::io::stdout().lock();
@@ -71,7 +77,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn tables_align_columns() {
-        let t = super::table(&["NAME", "READY"], &[vec!["openbao-0".into(), "true".into()], vec!["x".into(), "false".into()]]);
-        assert_eq!(t, "NAME        READY\nopenbao-0   true\nx           false\n");
+        let t = super::table(
+            &["NAME", "READY"],
+            &[
+                vec!["openbao-0".into(), "true".into()],
+                vec!["x".into(), "false".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "NAME        READY\nopenbao-0   true\nx           false\n"
+        );
     }
 }

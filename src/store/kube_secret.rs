@@ -45,7 +45,11 @@ impl SecretStore {
         format!("Secret {}/{}", self.namespace, name)
     }
 
-    async fn read(&self, name: &str, key: &str) -> Result<Option<(KubeSecret, SecretBytes)>, StoreError> {
+    async fn read(
+        &self,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<(KubeSecret, SecretBytes)>, StoreError> {
         match self.api.get_opt(name).await {
             Ok(None) => Ok(None),
             Ok(Some(secret)) => {
@@ -54,7 +58,10 @@ impl SecretStore {
                     .as_ref()
                     .and_then(|d| d.get(key))
                     .map(|b| SecretBytes::new(b.0.clone()))
-                    .ok_or_else(|| StoreError::Corrupt { object: self.object(name), reason: format!("it has no data key {key}") })?;
+                    .ok_or_else(|| StoreError::Corrupt {
+                        object: self.object(name),
+                        reason: format!("it has no data key {key}"),
+                    })?;
                 Ok(Some((secret, bytes)))
             }
             Err(e) => Err(self.error(name, "get", e)),
@@ -63,16 +70,27 @@ impl SecretStore {
 
     /// Creates the Secret, or replaces it with the resourceVersion just read.
     async fn write(&self, name: &str, key: &str, bytes: SecretBytes) -> Result<(), StoreError> {
-        let existing = self.api.get_opt(name).await.map_err(|e| self.error(name, "get", e))?;
+        let existing = self
+            .api
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error(name, "get", e))?;
         let mut data = BTreeMap::new();
         data.insert(key.to_owned(), ByteString(bytes.expose().to_vec()));
         let secret = KubeSecret {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
-                resource_version: existing.as_ref().and_then(|s| s.metadata.resource_version.clone()),
-                annotations: existing.as_ref().and_then(|s| s.metadata.annotations.clone()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY.0.to_owned(),
+                    MANAGED_BY.1.to_owned(),
+                )])),
+                resource_version: existing
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.clone()),
+                annotations: existing
+                    .as_ref()
+                    .and_then(|s| s.metadata.annotations.clone()),
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".to_owned()),
@@ -80,8 +98,16 @@ impl SecretStore {
             ..KubeSecret::default()
         };
         let result = match existing {
-            Some(_) => self.api.replace(name, &PostParams::default(), &secret).await.map(drop),
-            None => self.api.create(&PostParams::default(), &secret).await.map(drop),
+            Some(_) => self
+                .api
+                .replace(name, &PostParams::default(), &secret)
+                .await
+                .map(drop),
+            None => self
+                .api
+                .create(&PostParams::default(), &secret)
+                .await
+                .map(drop),
         };
         result.map_err(|e| self.error(name, "write", e))
     }
@@ -89,9 +115,17 @@ impl SecretStore {
     fn error(&self, name: &str, verb: &'static str, e: kube::Error) -> StoreError {
         let object = self.object(name);
         match e {
-            kube::Error::Api(s) if s.code == 403 => StoreError::Forbidden { object, verb, reason: s.message },
+            kube::Error::Api(s) if s.code == 403 => StoreError::Forbidden {
+                object,
+                verb,
+                reason: s.message,
+            },
             kube::Error::Api(s) if s.code == 409 => StoreError::Conflict { object },
-            other => StoreError::Unavailable { object, verb, reason: other.to_string() },
+            other => StoreError::Unavailable {
+                object,
+                verb,
+                reason: other.to_string(),
+            },
         }
     }
 }
@@ -106,38 +140,72 @@ impl CredentialStore for SecretStore {
     }
 
     async fn load_credentials(&self) -> Result<Option<Credentials>, StoreError> {
-        let Some((_, bytes)) = self.read(&self.name, CREDENTIALS_KEY).await? else { return Ok(None) };
+        let Some((_, bytes)) = self.read(&self.name, CREDENTIALS_KEY).await? else {
+            return Ok(None);
+        };
         let object = self.credentials_object();
-        let credentials: Credentials = serde_json::from_slice(bytes.expose())
-            .map_err(|e| StoreError::Corrupt { object: object.clone(), reason: format!("{CREDENTIALS_KEY} is not a credentials document: {}", e.classify_name()) })?;
-        credentials.validate().map_err(|e| StoreError::Corrupt { object, reason: e.to_string() })?;
+        let credentials: Credentials =
+            serde_json::from_slice(bytes.expose()).map_err(|e| StoreError::Corrupt {
+                object: object.clone(),
+                reason: format!(
+                    "{CREDENTIALS_KEY} is not a credentials document: {}",
+                    e.classify_name()
+                ),
+            })?;
+        credentials.validate().map_err(|e| StoreError::Corrupt {
+            object,
+            reason: e.to_string(),
+        })?;
         Ok(Some(credentials))
     }
 
     async fn save_credentials(&self, credentials: &Credentials) -> Result<(), StoreError> {
-        let bytes = SecretBytes::json(credentials).map_err(|e| StoreError::Corrupt { object: self.credentials_object(), reason: e.to_string() })?;
+        let bytes = SecretBytes::json(credentials).map_err(|e| StoreError::Corrupt {
+            object: self.credentials_object(),
+            reason: e.to_string(),
+        })?;
         self.write(&self.name, CREDENTIALS_KEY, bytes).await
     }
 
     async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let Some((_, bytes)) = self.read(&self.checkpoint, CHECKPOINT_KEY).await? else { return Ok(None) };
+        let Some((_, bytes)) = self.read(&self.checkpoint, CHECKPOINT_KEY).await? else {
+            return Ok(None);
+        };
         let object = self.checkpoint_object();
-        let value: serde_json::Value = serde_json::from_slice(bytes.expose())
-            .map_err(|e| StoreError::Corrupt { object: object.clone(), reason: format!("{CHECKPOINT_KEY} is not JSON: {}", e.classify_name()) })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes.expose()).map_err(|e| StoreError::Corrupt {
+                object: object.clone(),
+                reason: format!("{CHECKPOINT_KEY} is not JSON: {}", e.classify_name()),
+            })?;
         let schema = value.get("schema").and_then(serde_json::Value::as_u64);
         if schema != Some(u64::from(CHECKPOINT_SCHEMA)) {
             return Err(StoreError::Corrupt { object, reason: format!("unsupported checkpoint schema {schema:?} (this build reads {CHECKPOINT_SCHEMA})") });
         }
-        serde_json::from_value(value).map(Some).map_err(|e| StoreError::Corrupt { object, reason: format!("{CHECKPOINT_KEY} does not match the checkpoint schema: {}", e.classify_name()) })
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                object,
+                reason: format!(
+                    "{CHECKPOINT_KEY} does not match the checkpoint schema: {}",
+                    e.classify_name()
+                ),
+            })
     }
 
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        let bytes = SecretBytes::json(checkpoint).map_err(|e| StoreError::Corrupt { object: self.checkpoint_object(), reason: e.to_string() })?;
+        let bytes = SecretBytes::json(checkpoint).map_err(|e| StoreError::Corrupt {
+            object: self.checkpoint_object(),
+            reason: e.to_string(),
+        })?;
         self.write(&self.checkpoint, CHECKPOINT_KEY, bytes).await
     }
 
     async fn delete_checkpoint(&self) -> Result<(), StoreError> {
-        match self.api.delete(&self.checkpoint, &DeleteParams::default()).await {
+        match self
+            .api
+            .delete(&self.checkpoint, &DeleteParams::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(self.error(&self.checkpoint, "delete", e)),

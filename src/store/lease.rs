@@ -18,7 +18,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("Lease {object} is held by {holder}; gave up after {waited:?} (another kubectl-vault run or the hook Job is working; retry when it has finished)")]
-    Busy { object: String, holder: String, waited: Duration },
+    Busy {
+        object: String,
+        holder: String,
+        waited: Duration,
+    },
     #[error("not allowed to use Lease {object}: {reason}")]
     Forbidden { object: String, reason: String },
     #[error("could not use Lease {object}: {reason}")]
@@ -41,7 +45,13 @@ pub struct LeaseLock {
 }
 
 impl LeaseLock {
-    pub fn new(client: kube::Client, namespace: &str, workload: &str, holder: &str, duration: Duration) -> Self {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        workload: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> Self {
         LeaseLock {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
@@ -63,32 +73,55 @@ impl LeaseLock {
             match self.try_acquire().await? {
                 None => {
                     tracing::debug!(lease = %self.object(), "lock acquired");
-                    let renewer = tokio::spawn(renew(self.api.clone(), self.name.clone(), self.holder.clone(), self.duration));
-                    return Ok(LeaseGuard { api: self.api.clone(), name: self.name.clone(), renewer });
+                    let renewer = tokio::spawn(renew(
+                        self.api.clone(),
+                        self.name.clone(),
+                        self.holder.clone(),
+                        self.duration,
+                    ));
+                    return Ok(LeaseGuard {
+                        api: self.api.clone(),
+                        name: self.name.clone(),
+                        renewer,
+                    });
                 }
                 Some(holder) if Instant::now() + backoff < deadline => {
                     tracing::info!(lease = %self.object(), %holder, "waiting for the lock");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Some(holder) => return Err(LockError::Busy { object: self.object(), holder, waited: timeout }),
+                Some(holder) => {
+                    return Err(LockError::Busy {
+                        object: self.object(),
+                        holder,
+                        waited: timeout,
+                    })
+                }
             }
         }
     }
 
     /// `None` when acquired, else the current holder.
     async fn try_acquire(&self) -> Result<Option<String>, LockError> {
-        let existing = self.api.get_opt(&self.name).await.map_err(|e| self.error(e))?;
+        let existing = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.error(e))?;
         let now = jiff::Timestamp::now();
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
-                resource_version: existing.as_ref().and_then(|l| l.metadata.resource_version.clone()),
+                resource_version: existing
+                    .as_ref()
+                    .and_then(|l| l.metadata.resource_version.clone()),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.holder.clone()),
-                lease_duration_seconds: Some(i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)),
+                lease_duration_seconds: Some(
+                    i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
+                ),
                 acquire_time: Some(MicroTime(now)),
                 renew_time: Some(MicroTime(now)),
                 ..LeaseSpec::default()
@@ -102,7 +135,9 @@ impl LeaseLock {
                         return Ok(Some(holder));
                     }
                 }
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
         };
         match result {
@@ -114,8 +149,14 @@ impl LeaseLock {
 
     fn error(&self, e: kube::Error) -> LockError {
         match e {
-            kube::Error::Api(s) if s.code == 403 => LockError::Forbidden { object: self.object(), reason: s.message },
-            other => LockError::Unavailable { object: self.object(), reason: other.to_string() },
+            kube::Error::Api(s) if s.code == 403 => LockError::Forbidden {
+                object: self.object(),
+                reason: s.message,
+            },
+            other => LockError::Unavailable {
+                object: self.object(),
+                reason: other.to_string(),
+            },
         }
     }
 }
@@ -125,7 +166,8 @@ fn live_holder(lease: &Lease, now: jiff::Timestamp) -> Option<String> {
     let spec = lease.spec.as_ref()?;
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
     let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-    let duration = jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
+    let duration =
+        jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
     (renewed.checked_add(duration).ok()? > now).then_some(holder)
 }
 
@@ -133,8 +175,12 @@ async fn renew(api: Api<Lease>, name: String, holder: String, duration: Duration
     let period = duration / 3;
     loop {
         tokio::time::sleep(period).await;
-        let Ok(mut lease) = api.get(&name).await else { continue };
-        let Some(spec) = lease.spec.as_mut() else { return };
+        let Ok(mut lease) = api.get(&name).await else {
+            continue;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
         if spec.holder_identity.as_deref() != Some(holder.as_str()) {
             tracing::warn!(lease = %name, "lost the lock to another holder");
             return;

@@ -9,7 +9,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `credentials` to a new file in `dir`; never overwrites one.
-pub fn save_rescue_copy(dir: &Path, workload: &str, credentials: &Credentials) -> std::io::Result<PathBuf> {
+pub fn save_rescue_copy(
+    dir: &Path,
+    workload: &str,
+    credentials: &Credentials,
+) -> std::io::Result<PathBuf> {
     let stamp = jiff::Timestamp::now().as_second();
     let path = dir.join(format!("{workload}-credentials-{stamp}.json"));
     let bytes = SecretBytes::json(credentials).map_err(std::io::Error::other)?;

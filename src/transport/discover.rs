@@ -42,11 +42,18 @@ pub struct PodInfo {
 
 impl KubeCluster {
     /// Lists the pods, reads their StatefulSet and detects container and CLI.
-    pub async fn discover(client: kube::Client, namespace: &str, selector: Option<&str>) -> Result<Self, ClusterError> {
+    pub async fn discover(
+        client: kube::Client,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<Self, ClusterError> {
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let selector = selector.unwrap_or(DEFAULT_SELECTOR).to_owned();
         let found = list_pods(&pods, &selector).await?;
-        let first = found.first().ok_or_else(|| ClusterError::NoPods { selector: selector.clone(), namespace: namespace.to_owned() })?;
+        let first = found.first().ok_or_else(|| ClusterError::NoPods {
+            selector: selector.clone(),
+            namespace: namespace.to_owned(),
+        })?;
         let statefulset = first
             .metadata
             .owner_references
@@ -63,19 +70,31 @@ impl KubeCluster {
                         replicas = usize::try_from(r).unwrap_or(replicas);
                     }
                 }
-                Err(e) => tracing::warn!(statefulset = %name, error = %e, "could not read the StatefulSet; using the pods found as the replica count"),
+                Err(e) => {
+                    tracing::warn!(statefulset = %name, error = %e, "could not read the StatefulSet; using the pods found as the replica count")
+                }
             }
         }
         let container = server_container(first);
         let name = first.metadata.name.clone().unwrap_or_default();
         let cli = detect_cli(&pods, &name, &container, first).await?;
         tracing::debug!(pod = %name, container = %container, cli = cli.binary(), replicas, "discovered");
-        Ok(KubeCluster { pods, namespace: namespace.to_owned(), selector, statefulset, replicas, container, cli })
+        Ok(KubeCluster {
+            pods,
+            namespace: namespace.to_owned(),
+            selector,
+            statefulset,
+            replicas,
+            container,
+            cli,
+        })
     }
 
     /// The StatefulSet's name, or the pods' common prefix.
     pub fn workload_name(&self) -> String {
-        self.statefulset.clone().unwrap_or_else(|| "vault".to_owned())
+        self.statefulset
+            .clone()
+            .unwrap_or_else(|| "vault".to_owned())
     }
 
     pub fn namespace(&self) -> &str {
@@ -92,7 +111,11 @@ impl KubeCluster {
 
     /// Kubernetes' view of every pod (readiness, restarts).
     pub async fn pod_infos(&self) -> Result<Vec<PodInfo>, ClusterError> {
-        Ok(list_pods(&self.pods, &self.selector).await?.iter().map(pod_info).collect())
+        Ok(list_pods(&self.pods, &self.selector)
+            .await?
+            .iter()
+            .map(pod_info)
+            .collect())
     }
 
     fn node(&self, name: String) -> ExecNode {
@@ -117,22 +140,43 @@ impl VaultCluster for KubeCluster {
             .collect())
     }
 
-    async fn wait_for_node(&self, ordinal: usize, timeout: Duration) -> Result<ExecNode, ClusterError> {
+    async fn wait_for_node(
+        &self,
+        ordinal: usize,
+        timeout: Duration,
+    ) -> Result<ExecNode, ClusterError> {
         let found = crate::ops::wait::poll_until(timeout, Duration::from_millis(250), || async {
             let nodes = self.nodes().await.ok()?;
-            nodes.into_iter().find(|n| ordinal_of(crate::ops::node::VaultNode::name(n)) == Some(ordinal))
+            nodes
+                .into_iter()
+                .find(|n| ordinal_of(crate::ops::node::VaultNode::name(n)) == Some(ordinal))
         })
         .await;
-        found.ok_or_else(|| ClusterError::PodMissing { pod: format!("{}-{ordinal}", self.workload_name()), waited: timeout })
+        found.ok_or_else(|| ClusterError::PodMissing {
+            pod: format!("{}-{ordinal}", self.workload_name()),
+            waited: timeout,
+        })
     }
 }
 
 async fn list_pods(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, ClusterError> {
-    let mut list = pods.list(&ListParams::default().labels(selector)).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden { action: "list pods".into(), reason: s.message },
-        other => ClusterError::List(other.to_string()),
-    })?;
-    list.items.sort_by_key(|p| p.metadata.name.as_deref().and_then(ordinal_of).unwrap_or(usize::MAX));
+    let mut list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden {
+                action: "list pods".into(),
+                reason: s.message,
+            },
+            other => ClusterError::List(other.to_string()),
+        })?;
+    list.items.sort_by_key(|p| {
+        p.metadata
+            .name
+            .as_deref()
+            .and_then(ordinal_of)
+            .unwrap_or(usize::MAX)
+    });
     Ok(list.items)
 }
 
@@ -156,34 +200,74 @@ fn pod_info(p: &Pod) -> PodInfo {
 /// The server container: one the charts name, else one whose image is
 /// vault/openbao, else the default-container annotation, else the first.
 fn server_container(pod: &Pod) -> String {
-    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
     containers
         .iter()
         .find(|c| SERVER_CONTAINERS.contains(&c.name.as_str()))
-        .or_else(|| containers.iter().find(|c| c.image.as_deref().is_some_and(|i| i.contains("vault") || i.contains("openbao"))))
+        .or_else(|| {
+            containers.iter().find(|c| {
+                c.image
+                    .as_deref()
+                    .is_some_and(|i| i.contains("vault") || i.contains("openbao"))
+            })
+        })
         .map(|c| c.name.clone())
-        .or_else(|| pod.metadata.annotations.as_ref().and_then(|a| a.get("kubectl.kubernetes.io/default-container")).cloned())
+        .or_else(|| {
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
+                .cloned()
+        })
         .or_else(|| containers.first().map(|c| c.name.clone()))
         .unwrap_or_default()
 }
 
 /// Asks the container which CLI it has, trying the one its image suggests first.
-async fn detect_cli(pods: &Api<Pod>, pod: &str, container: &str, spec: &Pod) -> Result<CliFlavour, ClusterError> {
+async fn detect_cli(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    spec: &Pod,
+) -> Result<CliFlavour, ClusterError> {
     let image = spec
         .spec
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == container))
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
-    let order = if image.contains("vault") && !image.contains("openbao") { "vault bao" } else { "bao vault" };
+    let order = if image.contains("vault") && !image.contains("openbao") {
+        "vault bao"
+    } else {
+        "bao vault"
+    };
     let script = format!("for c in {order}; do command -v \"$c\" >/dev/null 2>&1 && {{ echo \"$c\"; exit 0; }}; done; exit 127");
-    let out = run_in(pods, pod, container, vec!["sh".into(), "-c".into(), script], None).await.map_err(|e| match e {
-        crate::ops::node::NodeError::Forbidden(reason) => ClusterError::Forbidden { action: "create pods/exec".into(), reason },
-        other => ClusterError::List(format!("could not detect the CLI in pod {pod} container {container}: {other}")),
+    let out = run_in(
+        pods,
+        pod,
+        container,
+        vec!["sh".into(), "-c".into(), script],
+        None,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::ops::node::NodeError::Forbidden(reason) => ClusterError::Forbidden {
+            action: "create pods/exec".into(),
+            reason,
+        },
+        other => ClusterError::List(format!(
+            "could not detect the CLI in pod {pod} container {container}: {other}"
+        )),
     })?;
     match String::from_utf8_lossy(&out.stdout).trim() {
         "bao" => Ok(CliFlavour::Bao),
         "vault" => Ok(CliFlavour::Vault),
-        _ => Err(ClusterError::List(format!("pod {pod} container {container} has neither `bao` nor `vault` on its PATH"))),
+        _ => Err(ClusterError::List(format!(
+            "pod {pod} container {container} has neither `bao` nor `vault` on its PATH"
+        ))),
     }
 }

@@ -61,7 +61,12 @@ pub struct ExecOutput {
 
 impl ExecNode {
     pub fn new(pods: Api<Pod>, pod: String, container: String, cli: CliFlavour) -> Self {
-        ExecNode { pods, pod, container, cli }
+        ExecNode {
+            pods,
+            pod,
+            container,
+            cli,
+        }
     }
 
     pub fn cli(&self) -> CliFlavour {
@@ -69,7 +74,11 @@ impl ExecNode {
     }
 
     /// Runs `argv` in the container with `stdin` (if any), collecting output.
-    pub async fn run(&self, argv: Vec<String>, stdin: Option<SecretBytes>) -> Result<ExecOutput, NodeError> {
+    pub async fn run(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<SecretBytes>,
+    ) -> Result<ExecOutput, NodeError> {
         run_in(&self.pods, &self.pod, &self.container, argv, stdin).await
     }
 
@@ -82,10 +91,18 @@ impl ExecNode {
         let mut argv = Vec::new();
         if req.token.is_some() {
             // The token is the first stdin line; `read` consumes exactly that line.
-            let script = format!("IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"", v = self.cli.token_variable());
+            let script = format!(
+                "IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
+                v = self.cli.token_variable()
+            );
             argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
         }
-        argv.extend([self.cli.binary().to_owned(), verb.to_owned(), "-format=json".to_owned(), req.path.to_owned()]);
+        argv.extend([
+            self.cli.binary().to_owned(),
+            verb.to_owned(),
+            "-format=json".to_owned(),
+            req.path.to_owned(),
+        ]);
         if req.body.is_some() {
             argv.push("-".to_owned());
         }
@@ -94,7 +111,13 @@ impl ExecNode {
 }
 
 /// Runs one command in a container and collects its output and exit code.
-pub async fn run_in(pods: &Api<Pod>, pod: &str, container: &str, argv: Vec<String>, stdin: Option<SecretBytes>) -> Result<ExecOutput, NodeError> {
+pub async fn run_in(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    argv: Vec<String>,
+    stdin: Option<SecretBytes>,
+) -> Result<ExecOutput, NodeError> {
     let params = AttachParams {
         container: Some(container.to_owned()),
         stdin: stdin.is_some(),
@@ -105,7 +128,10 @@ pub async fn run_in(pods: &Api<Pod>, pod: &str, container: &str, argv: Vec<Strin
         max_stdout_buf_size: Some(256 * 1024),
         max_stderr_buf_size: Some(64 * 1024),
     };
-    let mut attached = pods.exec(pod, argv, &params).await.map_err(|e| kube_error(pod, e))?;
+    let mut attached = pods
+        .exec(pod, argv, &params)
+        .await
+        .map_err(|e| kube_error(pod, e))?;
     let status = attached.take_status();
     let writer = attached.stdin();
     let mut out = attached.stdout();
@@ -132,7 +158,8 @@ pub async fn run_in(pods: &Api<Pod>, pod: &str, container: &str, argv: Vec<Strin
         Ok::<_, std::io::Error>(buf)
     };
     let (fed, stdout, stderr) = tokio::join!(feed, read_out, read_err);
-    let unreachable = |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
+    let unreachable =
+        |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
     fed.map_err(unreachable)?;
     let stdout = stdout.map_err(unreachable)?;
     let stderr = String::from_utf8_lossy(&stderr.map_err(unreachable)?).into_owned();
@@ -141,8 +168,16 @@ pub async fn run_in(pods: &Api<Pod>, pod: &str, container: &str, argv: Vec<Strin
         None => None,
     };
     let _ = attached.join().await;
-    let status = status.ok_or_else(|| NodeError::Unreachable(format!("the exec stream to pod {pod} closed before the command's exit status arrived")))?;
-    Ok(ExecOutput { exit_code: exit_code(&status), stdout, stderr })
+    let status = status.ok_or_else(|| {
+        NodeError::Unreachable(format!(
+            "the exec stream to pod {pod} closed before the command's exit status arrived"
+        ))
+    })?;
+    Ok(ExecOutput {
+        exit_code: exit_code(&status),
+        stdout,
+        stderr,
+    })
 }
 
 fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> i32 {
@@ -161,8 +196,13 @@ fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) ->
 
 fn kube_error(pod: &str, e: kube::Error) -> NodeError {
     match e {
-        kube::Error::Api(s) if s.code == 403 => NodeError::Forbidden(format!("exec into pod {pod} (pods/exec create): {}", s.message)),
-        kube::Error::Api(s) if s.code == 404 => NodeError::PodGone(format!("pod {pod}: {}", s.message)),
+        kube::Error::Api(s) if s.code == 403 => NodeError::Forbidden(format!(
+            "exec into pod {pod} (pods/exec create): {}",
+            s.message
+        )),
+        kube::Error::Api(s) if s.code == 404 => {
+            NodeError::PodGone(format!("pod {pod}: {}", s.message))
+        }
         other => NodeError::Unreachable(format!("exec into pod {pod}: {other}")),
     }
 }
@@ -175,7 +215,8 @@ pub fn interpret(output: ExecOutput) -> Result<Value, NodeError> {
         if text.is_empty() || !text.starts_with('{') {
             return Ok(Value::Null);
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| NodeError::Malformed(format!("CLI output is not JSON: {e}")))?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| NodeError::Malformed(format!("CLI output is not JSON: {e}")))?;
         return Ok(match value.get("data") {
             Some(data) if !data.is_null() => data.clone(),
             _ => value,
@@ -187,14 +228,29 @@ pub fn interpret(output: ExecOutput) -> Result<Value, NodeError> {
 /// Parses `Code: 400. Errors:\n\n* message` as the Vault CLI prints API errors.
 pub fn parse_cli_error(stderr: &str, exit_code: i32) -> NodeError {
     if let Some(rest) = stderr.split("Code: ").nth(1) {
-        let status: u16 = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
-        let errors: Vec<String> = rest.lines().filter_map(|l| l.trim().strip_prefix("* ")).map(str::to_owned).collect();
+        let status: u16 = rest
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+        let errors: Vec<String> = rest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("* "))
+            .map(str::to_owned)
+            .collect();
         return NodeError::Api { status, errors };
     }
     if stderr.contains("No value found at") {
-        return NodeError::Api { status: 404, errors: vec![stderr.trim().to_owned()] };
+        return NodeError::Api {
+            status: 404,
+            errors: vec![stderr.trim().to_owned()],
+        };
     }
-    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+    let first = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output");
     NodeError::Unreachable(format!("the CLI exited with {exit_code}: {first}"))
 }
 
@@ -208,7 +264,9 @@ impl VaultNode for ExecNode {
         let stdin = match (req.token, req.body) {
             (None, body) => body,
             (Some(token), body) => {
-                let mut bytes = Vec::with_capacity(token.expose().len() + 1 + body.as_ref().map_or(0, |b| b.expose().len()));
+                let mut bytes = Vec::with_capacity(
+                    token.expose().len() + 1 + body.as_ref().map_or(0, |b| b.expose().len()),
+                );
                 bytes.extend_from_slice(token.expose().as_bytes());
                 bytes.push(b'\n');
                 if let Some(b) = body {
@@ -232,7 +290,9 @@ impl VaultNode for ExecNode {
 
     async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
         let script = format!("for d in \"$HOME\" \"${{TMPDIR:-/tmp}}\"; do [ -f \"$d/{INIT_COPY}\" ] && exec cat \"$d/{INIT_COPY}\"; done; exit 0");
-        let out = self.run(vec!["sh".into(), "-c".into(), script], None).await?;
+        let out = self
+            .run(vec!["sh".into(), "-c".into(), script], None)
+            .await?;
         if out.exit_code != 0 || out.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
@@ -241,7 +301,9 @@ impl VaultNode for ExecNode {
 
     async fn clear_init_response(&self) -> Result<(), NodeError> {
         let script = format!("rm -f \"$HOME/{INIT_COPY}\" \"${{TMPDIR:-/tmp}}/{INIT_COPY}\"");
-        let out = self.run(vec!["sh".into(), "-c".into(), script], None).await?;
+        let out = self
+            .run(vec!["sh".into(), "-c".into(), script], None)
+            .await?;
         match out.exit_code {
             0 => Ok(()),
             code => Err(parse_cli_error(&out.stderr, code)),
@@ -259,7 +321,10 @@ mod tests {
         match parse_cli_error(stderr, 2) {
             NodeError::Api { status, errors } => {
                 assert_eq!(status, 400);
-                assert_eq!(errors, vec!["'key' must be a valid hex or base64 string".to_owned()]);
+                assert_eq!(
+                    errors,
+                    vec!["'key' must be a valid hex or base64 string".to_owned()]
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -267,9 +332,17 @@ mod tests {
 
     #[test]
     fn output_is_unwrapped_from_data() {
-        let out = ExecOutput { exit_code: 0, stdout: br#"{"data":{"sealed":true},"warnings":null}"#.to_vec(), stderr: String::new() };
+        let out = ExecOutput {
+            exit_code: 0,
+            stdout: br#"{"data":{"sealed":true},"warnings":null}"#.to_vec(),
+            stderr: String::new(),
+        };
         assert_eq!(interpret(out).unwrap(), serde_json::json!({"sealed": true}));
-        let empty = ExecOutput { exit_code: 0, stdout: b"Success! Data deleted".to_vec(), stderr: String::new() };
+        let empty = ExecOutput {
+            exit_code: 0,
+            stdout: b"Success! Data deleted".to_vec(),
+            stderr: String::new(),
+        };
         assert_eq!(interpret(empty).unwrap(), Value::Null);
     }
 }

@@ -10,16 +10,29 @@ use sandbox::ClusterOptions;
 async fn crash_init_at(failpoint: &str, opts: ClusterOptions) {
     let env = Env::start(opts.replicas(3)).await;
     let crashed = env.plugin_crashing_at(&["init", "--yes"], failpoint).await;
-    assert_ne!(crashed.code, 0, "the failpoint {failpoint} must stop the run: {crashed:?}");
-    assert!(crashed.stderr.contains(failpoint) || crashed.stderr.contains("panicked"), "{crashed:?}");
+    assert_ne!(
+        crashed.code, 0,
+        "the failpoint {failpoint} must stop the run: {crashed:?}"
+    );
+    assert!(
+        crashed.stderr.contains(failpoint) || crashed.stderr.contains("panicked"),
+        "{crashed:?}"
+    );
 
     // status names the interrupted operation and the command that resumes it.
     let status = env.plugin(&["status", "-o", "json"]).await.ok().json();
     if env.checkpoint_exists().await && status["credentials"]["present"] == false {
-        assert_eq!(status["credentials"]["checkpoint"]["resume_command"], "kubectl vault init", "{status}");
+        assert_eq!(
+            status["credentials"]["checkpoint"]["resume_command"], "kubectl vault init",
+            "{status}"
+        );
     }
 
-    let resumed = env.plugin(&["init", "--yes", "-o", "json"]).await.ok().json();
+    let resumed = env
+        .plugin(&["init", "--yes", "-o", "json"])
+        .await
+        .ok()
+        .json();
     assert!(resumed["result"].is_string(), "{resumed}");
     env.assert_whole(3).await;
     assert!(!env.checkpoint_exists().await, "checkpoint deleted");

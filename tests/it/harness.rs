@@ -27,12 +27,17 @@ pub struct Run {
 
 impl Run {
     pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "plugin failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "plugin failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -46,7 +51,11 @@ pub struct Env {
 impl Env {
     pub async fn start(opts: ClusterOptions) -> Env {
         let cluster = Cluster::start(opts).await.expect("start sandbox");
-        Env { cluster, outputs: Default::default(), home: tempfile::tempdir().expect("tempdir") }
+        Env {
+            cluster,
+            outputs: Default::default(),
+            home: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub async fn client(&self) -> kube::Client {
@@ -83,7 +92,10 @@ impl Env {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        self.outputs.lock().unwrap().push(format!("{}\n{}", run.stdout, run.stderr));
+        self.outputs
+            .lock()
+            .unwrap()
+            .push(format!("{}\n{}", run.stdout, run.stderr));
         run
     }
 
@@ -100,7 +112,10 @@ impl Env {
     /// The stored credentials document, if any.
     pub async fn stored_credentials(&self) -> Option<serde_json::Value> {
         let api: Api<Secret> = Api::namespaced(self.client().await, self.cluster.namespace());
-        let secret = api.get_opt(&self.secret_name()).await.expect("get secret")?;
+        let secret = api
+            .get_opt(&self.secret_name())
+            .await
+            .expect("get secret")?;
         let bytes = secret.data.as_ref()?.get("credentials.json")?.0.clone();
         Some(serde_json::from_slice(&bytes).expect("credentials.json is JSON"))
     }
@@ -111,12 +126,19 @@ impl Env {
     }
 
     pub async fn checkpoint_exists(&self) -> bool {
-        self.secret_exists(&format!("{}-checkpoint", self.secret_name())).await
+        self.secret_exists(&format!("{}-checkpoint", self.secret_name()))
+            .await
     }
 
     /// Runs the real `bao` CLI on this machine against pod `ordinal`'s listener,
     /// with the token in the environment (the test's own client, not the plugin).
-    pub async fn bao(&self, ordinal: u32, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    pub async fn bao(
+        &self,
+        ordinal: u32,
+        token: Option<&str>,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> (i32, String) {
         use tokio::io::AsyncWriteExt;
         let mut command = tokio::process::Command::new(deps_bin().join("bao"));
         command
@@ -124,7 +146,11 @@ impl Env {
             .env_clear()
             .env("BAO_ADDR", self.cluster.pod_api_addr(ordinal))
             .env("HOME", self.home.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(t) = token {
@@ -136,26 +162,54 @@ impl Env {
             pipe.write_all(text.as_bytes()).await.expect("write stdin");
         }
         let out = child.wait_with_output().await.expect("bao output");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.code().unwrap_or(-1), text)
     }
 
     pub async fn seal_status(&self, ordinal: u32) -> serde_json::Value {
-        let (_, out) = self.bao(ordinal, None, &["status", "-format=json"], None).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bao status on pod {ordinal}: {e}: {out}"))
+        let (_, out) = self
+            .bao(ordinal, None, &["status", "-format=json"], None)
+            .await;
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("bao status on pod {ordinal}: {e}: {out}"))
     }
 
     /// Enables a KV mount (once) and writes `value` at `kv/<key>` through the active pod.
     pub async fn write_kv(&self, token: &str, key: &str, value: &str) {
         let leader = self.active_ordinal().await;
-        let _ = self.bao(leader, Some(token), &["secrets", "enable", "-path=kv", "kv"], None).await;
-        let (code, out) = self.bao(leader, Some(token), &["kv", "put", &format!("kv/{key}"), &format!("value={value}")], None).await;
+        let _ = self
+            .bao(
+                leader,
+                Some(token),
+                &["secrets", "enable", "-path=kv", "kv"],
+                None,
+            )
+            .await;
+        let (code, out) = self
+            .bao(
+                leader,
+                Some(token),
+                &["kv", "put", &format!("kv/{key}"), &format!("value={value}")],
+                None,
+            )
+            .await;
         assert_eq!(code, 0, "kv put failed: {out}");
     }
 
     pub async fn read_kv(&self, token: &str, key: &str) -> String {
         let leader = self.active_ordinal().await;
-        let (code, out) = self.bao(leader, Some(token), &["kv", "get", "-field=value", &format!("kv/{key}")], None).await;
+        let (code, out) = self
+            .bao(
+                leader,
+                Some(token),
+                &["kv", "get", "-field=value", &format!("kv/{key}")],
+                None,
+            )
+            .await;
         assert_eq!(code, 0, "kv get failed: {out}");
         out.trim().to_owned()
     }
@@ -185,12 +239,25 @@ impl Env {
             assert_eq!(s["sealed"], false, "pod {i} unsealed: {s}");
         }
         let leader = self.active_ordinal().await;
-        let (code, out) = self.bao(leader, Some(&token), &["read", "-format=json", "sys/storage/raft/configuration"], None).await;
+        let (code, out) = self
+            .bao(
+                leader,
+                Some(&token),
+                &["read", "-format=json", "sys/storage/raft/configuration"],
+                None,
+            )
+            .await;
         assert_eq!(code, 0, "{out}");
         let v: serde_json::Value = serde_json::from_str(&out).expect("raft config json");
-        let servers = v["data"]["config"]["servers"].as_array().expect("servers").clone();
+        let servers = v["data"]["config"]["servers"]
+            .as_array()
+            .expect("servers")
+            .clone();
         for name in self.cluster.pod_names() {
-            assert!(servers.iter().any(|s| s["node_id"] == name.as_str()), "{name} missing from raft peers: {servers:?}");
+            assert!(
+                servers.iter().any(|s| s["node_id"] == name.as_str()),
+                "{name} missing from raft peers: {servers:?}"
+            );
         }
     }
 
@@ -199,7 +266,11 @@ impl Env {
     pub async fn restart_all_and_unseal(&self) {
         self.cluster.restart_all().await.expect("restart all");
         for i in 0..self.cluster.pod_names().len() as u32 {
-            assert_eq!(self.seal_status(i).await["sealed"], true, "pod {i} sealed after restart");
+            assert_eq!(
+                self.seal_status(i).await["sealed"],
+                true,
+                "pod {i} sealed after restart"
+            );
         }
         self.plugin(&["unseal"]).await.ok();
     }
@@ -207,12 +278,15 @@ impl Env {
     /// No share and no token of the stored credentials appears in the audit
     /// log (URLs, exec argv) or in anything the plugin printed.
     pub async fn assert_no_secret_exposed(&self) {
-        let Some(creds) = self.stored_credentials().await else { return };
+        let Some(creds) = self.stored_credentials().await else {
+            return;
+        };
         let mut secrets: Vec<String> = vec![creds["root_token"].as_str().unwrap().to_owned()];
         for k in creds["unseal_keys_b64"].as_array().unwrap() {
             let b64 = k.as_str().unwrap();
             // The hex form the init response also carries is as good as the share.
-            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).expect("share is base64");
+            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                .expect("share is base64");
             secrets.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
             secrets.push(b64.to_owned());
         }
@@ -220,8 +294,14 @@ impl Env {
         assert!(audit.contains("exec"), "audit log records exec requests");
         let outputs = self.outputs.lock().unwrap().join("\n");
         for s in &secrets {
-            assert!(!audit.contains(s.as_str()), "a secret appears in the audit log");
-            assert!(!outputs.contains(s.as_str()), "a secret appears in the plugin's output");
+            assert!(
+                !audit.contains(s.as_str()),
+                "a secret appears in the audit log"
+            );
+            assert!(
+                !outputs.contains(s.as_str()),
+                "a secret appears in the plugin's output"
+            );
         }
     }
 }

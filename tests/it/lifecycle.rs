@@ -8,11 +8,20 @@ async fn init_and_survive_restart(opts: ClusterOptions, replicas: u32) {
     let env = Env::start(opts.replicas(replicas)).await;
     let before = env.plugin(&["status", "-o", "json"]).await.ok().json();
     let pods = before["pods"].as_array().unwrap();
-    assert!(pods.iter().all(|p| p["initialized"] == false && p["sealed"] == true), "fresh cluster: {before}");
+    assert!(
+        pods.iter()
+            .all(|p| p["initialized"] == false && p["sealed"] == true),
+        "fresh cluster: {before}"
+    );
 
-    env.plugin(&["init", "--yes", "--key-shares", "5", "--key-threshold", "3"]).await.ok();
+    env.plugin(&["init", "--yes", "--key-shares", "5", "--key-threshold", "3"])
+        .await
+        .ok();
     env.assert_whole(replicas).await;
-    assert!(!env.checkpoint_exists().await, "checkpoint deleted after init");
+    assert!(
+        !env.checkpoint_exists().await,
+        "checkpoint deleted after init"
+    );
     let creds = env.stored_credentials().await.unwrap();
     assert_eq!(creds["key_shares"], 5);
     assert_eq!(creds["key_threshold"], 3);
@@ -23,18 +32,33 @@ async fn init_and_survive_restart(opts: ClusterOptions, replicas: u32) {
 
     let status = env.plugin(&["status", "-o", "json"]).await.ok().json();
     assert_eq!(status["credentials"]["present"], true);
-    assert_eq!(status["peers"].as_array().map(Vec::len), Some(replicas as usize), "{status}");
-    assert!(status["pods"].as_array().unwrap().iter().all(|p| p["sealed"] == false && p["raft_role"].is_string()));
+    assert_eq!(
+        status["peers"].as_array().map(Vec::len),
+        Some(replicas as usize),
+        "{status}"
+    );
+    assert!(status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["sealed"] == false && p["raft_role"].is_string()));
 
     env.restart_all_and_unseal().await;
     env.assert_whole(replicas).await;
     assert_eq!(env.read_kv(&token, "probe").await, "written-after-init");
 
     // A second init is a no-op that reports the cluster as already initialized.
-    let again = env.plugin(&["init", "--yes", "-o", "json"]).await.ok().json();
+    let again = env
+        .plugin(&["init", "--yes", "-o", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(again["result"], "already_initialized");
     let after = env.stored_credentials().await.unwrap();
-    assert_eq!(after["root_token"], creds["root_token"], "credentials unchanged");
+    assert_eq!(
+        after["root_token"], creds["root_token"],
+        "credentials unchanged"
+    );
     env.assert_no_secret_exposed().await;
 }
 
@@ -50,7 +74,11 @@ async fn init_vault_cli_ordered_ready_three_pods() {
 
 #[tokio::test]
 async fn init_openbao_ordered_ready_with_retry_join() {
-    init_and_survive_restart(ClusterOptions::openbao().ordered_ready().retry_join(true), 3).await;
+    init_and_survive_restart(
+        ClusterOptions::openbao().ordered_ready().retry_join(true),
+        3,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -60,12 +88,25 @@ async fn status_table_on_a_fresh_cluster_shows_sealed_uninitialized_pods() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with("POD"), "{}", run.stdout);
     for i in 0..3 {
-        let line = lines.iter().find(|l| l.starts_with(&format!("openbao-{i} "))).unwrap_or_else(|| panic!("pod {i} row: {}", run.stdout));
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("openbao-{i} ")))
+            .unwrap_or_else(|| panic!("pod {i} row: {}", run.stdout));
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(&cells[1..4], &["false", "false", "true"], "READY INITIALIZED SEALED for pod {i}");
+        assert_eq!(
+            &cells[1..4],
+            &["false", "false", "true"],
+            "READY INITIALIZED SEALED for pod {i}"
+        );
     }
-    assert!(run.stdout.contains("Credentials: none in Secret vault/openbao-unseal"), "{}", run.stdout);
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&env.plugin(&["status", "-o", "yaml"]).await.ok().stdout).unwrap();
+    assert!(
+        run.stdout
+            .contains("Credentials: none in Secret vault/openbao-unseal"),
+        "{}",
+        run.stdout
+    );
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&env.plugin(&["status", "-o", "yaml"]).await.ok().stdout).unwrap();
     assert_eq!(yaml["pods"].as_sequence().unwrap().len(), 3);
 }
 
@@ -78,7 +119,10 @@ async fn join_brings_a_wiped_pod_back() {
     // unseal cannot help an uninitialized pod, and says what to run.
     let run = env.plugin(&["unseal"]).await;
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("kubectl vault join") || run.stdout.contains("kubectl vault join"), "{run:?}");
+    assert!(
+        run.stderr.contains("kubectl vault join") || run.stdout.contains("kubectl vault join"),
+        "{run:?}"
+    );
     // The old raft member id must be removed before the node rejoins with empty data.
     env.plugin(&["join"]).await.ok();
     env.assert_whole(3).await;
@@ -90,7 +134,10 @@ async fn scale_up_then_join_adds_voters() {
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
     env.plugin(&["init", "--yes"]).await.ok();
     env.cluster.scale(5).await.unwrap();
-    env.cluster.wait_for_pods(5, std::time::Duration::from_secs(30)).await.unwrap();
+    env.cluster
+        .wait_for_pods(5, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
     env.plugin(&["join"]).await.ok();
     env.assert_whole(5).await;
 }

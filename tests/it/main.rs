@@ -1,8 +1,8 @@
 //! The one integration test binary: the real plugin binary against sandbox
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
-mod harness;
-mod lifecycle;
 mod crash;
 mod faults;
+mod harness;
+mod lifecycle;
 mod sops;
