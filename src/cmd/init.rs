@@ -107,9 +107,9 @@ async fn report(
     show_keys: bool,
 ) -> Result<(), Failure> {
     let (verb, report) = match &outcome {
-        InitOutcome::Initialized { report } => ("initialized", report),
-        InitOutcome::Resumed { report } => ("finished an interrupted init of", report),
-        InitOutcome::AlreadyInitialized { report } => ("was already initialized;", report),
+        InitOutcome::Initialized { report } => ("initialized:", report),
+        InitOutcome::Resumed { report } => ("finished an interrupted init:", report),
+        InitOutcome::AlreadyInitialized { report } => ("was already initialized:", report),
     };
     ctx.printer
         .value(&outcome, |_| {

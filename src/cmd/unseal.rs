@@ -9,7 +9,7 @@ use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::cluster::VaultCluster;
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, VaultNode};
-use crate::ops::reconcile::{reconcile, Timeouts};
+use crate::ops::reconcile::{reconcile, wait_for_leader, Timeouts};
 use crate::ops::store::CredentialStore;
 use crate::ops::unseal::{unseal_node, UnsealOutcome};
 use crate::output::table;
@@ -117,6 +117,13 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
             table(&["POD", "RESULT", "DETAIL"], &rows)
         })
         .map_err(Failure::failed)?;
+    if !failed {
+        let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+        let (leader, _) = wait_for_leader(&nodes, args.timeout)
+            .await
+            .map_err(Failure::failed)?;
+        tracing::info!(pod = %leader, "active leader");
+    }
     if failed {
         let first = results
             .iter()

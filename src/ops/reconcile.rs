@@ -221,7 +221,8 @@ async fn bring_up(
     })
 }
 
-async fn wait_for_leader<N: VaultNode>(
+/// Waits until one of `nodes` is the active leader; returns its pod and API address.
+pub async fn wait_for_leader<N: VaultNode>(
     nodes: &[N],
     timeout: Duration,
 ) -> Result<(String, String), ReconcileError> {

@@ -42,6 +42,7 @@ pub fn init(verbose: u8, format: LogFormat, no_progress: bool) {
                 tracing_subscriber::fmt::layer()
                     .without_time()
                     .with_target(false)
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_writer(std::io::stderr),
             )
             .try_init(),
