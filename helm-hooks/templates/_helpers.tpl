@@ -1,0 +1,112 @@
+{{/* Names, labels and the kubectl-vault command line shared by the templates. */}}
+
+{{- define "vault-bootstrap.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vault-bootstrap.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "vault-bootstrap.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "vault-bootstrap.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "vault-bootstrap.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vault-bootstrap.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Namespace of the Vault/OpenBao pods. */}}
+{{- define "vault-bootstrap.targetNamespace" -}}
+{{- default .Release.Namespace .Values.target.namespace }}
+{{- end }}
+
+{{- define "vault-bootstrap.serviceAccountName" -}}
+{{- default (include "vault-bootstrap.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/* The credentials Secret; kubectl-vault's own default, spelled out. */}}
+{{- define "vault-bootstrap.secretName" -}}
+{{- default (printf "%s-unseal" (required "target.statefulset is required" .Values.target.statefulset)) .Values.credentials.secretName }}
+{{- end }}
+
+{{/* The Lease kubectl-vault takes so that two runs never init at once. */}}
+{{- define "vault-bootstrap.leaseName" -}}
+{{- printf "%s-kubectl-vault" .Values.target.statefulset }}
+{{- end }}
+
+{{- define "vault-bootstrap.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Arguments every kubectl-vault invocation shares: where the cluster and the keys are. */}}
+{{- define "vault-bootstrap.targetArgs" -}}
+- --namespace
+- {{ include "vault-bootstrap.targetNamespace" . | quote }}
+- --selector
+- {{ .Values.target.selector | quote }}
+- --secret-name
+- {{ include "vault-bootstrap.secretName" . | quote }}
+- --log-format
+- json
+{{- range .Values.credentials.age.recipients }}
+- --age-recipient
+- {{ . | quote }}
+{{- end }}
+{{- with .Values.credentials.age.identitySecret }}
+- --age-identity-secret
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level security: the restricted Pod Security Standard. */}}
+{{- define "vault-bootstrap.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "vault-bootstrap.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Downward API: who is running, for Lease holder identity and Events. */}}
+{{- define "vault-bootstrap.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{/* Values that cannot be checked by the schema alone. */}}
+{{- define "vault-bootstrap.validate" -}}
+{{- if gt (int .Values.keyThreshold) (int .Values.keyShares) }}
+{{- fail (printf "keyThreshold (%d) must not exceed keyShares (%d)" (int .Values.keyThreshold) (int .Values.keyShares)) }}
+{{- end }}
+{{- if and (gt (int .Values.keyShares) 1) (lt (int .Values.keyThreshold) 2) }}
+{{- fail "keyThreshold must be at least 2 when keyShares is more than 1 (Vault refuses threshold 1 with several shares)" }}
+{{- end }}
+{{- end }}
