@@ -1,0 +1,85 @@
+//! `kubectl-vault hook`: the Helm post-install/post-upgrade hook Job.
+//!
+//! Runs `init` (which resumes, or joins and unseals an initialized cluster)
+//! without prompts until every replica is up or `--timeout` passes, and
+//! records each outcome as a Kubernetes Event on the StatefulSet. Refusals
+//! (data loss, lost credentials, missing permissions) end at once with exit
+//! 1: retrying cannot fix them, and Helm must see the failure.
+
+use crate::cli::init::InitArgs;
+use crate::cmd::{Context, Exit, Failure};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::time::{Duration, Instant};
+
+pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
+    let mut global = ctx.global.clone();
+    global.yes = true;
+    global.non_interactive = true;
+    let hook_ctx = Context { client: ctx.client.clone(), namespace: ctx.namespace.clone(), global: &global, printer: ctx.printer };
+    let deadline = Instant::now() + args.timeout;
+    let mut backoff = Duration::from_secs(2);
+    let mut attempt = 1u32;
+    loop {
+        let workload = hook_ctx.cluster().await.ok().map(|c| c.workload_name());
+        let result = super::init::run(&hook_ctx, rerun_args(&args, deadline)).await;
+        match result {
+            Ok(()) => {
+                event(ctx, workload.as_deref(), "Normal", "VaultReady", "every replica is initialized, joined and unsealed").await;
+                return Ok(());
+            }
+            Err(failure) if failure.exit == Exit::Failed && Instant::now() + backoff < deadline => {
+                tracing::warn!(attempt, error = %failure.error, "hook attempt failed; retrying");
+                event(ctx, workload.as_deref(), "Warning", "VaultRetrying", &format!("attempt {attempt} failed: {}", failure.error)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                attempt += 1;
+            }
+            Err(failure) => {
+                event(ctx, workload.as_deref(), "Warning", "VaultHookFailed", &failure.error.to_string()).await;
+                return Err(failure);
+            }
+        }
+    }
+}
+
+/// The same arguments with the timeout cut to what is left of the deadline.
+fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
+    InitArgs {
+        key_shares: args.key_shares,
+        key_threshold: args.key_threshold,
+        store: args.store.clone(),
+        show_keys: false,
+        rescue_dir: args.rescue_dir.clone(),
+        timeout: deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5)),
+    }
+}
+
+/// Records a core/v1 Event on the StatefulSet; a failure to record is logged, not fatal.
+async fn event(ctx: &Context<'_>, workload: Option<&str>, type_: &str, reason: &str, message: &str) {
+    let Some(workload) = workload else { return };
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta { generate_name: Some(format!("{workload}-kubectl-vault-")), namespace: Some(ctx.namespace.clone()), ..ObjectMeta::default() },
+        involved_object: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("StatefulSet".into()),
+            name: Some(workload.to_owned()),
+            namespace: Some(ctx.namespace.clone()),
+            ..ObjectReference::default()
+        },
+        reason: Some(reason.to_owned()),
+        message: Some(message.chars().take(1024).collect()),
+        type_: Some(type_.to_owned()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("kubectl-vault".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubectl-vault".into()), ..Default::default() }),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::warn!(error = %e, reason, "could not record an Event");
+    }
+}
