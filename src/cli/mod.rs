@@ -1,6 +1,7 @@
 //! Command-line types only: clap structs and value enums, one file per
 //! subcommand. Resolving them into settings happens in `cmd`.
 
+pub mod credentials;
 pub mod init;
 pub mod status;
 pub mod unseal;
@@ -54,6 +55,29 @@ pub struct GlobalArgs {
     /// Never prompt; fail instead where a confirmation is needed and --yes is absent.
     #[arg(long, global = true)]
     pub non_interactive: bool,
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
+}
+
+/// The SOPS/age envelope of stored credentials: who writes can read, and
+/// which keys this run reads with. Global, because every command that touches
+/// the credentials Secret needs them.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Encryption (SOPS/age)")]
+pub struct EnvelopeArgs {
+    /// Encrypt stored credentials and checkpoints for this age recipient
+    /// (repeatable). Default: $SOPS_AGE_RECIPIENTS (comma-separated), then the
+    /// recipients recorded on the credentials Secret; plaintext when none.
+    #[arg(long = "age-recipient", global = true, value_name = "AGE1...", env = "SOPS_AGE_RECIPIENTS", value_delimiter = ',', value_parser = crate::store::sops::Recipient::parse)]
+    pub age_recipients: Vec<crate::store::sops::Recipient>,
+    /// Decrypt with the age identities in FILE (repeatable), in addition to
+    /// SOPS_AGE_KEY, SOPS_AGE_KEY_FILE and ~/.config/sops/age/keys.txt.
+    #[arg(long = "age-identity", global = true, value_name = "FILE")]
+    pub age_identities: Vec<PathBuf>,
+    /// Decrypt with the identities in this Secret's data keys ending in
+    /// `.agekey` (as Flux does); default namespace: -n.
+    #[arg(long, global = true, value_name = "[NAMESPACE/]NAME")]
+    pub age_identity_secret: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,6 +103,9 @@ pub enum Command {
     Unseal(unseal::UnsealArgs),
     /// Join uninitialized pods to the raft leader, then unseal them.
     Join(unseal::JoinArgs),
+    /// Show, export, import, encrypt or decrypt the stored credentials.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Print the version.
     Version,
     /// Print a shell completion script.

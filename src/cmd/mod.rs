@@ -3,12 +3,14 @@
 //!
 //! Owns the exit-code contract and everything interactive (confirmations).
 
+pub mod credentials;
 pub mod init;
 pub mod status;
 pub mod unseal;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::output::Printer;
+use crate::store::envelope::{Envelope, IdentitySources, Sealing};
 use crate::store::kube_secret::{default_secret_name, SecretStore};
 use crate::transport::discover::KubeCluster;
 use std::io::IsTerminal;
@@ -73,7 +75,31 @@ impl Context<'_> {
             || default_secret_name(&cluster.workload_name()),
             str::to_owned,
         );
-        SecretStore::new(self.client.clone(), &self.namespace, &name)
+        SecretStore::new(self.client.clone(), &self.namespace, &name).with_envelope(self.envelope())
+    }
+
+    /// The envelope the global encryption flags ask for: encrypt for
+    /// `--age-recipient` (or inherit what is stored), open with
+    /// `--age-identity`, `--age-identity-secret` and the sops environment.
+    pub fn envelope(&self) -> Envelope {
+        let args = &self.global.envelope;
+        let sealing = if args.age_recipients.is_empty() {
+            Sealing::Inherit
+        } else {
+            Sealing::Encrypt(args.age_recipients.clone())
+        };
+        let secret = args
+            .age_identity_secret
+            .as_deref()
+            .map(|s| match s.split_once('/') {
+                Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
+                None => (self.namespace.clone(), s.to_owned()),
+            });
+        let sources = IdentitySources {
+            files: args.age_identities.clone(),
+            secret,
+        };
+        Envelope::new(sealing, sources, Some(self.client.clone()))
     }
 
     /// Asks before a destructive step. `--yes` answers for automation; without
@@ -134,6 +160,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Init(args) => init::run(&ctx, args).await,
                 Command::Unseal(args) => unseal::run_unseal(&ctx, args).await,
                 Command::Join(args) => unseal::run_join(&ctx, args).await,
+                Command::Credentials(command) => credentials::run(&ctx, command).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 pub mod cluster;
 pub mod credentials;
+pub mod import;
 pub mod init;
 pub mod node;
 pub mod reconcile;

@@ -15,6 +15,9 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("{object} is corrupt: {reason}")]
     Corrupt { object: String, reason: String },
+    /// The object is encrypted and no key available here opens it.
+    #[error("{object} is encrypted and cannot be opened here: {reason}")]
+    Undecryptable { object: String, reason: String },
     #[error("not allowed to {verb} {object}: {reason}")]
     Forbidden {
         object: String,

@@ -5,11 +5,20 @@
 //! managed by kubectl-vault and never owned by another object (an owner, such
 //! as a hook Job, would garbage-collect them). Writes use optimistic
 //! concurrency: replace carries the resourceVersion that was read.
+//!
+//! Both documents go through the [`Envelope`]: plaintext JSON, or SOPS/age
+//! encrypted JSON with the recipients recorded in the annotation
+//! [`RECIPIENTS_ANNOTATION`] of the same Secret (one write, so the data and the
+//! annotation never disagree).
 
 use crate::ops::checkpoint::{Checkpoint, CHECKPOINT_SCHEMA};
 use crate::ops::credentials::Credentials;
 use crate::ops::secret::SecretBytes;
 use crate::ops::store::{CredentialStore, StoreError};
+use crate::store::envelope::{
+    format_recipients, parse_recipients, Envelope, Opened, Sealing, RECIPIENTS_ANNOTATION,
+};
+use crate::store::sops::{self, Format, Recipient};
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
@@ -29,6 +38,7 @@ pub struct SecretStore {
     namespace: String,
     name: String,
     checkpoint: String,
+    envelope: Envelope,
 }
 
 impl SecretStore {
@@ -38,7 +48,120 @@ impl SecretStore {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             checkpoint: format!("{name}-checkpoint"),
+            envelope: Envelope::default(),
         }
+    }
+
+    /// Seals and opens documents with `envelope` (default: inherit the stored
+    /// recipients, open with the sops environment).
+    pub fn with_envelope(self, envelope: Envelope) -> Self {
+        SecretStore { envelope, ..self }
+    }
+
+    /// The same store, writing with another policy (`credentials encrypt|decrypt`).
+    pub fn with_sealing(self, sealing: Sealing) -> Self {
+        let envelope = self.envelope.with_sealing(sealing);
+        SecretStore { envelope, ..self }
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The recipients the next write is encrypted for; empty means plaintext.
+    pub async fn write_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
+        match self.envelope.sealing() {
+            Sealing::Encrypt(recipients) => Ok(recipients.clone()),
+            Sealing::Plaintext => Ok(Vec::new()),
+            Sealing::Inherit => self.recorded_recipients().await,
+        }
+    }
+
+    /// The recipients the stored documents are encrypted for: the annotation on
+    /// the credentials Secret, or (when it does not exist yet) on the checkpoint
+    /// of an interrupted init; a document someone encrypted with `sops` by hand
+    /// is read for its own recipients. Empty for plaintext.
+    pub async fn recorded_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
+        for (name, key) in [
+            (&self.name, CREDENTIALS_KEY),
+            (&self.checkpoint, CHECKPOINT_KEY),
+        ] {
+            let Some(secret) = self
+                .api
+                .get_opt(name)
+                .await
+                .map_err(|e| self.error(name, "get", e))?
+            else {
+                continue;
+            };
+            let annotation = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RECIPIENTS_ANNOTATION));
+            if let Some(value) = annotation {
+                return parse_recipients(value).map_err(|e| StoreError::Corrupt {
+                    object: self.object(name),
+                    reason: format!("its annotation {RECIPIENTS_ANNOTATION} is invalid: {e}"),
+                });
+            }
+            let text = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_owned));
+            if let Some(text) = text.filter(|t| sops::is_encrypted(t, Format::Json)) {
+                let listed = sops::recipients(&text, Format::Json).unwrap_or_default();
+                return listed
+                    .iter()
+                    .map(|r| Recipient::parse(r))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| StoreError::Corrupt {
+                        object: self.object(name),
+                        reason: format!("{key} lists an invalid recipient: {e}"),
+                    });
+            }
+            return Ok(Vec::new());
+        }
+        Ok(Vec::new())
+    }
+
+    /// The credentials document and the recipients it is encrypted for
+    /// (empty when it is plaintext), or `None` when there is none.
+    pub async fn load_credentials_opened(
+        &self,
+    ) -> Result<Option<(Credentials, Vec<String>)>, StoreError> {
+        let Some((_, bytes)) = self.read(&self.name, CREDENTIALS_KEY).await? else {
+            return Ok(None);
+        };
+        let object = self.credentials_object();
+        let Opened { plain, recipients } =
+            self.envelope.open(&bytes, &object, CREDENTIALS_KEY).await?;
+        let credentials: Credentials =
+            serde_json::from_slice(plain.expose()).map_err(|e| StoreError::Corrupt {
+                object: object.clone(),
+                reason: format!(
+                    "{CREDENTIALS_KEY} is not a credentials document: {}",
+                    e.classify_name()
+                ),
+            })?;
+        credentials.validate().map_err(|e| StoreError::Corrupt {
+            object,
+            reason: e.to_string(),
+        })?;
+        Ok(Some((credentials, recipients)))
+    }
+
+    /// Seals `plain` for the write recipients and writes it with the matching annotation.
+    async fn seal_and_write(
+        &self,
+        name: &str,
+        key: &str,
+        plain: &SecretBytes,
+    ) -> Result<(), StoreError> {
+        let recipients = self.write_recipients().await?;
+        let sealed = Envelope::seal(plain, &recipients, &self.object(name))?;
+        self.write(name, key, sealed, &recipients).await
     }
 
     fn object(&self, name: &str) -> String {
@@ -68,13 +191,32 @@ impl SecretStore {
         }
     }
 
-    /// Creates the Secret, or replaces it with the resourceVersion just read.
-    async fn write(&self, name: &str, key: &str, bytes: SecretBytes) -> Result<(), StoreError> {
+    /// Creates the Secret, or replaces it with the resourceVersion just read;
+    /// records `recipients` in the annotation (removes it when empty).
+    async fn write(
+        &self,
+        name: &str,
+        key: &str,
+        bytes: SecretBytes,
+        recipients: &[Recipient],
+    ) -> Result<(), StoreError> {
         let existing = self
             .api
             .get_opt(name)
             .await
             .map_err(|e| self.error(name, "get", e))?;
+        let mut annotations = existing
+            .as_ref()
+            .and_then(|s| s.metadata.annotations.clone())
+            .unwrap_or_default();
+        if recipients.is_empty() {
+            annotations.remove(RECIPIENTS_ANNOTATION);
+        } else {
+            annotations.insert(
+                RECIPIENTS_ANNOTATION.to_owned(),
+                format_recipients(recipients),
+            );
+        }
         let mut data = BTreeMap::new();
         data.insert(key.to_owned(), ByteString(bytes.expose().to_vec()));
         let secret = KubeSecret {
@@ -88,9 +230,7 @@ impl SecretStore {
                 resource_version: existing
                     .as_ref()
                     .and_then(|s| s.metadata.resource_version.clone()),
-                annotations: existing
-                    .as_ref()
-                    .and_then(|s| s.metadata.annotations.clone()),
+                annotations: Some(annotations).filter(|a| !a.is_empty()),
                 ..ObjectMeta::default()
             },
             type_: Some("Opaque".to_owned()),
@@ -140,23 +280,7 @@ impl CredentialStore for SecretStore {
     }
 
     async fn load_credentials(&self) -> Result<Option<Credentials>, StoreError> {
-        let Some((_, bytes)) = self.read(&self.name, CREDENTIALS_KEY).await? else {
-            return Ok(None);
-        };
-        let object = self.credentials_object();
-        let credentials: Credentials =
-            serde_json::from_slice(bytes.expose()).map_err(|e| StoreError::Corrupt {
-                object: object.clone(),
-                reason: format!(
-                    "{CREDENTIALS_KEY} is not a credentials document: {}",
-                    e.classify_name()
-                ),
-            })?;
-        credentials.validate().map_err(|e| StoreError::Corrupt {
-            object,
-            reason: e.to_string(),
-        })?;
-        Ok(Some(credentials))
+        Ok(self.load_credentials_opened().await?.map(|(c, _)| c))
     }
 
     async fn save_credentials(&self, credentials: &Credentials) -> Result<(), StoreError> {
@@ -164,7 +288,8 @@ impl CredentialStore for SecretStore {
             object: self.credentials_object(),
             reason: e.to_string(),
         })?;
-        self.write(&self.name, CREDENTIALS_KEY, bytes).await
+        self.seal_and_write(&self.name, CREDENTIALS_KEY, &bytes)
+            .await
     }
 
     async fn load_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
@@ -172,6 +297,8 @@ impl CredentialStore for SecretStore {
             return Ok(None);
         };
         let object = self.checkpoint_object();
+        let Opened { plain: bytes, .. } =
+            self.envelope.open(&bytes, &object, CHECKPOINT_KEY).await?;
         let value: serde_json::Value =
             serde_json::from_slice(bytes.expose()).map_err(|e| StoreError::Corrupt {
                 object: object.clone(),
@@ -197,7 +324,8 @@ impl CredentialStore for SecretStore {
             object: self.checkpoint_object(),
             reason: e.to_string(),
         })?;
-        self.write(&self.checkpoint, CHECKPOINT_KEY, bytes).await
+        self.seal_and_write(&self.checkpoint, CHECKPOINT_KEY, &bytes)
+            .await
     }
 
     async fn delete_checkpoint(&self) -> Result<(), StoreError> {

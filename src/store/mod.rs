@@ -4,7 +4,9 @@
 //! Owns persistence only. What a document means and when it is written is
 //! decided in `ops`.
 
+pub mod envelope;
 pub mod kube_secret;
 pub mod lease;
 pub mod local_file;
+pub mod manifest;
 pub mod sops;

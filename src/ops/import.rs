@@ -1,0 +1,150 @@
+//! Proving that a credentials document belongs to a live cluster before it is
+//! stored (`kubectl vault credentials import`).
+//!
+//! Owns the order of the checks, cheapest and least intrusive first that still
+//! proves something: a sealed pod is unsealed with the document's shares (the
+//! server itself checks them, nothing is sealed to test them); when every pod
+//! is unsealed, the shares must match a generation already stored, or the
+//! root token must answer `auth/token/lookup-self`. Reading the document and
+//! writing it are the caller's business.
+
+use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::secret::Secret;
+use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
+
+/// What showed that the document belongs to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "proof")]
+pub enum Proof {
+    /// Its shares unsealed these sealed pods.
+    Unsealed { pods: Vec<String> },
+    /// Its shares are those of a stored generation.
+    MatchesStored { generation: u32 },
+    /// Its root token is accepted by the cluster.
+    RootTokenAccepted { pod: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("could not read the seal status of pod {pod}: {source}")]
+    ReadStatus { pod: String, source: NodeError },
+    #[error("no pod is initialized, so these credentials cannot belong to this cluster; a new cluster gets its keys from `kubectl vault init`")]
+    NotInitialized,
+    #[error("the shares do not unseal the cluster: {0}")]
+    SharesRejected(#[source] UnsealError),
+    #[error("every pod is unsealed and nothing shows these credentials belong to this cluster: their shares match no stored generation and the root token is not accepted ({reason}); restart one pod so that it comes back sealed, then import again to have its shares checked by unsealing it")]
+    Unproven { reason: String },
+}
+
+/// Proves that `candidate` belongs to the cluster; `stored` is what the store
+/// holds now (its current and historical generations count as proof).
+///
+/// # Guarantees
+/// Never seals a pod; a share the server refuses leaves no unseal progress behind.
+pub async fn prove<C: VaultCluster>(
+    cluster: &C,
+    candidate: &Credentials,
+    stored: Option<&Credentials>,
+) -> Result<Proof, ProveError> {
+    let nodes = cluster.nodes().await?;
+    let mut sealed = Vec::new();
+    let mut unsealed = Vec::new();
+    for node in &nodes {
+        let status = seal_status(node)
+            .await
+            .map_err(|source| ProveError::ReadStatus {
+                pod: node.name().to_owned(),
+                source,
+            })?;
+        match (status.initialized, status.sealed) {
+            (false, _) => {}
+            (true, true) => sealed.push(node),
+            (true, false) => unsealed.push(node),
+        }
+    }
+    if sealed.is_empty() && unsealed.is_empty() {
+        return Err(ProveError::NotInitialized);
+    }
+    if !sealed.is_empty() {
+        let threshold = usize::from(candidate.key_threshold);
+        let mut pods = Vec::new();
+        for node in sealed {
+            match unseal_node(node, candidate.unseal_shares(), threshold).await {
+                Ok(UnsealOutcome::Unsealed { .. } | UnsealOutcome::AlreadyUnsealed) => {
+                    pods.push(node.name().to_owned());
+                }
+                Err(e) => return Err(ProveError::SharesRejected(e)),
+            }
+        }
+        return Ok(Proof::Unsealed { pods });
+    }
+    if let Some(generation) = stored.and_then(|s| matching_generation(candidate, s)) {
+        return Ok(Proof::MatchesStored { generation });
+    }
+    let mut reason = String::from("no pod answered");
+    for node in unsealed {
+        match lookup_self(node, &candidate.root_token).await {
+            Ok(()) => {
+                return Ok(Proof::RootTokenAccepted {
+                    pod: node.name().to_owned(),
+                })
+            }
+            Err(e) => reason = format!("pod {}: {e}", node.name()),
+        }
+    }
+    Err(ProveError::Unproven { reason })
+}
+
+/// The stored generation whose shares are exactly the candidate's (compared by fingerprint).
+pub fn matching_generation(candidate: &Credentials, stored: &Credentials) -> Option<u32> {
+    let same = |a: &[Secret], b: &[Secret]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+    };
+    if same(&candidate.unseal_keys_b64, &stored.unseal_keys_b64) {
+        return Some(stored.generation);
+    }
+    stored
+        .history
+        .iter()
+        .find(|g| same(&candidate.unseal_keys_b64, &g.unseal_keys_b64))
+        .map(|g| g.generation)
+}
+
+async fn lookup_self(node: &impl VaultNode, token: &Secret) -> Result<(), NodeError> {
+    node.call(Request::read("auth/token/lookup-self").with_token(token))
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::credentials::{sample, KeyGeneration};
+
+    #[test]
+    fn a_history_generation_counts_as_a_match() {
+        let stored = sample(3, 2);
+        let mut older = sample(3, 2);
+        older.unseal_keys_b64 = vec![
+            Secret::new("old-0"),
+            Secret::new("old-1"),
+            Secret::new("old-2"),
+        ];
+        assert_eq!(matching_generation(&stored, &stored), Some(1));
+        assert_eq!(matching_generation(&older, &stored), None);
+        let mut with_history = sample(3, 2);
+        with_history.generation = 2;
+        with_history.history.push(KeyGeneration {
+            generation: 1,
+            unseal_keys_b64: older.unseal_keys_b64.clone(),
+            key_threshold: 2,
+            key_shares: 3,
+            retired_at: "2026-11-25T00:00:00Z".into(),
+        });
+        assert_eq!(matching_generation(&older, &with_history), Some(1));
+    }
+}
