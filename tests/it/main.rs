@@ -1,8 +1,11 @@
 //! The one integration test binary: the real plugin binary against sandbox
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
+mod chart;
+mod chart_rbac;
 mod crash;
 mod faults;
 mod harness;
 mod lifecycle;
+mod release;
 mod sops;
