@@ -117,7 +117,7 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
             table(&["POD", "RESULT", "DETAIL"], &rows)
         })
         .map_err(Failure::failed)?;
-    if !failed {
+    if !failed && !args.timeout.is_zero() {
         let nodes = cluster.nodes().await.map_err(Failure::refused)?;
         let (leader, _) = wait_for_leader(&nodes, args.timeout)
             .await
