@@ -195,9 +195,11 @@ pub async fn run<C: VaultCluster>(
             source,
         })?;
     fail::fail_point!("init::after_sys_init");
-    let credentials = parse_response(answer, opts).map_err(|source| InitError::SysInit {
-        pod: first.name().to_owned(),
-        source,
+    let credentials = credentials_from(answer, Some(opts.key_threshold), "").map_err(|source| {
+        InitError::SysInit {
+            pod: first.name().to_owned(),
+            source,
+        }
     })?;
     let credentials = with_facts(credentials, &statuses);
     store_keys(store, &credentials, opts).await?;
@@ -228,23 +230,36 @@ async fn read_statuses<N: VaultNode>(
         .collect()
 }
 
-fn parse_response(answer: serde_json::Value, opts: &InitOptions) -> Result<Credentials, NodeError> {
-    let r: InitResponse = serde_json::from_value(answer)
-        .map_err(|e| NodeError::Malformed(format!("sys/init: {e}")))?;
+/// Builds generation-1 credentials from a `sys/init` answer. `threshold`
+/// `None` takes it from the number of keys (a recovered answer whose request
+/// is gone). Errors name the problem, never the values.
+fn credentials_from(
+    answer: serde_json::Value,
+    threshold: Option<u8>,
+    version: &str,
+) -> Result<Credentials, NodeError> {
+    let r: InitResponse = serde_json::from_value(answer).map_err(|e| {
+        NodeError::Malformed(format!(
+            "the sys/init answer lacks keys or root_token (line {} column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let keys = if r.keys_base64.is_empty() {
         r.keys_b64
     } else {
         r.keys_base64
     };
+    let shares = u8::try_from(keys.len()).unwrap_or(u8::MAX);
     let credentials = Credentials {
         root_token: r.root_token,
-        key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
+        key_shares: shares,
         unseal_keys_b64: keys,
-        key_threshold: opts.key_threshold,
+        key_threshold: threshold.unwrap_or(shares),
         generation: 1,
         cluster_id: String::new(),
         created_at: now_rfc3339(),
-        server_version: String::new(),
+        server_version: version.to_owned(),
         history: vec![],
     };
     credentials
@@ -261,51 +276,25 @@ fn with_facts(mut credentials: Credentials, statuses: &[SealStatus]) -> Credenti
 }
 
 async fn recover_response(node: &impl VaultNode) -> Result<Option<Credentials>, InitError> {
+    let pod = || node.name().to_owned();
     let answer = node
         .recover_init_response()
         .await
-        .map_err(|source| InitError::SysInit {
-            pod: node.name().to_owned(),
-            source,
-        })?;
+        .map_err(|source| InitError::SysInit { pod: pod(), source })?;
     let Some(answer) = answer else {
         return Ok(None);
     };
-    let r: InitResponse = serde_json::from_value(answer).map_err(|e| InitError::SysInit {
-        pod: node.name().to_owned(),
-        source: NodeError::Malformed(format!("saved init response: {e}")),
-    })?;
-    let keys = if r.keys_base64.is_empty() {
-        r.keys_b64
-    } else {
-        r.keys_base64
-    };
     let status = seal_status(node)
         .await
-        .map_err(|source| InitError::ReadStatus {
-            pod: node.name().to_owned(),
-            source,
-        })?;
-    let threshold = if status.threshold > 0 {
-        status.threshold
-    } else {
-        keys.len() as u32
-    };
+        .map_err(|source| InitError::ReadStatus { pod: pod(), source })?;
+    let threshold = u8::try_from(status.threshold).ok().filter(|t| *t > 0);
+    let credentials = credentials_from(answer, threshold, &status.version)
+        .map_err(|source| InitError::SysInit { pod: pod(), source })?;
     tracing::info!(
         pod = node.name(),
         "recovered the response of an interrupted sys/init"
     );
-    Ok(Some(Credentials {
-        root_token: r.root_token,
-        key_shares: u8::try_from(keys.len()).unwrap_or(u8::MAX),
-        key_threshold: u8::try_from(threshold).unwrap_or(u8::MAX),
-        unseal_keys_b64: keys,
-        generation: 1,
-        cluster_id: String::new(),
-        created_at: now_rfc3339(),
-        server_version: status.version,
-        history: vec![],
-    }))
+    Ok(Some(credentials))
 }
 
 async fn store_keys(
