@@ -10,7 +10,7 @@ use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::credentials::{Credentials, KeyGeneration};
 use crate::ops::import::{prove, Proof};
 use crate::ops::secret::Secret;
-use crate::ops::store::{persist, CredentialStore, Record, RetryBudget};
+use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
 use crate::output::table;
 use crate::store::envelope::{format_recipients, Sealing};
 use crate::store::kube_secret::SecretStore;
@@ -396,11 +396,14 @@ async fn import_locked(
         RetryBudget::default(),
     )
     .await
-    .map_err(|e| {
-        Failure::failed(
+    .map_err(|e| match e {
+        StoreError::Unverifiable { .. } => Failure::refused(
+            anyhow::Error::new(e).context(format!("nothing was imported into {object}")),
+        ),
+        e => Failure::failed(
             anyhow::Error::new(e)
                 .context("the import did not finish; re-run `kubectl vault credentials import`"),
-        )
+        ),
     })?;
     if recipients.is_empty() {
         tracing::warn!("{object} holds the credentials as plaintext; `kubectl vault credentials encrypt --age-recipient AGE1...` encrypts them");
@@ -459,15 +462,15 @@ struct MigrateReport {
 ///
 /// # Expected flow
 /// Take the lock; refuse while a checkpoint exists (an operation is in
-/// flight); read and open the current document; build the new form and check
-/// in memory that it opens (when an identity here can); replace the Secret in
-/// one write (data and annotation together, with the resourceVersion read);
-/// read it back and compare.
+/// flight); read and open the current document; replace the Secret in one
+/// write (data and annotation together, with the resourceVersion read); read
+/// it back, open it and compare.
 ///
 /// # Guarantees
 /// A crash at any point leaves the Secret holding either the old or the new
-/// form, complete: the replace is one atomic write. A form nobody here can
-/// open is written only after a confirmation.
+/// form, complete: the replace is one atomic write, so no checkpoint is
+/// needed. The store refuses to encrypt for recipients no identity here
+/// holds, so the new form is always one this run has opened.
 async fn migrate(
     ctx: &Context<'_>,
     args: MigrateArgs,
@@ -538,50 +541,22 @@ async fn migrate_locked(
         }
         Direction::Encrypt => Sealing::Encrypt(recipients.clone()),
     };
-    let held = direction == Direction::Decrypt
-        || store
-            .envelope()
-            .holds_any(&recipients, &object)
-            .await
-            .map_err(Failure::refused)?;
-    if !held
-        && !ctx.confirm(&format!(
-            "No age identity available here opens documents for {}; after this, {object} can only be read with one of their keys. Continue?",
-            target.join(", ")
-        ))?
-    {
-        return Err(Failure::refused(anyhow!(
-            "encrypt was not confirmed; nothing was changed (pass --age-identity FILE for one of the recipients to have the result verified)"
-        )));
-    }
     let store = store.with_sealing(sealing);
-    if held {
-        persist(
-            &store,
-            Record::Credentials(&credentials),
-            RetryBudget::default(),
-        )
-        .await
-        .map_err(|e| {
-            Failure::failed(anyhow::Error::new(e).context(format!(
-                "re-run `kubectl vault credentials {}`",
-                direction.verb()
-            )))
-        })?;
-    } else {
-        store.save_credentials(&credentials).await.map_err(|e| {
-            Failure::failed(anyhow::Error::new(e).context(format!(
-                "re-run `kubectl vault credentials {}`",
-                direction.verb()
-            )))
-        })?;
-        let recorded = store.recorded_recipients().await.map_err(Failure::failed)?;
-        if recorded != recipients {
-            return Err(Failure::failed(anyhow!(
-                "{object} does not record the recipients just written; re-run `kubectl vault credentials encrypt`"
-            )));
+    persist(
+        &store,
+        Record::Credentials(&credentials),
+        RetryBudget::default(),
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Unverifiable { .. } => {
+            Failure::refused(anyhow::Error::new(e).context(format!("{object} was not changed")))
         }
-    }
+        e => Failure::failed(anyhow::Error::new(e).context(format!(
+            "re-run `kubectl vault credentials {}`",
+            direction.verb()
+        ))),
+    })?;
     Ok(MigrateReport {
         object,
         result: match direction {

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The object is encrypted and no key available here opens it.
     #[error("{object} is encrypted and cannot be opened here: {reason}")]
     Undecryptable { object: String, reason: String },
+    /// Writing would store what this run could not read back and check.
+    #[error("refusing to write {object}: {reason}")]
+    Unverifiable { object: String, reason: String },
     #[error("not allowed to {verb} {object}: {reason}")]
     Forbidden {
         object: String,

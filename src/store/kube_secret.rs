@@ -152,7 +152,10 @@ impl SecretStore {
         Ok(Some((credentials, recipients)))
     }
 
-    /// Seals `plain` for the write recipients and writes it with the matching annotation.
+    /// Seals `plain` for the write recipients and writes it with the matching
+    /// annotation. Refuses to encrypt for recipients no identity here holds:
+    /// the read-back that proves a write would fail, and a mistyped recipient
+    /// would lock the keys away for good.
     async fn seal_and_write(
         &self,
         name: &str,
@@ -160,7 +163,23 @@ impl SecretStore {
         plain: &SecretBytes,
     ) -> Result<(), StoreError> {
         let recipients = self.write_recipients().await?;
-        let sealed = Envelope::seal(plain, &recipients, &self.object(name))?;
+        let object = self.object(name);
+        if !recipients.is_empty() && !self.envelope.holds_any(&recipients, &object).await? {
+            let sources = self
+                .envelope
+                .identities(&object)
+                .await?
+                .sources()
+                .join("; ");
+            return Err(StoreError::Unverifiable {
+                object,
+                reason: format!(
+                    "no age identity available here opens documents for [{}] (looked in: {sources}), so what is written could not be read back and checked; pass --age-identity FILE (or set SOPS_AGE_KEY_FILE) with the key of one of those recipients",
+                    format_recipients(&recipients).replace(',', ", ")
+                ),
+            });
+        }
+        let sealed = Envelope::seal(plain, &recipients, &object)?;
         self.write(name, key, sealed, &recipients).await
     }
 

@@ -281,6 +281,30 @@ impl Env {
         let Some(creds) = self.stored_credentials().await else {
             return;
         };
+        self.assert_no_secret_exposed_in(&creds).await;
+    }
+
+    /// The raw `data` value `key` of Secret `name`, as text.
+    pub async fn secret_data(&self, name: &str, key: &str) -> Option<String> {
+        let api: Api<Secret> = Api::namespaced(self.client().await, self.cluster.namespace());
+        let secret = api.get_opt(name).await.expect("get secret")?;
+        let bytes = secret.data.as_ref()?.get(key)?.0.clone();
+        Some(String::from_utf8(bytes).expect("data is UTF-8"))
+    }
+
+    /// The stored credentials of a SOPS-encrypted Secret, decrypted by the
+    /// real `sops` with the age key file `identity`.
+    pub async fn stored_credentials_sops(&self, identity: &Path) -> Option<serde_json::Value> {
+        let doc = self
+            .secret_data(&self.secret_name(), "credentials.json")
+            .await?;
+        Some(sops_decrypt_json(&doc, identity))
+    }
+
+    /// [`Env::assert_no_secret_exposed`] for credentials the caller read (for
+    /// an encrypted Secret, decrypted); an encrypted Secret or checkpoint must
+    /// not hold them in plaintext either.
+    pub async fn assert_no_secret_exposed_in(&self, creds: &serde_json::Value) {
         let mut secrets: Vec<String> = vec![creds["root_token"].as_str().unwrap().to_owned()];
         for k in creds["unseal_keys_b64"].as_array().unwrap() {
             let b64 = k.as_str().unwrap();
@@ -289,6 +313,26 @@ impl Env {
                 .expect("share is base64");
             secrets.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
             secrets.push(b64.to_owned());
+        }
+        let name = self.secret_name();
+        let checkpoint = format!("{name}-checkpoint");
+        for (object, key) in [
+            (&name, "credentials.json"),
+            (&checkpoint, "checkpoint.json"),
+        ] {
+            let Some(raw) = self.secret_data(object, key).await else {
+                continue;
+            };
+            if serde_json::from_str::<serde_json::Value>(&raw)
+                .is_ok_and(|v| v.get("sops").is_some())
+            {
+                for s in &secrets {
+                    assert!(
+                        !raw.contains(s.as_str()),
+                        "a secret appears in plaintext in the encrypted Secret {object}"
+                    );
+                }
+            }
         }
         let audit = std::fs::read_to_string(self.cluster.audit_log_path()).expect("audit log");
         assert!(audit.contains("exec"), "audit log records exec requests");
@@ -304,4 +348,40 @@ impl Env {
             );
         }
     }
+}
+
+/// Decrypts a SOPS JSON document with the real `sops` and the age key file `identity`.
+pub fn sops_decrypt_json(doc: &str, identity: &Path) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(deps_bin().join("sops"))
+        .args([
+            "-d",
+            "--input-type",
+            "json",
+            "--output-type",
+            "json",
+            "/dev/stdin",
+        ])
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .env("SOPS_AGE_KEY_FILE", identity)
+        .env_remove("SOPS_AGE_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sops");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("write sops stdin");
+    let out = child.wait_with_output().expect("sops output");
+    assert!(
+        out.status.success(),
+        "sops -d failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sops -d prints JSON")
 }

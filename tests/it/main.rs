@@ -4,6 +4,7 @@
 mod chart;
 mod chart_rbac;
 mod crash;
+mod credentials;
 mod faults;
 mod harness;
 mod lifecycle;

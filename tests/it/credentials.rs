@@ -1,0 +1,570 @@
+//! SOPS-encrypted credentials end to end: `init --age-recipient`, unseal with
+//! only the age identity, `credentials show|export|import|encrypt|decrypt`,
+//! against real OpenBao pods, the real `sops` and `age-keygen`.
+
+use crate::harness::{deps_bin, sops_decrypt_json, Env, Run};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, PostParams};
+use sandbox::ClusterOptions;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// An age key made by the real `age-keygen`.
+struct AgeKey {
+    file: PathBuf,
+    recipient: String,
+    text: String,
+}
+
+fn keygen(dir: &Path, name: &str) -> AgeKey {
+    let file = dir.join(format!("{name}.agekey"));
+    let out = std::process::Command::new(deps_bin().join("age-keygen"))
+        .arg("-o")
+        .arg(&file)
+        .output()
+        .expect("run age-keygen");
+    assert!(out.status.success(), "age-keygen: {out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("public key line")
+        .to_owned();
+    AgeKey {
+        file,
+        recipient,
+        text,
+    }
+}
+
+fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Root token and shares of a decrypted credentials document.
+fn secrets_of(creds: &serde_json::Value) -> Vec<String> {
+    let mut all = vec![creds["root_token"].as_str().unwrap().to_owned()];
+    for k in creds["unseal_keys_b64"].as_array().unwrap() {
+        all.push(k.as_str().unwrap().to_owned());
+    }
+    all
+}
+
+fn assert_refused(run: &Run, needles: &[&str]) {
+    assert_eq!(run.code, 1, "expected a refusal (exit 1): {run:?}");
+    for n in needles {
+        assert!(run.stderr.contains(n), "stderr should name `{n}`: {run:?}");
+    }
+}
+
+async fn all_sealed(env: &Env) {
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        assert_eq!(env.seal_status(i).await["sealed"], true, "pod {i} sealed");
+    }
+}
+
+async fn all_unsealed(env: &Env) {
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        assert_eq!(
+            env.seal_status(i).await["sealed"],
+            false,
+            "pod {i} unsealed"
+        );
+    }
+}
+
+async fn secrets_api(env: &Env) -> Api<Secret> {
+    Api::namespaced(env.client().await, env.cluster.namespace())
+}
+
+#[tokio::test]
+async fn init_with_a_recipient_encrypts_from_the_first_write_and_unseals_only_with_the_identity() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "ops");
+    let identity = key.file.to_str().unwrap();
+
+    // Crash once the keys are in the checkpoint: the checkpoint is already sops.
+    let crashed = env
+        .plugin_with_env(
+            &[
+                "init",
+                "--yes",
+                "--age-recipient",
+                &key.recipient,
+                "--age-identity",
+                identity,
+            ],
+            &[("FAILPOINTS", "init::after_checkpoint=panic")],
+        )
+        .await;
+    assert_ne!(crashed.code, 0, "{crashed:?}");
+    let checkpoint_name = format!("{}-checkpoint", env.secret_name());
+    let checkpoint = env
+        .secret_data(&checkpoint_name, "checkpoint.json")
+        .await
+        .expect("checkpoint written");
+    let opened = sops_decrypt_json(&checkpoint, &key.file);
+    let in_checkpoint = &opened["phase"]["credentials"];
+    for s in secrets_of(in_checkpoint) {
+        assert!(
+            !checkpoint.contains(&s),
+            "the checkpoint holds a secret in plaintext"
+        );
+    }
+
+    // The re-run has no --age-recipient: it inherits the checkpoint's recipients.
+    env.plugin(&["init", "--yes", "--age-identity", identity])
+        .await
+        .ok();
+    assert!(
+        !env.checkpoint_exists().await,
+        "checkpoint deleted after init"
+    );
+    let raw = env
+        .secret_data(&env.secret_name(), "credentials.json")
+        .await
+        .expect("credentials stored");
+    let creds = env
+        .stored_credentials_sops(&key.file)
+        .await
+        .expect("sops -d opens the stored credentials");
+    assert_eq!(creds["root_token"], in_checkpoint["root_token"]);
+    assert_eq!(creds["key_threshold"], 3);
+    for s in secrets_of(&creds) {
+        assert!(!raw.contains(&s), "the Secret holds a secret in plaintext");
+    }
+    let secret = secrets_api(&env)
+        .await
+        .get(&env.secret_name())
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.metadata.annotations.unwrap()["kubectl-vault.io/age-recipients"],
+        key.recipient
+    );
+
+    // Restart: without an identity unseal is refused and names the recipient.
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+    let refused = env.plugin(&["unseal"]).await;
+    assert_refused(&refused, &[&key.recipient, "--age-identity"]);
+    all_sealed(&env).await;
+    env.plugin(&["unseal", "--age-identity", identity])
+        .await
+        .ok();
+    all_unsealed(&env).await;
+
+    // In-cluster: a Flux-style identity Secret (data key ending in .agekey).
+    secrets_api(&env)
+        .await
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "sops-age"},
+                "stringData": {"identity.agekey": key.text},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+    env.plugin(&["unseal", "--age-identity-secret", "sops-age"])
+        .await
+        .ok();
+    all_unsealed(&env).await;
+    // ... and the sops environment.
+    env.cluster.restart_all().await.unwrap();
+    env.plugin_with_env(&["unseal"], &[("SOPS_AGE_KEY_FILE", identity)])
+        .await
+        .ok();
+    all_unsealed(&env).await;
+
+    // show: redacted, with fingerprints; --reveal prints the values.
+    let shown = env
+        .plugin(&["credentials", "show", "--age-identity", identity])
+        .await
+        .ok();
+    for s in secrets_of(&creds) {
+        assert!(
+            shown.stdout.contains(&sha256(&s)),
+            "fingerprint shown: {}",
+            shown.stdout
+        );
+    }
+    assert!(shown.stdout.contains(&key.recipient), "{}", shown.stdout);
+    let json = env
+        .plugin(&[
+            "credentials",
+            "show",
+            "-o",
+            "json",
+            "--age-identity",
+            identity,
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(json["encrypted"], true);
+    assert_eq!(json["generation"], 1);
+    assert_eq!(json["key_threshold"], 3);
+    assert_eq!(json["shares"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        json["root_token"]["sha256"],
+        sha256(creds["root_token"].as_str().unwrap())
+    );
+    assert!(json["root_token"].get("value").is_none(), "{json}");
+    env.assert_no_secret_exposed_in(&creds).await;
+
+    let unconfirmed = env
+        .plugin(&[
+            "credentials",
+            "show",
+            "--reveal",
+            "--age-identity",
+            identity,
+        ])
+        .await;
+    assert_refused(&unconfirmed, &["--yes"]);
+    let revealed = env
+        .plugin(&[
+            "credentials",
+            "show",
+            "--reveal",
+            "--yes",
+            "--age-identity",
+            identity,
+        ])
+        .await
+        .ok();
+    for s in secrets_of(&creds) {
+        assert!(revealed.stdout.contains(&s), "--reveal prints every secret");
+    }
+}
+
+#[tokio::test]
+async fn export_delete_import_then_unseal_after_restart() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "ops");
+    let identity = key.file.to_str().unwrap();
+    // Without the recipient's identity, init refuses before sys/init: it
+    // could not read back and check what it stores.
+    let refused = env
+        .plugin(&["init", "--yes", "--age-recipient", &key.recipient])
+        .await;
+    assert_refused(
+        &refused,
+        &["not initialized", &key.recipient, "--age-identity"],
+    );
+    assert_eq!(env.seal_status(0).await["initialized"], false);
+    env.plugin(&[
+        "init",
+        "--yes",
+        "--age-recipient",
+        &key.recipient,
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    let creds = env.stored_credentials_sops(&key.file).await.unwrap();
+
+    // Export encrypts for the recorded recipient; the file is 0600 and opens with sops -d.
+    let file = keys.path().join("unseal.sops.yaml");
+    env.plugin(&[
+        "credentials",
+        "export",
+        "-f",
+        file.to_str().unwrap(),
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let exported = std::fs::read_to_string(&file).unwrap();
+    for s in secrets_of(&creds) {
+        assert!(
+            !exported.contains(&s),
+            "the export holds a secret in plaintext"
+        );
+    }
+    let out = std::process::Command::new(deps_bin().join("sops"))
+        .args(["-d", "--input-type", "yaml", "--output-type", "yaml"])
+        .arg(&file)
+        .env("SOPS_DISABLE_VERSION_CHECK", "1")
+        .env("SOPS_AGE_KEY_FILE", &key.file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sops -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["kind"], "Secret");
+    assert_eq!(manifest["metadata"]["name"], env.secret_name().as_str());
+    let inner: serde_json::Value =
+        serde_json::from_str(manifest["stringData"]["credentials.json"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["root_token"], creds["root_token"]);
+    let plain: serde_yaml::Value = serde_yaml::from_str(&exported).unwrap();
+    assert_eq!(plain["sops"]["encrypted_regex"], "^(data|stringData)$");
+    assert_eq!(
+        plain["metadata"]["name"],
+        env.secret_name().as_str(),
+        "metadata stays plaintext"
+    );
+
+    // A tampered file (a plaintext label edited) is refused; the Secret is untouched.
+    let api = secrets_api(&env).await;
+    let before = api
+        .get(&env.secret_name())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let tampered = keys.path().join("tampered.sops.yaml");
+    assert!(exported.contains("kubectl-vault"));
+    std::fs::write(
+        &tampered,
+        exported.replacen("\"kubectl-vault\"", "\"someone-else\"", 1),
+    )
+    .unwrap();
+    let refused = env
+        .plugin(&[
+            "credentials",
+            "import",
+            "-f",
+            tampered.to_str().unwrap(),
+            "--age-identity",
+            identity,
+        ])
+        .await;
+    assert_refused(
+        &refused,
+        &["tampered.sops.yaml", "MAC", "nothing was imported"],
+    );
+    let after = api
+        .get(&env.secret_name())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(before, after, "the Secret was not written");
+
+    // Delete the Secret, import the export: proven by the root token (all pods unsealed).
+    api.delete(&env.secret_name(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let imported = env
+        .plugin(&[
+            "credentials",
+            "import",
+            "-f",
+            file.to_str().unwrap(),
+            "--age-identity",
+            identity,
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["result"], "imported", "{imported}");
+    assert_eq!(
+        imported["proof"]["proof"], "root_token_accepted",
+        "{imported}"
+    );
+    let back = env
+        .stored_credentials_sops(&key.file)
+        .await
+        .expect("stored encrypted again");
+    assert_eq!(back["root_token"], creds["root_token"]);
+    assert_eq!(back["unseal_keys_b64"], creds["unseal_keys_b64"]);
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+    env.plugin(&["unseal", "--age-identity", identity])
+        .await
+        .ok();
+    all_unsealed(&env).await;
+
+    // Different credentials in the Secret: import refuses without --force.
+    let mut other = creds.clone();
+    other["root_token"] = "s.not-this-cluster".into();
+    other["unseal_keys_b64"] = serde_json::json!(["b3RoZXIx", "b3RoZXIy", "b3RoZXIz"]);
+    other["key_shares"] = 3.into();
+    other["key_threshold"] = 2.into();
+    let mut secret = api.get(&env.secret_name()).await.unwrap();
+    secret.metadata.annotations = None;
+    secret.data = Some(
+        [(
+            "credentials.json".to_owned(),
+            k8s_openapi::ByteString(serde_json::to_vec(&other).unwrap()),
+        )]
+        .into(),
+    );
+    api.replace(&env.secret_name(), &PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let before = api
+        .get(&env.secret_name())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let refused = env
+        .plugin(&[
+            "credentials",
+            "import",
+            "-f",
+            file.to_str().unwrap(),
+            "--age-identity",
+            identity,
+        ])
+        .await;
+    assert_refused(&refused, &["different credentials", "--force"]);
+    let after = api
+        .get(&env.secret_name())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert_eq!(before, after, "the Secret was not written");
+    // With --force (and --yes for the confirmation) the export wins, the
+    // replaced shares are kept in the history.
+    env.plugin(&[
+        "credentials",
+        "import",
+        "-f",
+        file.to_str().unwrap(),
+        "--age-identity",
+        identity,
+        "--force",
+        "--yes",
+    ])
+    .await
+    .ok();
+    let shown = env
+        .plugin(&[
+            "credentials",
+            "show",
+            "-o",
+            "json",
+            "--age-identity",
+            identity,
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        shown["root_token"]["sha256"],
+        sha256(creds["root_token"].as_str().unwrap())
+    );
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+    let back = env
+        .stored_credentials_sops(&key.file)
+        .await
+        .expect("encrypted");
+    assert_eq!(back["root_token"], creds["root_token"]);
+    env.assert_no_secret_exposed_in(&creds).await;
+}
+
+#[tokio::test]
+async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), "ops");
+    let identity = key.file.to_str().unwrap();
+    env.plugin(&["init", "--yes"]).await.ok();
+    let creds = env
+        .stored_credentials()
+        .await
+        .expect("plaintext credentials");
+
+    // A plaintext store does not export without a recipient or --plaintext.
+    let refused = env.plugin(&["credentials", "export"]).await;
+    assert_refused(&refused, &["--age-recipient", "--plaintext"]);
+    assert!(refused.stdout.is_empty(), "nothing printed: {refused:?}");
+    let refused = env.plugin(&["credentials", "encrypt"]).await;
+    assert_refused(&refused, &["--age-recipient"]);
+
+    env.plugin(&[
+        "credentials",
+        "encrypt",
+        "--age-recipient",
+        &key.recipient,
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    let raw = env
+        .secret_data(&env.secret_name(), "credentials.json")
+        .await
+        .unwrap();
+    for s in secrets_of(&creds) {
+        assert!(
+            !raw.contains(&s),
+            "encrypted Secret holds a secret in plaintext"
+        );
+    }
+    let opened = env.stored_credentials_sops(&key.file).await.unwrap();
+    assert_eq!(opened["root_token"], creds["root_token"]);
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+    assert_refused(&env.plugin(&["unseal"]).await, &[&key.recipient]);
+    env.plugin(&["unseal", "--age-identity", identity])
+        .await
+        .ok();
+    all_unsealed(&env).await;
+    env.assert_no_secret_exposed_in(&creds).await;
+
+    // decrypt asks first; then the Secret is plaintext JSON without the annotation.
+    let unconfirmed = env
+        .plugin(&["credentials", "decrypt", "--age-identity", identity])
+        .await;
+    assert_refused(&unconfirmed, &["--yes"]);
+    env.plugin(&[
+        "credentials",
+        "decrypt",
+        "--yes",
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    let plain = env.stored_credentials().await.expect("plaintext again");
+    assert_eq!(plain["root_token"], creds["root_token"]);
+    let secret = secrets_api(&env)
+        .await
+        .get(&env.secret_name())
+        .await
+        .unwrap();
+    assert!(
+        !secret
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kubectl-vault.io/age-recipients"),
+        "annotation removed"
+    );
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+    env.plugin(&["unseal"]).await.ok();
+    all_unsealed(&env).await;
+    env.assert_no_secret_exposed().await;
+}
