@@ -44,6 +44,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-kubectl-vault" .Values.target.statefulset }}
 {{- end }}
 
+{{/*
+The age identity Secret, `[namespace/]name` as kubectl-vault takes it; the
+namespace defaults to the target namespace.
+*/}}
+{{- define "vault-bootstrap.identitySecretNamespace" -}}
+{{- $parts := splitList "/" .Values.credentials.age.identitySecret }}
+{{- if eq (len $parts) 2 }}{{ first $parts }}{{ else }}{{ include "vault-bootstrap.targetNamespace" . }}{{ end }}
+{{- end }}
+
+{{- define "vault-bootstrap.identitySecretName" -}}
+{{- last (splitList "/" .Values.credentials.age.identitySecret) }}
+{{- end }}
+
 {{- define "vault-bootstrap.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}

@@ -256,6 +256,7 @@ fn bad_values_are_refused_at_render_time() {
         ("target.statefulset=Vault_0", "statefulset"),
         ("credentials.age.recipients[0]=ssh-ed25519", "recipients"),
         ("unknownValue=1", "unknownValue"),
+        ("credentials.age.identitySecret=a/b/c", "identitySecret"),
     ] {
         let err = try_render(
             Values {
@@ -532,6 +533,63 @@ fn role_grants_exactly_the_promised_permissions() {
         Some(1),
         "one subject"
     );
+}
+
+/// The Role in namespace `ns`.
+fn role_in<'a>(docs: &'a [Value], ns: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| kind(d) == "Role" && d["metadata"]["namespace"] == ns)
+        .collect();
+    assert_eq!(found.len(), 1, "want one Role in {ns}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn identity_secret_in_another_namespace_gets_its_own_read_only_role() {
+    let docs = render(Values {
+        set: &["credentials.age.identitySecret=flux-system/sops-age"],
+        ..DEFAULTS
+    });
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ServiceAccount",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Job"
+        ]
+    );
+    // The target namespace's Role is unchanged; the other one can read that
+    // one Secret and nothing else.
+    assert_eq!(
+        grants(role_in(&docs, "vault")),
+        promised("vault", "vault-unseal", None)
+    );
+    assert_eq!(
+        grants(role_in(&docs, "flux-system")),
+        BTreeSet::from([grant("", "secrets", "get", Some("sops-age"))])
+    );
+    let binding = docs
+        .iter()
+        .find(|d| kind(d) == "RoleBinding" && d["metadata"]["namespace"] == "flux-system")
+        .expect("a RoleBinding in flux-system");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        role_in(&docs, "flux-system")["metadata"]["name"]
+    );
+    assert_eq!(binding["subjects"][0]["namespace"], "vault");
+    let args = job_args(&docs).join(" ");
+    assert!(
+        args.contains("--age-identity-secret flux-system/sops-age"),
+        "{args}"
+    );
+    validate(Values {
+        set: &["credentials.age.identitySecret=flux-system/sops-age"],
+        ..DEFAULTS
+    });
 }
 
 #[test]

@@ -158,8 +158,13 @@ async fn hook_needs_nothing_beyond_the_rendered_role() {
         denied.is_empty(),
         "the rendered Role would deny these requests of the hook:\n{denied:#?}\nRole grants: {allowed:#?}"
     );
-    // The run did exercise the Role: exec, the Secret and the Lease.
-    for resource in ["pods/exec", "secrets", "leases"] {
+    // The run did exercise the Role: exec, the Secret and the Lease, and
+    // the hook's Events on the StatefulSet.
+    let mut exercised = vec!["pods/exec", "secrets", "leases"];
+    if has_hook {
+        exercised.push("events");
+    }
+    for resource in exercised {
         assert!(
             requests.iter().any(|r| r.resource == resource),
             "no {resource} request audited: {requests:#?}"
