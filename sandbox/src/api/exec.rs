@@ -225,10 +225,13 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
         }
     };
     if drop_stream {
-        // Output already produced reaches the client; the status never does.
+        // Output already produced reaches the client, then a clean close
+        // without the status frame. (An abrupt TCP reset would hang kube-rs
+        // 5 readers forever: its error path never shuts its stdout pipes.)
+        let _ = tx.send(normal_close()).await;
         drop(tx);
-        if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
-            drop(sink);
+        if let Ok(Ok(mut sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
+            let _ = sink.close().await;
         }
         return;
     }
