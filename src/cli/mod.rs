@@ -23,7 +23,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
     #[arg(long, global = true, value_name = "FILE")]
@@ -55,6 +55,10 @@ pub struct GlobalArgs {
     /// Never prompt; fail instead where a confirmation is needed and --yes is absent.
     #[arg(long, global = true)]
     pub non_interactive: bool,
+    /// How requests reach each pod: exec runs the container's CLI (uses its own
+    /// address and TLS settings); port-forward sends HTTP to a plain-HTTP listener.
+    #[arg(long, global = true, value_enum, default_value_t = crate::transport::pod::TransportKind::Exec)]
+    pub transport: crate::transport::pod::TransportKind,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,
 }
@@ -106,6 +110,9 @@ pub enum Command {
     /// Show, export, import, encrypt or decrypt the stored credentials.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Run as a Helm post-install/post-upgrade hook: init or resume, join and
+    /// unseal until every replica is up or the deadline passes. Never prompts.
+    Hook(init::InitArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.

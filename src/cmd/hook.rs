@@ -16,7 +16,12 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     let mut global = ctx.global.clone();
     global.yes = true;
     global.non_interactive = true;
-    let hook_ctx = Context { client: ctx.client.clone(), namespace: ctx.namespace.clone(), global: &global, printer: ctx.printer };
+    let hook_ctx = Context {
+        client: ctx.client.clone(),
+        namespace: ctx.namespace.clone(),
+        global: &global,
+        printer: ctx.printer,
+    };
     let deadline = Instant::now() + args.timeout;
     let mut backoff = Duration::from_secs(2);
     let mut attempt = 1u32;
@@ -25,18 +30,39 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         let result = super::init::run(&hook_ctx, rerun_args(&args, deadline)).await;
         match result {
             Ok(()) => {
-                event(ctx, workload.as_deref(), "Normal", "VaultReady", "every replica is initialized, joined and unsealed").await;
+                event(
+                    ctx,
+                    workload.as_deref(),
+                    "Normal",
+                    "VaultReady",
+                    "every replica is initialized, joined and unsealed",
+                )
+                .await;
                 return Ok(());
             }
             Err(failure) if failure.exit == Exit::Failed && Instant::now() + backoff < deadline => {
                 tracing::warn!(attempt, error = %failure.error, "hook attempt failed; retrying");
-                event(ctx, workload.as_deref(), "Warning", "VaultRetrying", &format!("attempt {attempt} failed: {}", failure.error)).await;
+                event(
+                    ctx,
+                    workload.as_deref(),
+                    "Warning",
+                    "VaultRetrying",
+                    &format!("attempt {attempt} failed: {}", failure.error),
+                )
+                .await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 attempt += 1;
             }
             Err(failure) => {
-                event(ctx, workload.as_deref(), "Warning", "VaultHookFailed", &failure.error.to_string()).await;
+                event(
+                    ctx,
+                    workload.as_deref(),
+                    "Warning",
+                    "VaultHookFailed",
+                    &failure.error.to_string(),
+                )
+                .await;
                 return Err(failure);
             }
         }
@@ -51,16 +77,28 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
         store: args.store.clone(),
         show_keys: false,
         rescue_dir: args.rescue_dir.clone(),
-        timeout: deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5)),
+        timeout: deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5)),
     }
 }
 
 /// Records a core/v1 Event on the StatefulSet; a failure to record is logged, not fatal.
-async fn event(ctx: &Context<'_>, workload: Option<&str>, type_: &str, reason: &str, message: &str) {
+async fn event(
+    ctx: &Context<'_>,
+    workload: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
     let Some(workload) = workload else { return };
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
     let event = Event {
-        metadata: ObjectMeta { generate_name: Some(format!("{workload}-kubectl-vault-")), namespace: Some(ctx.namespace.clone()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{workload}-kubectl-vault-")),
+            namespace: Some(ctx.namespace.clone()),
+            ..ObjectMeta::default()
+        },
         involved_object: ObjectReference {
             api_version: Some("apps/v1".into()),
             kind: Some("StatefulSet".into()),
@@ -75,7 +113,10 @@ async fn event(ctx: &Context<'_>, workload: Option<&str>, type_: &str, reason: &
         last_timestamp: Some(now),
         count: Some(1),
         reporting_component: Some("kubectl-vault".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubectl-vault".into()), ..Default::default() }),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("kubectl-vault".into()),
+            ..Default::default()
+        }),
         ..Event::default()
     };
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);

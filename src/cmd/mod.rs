@@ -4,6 +4,7 @@
 //! Owns the exit-code contract and everything interactive (confirmations).
 
 pub mod credentials;
+pub mod hook;
 pub mod init;
 pub mod status;
 pub mod unseal;
@@ -67,6 +68,7 @@ impl Context<'_> {
             Some(&self.global.selector),
         )
         .await
+        .and_then(|c| c.use_transport(self.global.transport))
         .map_err(Failure::refused)
     }
 
@@ -161,6 +163,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Unseal(args) => unseal::run_unseal(&ctx, args).await,
                 Command::Join(args) => unseal::run_join(&ctx, args).await,
                 Command::Credentials(command) => credentials::run(&ctx, command).await,
+                Command::Hook(args) => hook::run(&ctx, args).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }

@@ -7,6 +7,8 @@
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::reconcile::ordinal_of;
 use crate::transport::exec::{run_in, CliFlavour, ExecNode};
+use crate::transport::pod::{PodNode, TransportKind};
+use crate::transport::portforward::PortForwardNode;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -28,6 +30,10 @@ pub struct KubeCluster {
     replicas: usize,
     container: String,
     cli: CliFlavour,
+    /// The container's own API address (`BAO_ADDR`/`VAULT_ADDR`).
+    listener: String,
+    /// The listener port to forward to, when the port-forward transport is on.
+    forward_port: Option<u16>,
 }
 
 /// A pod as found, before any exec.
@@ -79,6 +85,7 @@ impl KubeCluster {
         let name = first.metadata.name.clone().unwrap_or_default();
         let cli = detect_cli(&pods, &name, &container, first).await?;
         tracing::debug!(pod = %name, container = %container, cli = cli.binary(), replicas, "discovered");
+        let listener = listener_addr(first, &container);
         Ok(KubeCluster {
             pods,
             namespace: namespace.to_owned(),
@@ -87,6 +94,8 @@ impl KubeCluster {
             replicas,
             container,
             cli,
+            listener,
+            forward_port: None,
         })
     }
 
@@ -118,19 +127,44 @@ impl KubeCluster {
             .collect())
     }
 
-    fn node(&self, name: String) -> ExecNode {
-        ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
+    fn node(&self, name: String) -> PodNode {
+        let forward = self
+            .forward_port
+            .map(|port| PortForwardNode::new(self.pods.clone(), name.clone(), port));
+        PodNode::new(
+            ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli),
+            forward,
+        )
+    }
+
+    /// Switches to the port-forward transport, to the port of the
+    /// container's own `BAO_ADDR`/`VAULT_ADDR` (8200 when unset). Refuses a
+    /// TLS listener, which needs the exec transport.
+    pub fn use_transport(mut self, kind: TransportKind) -> Result<Self, ClusterError> {
+        self.forward_port = match kind {
+            TransportKind::Exec => None,
+            TransportKind::PortForward if self.listener.starts_with("https://") => {
+                return Err(ClusterError::List(format!(
+                    "the listener is TLS ({}); --transport port-forward speaks plain HTTP only, use --transport exec",
+                    self.listener
+                )))
+            }
+            TransportKind::PortForward => Some(
+                self.listener.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).unwrap_or(8200),
+            ),
+        };
+        Ok(self)
     }
 }
 
 impl VaultCluster for KubeCluster {
-    type Node = ExecNode;
+    type Node = PodNode;
 
     fn replicas(&self) -> usize {
         self.replicas
     }
 
-    async fn nodes(&self) -> Result<Vec<ExecNode>, ClusterError> {
+    async fn nodes(&self) -> Result<Vec<PodNode>, ClusterError> {
         let pods = list_pods(&self.pods, &self.selector).await?;
         Ok(pods
             .into_iter()
@@ -144,7 +178,7 @@ impl VaultCluster for KubeCluster {
         &self,
         ordinal: usize,
         timeout: Duration,
-    ) -> Result<ExecNode, ClusterError> {
+    ) -> Result<PodNode, ClusterError> {
         let found = crate::ops::wait::poll_until(timeout, Duration::from_millis(250), || async {
             let nodes = self.nodes().await.ok()?;
             nodes
@@ -195,6 +229,20 @@ fn pod_info(p: &Pod) -> PodInfo {
             .unwrap_or(0),
         ip: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
     }
+}
+
+/// The container's `BAO_ADDR`/`VAULT_ADDR`, as the charts set it.
+fn listener_addr(pod: &Pod, container: &str) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.name == "BAO_ADDR" || e.name == "VAULT_ADDR")
+        })
+        .and_then(|e| e.value.clone())
+        .unwrap_or_else(|| "http://127.0.0.1:8200".to_owned())
 }
 
 /// The server container: one the charts name, else one whose image is

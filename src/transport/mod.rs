@@ -1,7 +1,10 @@
-//! How requests reach one Vault node: exec into its pod (the default).
+//! How requests reach one Vault node: exec into its pod (the default) or
+//! port-forward to its listener.
 //!
 //! Owns the Kubernetes side of talking to servers: pod discovery and the exec
 //! transport. The operations layer sees only `VaultNode` and `VaultCluster`.
 
 pub mod discover;
 pub mod exec;
+pub mod pod;
+pub mod portforward;
