@@ -119,6 +119,13 @@ seccompProfile:
 {{- if gt (int .Values.keyThreshold) (int .Values.keyShares) }}
 {{- fail (printf "keyThreshold (%d) must not exceed keyShares (%d)" (int .Values.keyThreshold) (int .Values.keyShares)) }}
 {{- end }}
+{{- $timeout := toString .Values.hook.timeout }}
+{{- $n := regexFind "^[0-9]+" $timeout | int }}
+{{- $unit := regexReplaceAll "^[0-9]+" $timeout "" }}
+{{- $seconds := get (dict "" $n "s" $n "m" (mul $n 60) "h" (mul $n 3600) "ms" (div $n 1000)) $unit | int }}
+{{- if ge $seconds (int .Values.hook.activeDeadlineSeconds) }}
+{{- fail (printf "hook.timeout (%s = %ds) must be below hook.activeDeadlineSeconds (%d), so kubectl-vault gives up and says why before Kubernetes kills the Job" $timeout $seconds (int .Values.hook.activeDeadlineSeconds)) }}
+{{- end }}
 {{- if and (gt (int .Values.keyShares) 1) (lt (int .Values.keyThreshold) 2) }}
 {{- fail "keyThreshold must be at least 2 when keyShares is more than 1 (Vault refuses threshold 1 with several shares)" }}
 {{- end }}

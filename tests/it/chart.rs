@@ -253,6 +253,10 @@ fn bad_values_are_refused_at_render_time() {
         ("keyThreshold=1", "keyThreshold must be at least 2"),
         ("keyShares=0", "keyShares"),
         ("hook.timeout=soon", "timeout"),
+        (
+            "hook.timeout=5m",
+            "must be below hook.activeDeadlineSeconds (285)",
+        ),
         ("target.statefulset=Vault_0", "statefulset"),
         ("credentials.age.recipients[0]=ssh-ed25519", "recipients"),
         ("unknownValue=1", "unknownValue"),

@@ -91,8 +91,9 @@ async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, St
     )
 }
 
-#[tokio::test]
-async fn hook_needs_nothing_beyond_the_rendered_role() {
+/// The hook, as the chart's Job runs it, on `opts`: first install, then an
+/// upgrade that restarted every pod; every request must be one the Role allows.
+async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
     let help = tokio::process::Command::new(plugin_binary())
         .arg("--help")
         .output()
@@ -102,7 +103,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role() {
         .lines()
         .any(|l| l.trim_start().starts_with("hook "));
 
-    let env = Env::start(ClusterOptions::vault().parallel().replicas(3)).await;
+    let env = Env::start(opts.replicas(3)).await;
     let ns = env.cluster.namespace().to_owned();
     let target_ns = format!("target.namespace={ns}");
     let sts = format!("target.statefulset={}", env.cluster.name());
@@ -170,4 +171,14 @@ async fn hook_needs_nothing_beyond_the_rendered_role() {
             "no {resource} request audited: {requests:#?}"
         );
     }
+}
+
+#[tokio::test]
+async fn hook_on_parallel_vault_needs_nothing_beyond_the_rendered_role() {
+    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::vault().parallel()).await;
+}
+
+#[tokio::test]
+async fn hook_on_ordered_ready_openbao_needs_nothing_beyond_the_rendered_role() {
+    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::openbao().ordered_ready()).await;
 }

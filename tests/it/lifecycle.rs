@@ -141,3 +141,17 @@ async fn scale_up_then_join_adds_voters() {
     env.plugin(&["join"]).await.ok();
     env.assert_whole(5).await;
 }
+
+#[tokio::test]
+async fn init_and_unseal_over_port_forward() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["--transport", "port-forward", "init", "--yes"]).await.ok();
+    env.assert_whole(3).await;
+    env.cluster.restart_all().await.unwrap();
+    let run = env.plugin(&["--transport", "port-forward", "unseal"]).await.ok();
+    assert_eq!(run.stdout.matches("unsealed").count(), 3, "{}", run.stdout);
+    env.assert_whole(3).await;
+    let audit = std::fs::read_to_string(env.cluster.audit_log_path()).unwrap();
+    assert!(audit.contains("/portforward"), "requests went through pods/portforward");
+    env.assert_no_secret_exposed().await;
+}

@@ -7,6 +7,7 @@ mod crash;
 mod credentials;
 mod faults;
 mod harness;
+mod hook;
 mod lifecycle;
 mod release;
 mod sops;
