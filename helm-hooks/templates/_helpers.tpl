@@ -102,18 +102,6 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Downward API: who is running, for Lease holder identity and Events. */}}
-{{- define "vault-bootstrap.env" -}}
-- name: POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
-- name: POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
-{{- end }}
-
 {{/* Values that cannot be checked by the schema alone. */}}
 {{- define "vault-bootstrap.validate" -}}
 {{- if gt (int .Values.keyThreshold) (int .Values.keyShares) }}

@@ -1,5 +1,5 @@
 //! The chart's Role is enough: the hook runs on the sandbox with the Job's
-//! rendered arguments and environment, and every API request it made (read
+//! rendered arguments (and the HOSTNAME the kubelet sets), and every API request it made (read
 //! from the sandbox's audit log) is one the rendered Role allows. Together
 //! with `chart::role_grants_exactly_the_promised_permissions` (nothing more)
 //! this pins the Role from both sides.
@@ -69,7 +69,7 @@ fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |l| l.lines().count())
 }
 
-/// Runs the Job's container: its args, its downward-API environment, and the
+/// Runs the Job's container: its args, the pod's HOSTNAME, and the
 /// kubeconfig standing in for the in-cluster service-account credentials.
 async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, String) {
     let out = tokio::process::Command::new(plugin_binary())
@@ -79,8 +79,9 @@ async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, St
         .env_remove("KUBECONFIG")
         .env_remove("FAILPOINTS")
         .env("HOME", home)
-        .env("POD_NAME", "bootstrap-vault-bootstrap-x7k2p")
-        .env("POD_NAMESPACE", env.cluster.namespace())
+        // The kubelet sets HOSTNAME to the pod name; kubectl-vault names
+        // its Lease holder after it.
+        .env("HOSTNAME", "bootstrap-vault-bootstrap-x7k2p")
         .current_dir(home)
         .output()
         .await
