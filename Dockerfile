@@ -4,11 +4,13 @@
 #
 #   docker build -t ghcr.io/kubectl-vault/kubectl-vault:0.1.0 .
 #
-# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 .
-# (each platform builds natively under emulation; the Alpine toolchain targets
-# musl, so the binary is static without cross-compilation).
+# The toolchain matches the one the tests run with (rust-version in Cargo.toml
+# is only the floor). Multi-arch:
+#   docker buildx build --platform linux/amd64,linux/arm64 .
+# builds each platform natively under emulation; Alpine's toolchain targets
+# musl, so the binary is static without cross-compilation.
 
-FROM rust:1.89-alpine AS build
+FROM rust:1.95-alpine AS build
 # ring (TLS) needs a C compiler; musl-dev provides the static libc.
 RUN apk add --no-cache build-base musl-dev
 WORKDIR /src
