@@ -1,6 +1,8 @@
 //! Integration tests: real kube-rs and real kubectl against sandbox clusters
 //! whose pods are real OpenBao servers. Each test starts its own cluster.
 
+#[path = "api/cli.rs"]
+mod cli;
 #[path = "api/faults.rs"]
 mod faults;
 #[path = "api/harness.rs"]

@@ -9,6 +9,7 @@ mod exec;
 mod objects;
 mod portforward;
 pub mod request_info;
+mod watch;
 mod websocket;
 mod workloads;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -29,7 +31,12 @@ use crate::status::ApiError;
 use request_info::RequestInfo;
 
 /// Response body type.
-pub type Body = Full<Bytes>;
+pub type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
 
 /// What a handler produced.
 pub enum Reply {
@@ -42,6 +49,7 @@ pub enum Reply {
 }
 
 /// The request as handlers see it.
+#[derive(Clone)]
 pub struct Ctx {
     /// HTTP method.
     pub method: Method,
@@ -154,7 +162,7 @@ pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    let mut r = Response::new(full(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -245,6 +253,17 @@ async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
+/// Serves a read (list) for `ctx` without a body: used by `route` and watches.
+async fn read(s: &Sandbox, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let i = &ctx.info;
+    if let Some(kind) =
+        crate::kinds::Kind::from_route(&i.group, &i.resource).filter(|_| i.version == "v1")
+    {
+        return objects::handle(s, ctx, kind, &[]);
+    }
+    workloads::handle(s, ctx, &[]).await
+}
+
 async fn route(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Reply, ApiError> {
     let i = &ctx.info;
     if !i.is_resource {
@@ -256,6 +275,9 @@ async fn route(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Re
     }
     if i.resource == "pods" && i.subresource == "portforward" {
         return portforward::handle(s, ctx, req);
+    }
+    if i.verb == "watch" {
+        return Ok(watch::respond(s.clone(), ctx.clone()));
     }
     let body = body_bytes(req).await?;
     if let Some(kind) =

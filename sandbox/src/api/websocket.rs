@@ -4,9 +4,7 @@
 //! Owns the 101 response and turning the upgraded connection into a
 //! tungstenite stream; the channel protocols live in `exec` and `portforward`.
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -60,7 +58,7 @@ pub fn accept(
             derive_accept_key(key.as_bytes()),
         )
         .header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol)
-        .body(Full::new(Bytes::new()))
+        .body(super::full(bytes::Bytes::new()))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((response, protocol))
 }

@@ -56,6 +56,23 @@ fn kubectl_flow(c: &Cluster) {
         (Some(5), "piped")
     );
 
+    // kubectl wait watches the pod: sealed never becomes Ready.
+    let out = k(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/openbao-0",
+            "--timeout=1s",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = k(
         &["create", "-f", "-", "--validate=false"],
         Some("apiVersion: v1\nkind: Secret\nmetadata:\n  name: created\ndata:\n  a: YQ==\n"),

@@ -126,3 +126,87 @@ async fn remove_and_scale_keep_data_and_ips() {
     c.scale(1).await.unwrap();
     assert_eq!(c.pod_names(), ["vault-0"]);
 }
+
+#[tokio::test]
+async fn retry_join_lets_the_second_pod_join_and_become_standby() {
+    let c = Cluster::start(ClusterOptions::vault().replicas(2).retry_join(true))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let (key, root) = init(&pods, "vault-0").await.unwrap();
+    unseal(&pods, "vault-0", &key).await.unwrap();
+    wait_until(Duration::from_secs(30), "vault-0 Ready", || async {
+        pod_ready(&pods.get("vault-0").await.unwrap())
+    })
+    .await
+    .unwrap();
+    // vault-1 joins through retry_join on its own; then it takes the leader's share.
+    wait_until(Duration::from_secs(40), "vault-1 unsealed", || async {
+        unseal(&pods, "vault-1", &key).await.is_ok()
+    })
+    .await
+    .unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "vault-1 Ready (standby)",
+        || async { pod_ready(&pods.get("vault-1").await.unwrap()) },
+    )
+    .await
+    .unwrap();
+    let script = "IFS= read -r VAULT_TOKEN; export VAULT_TOKEN; exec vault read -format=json sys/storage/raft/configuration";
+    let out = exec(
+        &pods,
+        "vault-0",
+        None,
+        &["sh", "-c", script],
+        Some(&format!("{root}\n")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let servers = v["data"]["config"]["servers"].as_array().unwrap();
+    let ids: Vec<&str> = servers
+        .iter()
+        .map(|s| s["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"vault-1"));
+}
+
+#[tokio::test]
+async fn a_crashed_server_is_restarted_like_the_kubelet_would() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let pid = c.server_pids()[0];
+    // SAFETY: signalling a process this test's cluster started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "restartCount 1", || async {
+        restart_count(&pods.get("openbao-0").await.unwrap()) == 1
+    })
+    .await
+    .unwrap();
+    c.wait_for_pods(1, Duration::from_secs(20)).await.unwrap();
+    assert_ne!(c.server_pids(), [pid]);
+    assert_eq!(
+        seal_status(&pods, "openbao-0").await.unwrap()["sealed"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_pod_recreates_it_with_its_data() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    init(&pods, "openbao-0").await.unwrap();
+    let before = pods.get("openbao-0").await.unwrap();
+    pods.delete("openbao-0", &Default::default()).await.unwrap();
+    let after = pods.get("openbao-0").await.unwrap();
+    assert_ne!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(restart_count(&after), 0);
+    assert_eq!(
+        seal_status(&pods, "openbao-0").await.unwrap()["initialized"],
+        true,
+        "the PVC survives"
+    );
+}

@@ -268,3 +268,63 @@ async fn events_are_created_in_both_groups() {
     let listed = v1.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items[0].reason.as_deref(), Some("Initialized"));
 }
+
+#[tokio::test]
+async fn watch_streams_added_modified_deleted() {
+    use futures::StreamExt;
+    use kube::api::WatchParams;
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let pp = PostParams::default();
+    secrets
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "a"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut events = secrets
+        .watch(&WatchParams::default().timeout(20), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next(&mut events).await, ("ADDED", "a".to_string()));
+    secrets
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "b"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut events).await, ("ADDED", "b".to_string()));
+    secrets
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"x": "y"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut events).await, ("MODIFIED", "a".to_string()));
+    secrets.delete("b", &DeleteParams::default()).await.unwrap();
+    assert_eq!(next(&mut events).await, ("DELETED", "b".to_string()));
+}
+
+async fn next(
+    events: &mut (impl futures::Stream<Item = Result<kube::api::WatchEvent<Secret>, kube::Error>>
+              + Unpin),
+) -> (&'static str, String) {
+    use futures::TryStreamExt;
+    use kube::api::WatchEvent;
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.try_next())
+        .await
+        .expect("event in time")
+        .unwrap()
+        .unwrap();
+    match ev {
+        WatchEvent::Added(s) => ("ADDED", s.metadata.name.unwrap()),
+        WatchEvent::Modified(s) => ("MODIFIED", s.metadata.name.unwrap()),
+        WatchEvent::Deleted(s) => ("DELETED", s.metadata.name.unwrap()),
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -1,0 +1,125 @@
+//! The `kube-sandbox` binary: `up` in the foreground, control subcommands, `down`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, PostParams};
+
+use crate::harness::*;
+
+fn sandbox(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
+        .args(args)
+        .output()
+        .expect("run kube-sandbox")
+}
+
+fn bao_servers_under(dir: &std::path::Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| {
+            let c = String::from_utf8_lossy(c);
+            c.contains("server") && c.contains(&needle)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn up_control_and_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sb");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
+        .args([
+            "up",
+            "--dir",
+            &dir_s,
+            "--replicas",
+            "1",
+            "--flavour",
+            "vault",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(up.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(
+        first.trim(),
+        format!("export KUBECONFIG={dir_s}/kubeconfig")
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
+    assert_eq!(state["pid"], up.id());
+
+    let kc = kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "vault");
+    assert_eq!(restart_count(&pods.get("vault-0").await.unwrap()), 0);
+
+    let out = sandbox(&["restart-pod", "vault-0", "--dir", &dir_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(restart_count(&pods.get("vault-0").await.unwrap()), 1);
+
+    let out = sandbox(&[
+        "fail-secret-writes",
+        "s",
+        "--count",
+        "1",
+        "--mode",
+        "409",
+        "--dir",
+        &dir_s,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let secrets: Api<Secret> = Api::namespaced(client, "vault");
+    let s: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "s"}})).unwrap();
+    assert!(
+        matches!(secrets.create(&PostParams::default(), &s).await, Err(kube::Error::Api(ref e)) if e.code == 409)
+    );
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+
+    let out = sandbox(&["forbid", "list", "pods", "--dir", &dir_s]);
+    assert!(out.status.success());
+    assert!(
+        matches!(pods.list(&Default::default()).await, Err(kube::Error::Api(ref e)) if e.code == 403)
+    );
+    assert!(sandbox(&["allow-all", "--dir", &dir_s]).status.success());
+    pods.list(&Default::default()).await.unwrap();
+    assert!(
+        !sandbox(&["wipe-pod", "vault-7", "--dir", &dir_s])
+            .status
+            .success(),
+        "unknown pods are an error"
+    );
+
+    assert_eq!(bao_servers_under(&dir), 1);
+    let out = sandbox(&["down", "--dir", &dir_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = up.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "up did not exit after down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert_eq!(bao_servers_under(&dir), 0, "down kills every bao");
+    assert!(dir.join("pods/vault-0/data").is_dir(), "the folder is kept");
+}
