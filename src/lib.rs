@@ -1,7 +1,7 @@
 //! kubectl-vault: operate Vault and OpenBao clusters on Kubernetes without
 //! ever losing a key.
 //!
-//! Dependencies point one way: `cli → cmd → {ops, transport, store, output}`.
+//! Dependencies point one way: `cli → cmd → {ops, transport, store, snapshot, output}`.
 //! `ops` holds the Vault operations and knows nothing about Kubernetes;
 //! `transport` reaches pods by exec; `store` keeps credentials in Secrets.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -10,5 +10,6 @@ pub mod cli;
 pub mod cmd;
 pub mod ops;
 pub mod output;
+pub mod snapshot;
 pub mod store;
 pub mod transport;

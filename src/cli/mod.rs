@@ -3,6 +3,8 @@
 
 pub mod credentials;
 pub mod init;
+pub mod recover;
+pub mod snapshot;
 pub mod status;
 pub mod unseal;
 
@@ -113,6 +115,13 @@ pub enum Command {
     /// Run as a Helm post-install/post-upgrade hook: init or resume, join and
     /// unseal until every replica is up or the deadline passes. Never prompts.
     Hook(init::InitArgs),
+    /// Save, list, verify and restore raft snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Bring back a cluster whose data was lost while its keys survived:
+    /// temporary init, forced restore of the newest verified snapshot, unseal
+    /// with the stored keys. Never overwrites them.
+    Recover(recover::RecoverArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script.

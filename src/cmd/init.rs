@@ -89,6 +89,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         Err(
             e @ (InitError::InvalidOptions(_)
             | InitError::DataLoss { .. }
+            | InitError::OtherOperation { .. }
             | InitError::CredentialsLost { .. }
             | InitError::Preflight { .. }
             | InitError::LoadStore { .. }

@@ -6,6 +6,8 @@
 pub mod credentials;
 pub mod hook;
 pub mod init;
+pub mod recover;
+pub mod snapshot;
 pub mod status;
 pub mod unseal;
 
@@ -149,6 +151,9 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
             clap_complete::generate(shell, &mut command, "kubectl-vault", &mut std::io::stdout());
             Ok(())
         }
+        Command::Snapshot(command) if snapshot::is_offline(&command) => {
+            snapshot::run_offline(printer, command).await
+        }
         command => {
             let (client, namespace) = connect(&cli.global).await?;
             let ctx = Context {
@@ -164,6 +169,8 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Join(args) => unseal::run_join(&ctx, args).await,
                 Command::Credentials(command) => credentials::run(&ctx, command).await,
                 Command::Hook(args) => hook::run(&ctx, args).await,
+                Command::Snapshot(command) => snapshot::run(&ctx, command).await,
+                Command::Recover(args) => recover::run(&ctx, args).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }

@@ -27,6 +27,27 @@ pub enum Phase {
     InitPending { key_shares: u8, key_threshold: u8 },
     /// `sys/init` answered and its response is here; pods may still be sealed.
     InitKeysStored { credentials: Credentials },
+    /// `snapshot restore`: the snapshot may or may not have been applied.
+    RestorePending { snapshot: SnapshotRef },
+    /// `recover`: preflight passed; pod 0 may or may not carry a temporary init.
+    RecoverPending { snapshot: SnapshotRef },
+    /// `recover`: pod 0 carries a throwaway init (1 share) whose keys are kept
+    /// here until the restore replaces its data; they protect nothing else.
+    RecoverTempInit { snapshot: SnapshotRef, temporary: Credentials },
+    /// `snapshot restore` or `recover`: the snapshot is applied; pods need the
+    /// shares of `snapshot.generation`.
+    RestoreApplied { snapshot: SnapshotRef, recover: bool },
+}
+
+/// The snapshot a restore or recover works from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotRef {
+    /// `--from` as given (a path or a bucket URL; never holds credentials).
+    pub location: String,
+    pub name: String,
+    pub sha256: String,
+    /// The key generation whose shares unseal the snapshot's data.
+    pub generation: u32,
 }
 
 impl Checkpoint {
@@ -43,13 +64,19 @@ impl Checkpoint {
     pub fn resume_command(&self) -> &'static str {
         match self.phase {
             Phase::InitPending { .. } | Phase::InitKeysStored { .. } => "kubectl vault init",
+            Phase::RestorePending { .. } | Phase::RestoreApplied { recover: false, .. } => {
+                "kubectl vault snapshot restore"
+            }
+            Phase::RecoverPending { .. }
+            | Phase::RecoverTempInit { .. }
+            | Phase::RestoreApplied { recover: true, .. } => "kubectl vault recover",
         }
     }
 
     pub fn credentials(&self) -> Option<&Credentials> {
         match &self.phase {
             Phase::InitKeysStored { credentials } => Some(credentials),
-            Phase::InitPending { .. } => None,
+            _ => None,
         }
     }
 }

@@ -61,6 +61,12 @@ pub enum InitError {
     LoadStore { object: String, source: StoreError },
     #[error("no pod is initialized, but {object} holds credentials (generation {generation}): the cluster's data was lost while its keys survived; refusing to initialize over surviving keys. Restore a snapshot with `kubectl vault recover`")]
     DataLoss { object: String, generation: u32 },
+    #[error("{checkpoint} holds an interrupted {operation}; finish it with `{resume}` before running init")]
+    OtherOperation {
+        checkpoint: String,
+        operation: &'static str,
+        resume: &'static str,
+    },
     #[error("the cluster is initialized but no credentials exist: neither {object} nor {checkpoint} holds them. The unseal keys and root token are lost. Only options: unseal with shares you kept elsewhere and `kubectl vault credentials import` them, or wipe every pod's data and run `kubectl vault init` again (all data is lost)")]
     CredentialsLost { object: String, checkpoint: String },
     #[error("the credential store is not writable, so the cluster was not initialized: {source}")]
@@ -123,6 +129,16 @@ pub async fn run<C: VaultCluster>(
             source,
         })?;
 
+    if let Some(c) = checkpoint.as_ref().filter(|c| {
+        crate::ops::recover::pending_snapshot(Some(c)).is_some()
+            || matches!(c.phase, Phase::RestorePending { .. } | Phase::RestoreApplied { .. })
+    }) {
+        return Err(InitError::OtherOperation {
+            checkpoint: store.checkpoint_object(),
+            operation: "snapshot restore or recover",
+            resume: c.resume_command(),
+        });
+    }
     if let Some(credentials) = checkpoint.as_ref().and_then(Checkpoint::credentials) {
         if !any_initialized {
             return Err(InitError::DataLoss {

@@ -1,0 +1,76 @@
+//! `kubectl vault snapshot save|list|verify|restore` arguments.
+
+use crate::cli::StoreArgs;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a raft snapshot from the active node to a file, folder or bucket,
+    /// with a JSON manifest; then apply retention.
+    Save(SaveArgs),
+    /// List the snapshots at a location with their verification status.
+    List(ListArgs),
+    /// Re-hash a snapshot and compare it with its manifest.
+    Verify(VerifyArgs),
+    /// Verify a snapshot, restore it into the running cluster and unseal it
+    /// with the key generation its manifest names.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Where to write: ./file.snap, ./dir/, file:///dir/ or s3://bucket/prefix/
+    /// (S3 settings from AWS_* variables; AWS_ENDPOINT_URL for S3-compatible stores).
+    #[arg(long, value_name = "TARGET")]
+    pub to: String,
+    /// After a successful save, keep only the N newest snapshots at the target
+    /// (never deleting the newest verified one).
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// After a successful save, delete snapshots older than this (e.g. 30d is
+    /// written 720h; never the newest verified one).
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// A folder, bucket prefix or snapshot file.
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// Re-hash every snapshot instead of checking sizes against manifests.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A snapshot file, or a folder/bucket prefix (with --snapshot, or the newest).
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// The snapshot's name within a folder or bucket.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A snapshot file, or a folder/bucket prefix (with --snapshot, or the newest verified).
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// The snapshot's name within a folder or bucket.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot: Option<String>,
+    /// Credentials of the cluster the snapshot came from (a `credentials
+    /// export` file), for a snapshot of another cluster. Once they unseal the
+    /// restored data they become the stored credentials.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Give up on pods that do not elect a leader or unseal within this time.
+    #[arg(long, default_value = "120s", value_parser = crate::cli::parse_duration)]
+    pub timeout: std::time::Duration,
+}

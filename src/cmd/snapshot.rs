@@ -1,0 +1,549 @@
+//! `kubectl vault snapshot save|list|verify|restore`.
+//!
+//! Save streams `operator raft snapshot save /dev/stdout` from the active
+//! pod into the target while hashing it, writes the manifest, then applies
+//! retention. Restore verifies first, asks, takes the lock and runs the
+//! restore state machine with an exec feed that streams the file back in.
+
+use crate::cli::snapshot::{ListArgs, RestoreArgs, SaveArgs, SnapshotCommand, VerifyArgs};
+use crate::cmd::{holder_identity, Context, Failure};
+use crate::ops::checkpoint::{now_rfc3339, SnapshotRef};
+use crate::ops::cluster::VaultCluster;
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::reconcile::{wait_for_leader, Timeouts};
+use crate::ops::restore::{for_generation, RestoreError, RestoreOptions, SnapshotFeed};
+use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::store::{CredentialStore, RetryBudget};
+use crate::output::{table, Printer};
+use crate::snapshot::location::{check, Entry, Location, Verification};
+use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
+use crate::snapshot::retention::{self, Candidate, Policy};
+use crate::snapshot::stream::{pump, HashingReader};
+use crate::snapshot::SnapshotError;
+use crate::store::lease::{LeaseGuard, LeaseLock};
+use crate::transport::discover::KubeCluster;
+use crate::transport::exec::{parse_cli_error, StreamStdin};
+use crate::transport::pod::PodNode;
+use anyhow::anyhow;
+use std::time::Duration;
+
+/// `list` and `verify` need no cluster.
+pub fn is_offline(command: &SnapshotCommand) -> bool {
+    matches!(command, SnapshotCommand::List(_) | SnapshotCommand::Verify(_))
+}
+
+pub async fn run_offline(printer: &Printer, command: SnapshotCommand) -> Result<(), Failure> {
+    match command {
+        SnapshotCommand::List(args) => list(printer, args).await,
+        SnapshotCommand::Verify(args) => verify(printer, args).await,
+        _ => Ok(()),
+    }
+}
+
+pub async fn run(ctx: &Context<'_>, command: SnapshotCommand) -> Result<(), Failure> {
+    match command {
+        SnapshotCommand::Save(args) => save(ctx, args).await,
+        SnapshotCommand::Restore(args) => restore(ctx, args).await,
+        other => run_offline(ctx.printer, other).await,
+    }
+}
+
+fn parse(text: &str) -> Result<Location, Failure> {
+    Location::parse(text).map_err(Failure::refused)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SaveReport {
+    location: String,
+    object: String,
+    manifest: Manifest,
+    pruned: Vec<String>,
+}
+
+async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
+    let location = parse(&args.to)?;
+    let policy = Policy {
+        keep: args.keep,
+        max_age: args.max_age,
+    };
+    if !policy.is_empty() && !location.is_collection() {
+        return Err(Failure::refused(anyhow!(
+            "--keep and --max-age need a folder or bucket target (ending in /), not the single file {location}"
+        )));
+    }
+    if args.keep == Some(0) {
+        return Err(Failure::refused(anyhow!("--keep must be at least 1")));
+    }
+    let cluster = ctx.cluster().await?;
+    let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    let credentials = stored(&store).await?;
+    let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    let (leader_pod, _) = wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .map_err(Failure::refused)?;
+    let leader = nodes
+        .into_iter()
+        .find(|n| n.name() == leader_pod)
+        .ok_or_else(|| Failure::failed(anyhow!("pod {leader_pod} vanished")))?;
+    let status = seal_status(&leader).await.map_err(Failure::failed)?;
+    let raft_index = leader
+        .call(Request::read("sys/leader"))
+        .await
+        .ok()
+        .and_then(|v| v.get("raft_committed_index").and_then(serde_json::Value::as_u64));
+
+    let name = location.name_for(&cluster.workload_name(), jiff::Timestamp::now());
+    let object = location.object(&name);
+    tracing::info!(pod = %leader_pod, to = %object, "saving a raft snapshot from the active node");
+    let mut upload = location.upload(&name).await.map_err(Failure::failed)?;
+    let exec = leader.exec();
+    let argv = exec.with_token_argv(&["operator", "raft", "snapshot", "save", "/dev/stdout"]);
+    let streaming = exec
+        .stream(
+            argv,
+            StreamStdin::<tokio::io::Empty> {
+                first_line: Some(token_line(&credentials.root_token)),
+                body: None,
+            },
+            true,
+        )
+        .await;
+    let mut streaming = match streaming {
+        Ok(s) => s,
+        Err(e) => {
+            upload.abort().await;
+            return Err(Failure::failed(e));
+        }
+    };
+    let pumped = match streaming.stdout.take() {
+        Some(stdout) => pump(stdout, &mut upload).await,
+        None => Err(SnapshotError::Short { size: 0 }),
+    };
+    let exit = streaming.wait().await;
+    let digested = match (pumped, exit) {
+        (Ok(d), Ok((0, _, _))) => d,
+        (Err(e), Ok((0, _, _))) => {
+            upload.abort().await;
+            return Err(Failure::refused(e));
+        }
+        (_, Ok((code, _, stderr))) => {
+            upload.abort().await;
+            return Err(Failure::failed(anyhow!(
+                "`operator raft snapshot save` on pod {leader_pod} failed: {}; nothing was kept",
+                parse_cli_error(&stderr, code)
+            )));
+        }
+        (_, Err(e)) => {
+            upload.abort().await;
+            return Err(Failure::failed(anyhow::Error::new(e).context("nothing was kept")));
+        }
+    };
+    fail::fail_point!("snapshot::before_finish");
+    upload.finish().await.map_err(Failure::failed)?;
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        snapshot: name.clone(),
+        sha256: digested.sha256,
+        size: digested.size,
+        cluster_id: status.cluster_id,
+        raft_committed_index: raft_index,
+        raft_term: None,
+        server_version: status.version,
+        generation: credentials.generation,
+        created_at: now_rfc3339(),
+        source_pod: leader_pod.clone(),
+    };
+    location
+        .write_manifest(&manifest)
+        .await
+        .map_err(Failure::failed)?;
+    tracing::info!(to = %object, size = manifest.size, sha256 = %manifest.sha256, "snapshot saved");
+    let pruned = if policy.is_empty() {
+        vec![]
+    } else {
+        prune(&location, policy).await.map_err(Failure::failed)?
+    };
+    let report = SaveReport {
+        location: location.to_string(),
+        object,
+        manifest,
+        pruned,
+    };
+    ctx.printer
+        .value(&report, |r| {
+            let mut text = format!(
+                "Saved {} ({} bytes, sha256 {}) from {}, key generation {}.\n",
+                r.object, r.manifest.size, r.manifest.sha256, r.manifest.source_pod, r.manifest.generation
+            );
+            if !r.pruned.is_empty() {
+                text.push_str(&format!("Pruned {}.\n", r.pruned.join(", ")));
+            }
+            text
+        })
+        .map_err(Failure::failed)
+}
+
+/// Applies retention after a successful save: the newest snapshot that
+/// re-hashes to its manifest is never deleted.
+async fn prune(location: &Location, policy: Policy) -> Result<Vec<String>, SnapshotError> {
+    let protected = match location.newest_verified().await {
+        Ok((name, _)) => Some(name),
+        Err(SnapshotError::NoneVerified { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let entries = location.list().await?;
+    let candidates: Vec<Candidate> = entries
+        .iter()
+        .map(|e| Candidate {
+            name: e.name.clone(),
+            created: e.created(),
+            has_manifest: e.manifest.is_some(),
+        })
+        .collect();
+    let doomed = retention::plan(
+        &candidates,
+        policy,
+        protected.as_deref(),
+        jiff::Timestamp::now(),
+    );
+    for name in &doomed {
+        tracing::info!(snapshot = %location.object(name), "pruning");
+        location.delete(name).await?;
+    }
+    Ok(doomed)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    entry: Entry,
+    status: Verification,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+async fn list(printer: &Printer, args: ListArgs) -> Result<(), Failure> {
+    let location = parse(&args.from)?;
+    let entries = location.list().await.map_err(Failure::failed)?;
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut status = entry.quick_status();
+        let mut problem = None;
+        if args.verify && status == Verification::ManifestOk {
+            match location.verify(&entry.name).await {
+                Ok(_) => status = Verification::Verified,
+                Err(e) => {
+                    status = Verification::Corrupt;
+                    problem = Some(e.to_string());
+                }
+            }
+        }
+        rows.push(Listed {
+            entry,
+            status,
+            problem,
+        });
+    }
+    printer
+        .value(&rows, |rows| {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let m = r.entry.manifest.as_ref();
+                    vec![
+                        r.entry.name.clone(),
+                        r.entry.size.to_string(),
+                        m.map(|m| m.created_at.clone()).unwrap_or_default(),
+                        m.map(|m| m.generation.to_string()).unwrap_or_default(),
+                        m.and_then(|m| m.raft_committed_index)
+                            .map(|i| i.to_string())
+                            .unwrap_or_default(),
+                        serde_json::to_value(r.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "SIZE", "CREATED", "GENERATION", "RAFT INDEX", "STATUS"],
+                &cells,
+            )
+        })
+        .map_err(Failure::failed)
+}
+
+/// The snapshot `--from` (and `--snapshot`) name: the file itself, the named
+/// one, or the newest with a manifest.
+async fn pick(location: &Location, name: Option<&str>) -> Result<String, Failure> {
+    if let Some(n) = name {
+        return Ok(n.to_owned());
+    }
+    if !location.is_collection() {
+        return Ok(location.name_for("", jiff::Timestamp::now()));
+    }
+    let entries = location.list().await.map_err(Failure::failed)?;
+    entries
+        .into_iter()
+        .find(|e| e.manifest.is_some())
+        .map(|e| e.name)
+        .ok_or_else(|| {
+            Failure::refused(SnapshotError::NoneVerified {
+                location: location.to_string(),
+            })
+        })
+}
+
+async fn verify(printer: &Printer, args: VerifyArgs) -> Result<(), Failure> {
+    let location = parse(&args.from)?;
+    let name = pick(&location, args.snapshot.as_deref()).await?;
+    let (manifest, _) = location.verify(&name).await.map_err(Failure::refused)?;
+    printer
+        .value(&manifest, |m| {
+            format!(
+                "{} verified: {} bytes, sha256 {}, key generation {}, taken {}.\n",
+                location.object(&name),
+                m.size,
+                m.sha256,
+                m.generation,
+                m.created_at
+            )
+        })
+        .map_err(Failure::failed)
+}
+
+async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
+    let location = parse(&args.from)?;
+    let cluster = ctx.cluster().await?;
+    let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    // An interrupted restore names its snapshot; resume with that one.
+    let pending = store.load_checkpoint().await.map_err(Failure::refused)?;
+    let pending_name = pending.as_ref().and_then(|c| match &c.phase {
+        crate::ops::checkpoint::Phase::RestorePending { snapshot }
+        | crate::ops::checkpoint::Phase::RestoreApplied {
+            snapshot,
+            recover: false,
+        } if args.snapshot.is_none() && location.is_collection() => Some(snapshot.name.clone()),
+        _ => None,
+    });
+    let name = match pending_name {
+        Some(n) => n,
+        None if location.is_collection() && args.snapshot.is_none() => {
+            location
+                .newest_verified()
+                .await
+                .map_err(Failure::refused)?
+                .0
+        }
+        None => pick(&location, args.snapshot.as_deref()).await?,
+    };
+    let (manifest, _) = location
+        .verify(&name)
+        .await
+        .map_err(|e| Failure::refused(anyhow::Error::new(e).context("nothing was changed")))?;
+    let explicit = match &args.credentials {
+        Some(path) => Some(read_credentials(ctx, path).await?),
+        None => None,
+    };
+    let stored = stored(&store).await?;
+    let unseal_generation = match &explicit {
+        Some(c) => c.generation,
+        None => {
+            for_generation(&stored, manifest.generation, &store.credentials_object())
+                .map_err(Failure::refused)?
+                .generation
+        }
+    };
+    if !ctx.confirm(&format!(
+        "Restore {} (taken {} from cluster {}, raft index {}) into {}/{}? Every secret written since is lost",
+        location.object(&name),
+        manifest.created_at,
+        if manifest.cluster_id.is_empty() { "?" } else { &manifest.cluster_id },
+        manifest
+            .raft_committed_index
+            .map_or_else(|| "?".to_owned(), |i| i.to_string()),
+        ctx.namespace,
+        cluster.workload_name()
+    ))? {
+        return Err(Failure::refused(anyhow!(
+            "the restore was not confirmed; nothing was changed"
+        )));
+    }
+    let snapshot = SnapshotRef {
+        location: args.from.clone(),
+        name: name.clone(),
+        sha256: manifest.sha256.clone(),
+        generation: manifest.generation,
+    };
+    let feed = ExecFeed {
+        location: location.clone(),
+        manifest: manifest.clone(),
+    };
+    let opts = RestoreOptions {
+        holder: holder_identity(),
+        budget: RetryBudget::default(),
+        timeouts: timeouts(args.timeout),
+    };
+    let guard = lock(ctx, &cluster, args.store.lock_timeout).await?;
+    let result = crate::ops::restore::run(
+        &cluster,
+        &store,
+        &feed,
+        &snapshot,
+        &manifest.cluster_id,
+        explicit.as_ref(),
+        &opts,
+    )
+    .await;
+    guard.release().await;
+    let report = result.map_err(|e| match e {
+        e @ (RestoreError::NewerGeneration { .. }
+        | RestoreError::MissingGeneration { .. }
+        | RestoreError::NoCredentials { .. }
+        | RestoreError::OtherOperation { .. }
+        | RestoreError::OtherSnapshot { .. }) => Failure::refused(e),
+        e => Failure::failed(
+            anyhow::Error::new(e)
+                .context("the restore did not finish; re-run `kubectl vault snapshot restore` with the same --from to resume"),
+        ),
+    })?;
+    let source = if explicit.is_some() {
+        "the credentials given with --credentials".to_owned()
+    } else if unseal_generation == stored.generation {
+        format!("the current stored credentials (generation {unseal_generation})")
+    } else {
+        format!("retired key generation {unseal_generation} from the credentials history")
+    };
+    ctx.printer
+        .value(&report, |r| {
+            let mut text = format!(
+                "Restored {} into {}/{}{}; unsealed {} pods with {source}; leader {}.\n",
+                location.object(&r.snapshot),
+                ctx.namespace,
+                cluster.workload_name(),
+                if r.forced { " (forced)" } else { "" },
+                r.reconcile.pods.len(),
+                r.reconcile.leader
+            );
+            if r.credentials_replaced {
+                text.push_str(&format!(
+                    "{} now holds the credentials that unseal the restored data.\n",
+                    store.credentials_object()
+                ));
+            }
+            text
+        })
+        .map_err(Failure::failed)
+}
+
+pub(crate) fn timeouts(timeout: Duration) -> Timeouts {
+    Timeouts {
+        leader: timeout,
+        pod_appear: timeout,
+        peers: timeout,
+    }
+}
+
+pub(crate) async fn stored(store: &impl CredentialStore) -> Result<Credentials, Failure> {
+    store
+        .load_credentials()
+        .await
+        .map_err(Failure::refused)?
+        .ok_or_else(|| {
+            Failure::refused(anyhow!(
+                "no credentials in {}; snapshots need the cluster's root token: run `kubectl vault init` or `kubectl vault credentials import`",
+                store.credentials_object()
+            ))
+        })
+}
+
+pub(crate) async fn lock(
+    ctx: &Context<'_>,
+    cluster: &KubeCluster,
+    timeout: Duration,
+) -> Result<LeaseGuard, Failure> {
+    LeaseLock::new(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &cluster.workload_name(),
+        &holder_identity(),
+        Duration::from_secs(30),
+    )
+    .acquire(timeout)
+    .await
+    .map_err(Failure::refused)
+}
+
+async fn read_credentials(
+    ctx: &Context<'_>,
+    path: &std::path::Path,
+) -> Result<Credentials, Failure> {
+    let file = path.display().to_string();
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| Failure::refused(anyhow!("could not read {file}: {e}")))?;
+    let envelope = ctx.envelope();
+    let ids = envelope
+        .identities(&file)
+        .await
+        .map_err(Failure::refused)?;
+    let imported = crate::store::manifest::import(&text, &file, ids)
+        .map_err(|e| Failure::refused(anyhow::Error::new(e).context("nothing was changed")))?;
+    imported.credentials.validate().map_err(|e| {
+        Failure::refused(anyhow!("{file} holds unusable credentials: {e}; nothing was changed"))
+    })?;
+    Ok(imported.credentials)
+}
+
+fn token_line(token: &Secret) -> SecretBytes {
+    SecretBytes::new(token.expose().as_bytes().to_vec())
+}
+
+/// Streams a snapshot from its location into a pod's
+/// `operator raft snapshot restore`, re-hashing it on the way.
+pub(crate) struct ExecFeed {
+    pub location: Location,
+    pub manifest: Manifest,
+}
+
+impl SnapshotFeed<PodNode> for ExecFeed {
+    async fn restore_into(
+        &self,
+        node: &PodNode,
+        token: &Secret,
+        force: bool,
+    ) -> Result<(), NodeError> {
+        let name = &self.manifest.snapshot;
+        let object = self.location.object(name);
+        let (reader, _) = self
+            .location
+            .open(name)
+            .await
+            .map_err(|e| NodeError::Unreachable(e.to_string()))?;
+        let (reader, probe) = HashingReader::new(reader);
+        let mut args = vec!["operator", "raft", "snapshot", "restore"];
+        if force {
+            args.push("-force");
+        }
+        args.push("/dev/stdin");
+        let node = node.exec();
+        let streaming = node
+            .stream(
+                node.with_token_argv(&args),
+                StreamStdin {
+                    first_line: Some(token_line(token)),
+                    body: Some(reader),
+                },
+                false,
+            )
+            .await?;
+        let (code, _, stderr) = streaming.wait().await?;
+        if code != 0 {
+            return Err(parse_cli_error(&stderr, code));
+        }
+        check(&object, &self.manifest, &probe.digest())
+            .map_err(|e| NodeError::Malformed(format!("{e} (it changed while it was restored)")))
+    }
+}
+

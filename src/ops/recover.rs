@@ -1,0 +1,410 @@
+//! `recover`: bring back a cluster whose data was lost while its keys
+//! survived, from a verified snapshot, without ever touching the stored keys.
+//!
+//! Owns the decision (no pod initialized + stored credentials + a verified
+//! snapshot) and the steps. Choosing and verifying the snapshot, and the lock,
+//! are the caller's.
+//!
+//! # Expected flow
+//! 1. Checkpoint `recover_pending` (proves the store is writable).
+//! 2. Temporarily initialize pod 0 with 1 share. The transport keeps a
+//!    pod-local copy of the answer until step 3 stored it.
+//! 3. Checkpoint `recover_temp_init` with the temporary keys.
+//! 4. Unseal pod 0 with them and wait for it to lead.
+//! 5. Force-restore the snapshot with the temporary root token.
+//! 6. Checkpoint `restore_applied` (the temporary keys are dropped).
+//! 7. [`reconcile`] with the stored shares of the snapshot's generation
+//!    (pod 0 reseals with the snapshot's keyring; the others join).
+//! 8. Read through the restored data with the stored root token; delete the checkpoint.
+//!
+//! # Why the temporary keys go into the checkpoint
+//! Between steps 2 and 5 pod 0 is initialized with keys that exist nowhere
+//! else; a crash there would leave a cluster nobody can unseal, and the only
+//! way out would be wiping pod 0 again. The temporary keys guard an empty
+//! barrier that the restore is about to replace, so keeping them in the
+//! checkpoint Secret (next to, never in place of, the stored credentials)
+//! costs nothing and lets a re-run finish. They are dropped at step 6.
+//!
+//! # Guarantees
+//! The stored credentials are only read. With no verified snapshot nothing
+//! is initialized. Every re-run after a crash at a step boundary finishes.
+
+use crate::ops::checkpoint::{Checkpoint, Phase, SnapshotRef};
+use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{seal_status_when_up, NodeError, SealStatus, VaultNode};
+use crate::ops::reconcile::{reconcile, wait_for_leader, ReconcileError, ReconcileReport};
+use crate::ops::restore::{
+    for_generation, save_checkpoint, token_works, wait_for_reseal, CheckpointWriteError,
+    RestoreError, RestoreOptions, SnapshotFeed,
+};
+use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::store::{CredentialStore, StoreError};
+use crate::ops::unseal::{unseal_node, UnsealError};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Debug, serde::Serialize)]
+pub struct RecoverReport {
+    pub snapshot: String,
+    pub generation: u32,
+    pub resumed: bool,
+    pub reconcile: ReconcileReport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("{object} could not be read: {source}")]
+    LoadStore { object: String, source: StoreError },
+    #[error("no credentials in {object}: there are no keys to recover with. For a fresh cluster run `kubectl vault init`")]
+    NoCredentials { object: String },
+    #[error("pod {pod} is initialized: there is nothing to recover. Unseal with `kubectl vault unseal`, join with `kubectl vault join`, or restore into the running cluster with `kubectl vault snapshot restore`")]
+    AlreadyInitialized { pod: String },
+    #[error(transparent)]
+    Generation(RestoreError),
+    #[error("{checkpoint} holds another interrupted operation; finish it first with `{resume}`")]
+    OtherOperation { checkpoint: String, resume: String },
+    #[error("{checkpoint} records a recover from {recorded}; re-run with --from naming that location")]
+    OtherSnapshot { checkpoint: String, recorded: String },
+    #[error("pod {pod} was initialized by an interrupted recover, but its temporary keys were lost (neither the checkpoint nor the pod-local copy holds them); delete pod {pod}'s data (its PVC) and re-run `kubectl vault recover`")]
+    TemporaryKeysLost { pod: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("could not read the seal status of pod {pod}: {source}")]
+    ReadStatus { pod: String, source: NodeError },
+    #[error("could not write {object}: {source}")]
+    Checkpoint { object: String, source: StoreError },
+    #[error("the temporary sys/init on pod {pod} failed: {source}")]
+    TemporaryInit { pod: String, source: NodeError },
+    #[error("could not unseal pod {pod} with the temporary keys: {source}")]
+    TemporaryUnseal { pod: String, source: UnsealError },
+    #[error("the restore on pod {pod} failed: {source}")]
+    Apply { pod: String, source: NodeError },
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("the cluster is unsealed but a read with the stored root token on pod {pod} failed; check `kubectl vault status`")]
+    VerifyRead { pod: String },
+}
+
+impl From<CheckpointWriteError> for RecoverError {
+    fn from(e: CheckpointWriteError) -> Self {
+        RecoverError::Checkpoint {
+            object: e.object,
+            source: e.source,
+        }
+    }
+}
+
+/// The snapshot an interrupted recover was working from, so the caller opens
+/// the same one.
+pub fn pending_snapshot(checkpoint: Option<&Checkpoint>) -> Option<&SnapshotRef> {
+    match &checkpoint?.phase {
+        Phase::RecoverPending { snapshot }
+        | Phase::RecoverTempInit { snapshot, .. }
+        | Phase::RestoreApplied {
+            snapshot,
+            recover: true,
+        } => Some(snapshot),
+        _ => None,
+    }
+}
+
+/// Where a run starts.
+enum Start {
+    Fresh,
+    TempInit(Credentials),
+    Applied,
+}
+
+pub async fn run<C, F>(
+    cluster: &C,
+    store: &impl CredentialStore,
+    feed: &F,
+    snapshot: &SnapshotRef,
+    opts: &RestoreOptions,
+) -> Result<RecoverReport, RecoverError>
+where
+    C: VaultCluster,
+    F: SnapshotFeed<C::Node>,
+{
+    let stored = store
+        .load_credentials()
+        .await
+        .map_err(|source| RecoverError::LoadStore {
+            object: store.credentials_object(),
+            source,
+        })?
+        .ok_or_else(|| RecoverError::NoCredentials {
+            object: store.credentials_object(),
+        })?;
+    let unseal_with = for_generation(&stored, snapshot.generation, &store.credentials_object())
+        .map_err(RecoverError::Generation)?;
+    let checkpoint = store
+        .load_checkpoint()
+        .await
+        .map_err(|source| RecoverError::LoadStore {
+            object: store.checkpoint_object(),
+            source,
+        })?;
+    let nodes = cluster.nodes().await?;
+    let first = nodes
+        .first()
+        .ok_or_else(|| ClusterError::List("no pods".into()))?
+        .clone();
+    let statuses = statuses(&nodes, opts).await?;
+
+    let start = match checkpoint.as_ref().map(|c| (&c.phase, c.resume_command())) {
+        None => {
+            if let Some((n, _)) = nodes.iter().zip(&statuses).find(|(_, s)| s.initialized) {
+                return Err(RecoverError::AlreadyInitialized {
+                    pod: n.name().to_owned(),
+                });
+            }
+            Start::Fresh
+        }
+        Some((phase, _)) if pending_snapshot(checkpoint.as_ref()).is_some() => {
+            let recorded = pending_snapshot(checkpoint.as_ref()).cloned().unwrap_or_else(|| snapshot.clone());
+            if recorded.sha256 != snapshot.sha256 {
+                return Err(RecoverError::OtherSnapshot {
+                    checkpoint: store.checkpoint_object(),
+                    recorded: format!("{}/{}", recorded.location.trim_end_matches('/'), recorded.name),
+                });
+            }
+            tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted recover");
+            match phase {
+                Phase::RecoverPending { .. } if !statuses[0].initialized => Start::Fresh,
+                Phase::RecoverPending { .. } => match recover_copy(&first).await? {
+                    Some(temp) => {
+                        store_temporary(store, snapshot, &temp, opts).await?;
+                        clear_copy(&first).await;
+                        Start::TempInit(temp)
+                    }
+                    None => {
+                        return Err(RecoverError::TemporaryKeysLost {
+                            pod: first.name().to_owned(),
+                        })
+                    }
+                },
+                Phase::RecoverTempInit { temporary, .. } => {
+                    if restore_happened(&first, temporary, &statuses[0]).await {
+                        mark_applied(store, snapshot, opts).await?;
+                        Start::Applied
+                    } else {
+                        Start::TempInit(temporary.clone())
+                    }
+                }
+                _ => Start::Applied,
+            }
+        }
+        Some((_, resume)) => {
+            return Err(RecoverError::OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                resume: resume.to_owned(),
+            })
+        }
+    };
+    let resumed = !matches!(start, Start::Fresh) || checkpoint.is_some();
+
+    let temp = match start {
+        Start::Applied => None,
+        Start::TempInit(temp) => Some(temp),
+        Start::Fresh => {
+            let pending = Checkpoint::new(
+                &opts.holder,
+                Phase::RecoverPending {
+                    snapshot: snapshot.clone(),
+                },
+            );
+            save_checkpoint::<RecoverError>(store, &pending, opts.budget).await?;
+            fail::fail_point!("recover::after_preflight");
+            let temp = temporary_init(&first).await?;
+            fail::fail_point!("recover::after_temp_init");
+            store_temporary(store, snapshot, &temp, opts).await?;
+            clear_copy(&first).await;
+            fail::fail_point!("recover::after_temp_checkpoint");
+            Some(temp)
+        }
+    };
+    if let Some(temp) = temp {
+        unseal_node(&first, temp.unseal_shares(), 1)
+            .await
+            .map_err(|source| RecoverError::TemporaryUnseal {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+        wait_for_leader(std::slice::from_ref(&first), opts.timeouts.leader).await?;
+        fail::fail_point!("recover::after_temp_leader");
+        tracing::info!(pod = first.name(), snapshot = %snapshot.name, "force-restoring the snapshot");
+        feed.restore_into(&first, &temp.root_token, true)
+            .await
+            .map_err(|source| RecoverError::Apply {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+        fail::fail_point!("recover::after_restore");
+        mark_applied(store, snapshot, opts).await?;
+        fail::fail_point!("recover::after_applied_checkpoint");
+    }
+    wait_for_reseal(&first, &unseal_with.root_token, Duration::from_secs(30)).await;
+    tracing::info!(generation = unseal_with.generation, "unsealing with the stored shares of the snapshot's key generation");
+    let report = reconcile(cluster, &unseal_with, &opts.timeouts).await?;
+    fail::fail_point!("recover::after_reconcile");
+    let leader = nodes
+        .iter()
+        .find(|n| n.name() == report.leader)
+        .unwrap_or(&first);
+    if !token_works(leader, &unseal_with.root_token).await {
+        return Err(RecoverError::VerifyRead {
+            pod: leader.name().to_owned(),
+        });
+    }
+    store
+        .delete_checkpoint()
+        .await
+        .map_err(|source| RecoverError::Checkpoint {
+            object: store.checkpoint_object(),
+            source,
+        })?;
+    Ok(RecoverReport {
+        snapshot: snapshot.name.clone(),
+        generation: unseal_with.generation,
+        resumed,
+        reconcile: report,
+    })
+}
+
+async fn statuses<N: VaultNode>(
+    nodes: &[N],
+    opts: &RestoreOptions,
+) -> Result<Vec<SealStatus>, RecoverError> {
+    let results = futures::future::join_all(
+        nodes
+            .iter()
+            .map(|n| seal_status_when_up(n, opts.timeouts.pod_appear)),
+    )
+    .await;
+    nodes
+        .iter()
+        .zip(results)
+        .map(|(n, r)| {
+            r.map_err(|source| RecoverError::ReadStatus {
+                pod: n.name().to_owned(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// After a crash with the temporary keys stored: the restore has happened
+/// when the node no longer takes the temporary keys or token.
+async fn restore_happened<N: VaultNode>(node: &N, temp: &Credentials, status: &SealStatus) -> bool {
+    if status.sealed {
+        return matches!(
+            unseal_node(node, temp.unseal_shares(), 1).await,
+            Err(UnsealError::Rejected { .. } | UnsealError::StillSealed { .. })
+        );
+    }
+    !token_works(node, &temp.root_token).await
+}
+
+async fn mark_applied(
+    store: &impl CredentialStore,
+    snapshot: &SnapshotRef,
+    opts: &RestoreOptions,
+) -> Result<(), RecoverError> {
+    let applied = Checkpoint::new(
+        &opts.holder,
+        Phase::RestoreApplied {
+            snapshot: snapshot.clone(),
+            recover: true,
+        },
+    );
+    save_checkpoint::<RecoverError>(store, &applied, opts.budget).await
+}
+
+async fn store_temporary(
+    store: &impl CredentialStore,
+    snapshot: &SnapshotRef,
+    temp: &Credentials,
+    opts: &RestoreOptions,
+) -> Result<(), RecoverError> {
+    let checkpoint = Checkpoint::new(
+        &opts.holder,
+        Phase::RecoverTempInit {
+            snapshot: snapshot.clone(),
+            temporary: temp.clone(),
+        },
+    );
+    save_checkpoint::<RecoverError>(store, &checkpoint, opts.budget).await
+}
+
+#[derive(Deserialize)]
+struct TemporaryAnswer {
+    #[serde(default)]
+    keys_base64: Vec<Secret>,
+    #[serde(default)]
+    keys_b64: Vec<Secret>,
+    root_token: Secret,
+}
+
+fn temporary_from(answer: serde_json::Value, pod: &str) -> Result<Credentials, RecoverError> {
+    let malformed = |why: &str| RecoverError::TemporaryInit {
+        pod: pod.to_owned(),
+        source: NodeError::Malformed(why.to_owned()),
+    };
+    let a: TemporaryAnswer = serde_json::from_value(answer)
+        .map_err(|_| malformed("the sys/init answer lacks keys or root_token"))?;
+    let keys = if a.keys_base64.is_empty() {
+        a.keys_b64
+    } else {
+        a.keys_base64
+    };
+    let c = Credentials {
+        root_token: a.root_token,
+        key_shares: 1,
+        unseal_keys_b64: keys,
+        key_threshold: 1,
+        generation: 0,
+        cluster_id: String::new(),
+        created_at: crate::ops::checkpoint::now_rfc3339(),
+        server_version: String::new(),
+        history: vec![],
+    };
+    c.validate()
+        .map_err(|e| malformed(&format!("the temporary sys/init answered credentials that {e}")))?;
+    Ok(c)
+}
+
+async fn temporary_init(node: &impl VaultNode) -> Result<Credentials, RecoverError> {
+    let body = SecretBytes::json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
+        .map_err(|e| RecoverError::TemporaryInit {
+            pod: node.name().to_owned(),
+            source: NodeError::Malformed(e.to_string()),
+        })?;
+    tracing::info!(pod = node.name(), "temporarily initializing (1 share) to restore into");
+    let answer = node
+        .init(body)
+        .await
+        .map_err(|source| RecoverError::TemporaryInit {
+            pod: node.name().to_owned(),
+            source,
+        })?;
+    temporary_from(answer, node.name())
+}
+
+async fn recover_copy(node: &impl VaultNode) -> Result<Option<Credentials>, RecoverError> {
+    let answer = node
+        .recover_init_response()
+        .await
+        .map_err(|source| RecoverError::TemporaryInit {
+            pod: node.name().to_owned(),
+            source,
+        })?;
+    answer.map(|a| temporary_from(a, node.name())).transpose()
+}
+
+async fn clear_copy(node: &impl VaultNode) {
+    if let Err(e) = node.clear_init_response().await {
+        tracing::warn!(pod = node.name(), error = %e, "could not remove the pod-local copy of the temporary init response");
+    }
+}

@@ -1,0 +1,568 @@
+//! Where snapshots live: one local file, a local folder, or an S3 bucket prefix.
+//!
+//! Owns parsing `--to`/`--from`, streaming writes (a `.partial` file renamed
+//! into place; an S3 multipart upload completed only at the end), streaming
+//! reads, listing with each snapshot's manifest, and deleting a snapshot with
+//! its manifest. `gs://` and `az://` parse but are refused: this build carries
+//! only the S3 client (S3-compatible endpoints through `AWS_ENDPOINT_URL`).
+
+use crate::snapshot::manifest::{manifest_name, Manifest};
+use crate::snapshot::stream::{digest, Digested};
+use crate::snapshot::SnapshotError;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// The file extension of snapshots this tool writes and lists.
+pub const SNAPSHOT_EXT: &str = ".snap";
+
+/// Parts in flight at once during an upload; with 8 MiB parts this bounds
+/// the upload's memory near 24 MiB whatever the snapshot's size.
+const PARTS_IN_FLIGHT: usize = 2;
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub enum Location {
+    /// One snapshot file named by the user.
+    File { path: PathBuf },
+    /// A local folder of snapshots.
+    Dir { path: PathBuf },
+    /// A bucket prefix.
+    Bucket {
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_string())
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File { path } | Location::Dir { path } => write!(f, "{}", path.display()),
+            Location::Bucket { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// One snapshot found at a location.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub manifest: Option<Manifest>,
+}
+
+/// How far a snapshot can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verification {
+    /// Re-hashed: size and sha256 match the manifest.
+    Verified,
+    /// The manifest is there and the size matches; not re-hashed.
+    ManifestOk,
+    /// No manifest: a partial upload or not ours.
+    NoManifest,
+    /// Size or sha256 differ from the manifest.
+    Corrupt,
+}
+
+impl Entry {
+    /// The cheap check: a manifest whose size matches.
+    pub fn quick_status(&self) -> Verification {
+        match &self.manifest {
+            None => Verification::NoManifest,
+            Some(m) if m.size != self.size => Verification::Corrupt,
+            Some(_) => Verification::ManifestOk,
+        }
+    }
+
+    /// Manifest time, for ordering newest first.
+    pub fn created(&self) -> Option<jiff::Timestamp> {
+        self.manifest.as_ref().and_then(Manifest::created)
+    }
+}
+
+impl Location {
+    /// Parses `./file.snap`, `./dir/`, `file:///dir/`, `s3://bucket/prefix/`.
+    pub fn parse(text: &str) -> Result<Location, SnapshotError> {
+        let bad = |why: &str| SnapshotError::ParseLocation(text.to_owned(), why.to_owned());
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket name"));
+            }
+            let store = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(&format!("the S3 client could not be configured: {e}")))?;
+            return Ok(Location::Bucket {
+                url: format!("s3://{bucket}/{prefix}"),
+                store: Arc::new(store),
+                prefix: ObjectPath::from(prefix.trim_matches('/')),
+            });
+        }
+        for scheme in ["gs://", "az://", "azure://", "abfs://", "http://", "https://"] {
+            if text.starts_with(scheme) {
+                return Err(bad(&format!(
+                    "{scheme} targets are not built into this version; use s3:// (S3-compatible endpoints via AWS_ENDPOINT_URL), file:// or a path"
+                )));
+            }
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(bad("no path after file://"));
+            }
+            return Ok(Location::Dir {
+                path: PathBuf::from(path),
+            });
+        }
+        if text.is_empty() {
+            return Err(bad("empty"));
+        }
+        let path = PathBuf::from(text);
+        if text.ends_with('/') || path.is_dir() {
+            Ok(Location::Dir { path })
+        } else {
+            Ok(Location::File { path })
+        }
+    }
+
+    /// True for a folder or bucket, where names are chosen and retention applies.
+    pub fn is_collection(&self) -> bool {
+        !matches!(self, Location::File { .. })
+    }
+
+    /// How users name one object here (for messages).
+    pub fn object(&self, name: &str) -> String {
+        match self {
+            Location::File { path } => path.with_file_name(name).display().to_string(),
+            Location::Dir { path } => path.join(name).display().to_string(),
+            Location::Bucket { url, .. } => format!("{}/{name}", url.trim_end_matches('/')),
+        }
+    }
+
+    /// The name a save writes: the file's own name, or `<workload>-<time>.snap`.
+    pub fn name_for(&self, workload: &str, now: jiff::Timestamp) -> String {
+        match self {
+            Location::File { path } => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "snapshot.snap".into()),
+            _ => format!("{workload}-{}{SNAPSHOT_EXT}", now.strftime("%Y%m%dT%H%M%SZ")),
+        }
+    }
+
+    fn local_path(&self, name: &str) -> Option<PathBuf> {
+        match self {
+            Location::File { path } => Some(path.with_file_name(name)),
+            Location::Dir { path } => Some(path.join(name)),
+            Location::Bucket { .. } => None,
+        }
+    }
+
+    fn object_path(prefix: &ObjectPath, name: &str) -> ObjectPath {
+        if prefix.as_ref().is_empty() {
+            ObjectPath::from(name)
+        } else {
+            prefix.clone().join(name)
+        }
+    }
+
+    /// Starts writing snapshot `name`; nothing is visible under that name
+    /// until [`Upload::finish`].
+    pub async fn upload(&self, name: &str) -> Result<Upload, SnapshotError> {
+        let object = self.object(name);
+        let write_err = |e: String| SnapshotError::Write {
+            object: object.clone(),
+            reason: e,
+        };
+        match self {
+            Location::Bucket { store, prefix, .. } => {
+                let path = Self::object_path(prefix, name);
+                let multipart = store
+                    .put_multipart(&path)
+                    .await
+                    .map_err(|e| write_err(e.to_string()))?;
+                Ok(Upload::Multipart {
+                    object,
+                    writer: WriteMultipart::new_with_chunk_size(multipart, PART_SIZE),
+                })
+            }
+            _ => {
+                let path = self.local_path(name).unwrap_or_default();
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| write_err(e.to_string()))?;
+                }
+                let partial = partial_path(&path);
+                let file = tokio::fs::File::create(&partial)
+                    .await
+                    .map_err(|e| write_err(e.to_string()))?;
+                Ok(Upload::File {
+                    object,
+                    file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
+                    partial,
+                    path,
+                })
+            }
+        }
+    }
+
+    /// Writes the manifest next to its snapshot (small: one put).
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), SnapshotError> {
+        let name = manifest_name(&manifest.snapshot);
+        let object = self.object(&name);
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| SnapshotError::Write {
+            object: object.clone(),
+            reason: e.to_string(),
+        })?;
+        let err = |e: String| SnapshotError::Write {
+            object: object.clone(),
+            reason: e,
+        };
+        match self {
+            Location::Bucket { store, prefix, .. } => store
+                .put(&Self::object_path(prefix, &name), PutPayload::from(bytes))
+                .await
+                .map(drop)
+                .map_err(|e| err(e.to_string())),
+            _ => {
+                let path = self.local_path(&name).unwrap_or_default();
+                let partial = partial_path(&path);
+                tokio::fs::write(&partial, &bytes)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                tokio::fs::rename(&partial, &path)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+        }
+    }
+
+    /// The manifest of snapshot `name`, `None` when there is none.
+    pub async fn read_manifest(&self, name: &str) -> Result<Option<Manifest>, SnapshotError> {
+        let mname = manifest_name(name);
+        let object = self.object(&mname);
+        let bytes = match self {
+            Location::Bucket { store, prefix, .. } => {
+                match store.get(&Self::object_path(prefix, &mname)).await {
+                    Ok(got) => got.bytes().await.map(|b| b.to_vec()),
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| SnapshotError::Read {
+                    object: object.clone(),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => match tokio::fs::read(self.local_path(&mname).unwrap_or_default()).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(SnapshotError::Read {
+                        object,
+                        reason: e.to_string(),
+                    })
+                }
+            },
+        };
+        Manifest::parse(&bytes)
+            .map(Some)
+            .map_err(|reason| SnapshotError::BadManifest { object, reason })
+    }
+
+    /// Opens snapshot `name` for reading, with its size.
+    pub async fn open(
+        &self,
+        name: &str,
+    ) -> Result<(Box<dyn AsyncRead + Send + Unpin>, u64), SnapshotError> {
+        let object = self.object(name);
+        let read_err = |e: String| SnapshotError::Read {
+            object: object.clone(),
+            reason: e,
+        };
+        match self {
+            Location::Bucket { store, prefix, .. } => {
+                let got = store
+                    .get(&Self::object_path(prefix, name))
+                    .await
+                    .map_err(|e| match e {
+                        object_store::Error::NotFound { .. } => SnapshotError::NotFound {
+                            name: name.to_owned(),
+                            location: self.to_string(),
+                        },
+                        e => read_err(e.to_string()),
+                    })?;
+                let size = got.meta.size;
+                let stream = got.into_stream().map_err(std::io::Error::other);
+                Ok((Box::new(tokio_util::io::StreamReader::new(stream)), size))
+            }
+            _ => {
+                let path = self.local_path(name).unwrap_or_default();
+                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        SnapshotError::NotFound {
+                            name: name.to_owned(),
+                            location: self.to_string(),
+                        }
+                    } else {
+                        read_err(e.to_string())
+                    }
+                })?;
+                let size = file
+                    .metadata()
+                    .await
+                    .map_err(|e| read_err(e.to_string()))?
+                    .len();
+                Ok((Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)), size))
+            }
+        }
+    }
+
+    /// Every `*.snap` here with its manifest, newest first (manifest time,
+    /// then name); snapshots without a manifest sort last.
+    pub async fn list(&self) -> Result<Vec<Entry>, SnapshotError> {
+        let list_err = |e: String| SnapshotError::List {
+            location: self.to_string(),
+            reason: e,
+        };
+        let mut found: Vec<(String, u64)> = Vec::new();
+        match self {
+            Location::File { path } => {
+                if let Ok(meta) = tokio::fs::metadata(path).await {
+                    found.push((self.name_for("", jiff::Timestamp::now()), meta.len()));
+                }
+            }
+            Location::Dir { path } => {
+                let mut dir = match tokio::fs::read_dir(path).await {
+                    Ok(d) => d,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+                    Err(e) => return Err(list_err(e.to_string())),
+                };
+                while let Some(item) = dir.next_entry().await.map_err(|e| list_err(e.to_string()))? {
+                    let name = item.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(SNAPSHOT_EXT) {
+                        let meta = item.metadata().await.map_err(|e| list_err(e.to_string()))?;
+                        found.push((name, meta.len()));
+                    }
+                }
+            }
+            Location::Bucket { store, prefix, .. } => {
+                let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+                let mut stream = store.list(prefix);
+                while let Some(meta) = stream.next().await {
+                    let meta = meta.map_err(|e| list_err(e.to_string()))?;
+                    let Some(name) = meta.location.filename().map(str::to_owned) else {
+                        continue;
+                    };
+                    if name.ends_with(SNAPSHOT_EXT) {
+                        found.push((name, meta.size));
+                    }
+                }
+            }
+        }
+        let mut entries = Vec::with_capacity(found.len());
+        for (name, size) in found {
+            let manifest = self.read_manifest(&name).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring an unreadable manifest");
+                None
+            });
+            entries.push(Entry {
+                name,
+                size,
+                manifest,
+            });
+        }
+        entries.sort_by(|a, b| {
+            b.created()
+                .cmp(&a.created())
+                .then_with(|| b.name.cmp(&a.name))
+        });
+        Ok(entries)
+    }
+
+    /// Re-hashes snapshot `name` and compares it with its manifest.
+    pub async fn verify(&self, name: &str) -> Result<(Manifest, Digested), SnapshotError> {
+        let object = self.object(name);
+        let manifest = self
+            .read_manifest(name)
+            .await?
+            .ok_or_else(|| SnapshotError::NoManifest {
+                object: object.clone(),
+                manifest: self.object(&manifest_name(name)),
+            })?;
+        let (reader, size) = self.open(name).await?;
+        if size != manifest.size {
+            return Err(SnapshotError::SizeMismatch {
+                object,
+                expected: manifest.size,
+                actual: size,
+            });
+        }
+        let digested = digest(reader, &object).await?;
+        check(&object, &manifest, &digested)?;
+        Ok((manifest, digested))
+    }
+
+    /// The newest snapshot that re-hashes to its manifest; corrupt ones are
+    /// skipped with a warning.
+    pub async fn newest_verified(&self) -> Result<(String, Manifest), SnapshotError> {
+        for entry in self.list().await? {
+            if entry.quick_status() != Verification::ManifestOk {
+                continue;
+            }
+            match self.verify(&entry.name).await {
+                Ok((manifest, _)) => return Ok((entry.name, manifest)),
+                Err(e) => tracing::warn!(error = %e, "skipping a snapshot that does not verify"),
+            }
+        }
+        Err(SnapshotError::NoneVerified {
+            location: self.to_string(),
+        })
+    }
+
+    /// Deletes a snapshot and its manifest (manifest first, so a crash
+    /// between the two leaves an untrusted snapshot, never a dangling trust).
+    pub async fn delete(&self, name: &str) -> Result<(), SnapshotError> {
+        for n in [manifest_name(name), name.to_owned()] {
+            let object = self.object(&n);
+            let result = match self {
+                Location::Bucket { store, prefix, .. } => store
+                    .delete(&Self::object_path(prefix, &n))
+                    .await
+                    .or_else(|e| match e {
+                        object_store::Error::NotFound { .. } => Ok(()),
+                        e => Err(e.to_string()),
+                    }),
+                _ => match tokio::fs::remove_file(self.local_path(&n).unwrap_or_default()).await
+                {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                },
+            };
+            result.map_err(|reason| SnapshotError::Delete { object, reason })?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares what was hashed with the manifest.
+pub fn check(object: &str, manifest: &Manifest, digested: &Digested) -> Result<(), SnapshotError> {
+    if digested.size != manifest.size {
+        return Err(SnapshotError::SizeMismatch {
+            object: object.to_owned(),
+            expected: manifest.size,
+            actual: digested.size,
+        });
+    }
+    if !digested.sha256.eq_ignore_ascii_case(&manifest.sha256) {
+        return Err(SnapshotError::ChecksumMismatch {
+            object: object.to_owned(),
+            expected: manifest.sha256.clone(),
+            actual: digested.sha256.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// A snapshot being written.
+pub enum Upload {
+    File {
+        object: String,
+        file: tokio::io::BufWriter<tokio::fs::File>,
+        partial: PathBuf,
+        path: PathBuf,
+    },
+    Multipart {
+        object: String,
+        writer: WriteMultipart,
+    },
+}
+
+impl Upload {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        match self {
+            Upload::File { object, file, .. } => {
+                file.write_all(bytes)
+                    .await
+                    .map_err(|e| SnapshotError::Write {
+                        object: object.clone(),
+                        reason: e.to_string(),
+                    })
+            }
+            Upload::Multipart { object, writer } => {
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| SnapshotError::Write {
+                        object: object.clone(),
+                        reason: e.to_string(),
+                    })?;
+                writer.write(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the snapshot visible under its name.
+    pub async fn finish(self) -> Result<(), SnapshotError> {
+        match self {
+            Upload::File {
+                object,
+                mut file,
+                partial,
+                path,
+            } => {
+                let err = |e: std::io::Error| SnapshotError::Write {
+                    object: object.clone(),
+                    reason: e.to_string(),
+                };
+                file.flush().await.map_err(err)?;
+                file.get_ref().sync_all().await.map_err(err)?;
+                drop(file);
+                tokio::fs::rename(&partial, &path).await.map_err(err)
+            }
+            Upload::Multipart { object, writer } => {
+                writer
+                    .finish()
+                    .await
+                    .map(drop)
+                    .map_err(|e| SnapshotError::Write {
+                        object,
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Drops what was written; logs (does not fail) when cleanup fails.
+    pub async fn abort(self) {
+        match self {
+            Upload::File { file, partial, .. } => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&partial).await;
+            }
+            Upload::Multipart { object, writer } => {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(%object, error = %e, "could not abort the multipart upload");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Raft snapshots as files: where they go, what describes them, which to keep.
+//!
+//! Owns the snapshot [`location`] (a local file or folder, or an S3 bucket
+//! prefix through `object_store`), the JSON [`manifest`] sidecar written next
+//! to every snapshot, hashing while bytes stream through ([`stream`]), and the
+//! [`retention`] rule. Everything streams in bounded buffers: a snapshot is
+//! never held whole in memory, and no temp file grows with it except the
+//! `.partial` file a local target renames into place.
+//!
+//! It does not talk to Vault or Kubernetes: `cmd::snapshot` pipes a pod's
+//! `operator raft snapshot save` into a [`location::Upload`], and the restore
+//! and recover state machines in `ops` decide when bytes flow back.
+
+pub mod location;
+pub mod manifest;
+pub mod retention;
+pub mod stream;
+
+/// A snapshot shorter than this is refused: even an empty cluster's raft
+/// snapshot (a gzip tar with the barrier keyring) is several KiB.
+pub const MIN_SNAPSHOT_BYTES: u64 = 1024;
+
+/// Why a snapshot operation failed. Messages name locations and sizes, never data.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("`{0}` is not a snapshot location: {1}")]
+    ParseLocation(String, String),
+    #[error("could not write {object}: {reason}")]
+    Write { object: String, reason: String },
+    #[error("could not read {object}: {reason}")]
+    Read { object: String, reason: String },
+    #[error("could not list {location}: {reason}")]
+    List { location: String, reason: String },
+    #[error("could not delete {object}: {reason}")]
+    Delete { object: String, reason: String },
+    #[error("the snapshot stream was {size} bytes, too short for a raft snapshot (at least {MIN_SNAPSHOT_BYTES}); nothing was kept")]
+    Short { size: u64 },
+    #[error("the snapshot stream does not start like a raft snapshot (gzip); nothing was kept")]
+    NotASnapshot,
+    #[error("{object} has no manifest ({manifest}); it may be a partial upload: refusing to use it")]
+    NoManifest { object: String, manifest: String },
+    #[error("{object} is {actual} bytes but its manifest says {expected}: the snapshot is truncated or was replaced")]
+    SizeMismatch {
+        object: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{object} does not match its manifest's sha256 (expected {expected}, got {actual}): the snapshot is corrupt")]
+    ChecksumMismatch {
+        object: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("the manifest {object} is not valid: {reason}")]
+    BadManifest { object: String, reason: String },
+    #[error("no verified snapshot in {location}")]
+    NoneVerified { location: String },
+    #[error("no snapshot named {name} in {location}")]
+    NotFound { name: String, location: String },
+}

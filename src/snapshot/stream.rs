@@ -1,0 +1,161 @@
+//! Hashing bytes as they pass: a reader wrapper for restore and verify, and
+//! the pump that copies a pod's stdout into an upload.
+
+use crate::snapshot::location::Upload;
+use crate::snapshot::{SnapshotError, MIN_SNAPSHOT_BYTES};
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// How many bytes one read moves. Memory per stream stays near this.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a finished stream hashed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digested {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A reader that hashes and counts what passes through it; the result is
+/// readable through the shared [`HashProbe`] after the reader was moved away
+/// (into an exec's stdin feeder).
+pub struct HashingReader<R> {
+    inner: R,
+    state: Arc<Mutex<(Sha256, u64)>>,
+}
+
+/// The other end of a [`HashingReader`].
+#[derive(Clone)]
+pub struct HashProbe(Arc<Mutex<(Sha256, u64)>>);
+
+impl HashProbe {
+    pub fn digest(&self) -> Digested {
+        let guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Digested {
+            sha256: hex(&guard.0.clone().finalize()),
+            size: guard.1,
+        }
+    }
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> (Self, HashProbe) {
+        let state = Arc::new(Mutex::new((Sha256::new(), 0)));
+        (
+            HashingReader {
+                inner,
+                state: state.clone(),
+            },
+            HashProbe(state),
+        )
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll {
+            let fresh = &buf.filled()[before..];
+            let mut guard = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.0.update(fresh);
+            guard.1 += fresh.len() as u64;
+        }
+        poll
+    }
+}
+
+/// Reads `reader` to its end, hashing and counting. Constant memory.
+pub async fn digest(mut reader: impl AsyncRead + Unpin, object: &str) -> Result<Digested, SnapshotError> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|e| SnapshotError::Read {
+            object: object.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Digested {
+        sha256: hex(&hasher.finalize()),
+        size,
+    })
+}
+
+/// Copies `reader` into `upload`, hashing as it goes. Refuses (without
+/// finishing the upload) a stream that is short or does not start like a
+/// gzip raft snapshot; the caller aborts the upload then.
+pub async fn pump(
+    mut reader: impl AsyncRead + Unpin,
+    upload: &mut Upload,
+) -> Result<Digested, SnapshotError> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut head = [0u8; 2];
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|e| SnapshotError::Read {
+            object: "the snapshot stream from the pod".into(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            break;
+        }
+        for (i, b) in buf[..n].iter().take(2).enumerate() {
+            let at = size as usize + i;
+            if at < 2 {
+                head[at] = *b;
+            }
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        upload.write(&buf[..n]).await?;
+    }
+    if size < MIN_SNAPSHOT_BYTES {
+        return Err(SnapshotError::Short { size });
+    }
+    if head != [0x1f, 0x8b] {
+        return Err(SnapshotError::NotASnapshot);
+    }
+    Ok(Digested {
+        sha256: hex(&hasher.finalize()),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hashing_reader_sees_every_byte() {
+        let data = vec![7u8; 300_000];
+        let (mut r, probe) = HashingReader::new(&data[..]);
+        let mut sink = Vec::new();
+        tokio::io::copy(&mut r, &mut sink).await.unwrap();
+        let d = probe.digest();
+        assert_eq!(d.size, 300_000);
+        assert_eq!(d, digest(&data[..], "x").await.unwrap());
+        assert_eq!(d.sha256, hex(&Sha256::digest(&data)));
+    }
+}
