@@ -34,6 +34,7 @@ impl Cluster {
     /// Starts the API server and the first pod(s): all replicas for Parallel,
     /// pod 0 for OrderedReady. Returns once their servers listen.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
+        crate::tls::install_default_crypto_provider();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -38,3 +38,4 @@ pub use control::Control;
 pub use faults::SecretFault;
 pub use options::{ClusterOptions, Flavour, PodManagement};
 pub use pod::{API_PORT, CLUSTER_PORT};
+pub use tls::install_default_crypto_provider;

@@ -100,6 +100,46 @@ impl Selector {
     }
 }
 
+/// A field selector: `path=value`, `path==value`, `path!=value`, comma-joined,
+/// where `path` is a dotted JSON path (`metadata.name`, `involvedObject.uid`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldSelector {
+    reqs: Vec<(String, bool, String)>,
+}
+
+impl FieldSelector {
+    /// Parses a field selector.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (path, equal, value) = if let Some((k, v)) = part.split_once("!=") {
+                (k, false, v)
+            } else if let Some((k, v)) = part.split_once("==") {
+                (k, true, v)
+            } else if let Some((k, v)) = part.split_once('=') {
+                (k, true, v)
+            } else {
+                return Err(format!("invalid field selector: {part:?}"));
+            };
+            let pointer = format!("/{}", path.trim().replace('.', "/"));
+            reqs.push((pointer, equal, value.trim().to_string()));
+        }
+        Ok(Self { reqs })
+    }
+
+    /// Whether `obj` satisfies every requirement (a missing field reads as "").
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.reqs.iter().all(|(ptr, equal, want)| {
+            let have = match obj.pointer(ptr) {
+                Some(Value::String(s)) => s.clone(),
+                None | Some(Value::Null) => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (have == *want) == *equal
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +172,17 @@ mod tests {
         assert!(!m("!app"));
         assert!(!m("missing"));
         assert!(m(""));
+    }
+
+    #[test]
+    fn field_selectors_follow_dotted_paths() {
+        let ev = json!({"metadata": {"name": "e"}, "involvedObject": {"name": "openbao-0", "uid": "u"}, "count": 2});
+        let m = |s: &str| FieldSelector::parse(s).unwrap().matches(&ev);
+        assert!(m("involvedObject.name=openbao-0,involvedObject.uid=u"));
+        assert!(m("metadata.name!=x,count=2"));
+        assert!(!m("involvedObject.name==other"));
+        assert!(m("missing.field="));
+        assert!(FieldSelector::parse("nonsense").is_err());
     }
 
     #[test]

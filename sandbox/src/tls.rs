@@ -63,3 +63,10 @@ pub fn generate() -> anyhow::Result<TlsMaterial> {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
     })
 }
+
+/// Makes ring the process's rustls provider, so clients built without an
+/// explicit provider (kube's) work even when another crate in the same
+/// binary compiles a second provider in. Idempotent.
+pub fn install_default_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -46,6 +46,9 @@ fn res(name: &str, singular: &str, kind: &str, verbs: &[&str], short: &[&str]) -
     if !short.is_empty() {
         r["shortNames"] = json!(short);
     }
+    if matches!(name, "pods" | "statefulsets") {
+        r["categories"] = json!(["all"]);
+    }
     r
 }
 
@@ -74,6 +77,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                     &["ns"],
                 ),
                 res("pods", "pod", "Pod", &["delete", "get", "list"], &["po"]),
+                res("pods/log", "", "Pod", &["get"], &[]),
                 res("pods/exec", "", "PodExecOptions", &["create", "get"], &[]),
                 res(
                     "pods/portforward",

@@ -12,7 +12,7 @@ use crate::faults::SecretFault;
 use crate::kinds::Kind;
 use crate::patch::{self, PatchType};
 use crate::render;
-use crate::selector::Selector;
+use crate::selector::{FieldSelector, Selector};
 use crate::state::Sandbox;
 use crate::status::{self, ApiError};
 use crate::table;
@@ -21,24 +21,10 @@ fn selector(ctx: &Ctx) -> Result<Selector, ApiError> {
     Selector::parse(ctx.param("labelSelector").unwrap_or_default()).map_err(ApiError::bad_request)
 }
 
-/// `metadata.name=x` field selectors (the only field kubectl-vault needs).
-pub fn field_name(ctx: &Ctx) -> Result<Option<String>, ApiError> {
-    let Some(fs) = ctx.param("fieldSelector").filter(|f| !f.is_empty()) else {
-        return Ok(None);
-    };
-    let mut name = None;
-    for part in fs.split(',') {
-        match part.split_once('=') {
-            Some(("metadata.name", v)) => name = Some(v.trim_start_matches('=').to_string()),
-            Some(("metadata.namespace", _)) => {}
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {part}"
-                )))
-            }
-        }
-    }
-    Ok(name)
+/// The request's `fieldSelector`.
+pub fn field_selector(ctx: &Ctx) -> Result<FieldSelector, ApiError> {
+    FieldSelector::parse(ctx.param("fieldSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)
 }
 
 fn injected_fault(s: &Sandbox, kind: Kind, name: &str) -> Option<Result<Reply, ApiError>> {
@@ -82,11 +68,8 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
             let (mut items, rv) =
                 s.store
                     .list(kind, (!ns.is_empty()).then_some(ns), &selector(ctx)?);
-            if let Some(name) = field_name(ctx)? {
-                items.retain(|o| {
-                    o.pointer("/metadata/name").and_then(Value::as_str) == Some(name.as_str())
-                });
-            }
+            let fields = field_selector(ctx)?;
+            items.retain(|o| fields.matches(o));
             if table::wants_table(ctx.header("accept")) {
                 return ok(table::table(kind.resource(), &items, &rv));
             }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::objects::field_name;
+use super::objects::field_selector;
 use super::{parse_json, require_namespace, Ctx, Reply};
 use crate::patch::PatchType;
 use crate::render;
@@ -76,10 +76,63 @@ pub async fn handle(s: &Sandbox, ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiErr
                 render::namespace(&i.name, &s.started),
             ))
         }
+        ("", "v1", "pods", "log", "get") => logs(s, ctx),
         ("", "v1", "pods", "", verb) => pods(s, ctx, verb, &selector, &rv).await,
         ("apps", "v1", "statefulsets", sub, verb) => statefulsets(s, ctx, sub, verb, body).await,
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// `pods/NAME/log`: the server's output (`server.log`) for the main container;
+/// the sidecar logs nothing. `tailLines` and `limitBytes` are honoured.
+fn logs(s: &Sandbox, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let i = &ctx.info;
+    let opts = s.fleet.options();
+    let pod = s
+        .fleet
+        .pod(&i.name)
+        .filter(|_| i.namespace == opts.namespace)
+        .ok_or_else(|| ApiError::not_found("", "pods", &i.name))?;
+    let text = match ctx.param("container").filter(|c| !c.is_empty()) {
+        None => std::fs::read_to_string(s.fleet.layout(&pod.name).log()).unwrap_or_default(),
+        Some(c) if c == opts.container() => {
+            std::fs::read_to_string(s.fleet.layout(&pod.name).log()).unwrap_or_default()
+        }
+        Some(c) if opts.sidecar && c == crate::render::SIDECAR => String::new(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {}",
+                pod.name
+            )))
+        }
+    };
+    let mut text = match ctx.param("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut t = lines[lines.len().saturating_sub(n)..].join("\n");
+            if !t.is_empty() {
+                t.push('\n');
+            }
+            t
+        }
+        None => text,
+    };
+    if let Some(limit) = ctx
+        .param("limitBytes")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let mut cut = limit.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let mut r = http::Response::new(super::full(text));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    Ok(Reply::Raw(r))
 }
 
 async fn pods(
@@ -96,12 +149,11 @@ async fn pods(
     let in_ns = i.namespace.is_empty() || i.namespace == s.namespace();
     match verb {
         "list" => {
-            let wanted = field_name(ctx)?;
+            let fields = field_selector(ctx)?;
             let items: Vec<Value> = if in_ns { s.fleet.pods() } else { Vec::new() }
                 .iter()
-                .filter(|p| wanted.as_ref().is_none_or(|n| *n == p.name))
                 .map(|p| render::pod(&s.fleet, p))
-                .filter(|o| selector.matches_object(o))
+                .filter(|o| selector.matches_object(o) && fields.matches(o))
                 .collect();
             Ok(respond_list(ctx, "pods", "Pod", "v1", items, rv))
         }

@@ -56,6 +56,24 @@ fn kubectl_flow(c: &Cluster) {
         (Some(5), "piped")
     );
 
+    let out = k(&["logs", "openbao-0", "--tail", "2"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = k(&["get", "all"], None);
+    assert!(
+        text(&out.stdout).contains("statefulset.apps/openbao"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = k(&["describe", "pod", "openbao-0"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ClaimName:   data-openbao-0"));
+
     // kubectl wait watches the pod: sealed never becomes Ready.
     let out = k(
         &[
