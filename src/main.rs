@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Two rustls providers are compiled in (object_store brings aws-lc-rs); pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     log::init(
         cli.global.verbose,
         cli.global.log_format,

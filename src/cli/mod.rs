@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod init;
+pub mod rotate;
 pub mod recover;
 pub mod snapshot;
 pub mod status;
@@ -74,7 +75,7 @@ pub struct EnvelopeArgs {
     /// Encrypt stored credentials and checkpoints for this age recipient
     /// (repeatable). Default: $SOPS_AGE_RECIPIENTS (comma-separated), then the
     /// recipients recorded on the credentials Secret; plaintext when none.
-    #[arg(long = "age-recipient", global = true, value_name = "AGE1...", env = "SOPS_AGE_RECIPIENTS", value_delimiter = ',', value_parser = crate::store::sops::Recipient::parse)]
+    #[arg(long = "age-recipient", global = true, value_name = "AGE1...", value_delimiter = ',', value_parser = crate::store::sops::Recipient::parse)]
     pub age_recipients: Vec<crate::store::sops::Recipient>,
     /// Decrypt with the age identities in FILE (repeatable), in addition to
     /// SOPS_AGE_KEY, SOPS_AGE_KEY_FILE and ~/.config/sops/age/keys.txt.
@@ -112,6 +113,8 @@ pub enum Command {
     /// Show, export, import, encrypt or decrypt the stored credentials.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCommand),
+    /// Rekey the unseal shares (and optionally the root token), crash-safe.
+    Rotate(rotate::RotateArgs),
     /// Run as a Helm post-install/post-upgrade hook: init or resume, join and
     /// unseal until every replica is up or the deadline passes. Never prompts.
     Hook(init::InitArgs),

@@ -6,12 +6,13 @@
 pub mod credentials;
 pub mod hook;
 pub mod init;
+pub mod rotate;
 pub mod recover;
 pub mod snapshot;
 pub mod status;
 pub mod unseal;
 
-use crate::cli::{Cli, Command, GlobalArgs};
+use crate::cli::{Cli, Command, EnvelopeArgs, GlobalArgs};
 use crate::output::Printer;
 use crate::store::envelope::{Envelope, IdentitySources, Sealing};
 use crate::store::kube_secret::{default_secret_name, SecretStore};
@@ -155,11 +156,13 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
             snapshot::run_offline(printer, command).await
         }
         command => {
-            let (client, namespace) = connect(&cli.global).await?;
+            let mut global = cli.global;
+            recipients_from_env(&mut global.envelope)?;
+            let (client, namespace) = connect(&global).await?;
             let ctx = Context {
                 client,
                 namespace,
-                global: &cli.global,
+                global: &global,
                 printer,
             };
             match command {
@@ -169,12 +172,30 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Join(args) => unseal::run_join(&ctx, args).await,
                 Command::Credentials(command) => credentials::run(&ctx, command).await,
                 Command::Hook(args) => hook::run(&ctx, args).await,
+                Command::Rotate(args) => rotate::run(&ctx, args).await,
                 Command::Snapshot(command) => snapshot::run(&ctx, command).await,
                 Command::Recover(args) => recover::run(&ctx, args).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }
     }
+}
+
+/// Without `--age-recipient`, the recipients in `SOPS_AGE_RECIPIENTS`
+/// (comma-separated, as sops reads it; empty entries skipped).
+fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
+    if !envelope.age_recipients.is_empty() {
+        return Ok(());
+    }
+    let Ok(value) = std::env::var("SOPS_AGE_RECIPIENTS") else {
+        return Ok(());
+    };
+    envelope.age_recipients = crate::store::envelope::parse_recipients(&value).map_err(|e| {
+        Failure::refused(anyhow::anyhow!(
+            "SOPS_AGE_RECIPIENTS holds an invalid recipient: {e}; set it to age1... keys separated by commas, or unset it"
+        ))
+    })?;
+    Ok(())
 }
 
 /// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config or in-cluster.

@@ -11,7 +11,7 @@ use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, VaultNode};
 use crate::ops::reconcile::{reconcile, wait_for_leader, Timeouts};
 use crate::ops::store::CredentialStore;
-use crate::ops::unseal::{unseal_node, UnsealOutcome};
+use crate::ops::unseal::{unseal_with_any, KeySet, UnsealOutcome};
 use crate::output::table;
 use crate::store::lease::LeaseLock;
 use crate::transport::discover::KubeCluster;
@@ -24,32 +24,57 @@ struct PodUnseal {
     error: Option<String>,
 }
 
-/// The credentials to unseal with: the stored ones, or those of an interrupted init.
-async fn credentials(store: &impl CredentialStore) -> Result<Credentials, Failure> {
-    if let Some(c) = store.load_credentials().await.map_err(Failure::refused)? {
-        return Ok(c);
-    }
-    let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
-    match checkpoint.as_ref().and_then(|c| c.credentials()) {
-        Some(c) => {
-            tracing::warn!("using the keys of an interrupted init from {}; run `kubectl vault init` to finish it", store.checkpoint_object());
-            Ok(c.clone())
-        }
-        None => Err(Failure::refused(anyhow::anyhow!(
-            "no credentials in {}; run `kubectl vault init`, or `kubectl vault credentials import` if you hold them elsewhere",
-            store.credentials_object()
-        ))),
+/// Every generation that may unseal the pods, in the order to try them: an
+/// interrupted rotate's new shares first, then the stored current shares,
+/// then the history.
+pub(crate) struct Generations {
+    pub current: Credentials,
+    candidates: Vec<(u32, Vec<crate::ops::secret::Secret>, usize)>,
+}
+
+impl Generations {
+    fn key_sets(&self) -> Vec<KeySet<'_>> {
+        self.candidates.iter().map(|(generation, shares, threshold)| KeySet { generation: *generation, shares, threshold: *threshold }).collect()
     }
 }
 
+async fn generations(store: &impl CredentialStore) -> Result<Generations, Failure> {
+    let stored = store.load_credentials().await.map_err(Failure::refused)?;
+    let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
+    let mut list: Vec<Credentials> = checkpoint.as_ref().map(|c| c.candidate_credentials().into_iter().cloned().collect()).unwrap_or_default();
+    if let Some(c) = &stored {
+        list.push(c.clone());
+    }
+    let Some(current) = stored.clone().or_else(|| list.first().cloned()) else {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "no credentials in {}; run `kubectl vault init`, or `kubectl vault credentials import` if you hold them elsewhere",
+            store.credentials_object()
+        )));
+    };
+    if stored.is_none() {
+        tracing::warn!("using the keys of an interrupted operation from {}; run `{}` to finish it", store.checkpoint_object(), checkpoint.as_ref().map_or("kubectl vault init", |c| c.resume_command()));
+    }
+    let mut candidates = Vec::new();
+    for c in &list {
+        if !candidates.iter().any(|(g, _, _)| *g == c.generation) {
+            candidates.push((c.generation, c.unseal_shares().to_vec(), usize::from(c.key_threshold)));
+        }
+    }
+    for h in &current.history {
+        if !candidates.iter().any(|(g, _, _)| *g == h.generation) {
+            let n = usize::from(h.key_threshold).min(h.unseal_keys_b64.len());
+            candidates.push((h.generation, h.unseal_keys_b64[..n].to_vec(), usize::from(h.key_threshold)));
+        }
+    }
+    Ok(Generations { current, candidates })
+}
+
 /// One pass over every pod; returns the per-pod results and whether any failed.
-async fn unseal_pass(
-    cluster: &KubeCluster,
-    credentials: &Credentials,
-) -> Result<(Vec<PodUnseal>, bool), Failure> {
+async fn unseal_pass(cluster: &KubeCluster, generations: &Generations) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     fail::fail_point!("unseal::after_listing_pods");
-    let threshold = usize::from(credentials.key_threshold);
+    let sets = generations.key_sets();
+    let sets = &sets;
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
         let status = match seal_status(node).await {
             Ok(s) => s,
@@ -68,14 +93,14 @@ async fn unseal_pass(
                 error: Some("run `kubectl vault join`".into()),
             };
         }
-        match unseal_node(node, credentials.unseal_shares(), threshold).await {
-            Ok(UnsealOutcome::AlreadyUnsealed) => PodUnseal {
+        match unseal_with_any(node, sets).await {
+            Ok((UnsealOutcome::AlreadyUnsealed, _)) => PodUnseal {
                 pod: node.name().to_owned(),
                 result: "already unsealed".into(),
                 error: None,
             },
-            Ok(UnsealOutcome::Unsealed { shares_submitted }) => {
-                tracing::info!(pod = node.name(), shares_submitted, "unsealed");
+            Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
+                tracing::info!(pod = node.name(), shares_submitted, generation = generation.unwrap_or_default(), "unsealed");
                 PodUnseal {
                     pod: node.name().to_owned(),
                     result: "unsealed".into(),
@@ -97,11 +122,11 @@ async fn unseal_pass(
 pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let credentials = credentials(&store).await?;
+    let generations = generations(&store).await?;
     if args.watch {
-        return watch(&cluster, &credentials, args.interval).await;
+        return watch(&cluster, &generations, args.interval).await;
     }
-    let (results, failed) = unseal_pass(&cluster, &credentials).await?;
+    let (results, failed) = unseal_pass(&cluster, &generations).await?;
     ctx.printer
         .value(&results, |rows| {
             let rows: Vec<Vec<String>> = rows
@@ -137,14 +162,10 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
 }
 
 /// Unseals pods as they restart, until Ctrl-C.
-async fn watch(
-    cluster: &KubeCluster,
-    credentials: &Credentials,
-    interval: Duration,
-) -> Result<(), Failure> {
+async fn watch(cluster: &KubeCluster, generations: &Generations, interval: Duration) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
     loop {
-        match unseal_pass(cluster, credentials).await {
+        match unseal_pass(cluster, generations).await {
             Ok((results, _)) => {
                 for r in results.iter().filter(|r| r.error.is_some()) {
                     tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
@@ -162,7 +183,7 @@ async fn watch(
 pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let credentials = credentials(&store).await?;
+    let credentials = generations(&store).await?.current;
     let lock = LeaseLock::new(
         ctx.client.clone(),
         &ctx.namespace,

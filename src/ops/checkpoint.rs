@@ -27,6 +27,12 @@ pub enum Phase {
     InitPending { key_shares: u8, key_threshold: u8 },
     /// `sys/init` answered and its response is here; pods may still be sealed.
     InitKeysStored { credentials: Credentials },
+    /// A rekey's new shares, not yet verified: `previous` unseals until the
+    /// verification completes, `next` after it. `next` is the final document.
+    RotatePending { previous: Credentials, next: Credentials, verification_nonce: String },
+    /// A new root token that works and is stored here; the old one may not be
+    /// revoked yet. `next` is the final document.
+    RootTokenPending { previous_root_token: crate::ops::secret::Secret, next: Credentials },
     /// `snapshot restore`: the snapshot may or may not have been applied.
     RestorePending { snapshot: SnapshotRef },
     /// `recover`: preflight passed; pod 0 may or may not carry a temporary init.
@@ -64,6 +70,7 @@ impl Checkpoint {
     pub fn resume_command(&self) -> &'static str {
         match self.phase {
             Phase::InitPending { .. } | Phase::InitKeysStored { .. } => "kubectl vault init",
+            Phase::RotatePending { .. } | Phase::RootTokenPending { .. } => "kubectl vault rotate",
             Phase::RestorePending { .. } | Phase::RestoreApplied { recover: false, .. } => {
                 "kubectl vault snapshot restore"
             }
@@ -77,6 +84,22 @@ impl Checkpoint {
         match &self.phase {
             Phase::InitKeysStored { credentials } => Some(credentials),
             _ => None,
+        }
+    }
+
+    /// Key generations an interrupted operation may have made current, to try
+    /// when unsealing, newest first.
+    pub fn candidate_credentials(&self) -> Vec<&Credentials> {
+        match &self.phase {
+            Phase::InitPending { .. } => vec![],
+            Phase::InitKeysStored { credentials } => vec![credentials],
+            Phase::RotatePending { previous, next, .. } => vec![next, previous],
+            Phase::RootTokenPending { next, .. } => vec![next],
+            // The temporary keys of a recover never unseal the restored data.
+            Phase::RestorePending { .. }
+            | Phase::RecoverPending { .. }
+            | Phase::RecoverTempInit { .. }
+            | Phase::RestoreApplied { .. } => vec![],
         }
     }
 }

@@ -146,3 +146,33 @@ pub async fn unseal_all<N: VaultNode>(
 ) -> Vec<Result<UnsealOutcome, UnsealError>> {
     futures::future::join_all(nodes.iter().map(|n| unseal_node(n, shares, threshold))).await
 }
+
+/// One generation of shares to try.
+#[derive(Clone, Copy, Debug)]
+pub struct KeySet<'a> {
+    pub generation: u32,
+    pub shares: &'a [Secret],
+    pub threshold: usize,
+}
+
+/// Unseals `node` with the first generation it accepts, in the order given.
+/// Returns the outcome and the generation used (`None` if already unsealed).
+///
+/// # Guarantees
+/// A generation the node refuses leaves no partial progress behind; the
+/// error of the last generation tried is returned when none is accepted.
+pub async fn unseal_with_any(node: &impl VaultNode, sets: &[KeySet<'_>]) -> Result<(UnsealOutcome, Option<u32>), UnsealError> {
+    let mut last = None;
+    for set in sets {
+        match unseal_node(node, set.shares, set.threshold).await {
+            Ok(UnsealOutcome::AlreadyUnsealed) => return Ok((UnsealOutcome::AlreadyUnsealed, None)),
+            Ok(outcome) => return Ok((outcome, Some(set.generation))),
+            Err(e @ (UnsealError::Rejected { .. } | UnsealError::StillSealed { .. } | UnsealError::NotEnoughShares { .. })) => {
+                tracing::debug!(pod = node.name(), generation = set.generation, error = %e, "generation not accepted");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(UnsealError::NotEnoughShares { pod: node.name().to_owned(), needed: 1, have: 0 }))
+}

@@ -106,7 +106,7 @@ async fn no_matching_pods_is_a_clear_error() {
 }
 
 /// Writes `text` as the credentials document, replacing what is stored.
-async fn overwrite_credentials(env: &Env, name: &str, key: &str, text: &str) {
+pub(crate) async fn overwrite_credentials(env: &Env, name: &str, key: &str, text: &str) {
     use k8s_openapi::api::core::v1::Secret;
     let api: kube::Api<Secret> = kube::Api::namespaced(env.client().await, env.cluster.namespace());
     let mut secret = api.get_opt(name).await.unwrap().unwrap_or_default();

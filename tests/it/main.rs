@@ -10,4 +10,5 @@ mod harness;
 mod hook;
 mod lifecycle;
 mod release;
+mod rotate;
 mod sops;

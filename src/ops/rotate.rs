@@ -1,0 +1,473 @@
+//! `rotate`: rekey the unseal shares and rotate the root token so that no
+//! crash can leave a state in which no stored generation unseals the cluster
+//! or no stored root token works.
+//!
+//! Owns the order of the steps and the resume rules. Locking and prompting are
+//! the caller's business.
+//!
+//! # Expected flow (rekey)
+//! 1. Check the stored credentials against the seal status (threshold and
+//!    share count) and that every pod is unsealed.
+//! 2. Cancel a stale rekey, start one with `require_verification`.
+//! 3. Submit a threshold of the current shares; the last answer holds the new
+//!    shares, which are not active yet.
+//! 4. Store previous and next credentials in the checkpoint (read back).
+//! 5. Submit a threshold of the new shares to verify: only now they are active.
+//! 6. Store the next credentials (previous generation moved to history), then
+//!    delete the checkpoint.
+//!
+//! # Expected flow (root token)
+//! Cancel a stale attempt, run the OTP flow with the current shares, decode
+//! the token, store it through the checkpoint, prove it with
+//! `auth/token/lookup-self`, store the final credentials, and only then
+//! revoke the old token.
+//!
+//! # Guarantees
+//! Until step 5 the old shares are the only active ones and they are stored;
+//! from step 4 on the new ones are stored too. Rekey progress lives in the
+//! active node's memory: a restart wipes it, and a resume then finds out which
+//! stored generation the server accepts by a probe rekey that is cancelled
+//! before verification, so the probe changes nothing.
+
+use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
+use crate::ops::credentials::{Credentials, KeyGeneration};
+use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
+use base64::Engine;
+use serde_json::{json, Value};
+
+#[derive(Clone, Debug)]
+pub struct RotateOptions {
+    /// New share count and threshold; `None` keeps the current ones.
+    pub key_shares: Option<u8>,
+    pub key_threshold: Option<u8>,
+    pub rekey: bool,
+    pub root_token: bool,
+    /// Older generations to keep in the history.
+    pub keep_generations: usize,
+    pub holder: String,
+    pub budget: RetryBudget,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RotateOutcome {
+    pub generation: u32,
+    pub rekeyed: bool,
+    pub root_token_rotated: bool,
+    /// Set when an interrupted rotate was finished from its checkpoint.
+    pub resumed: bool,
+    pub api: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    #[error("no credentials in {object}; run `kubectl vault init` or `kubectl vault credentials import`")]
+    NoCredentials { object: String },
+    #[error("{object} could not be read: {source}")]
+    LoadStore { object: String, source: StoreError },
+    #[error("pods {pods:?} are sealed; run `kubectl vault unseal` first, then rotate")]
+    Sealed { pods: Vec<String> },
+    #[error("the stored credentials do not match the cluster: {reason}; check `kubectl vault status` and `kubectl vault credentials show`")]
+    Mismatch { reason: String },
+    #[error("the server rejected the stored shares during the rekey: {reason}; nothing changed")]
+    SharesRejected { reason: String },
+    #[error("an interrupted rotate could not be finished: the rekey in progress was lost (the active node restarted, sealed or stepped down) before its new shares were verified. Nothing changed: the stored generation {generation} is still current. Run `kubectl vault rotate` to start a fresh rotate")]
+    RekeyLost { generation: u32 },
+    #[error("neither the previous nor the new shares in {checkpoint} are accepted by the cluster; do not delete {checkpoint}; check `kubectl vault status`")]
+    NoGenerationAccepted { checkpoint: String },
+    #[error("{step} on pod {pod} failed: {source}")]
+    Node { step: &'static str, pod: String, source: NodeError },
+    #[error("could not store {object}: {source}; nothing is lost, re-run `kubectl vault rotate` to resume")]
+    Store { object: String, source: StoreError },
+    #[error("an interrupted {phase} is waiting in {checkpoint}; finish it with `{command}` first")]
+    OtherOperation { phase: String, checkpoint: String, command: &'static str },
+    #[error("the new root token does not work: {0}")]
+    NewTokenRejected(NodeError),
+}
+
+/// Which endpoints this server offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    /// Vault 1.x: tokenless `sys/rekey/*` and `sys/generate-root/*`.
+    Legacy,
+    /// OpenBao 2.x: `sys/rotate/root/*` and `sys/generate-root-token/*` with a token.
+    TokenOnly,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::Legacy => "sys/rekey",
+            Api::TokenOnly => "sys/rotate/root",
+        }
+    }
+
+    fn rekey(self, op: &str) -> String {
+        match self {
+            Api::Legacy => format!("sys/rekey/{op}"),
+            Api::TokenOnly => format!("sys/rotate/root/{op}"),
+        }
+    }
+
+    fn generate_root(self, op: &str) -> String {
+        match self {
+            Api::Legacy => format!("sys/generate-root/{op}"),
+            Api::TokenOnly => format!("sys/generate-root-token/{op}"),
+        }
+    }
+}
+
+/// One leader, its credentials and the API it speaks.
+struct Session<'a, N: VaultNode> {
+    node: &'a N,
+    api: Api,
+    token: Secret,
+}
+
+impl<N: VaultNode> Session<'_, N> {
+    async fn call(&self, step: &'static str, method: crate::ops::node::Method, path: &str, body: Option<Value>) -> Result<Value, RotateError> {
+        let body = body.map(|b| SecretBytes::json(&b)).transpose().map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+        let mut req = Request { method, path, body, token: None };
+        if self.api == Api::TokenOnly || path.starts_with("auth/") {
+            req.token = Some(&self.token);
+        }
+        self.node.call(req).await.map_err(|source| RotateError::Node { step, pod: self.node.name().to_owned(), source })
+    }
+
+    async fn cancel_rekey(&self) -> Result<(), RotateError> {
+        match self.call("cancel a stale rekey", crate::ops::node::Method::Delete, &self.api.rekey("init"), None).await {
+            Ok(_) => Ok(()),
+            Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts a rekey and submits `shares`; returns (new shares, verification nonce).
+    /// `Ok(None)` when the server refused the shares (the rekey is cancelled).
+    async fn rekey_with(&self, shares: &[Secret], new_shares: u8, new_threshold: u8) -> Result<Option<(Vec<Secret>, String)>, RotateError> {
+        self.cancel_rekey().await?;
+        let body = json!({ "secret_shares": new_shares, "secret_threshold": new_threshold, "require_verification": true });
+        let started = self.call("start the rekey", crate::ops::node::Method::Write, &self.api.rekey("init"), Some(body)).await?;
+        let nonce = started.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let mut last = Value::Null;
+        for share in shares {
+            let body = json!({ "key": share.expose(), "nonce": nonce });
+            match self.call("submit a share to the rekey", crate::ops::node::Method::Write, &self.api.rekey("update"), Some(body)).await {
+                Ok(v) => last = v,
+                Err(RotateError::Node { source: NodeError::Api { status: 400, .. }, .. }) => {
+                    self.cancel_rekey().await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+            if last.get("complete").and_then(Value::as_bool) == Some(true) {
+                break;
+            }
+        }
+        let keys: Vec<Secret> = last
+            .get("keys_base64")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(Secret::new).collect())
+            .unwrap_or_default();
+        let verification_nonce = last.get("verification_nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if keys.is_empty() || verification_nonce.is_empty() {
+            self.cancel_rekey().await?;
+            return Ok(None);
+        }
+        Ok(Some((keys, verification_nonce)))
+    }
+
+    /// Does the barrier accept these shares? Runs a rekey with them and
+    /// cancels it before verification, so nothing changes.
+    async fn accepts(&self, credentials: &Credentials) -> Result<bool, RotateError> {
+        let accepted = self.rekey_with(credentials.unseal_shares(), credentials.key_shares, credentials.key_threshold).await?.is_some();
+        self.cancel_rekey().await?;
+        Ok(accepted)
+    }
+
+    /// The verification in progress: its nonce and progress, if any.
+    async fn verification(&self) -> Result<Option<(String, u64)>, RotateError> {
+        match self.call("read the rekey verification", crate::ops::node::Method::Read, &self.api.rekey("verify"), None).await {
+            Ok(v) if v.get("started").and_then(Value::as_bool) == Some(true) => Ok(Some((
+                v.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                v.get("progress").and_then(Value::as_u64).unwrap_or(0),
+            ))),
+            Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn verify(&self, next: &Credentials, nonce: &str, progress: u64) -> Result<(), RotateError> {
+        let skip = usize::try_from(progress).unwrap_or(0);
+        for share in next.unseal_shares().iter().skip(skip) {
+            let body = json!({ "key": share.expose(), "nonce": nonce });
+            let v = self.call("verify the new shares", crate::ops::node::Method::Write, &self.api.rekey("verify"), Some(body)).await?;
+            if v.get("complete").and_then(Value::as_bool) == Some(true) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Picks the endpoints by asking the legacy path: OpenBao answers 405.
+async fn detect_api(node: &impl VaultNode) -> Result<Api, RotateError> {
+    match node.call(Request::read("sys/rekey/init")).await {
+        Ok(_) => Ok(Api::Legacy),
+        Err(NodeError::Api { status: 405, .. }) => Ok(Api::TokenOnly),
+        Err(source) => Err(RotateError::Node { step: "detect the rekey API", pod: node.name().to_owned(), source }),
+    }
+}
+
+/// Runs (or resumes) a rotate on the active node `leader`; `nodes` are all pods.
+pub async fn run<N: VaultNode>(leader: &N, nodes: &[N], store: &impl CredentialStore, opts: &RotateOptions) -> Result<RotateOutcome, RotateError> {
+    let current = store
+        .load_credentials()
+        .await
+        .map_err(|source| RotateError::LoadStore { object: store.credentials_object(), source })?
+        .ok_or_else(|| RotateError::NoCredentials { object: store.credentials_object() })?;
+    let checkpoint = store.load_checkpoint().await.map_err(|source| RotateError::LoadStore { object: store.checkpoint_object(), source })?;
+    if let Some(c) = checkpoint.as_ref().filter(|c| c.resume_command() != "kubectl vault rotate") {
+        let phase = serde_json::to_value(&c.phase).ok().and_then(|v| v.get("phase").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
+        return Err(RotateError::OtherOperation { phase, checkpoint: store.checkpoint_object(), command: c.resume_command() });
+    }
+    let api = detect_api(leader).await?;
+    let mut session = Session { node: leader, api, token: current.root_token.clone() };
+
+    let mut outcome = RotateOutcome { generation: current.generation, rekeyed: false, root_token_rotated: false, resumed: false, api: api.name() };
+    let mut credentials = current.clone();
+    match checkpoint.map(|c| c.phase) {
+        Some(Phase::RotatePending { previous, next, verification_nonce }) => {
+            outcome.resumed = true;
+            credentials = resume_rekey(&session, store, &previous, &next, &verification_nonce, opts).await?;
+            outcome.rekeyed = true;
+            outcome.generation = credentials.generation;
+        }
+        Some(Phase::RootTokenPending { previous_root_token, next }) => {
+            outcome.resumed = true;
+            session.token = next.root_token.clone();
+            finish_root_token(&session, store, &previous_root_token, &next, opts).await?;
+            outcome.root_token_rotated = true;
+            return Ok(outcome);
+        }
+        _ => {
+            preflight(nodes, &current, opts).await?;
+            if opts.rekey {
+                credentials = rekey(&session, store, &current, opts).await?;
+                outcome.rekeyed = true;
+                outcome.generation = credentials.generation;
+            }
+        }
+    }
+    if opts.root_token {
+        session.token = credentials.root_token.clone();
+        rotate_root_token(&session, store, &credentials, opts).await?;
+        outcome.root_token_rotated = true;
+    }
+    Ok(outcome)
+}
+
+async fn preflight<N: VaultNode>(nodes: &[N], current: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+    let shares = opts.key_shares.unwrap_or(current.key_shares);
+    let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
+    if shares == 0 || threshold == 0 || threshold > shares {
+        return Err(RotateError::InvalidOptions(format!("--key-threshold {threshold} must be between 1 and --key-shares {shares}")));
+    }
+    let mut sealed = Vec::new();
+    for node in nodes {
+        let status = seal_status(node).await.map_err(|source| RotateError::Node { step: "read the seal status", pod: node.name().to_owned(), source })?;
+        if status.sealed {
+            sealed.push(node.name().to_owned());
+        } else if status.threshold != u32::from(current.key_threshold) || status.shares != u32::from(current.key_shares) {
+            return Err(RotateError::Mismatch {
+                reason: format!(
+                    "pod {} has {} shares with threshold {}, the stored generation {} has {} with threshold {}",
+                    node.name(),
+                    status.shares,
+                    status.threshold,
+                    current.generation,
+                    current.key_shares,
+                    current.key_threshold
+                ),
+            });
+        }
+    }
+    if !sealed.is_empty() {
+        return Err(RotateError::Sealed { pods: sealed });
+    }
+    Ok(())
+}
+
+async fn rekey<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, current: &Credentials, opts: &RotateOptions) -> Result<Credentials, RotateError> {
+    let shares = opts.key_shares.unwrap_or(current.key_shares);
+    let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
+    tracing::info!(pod = session.node.name(), shares, threshold, "starting the rekey");
+    let (keys, verification_nonce) = session
+        .rekey_with(current.unseal_shares(), shares, threshold)
+        .await?
+        .ok_or_else(|| RotateError::SharesRejected { reason: "the rekey did not complete with the stored shares".into() })?;
+    fail::fail_point!("rotate::after_update");
+    let next = next_generation(current, keys, shares, threshold, opts.keep_generations);
+    let checkpoint = Checkpoint::new(&opts.holder, Phase::RotatePending { previous: current.clone(), next: next.clone(), verification_nonce: verification_nonce.clone() });
+    if let Err(source) = persist(store, Record::Checkpoint(&checkpoint), opts.budget).await {
+        // Not verified: the old shares stay the only active ones. Drop the rekey.
+        let _ = session.cancel_rekey().await;
+        return Err(RotateError::Store { object: store.checkpoint_object(), source });
+    }
+    fail::fail_point!("rotate::after_checkpoint");
+    session.verify(&next, &verification_nonce, 0).await?;
+    tracing::info!(pod = session.node.name(), generation = next.generation, "new shares verified and active");
+    fail::fail_point!("rotate::after_verify");
+    finish_rekey(store, &next, opts).await?;
+    Ok(next)
+}
+
+async fn resume_rekey<N: VaultNode>(
+    session: &Session<'_, N>,
+    store: &impl CredentialStore,
+    previous: &Credentials,
+    next: &Credentials,
+    verification_nonce: &str,
+    opts: &RotateOptions,
+) -> Result<Credentials, RotateError> {
+    tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted rotate");
+    if let Some((nonce, progress)) = session.verification().await? {
+        if nonce == verification_nonce {
+            session.verify(next, verification_nonce, progress).await?;
+            fail::fail_point!("rotate::after_verify");
+            finish_rekey(store, next, opts).await?;
+            return Ok(next.clone());
+        }
+    }
+    // No verification in progress: either it completed, or the rekey was lost.
+    if session.accepts(next).await? {
+        tracing::info!(generation = next.generation, "the new shares were already verified");
+        finish_rekey(store, next, opts).await?;
+        return Ok(next.clone());
+    }
+    if session.accepts(previous).await? {
+        store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })?;
+        return Err(RotateError::RekeyLost { generation: previous.generation });
+    }
+    Err(RotateError::NoGenerationAccepted { checkpoint: store.checkpoint_object() })
+}
+
+async fn finish_rekey(store: &impl CredentialStore, next: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+    persist(store, Record::Credentials(next), opts.budget).await.map_err(|source| RotateError::Store { object: store.credentials_object(), source })?;
+    fail::fail_point!("rotate::after_final_write");
+    store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })
+}
+
+/// The document after a rekey: new shares, generation + 1, the old shares first in history.
+fn next_generation(current: &Credentials, keys: Vec<Secret>, shares: u8, threshold: u8, keep: usize) -> Credentials {
+    let mut history = vec![KeyGeneration {
+        generation: current.generation,
+        unseal_keys_b64: current.unseal_keys_b64.clone(),
+        key_threshold: current.key_threshold,
+        key_shares: current.key_shares,
+        retired_at: now_rfc3339(),
+    }];
+    history.extend(current.history.iter().cloned());
+    history.truncate(keep);
+    Credentials {
+        unseal_keys_b64: keys,
+        key_shares: shares,
+        key_threshold: threshold,
+        generation: current.generation + 1,
+        created_at: now_rfc3339(),
+        history,
+        ..current.clone()
+    }
+}
+
+async fn rotate_root_token<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, current: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+    use crate::ops::node::Method;
+    match session.call("cancel a stale root generation", Method::Delete, &session.api.generate_root("attempt"), None).await {
+        Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let started = session.call("start a root token generation", Method::Write, &session.api.generate_root("attempt"), Some(json!({}))).await?;
+    let otp = Secret::new(started.get("otp").and_then(Value::as_str).unwrap_or_default());
+    let nonce = started.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut encoded = None;
+    for share in current.unseal_shares() {
+        let v = session
+            .call("submit a share to the root token generation", Method::Write, &session.api.generate_root("update"), Some(json!({ "key": share.expose(), "nonce": nonce })))
+            .await?;
+        if v.get("complete").and_then(Value::as_bool) == Some(true) {
+            encoded = v.get("encoded_token").and_then(Value::as_str).map(Secret::new);
+            break;
+        }
+    }
+    let encoded = encoded.ok_or_else(|| RotateError::SharesRejected { reason: "the root token generation did not complete".into() })?;
+    let token = decode_token(&encoded, &otp).ok_or_else(|| RotateError::NewTokenRejected(NodeError::Malformed("the encoded token does not decode with the OTP".into())))?;
+    fail::fail_point!("root::after_generate");
+    let next = Credentials { root_token: token, ..current.clone() };
+    let checkpoint = Checkpoint::new(&opts.holder, Phase::RootTokenPending { previous_root_token: current.root_token.clone(), next: next.clone() });
+    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })?;
+    fail::fail_point!("root::after_checkpoint");
+    let new_session = Session { node: session.node, api: session.api, token: next.root_token.clone() };
+    finish_root_token(&new_session, store, &current.root_token, &next, opts).await
+}
+
+/// Proves the new token, stores it, then revokes the old one.
+async fn finish_root_token<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, previous: &Secret, next: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+    use crate::ops::node::Method;
+    session
+        .node
+        .call(Request::read("auth/token/lookup-self").with_token(&next.root_token))
+        .await
+        .map_err(RotateError::NewTokenRejected)?;
+    persist(store, Record::Credentials(next), opts.budget).await.map_err(|source| RotateError::Store { object: store.credentials_object(), source })?;
+    fail::fail_point!("root::after_final_write");
+    if !previous.same_as(&next.root_token) {
+        let old = Session { node: session.node, api: session.api, token: previous.clone() };
+        match old.call("revoke the old root token", Method::Write, "auth/token/revoke-self", Some(json!({}))).await {
+            Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 403, .. }, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    fail::fail_point!("root::after_revoke");
+    store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })
+}
+
+/// The OTP flow's token: base64 of (token XOR otp).
+fn decode_token(encoded: &Secret, otp: &Secret) -> Option<Secret> {
+    let text = encoded.expose().trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(text).ok()?;
+    if bytes.len() != otp.expose().len() {
+        return None;
+    }
+    let token: Vec<u8> = bytes.iter().zip(otp.expose().as_bytes()).map(|(a, b)| a ^ b).collect();
+    String::from_utf8(token).ok().map(Secret::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_otp_encoded_token() {
+        let otp = Secret::new("abcdef");
+        let token = b"s.tok1";
+        let xored: Vec<u8> = token.iter().zip(otp.expose().as_bytes()).map(|(a, b)| a ^ b).collect();
+        let encoded = Secret::new(base64::engine::general_purpose::STANDARD_NO_PAD.encode(xored));
+        assert_eq!(decode_token(&encoded, &otp).unwrap().expose(), "s.tok1");
+        assert!(decode_token(&Secret::new("!!"), &otp).is_none());
+    }
+
+    #[test]
+    fn next_generation_moves_the_old_shares_to_history() {
+        let current = crate::ops::credentials::sample(3, 2);
+        let next = next_generation(&current, vec![Secret::new("n1"), Secret::new("n2")], 2, 2, 5);
+        assert_eq!(next.generation, 2);
+        assert_eq!(next.history.len(), 1);
+        assert_eq!(next.history[0].generation, 1);
+        assert!(next.history[0].unseal_keys_b64[0].same_as(&current.unseal_keys_b64[0]));
+        assert_eq!(next_generation(&next, vec![Secret::new("x")], 1, 1, 1).history.len(), 1);
+    }
+}
