@@ -86,7 +86,12 @@ impl Sandbox {
                 Ok(())
             }
             Control::Shutdown => {
-                self.shutdown.send_replace(true);
+                // Signal a moment later so the caller still gets its answer.
+                let tx = self.shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tx.send_replace(true);
+                });
                 Ok(())
             }
         }

@@ -79,8 +79,15 @@ impl Store {
         Ok(())
     }
 
-    /// Creates an object; `metadata.generateName` is honoured.
-    pub fn create(&self, kind: Kind, ns: &str, mut obj: Value) -> Result<Value, ApiError> {
+    /// Creates an object; `metadata.generateName` is honoured. `dry_run`
+    /// validates and answers without storing (`?dryRun=All`).
+    pub fn create(
+        &self,
+        kind: Kind,
+        ns: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         Self::check_body(kind, ns, &mut obj)?;
         let name = match (
             str_at(&obj, "/metadata/name"),
@@ -119,11 +126,14 @@ impl Store {
         let md = &mut obj["metadata"];
         md["uid"] = json!(meta::new_uid());
         md["creationTimestamp"] = json!(meta::rfc3339(meta::now()));
-        md["resourceVersion"] = json!(self.revisions.next().to_string());
         if let Some(m) = md.as_object_mut() {
             m.remove("deletionTimestamp");
+            m.remove("resourceVersion");
         }
-        objects.insert(k, obj.clone());
+        if !dry_run {
+            md["resourceVersion"] = json!(self.revisions.next().to_string());
+            objects.insert(k, obj.clone());
+        }
         Ok(obj)
     }
 
@@ -148,7 +158,14 @@ impl Store {
     }
 
     /// PUT: replaces the object; a non-empty `metadata.resourceVersion` must match.
-    pub fn replace(&self, kind: Kind, ns: &str, name: &str, obj: Value) -> Result<Value, ApiError> {
+    pub fn replace(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         if let Some(body_name) = str_at(&obj, "/metadata/name") {
             if body_name != name {
                 return Err(ApiError::bad_request(format!(
@@ -156,7 +173,7 @@ impl Store {
                 )));
             }
         }
-        self.write(kind, ns, name, false, |_| Ok(obj))
+        self.write(kind, ns, name, false, dry_run, |_| Ok(obj))
     }
 
     /// Read-modify-write under one lock. `change` gets the current object (None if absent
@@ -168,6 +185,7 @@ impl Store {
         ns: &str,
         name: &str,
         create_if_absent: bool,
+        dry_run: bool,
         change: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let mut objects = self.lock();
@@ -197,8 +215,13 @@ impl Store {
             }
         }
         kind.normalize(&mut obj)?;
-        obj["metadata"]["resourceVersion"] = json!(self.revisions.next().to_string());
-        objects.insert(k, obj.clone());
+        if dry_run {
+            let rv = current.map(|c| c["metadata"]["resourceVersion"].clone());
+            obj["metadata"]["resourceVersion"] = rv.unwrap_or(Value::Null);
+        } else {
+            obj["metadata"]["resourceVersion"] = json!(self.revisions.next().to_string());
+            objects.insert(k, obj.clone());
+        }
         Ok(obj)
     }
 
@@ -209,6 +232,7 @@ impl Store {
         ns: &str,
         name: &str,
         precondition: Option<&str>,
+        dry_run: bool,
     ) -> Result<Value, ApiError> {
         let mut objects = self.lock();
         let k = key(kind, ns, name);
@@ -226,6 +250,9 @@ impl Store {
                     have,
                 ));
             }
+        }
+        if dry_run {
+            return Ok(cur.clone());
         }
         self.revisions.next();
         objects
@@ -249,33 +276,33 @@ mod tests {
     #[test]
     fn create_conflicts_and_assigns_metadata() {
         let s = store();
-        let a = s.create(Kind::Secret, "ns", secret("a")).unwrap();
+        let a = s.create(Kind::Secret, "ns", secret("a"), false).unwrap();
         assert_eq!(a["data"]["k"], "dg==");
         assert!(a["metadata"]["uid"].is_string());
         assert_eq!(
-            s.create(Kind::Secret, "ns", secret("a"))
+            s.create(Kind::Secret, "ns", secret("a"), false)
                 .unwrap_err()
                 .reason,
             "AlreadyExists"
         );
-        assert!(s.create(Kind::Secret, "other", secret("a")).is_ok());
+        assert!(s.create(Kind::Secret, "other", secret("a"), false).is_ok());
     }
 
     #[test]
     fn replace_checks_resource_version() {
         let s = store();
         let a = s
-            .create(Kind::Lease, "ns", json!({"metadata": {"name": "l"}}))
+            .create(Kind::Lease, "ns", json!({"metadata": {"name": "l"}}), false)
             .unwrap();
         let mut stale = a.clone();
-        let b = s.replace(Kind::Lease, "ns", "l", a).unwrap();
+        let b = s.replace(Kind::Lease, "ns", "l", a, false).unwrap();
         assert_ne!(
             b["metadata"]["resourceVersion"],
             stale["metadata"]["resourceVersion"]
         );
         stale["spec"] = json!({"holderIdentity": "x"});
         assert_eq!(
-            s.replace(Kind::Lease, "ns", "l", stale.clone())
+            s.replace(Kind::Lease, "ns", "l", stale.clone(), false)
                 .unwrap_err()
                 .code,
             409
@@ -284,8 +311,20 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("resourceVersion");
-        let c = s.replace(Kind::Lease, "ns", "l", stale).unwrap();
+        let c = s.replace(Kind::Lease, "ns", "l", stale, false).unwrap();
         assert_eq!(c["metadata"]["uid"], b["metadata"]["uid"]);
+    }
+
+    #[test]
+    fn dry_run_stores_nothing() {
+        let s = store();
+        let a = s.create(Kind::Secret, "ns", secret("a"), true).unwrap();
+        assert_eq!(a["data"]["k"], "dg==");
+        assert!(a["metadata"]["resourceVersion"].is_null());
+        assert_eq!(s.get(Kind::Secret, "ns", "a").unwrap_err().code, 404);
+        s.create(Kind::Secret, "ns", secret("a"), false).unwrap();
+        s.delete(Kind::Secret, "ns", "a", None, true).unwrap();
+        assert!(s.get(Kind::Secret, "ns", "a").is_ok());
     }
 
     #[test]
@@ -295,19 +334,25 @@ mod tests {
             Kind::Secret,
             "ns",
             json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
+            false,
         )
         .unwrap();
-        s.create(Kind::Secret, "ns", json!({"metadata": {"name": "b"}}))
-            .unwrap();
+        s.create(
+            Kind::Secret,
+            "ns",
+            json!({"metadata": {"name": "b"}}),
+            false,
+        )
+        .unwrap();
         let (items, _) = s.list(Kind::Secret, Some("ns"), &Selector::parse("x=1").unwrap());
         assert_eq!(items.len(), 1);
         assert_eq!(
-            s.delete(Kind::Secret, "ns", "a", Some("1"))
+            s.delete(Kind::Secret, "ns", "a", Some("1"), false)
                 .unwrap_err()
                 .code,
             409
         );
-        s.delete(Kind::Secret, "ns", "a", None).unwrap();
+        s.delete(Kind::Secret, "ns", "a", None, false).unwrap();
         assert_eq!(s.get(Kind::Secret, "ns", "a").unwrap_err().code, 404);
     }
 }

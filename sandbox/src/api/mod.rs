@@ -239,8 +239,17 @@ fn audit(s: &Sandbox, ctx: &Ctx, code: u16) {
         entry["dropped"] = json!(true);
     }
     if i.subresource == "exec" {
-        entry["exec"] =
-            json!({"container": ctx.param("container"), "command": ctx.params_all("command")});
+        let opts = s.fleet.options();
+        let default = if opts.sidecar {
+            crate::render::SIDECAR
+        } else {
+            opts.container()
+        };
+        let container = ctx
+            .param("container")
+            .filter(|c| !c.is_empty())
+            .unwrap_or(default);
+        entry["exec"] = json!({"container": container, "command": ctx.params_all("command")});
     }
     s.audit.record(&entry);
 }

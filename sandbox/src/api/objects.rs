@@ -63,6 +63,7 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
         return fault;
     }
     let ok = |v: Value| Ok(Reply::Json(200, v));
+    let dry = ctx.param("dryRun") == Some("All");
     match i.verb.as_str() {
         "list" => {
             let (mut items, rv) =
@@ -89,12 +90,12 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
         }
         "create" => {
             reject_non_json(ctx)?;
-            let obj = s.store.create(kind, ns, parse_json(body)?)?;
+            let obj = s.store.create(kind, ns, parse_json(body)?, dry)?;
             Ok(Reply::Json(201, obj))
         }
         "update" => {
             reject_non_json(ctx)?;
-            ok(s.store.replace(kind, ns, &i.name, parse_json(body)?)?)
+            ok(s.store.replace(kind, ns, &i.name, parse_json(body)?, dry)?)
         }
         "patch" => {
             let ct = ctx.header("content-type");
@@ -111,15 +112,17 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
                     })?;
                 let force = ctx.param("force") == Some("true");
                 let existed = s.store.get(kind, ns, &i.name).is_ok();
-                let obj = s.store.write(kind, ns, &i.name, true, |cur| {
+                let obj = s.store.write(kind, ns, &i.name, true, dry, |cur| {
                     patch::server_side_apply(kind, &i.name, cur, body, manager, force)
                 })?;
                 return Ok(Reply::Json(if existed { 200 } else { 201 }, obj));
             }
-            let obj = s.store.write(kind, ns, &i.name, false, |cur| match cur {
-                Some(cur) => patch::apply_patch(kind, &i.name, &ty, cur, body),
-                None => Err(ApiError::not_found(kind.group(), kind.resource(), &i.name)),
-            })?;
+            let obj = s
+                .store
+                .write(kind, ns, &i.name, false, dry, |cur| match cur {
+                    Some(cur) => patch::apply_patch(kind, &i.name, &ty, cur, body),
+                    None => Err(ApiError::not_found(kind.group(), kind.resource(), &i.name)),
+                })?;
             ok(obj)
         }
         "delete" => {
@@ -131,7 +134,9 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
                     .and_then(Value::as_str)
                     .map(str::to_string)
             };
-            let gone = s.store.delete(kind, ns, &i.name, precondition.as_deref())?;
+            let gone = s
+                .store
+                .delete(kind, ns, &i.name, precondition.as_deref(), dry)?;
             let uid = gone
                 .pointer("/metadata/uid")
                 .and_then(Value::as_str)

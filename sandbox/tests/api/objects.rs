@@ -176,6 +176,15 @@ async fn secrets_crud_conflicts_and_patches() {
         "{e:?}"
     );
 
+    // dryRun=All validates without storing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let planned = secrets.create(&dry, &secret("dry")).await.unwrap();
+    assert_eq!(planned.data.unwrap()["k"], ByteString(b"v".to_vec()));
+    assert_eq!(api_code(secrets.get("dry").await).0, 404);
+
     // Delete with a stale precondition conflicts; then succeeds; then 404.
     let dp = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
