@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::{read, Body, Ctx, Reply};
 use crate::state::Sandbox;
+use crate::table;
 
 const PERIOD: Duration = Duration::from_millis(200);
 
@@ -34,6 +35,8 @@ struct Watch {
     bookmark: bool,
     kind: String,
     api_version: String,
+    table: bool,
+    columns_sent: bool,
 }
 
 fn key(o: &Value) -> String {
@@ -80,6 +83,20 @@ impl Watch {
         }
     }
 
+    /// The event object: the object itself, or a one-row Table when kubectl
+    /// asked for tables (column definitions only in the first such event).
+    fn render(&mut self, o: &Value) -> Value {
+        if !self.table {
+            return o.clone();
+        }
+        let mut t = table::table(&self.ctx.info.resource, std::slice::from_ref(o), &rv(o));
+        if self.columns_sent {
+            t["columnDefinitions"] = json!([]);
+        }
+        self.columns_sent = true;
+        t
+    }
+
     async fn poll(&mut self) -> bool {
         let Some(items) = self.snapshot().await else {
             return false;
@@ -99,14 +116,20 @@ impl Watch {
                 Some(_) => None,
             };
             if let Some(ty) = ty {
-                self.pending.push_back(line(ty, &o));
+                let ev = self.render(&o);
+                self.pending.push_back(line(ty, &ev));
             }
             seen.insert(k, (r, o));
         }
-        for (k, (_, o)) in &self.known {
-            if !seen.contains_key(k) {
-                self.pending.push_back(line("DELETED", o));
-            }
+        let gone: Vec<Value> = self
+            .known
+            .iter()
+            .filter(|(k, _)| !seen.contains_key(*k))
+            .map(|(_, (_, o))| o.clone())
+            .collect();
+        for o in gone {
+            let ev = self.render(&o);
+            self.pending.push_back(line("DELETED", &ev));
         }
         if self.first && self.bookmark {
             let mark = json!({
@@ -150,7 +173,10 @@ pub fn respond(s: Arc<Sandbox>, ctx: Ctx) -> Reply {
         .and_then(|r| r.parse().ok())
         .unwrap_or(0u64);
     let bookmark = ctx.param("sendInitialEvents") == Some("true");
+    let table = table::wants_table(ctx.header("accept"));
     let w = Watch {
+        table,
+        columns_sent: false,
         s,
         ctx,
         known: BTreeMap::new(),
