@@ -107,6 +107,9 @@ seccompProfile:
 {{- if gt (int .Values.keyThreshold) (int .Values.keyShares) }}
 {{- fail (printf "keyThreshold (%d) must not exceed keyShares (%d)" (int .Values.keyThreshold) (int .Values.keyShares)) }}
 {{- end }}
+{{- if and .Values.credentials.age.recipients (not .Values.credentials.age.identitySecret) }}
+{{- fail "credentials.age.recipients needs credentials.age.identitySecret: kubectl-vault reads back every encrypted write and unseals with the stored keys, so the hook needs an age identity for one of the recipients" }}
+{{- end }}
 {{- $timeout := toString .Values.hook.timeout }}
 {{- $n := regexFind "^[0-9]+" $timeout | int }}
 {{- $unit := regexReplaceAll "^[0-9]+" $timeout "" }}

@@ -261,6 +261,10 @@ fn bad_values_are_refused_at_render_time() {
         ("credentials.age.recipients[0]=ssh-ed25519", "recipients"),
         ("unknownValue=1", "unknownValue"),
         ("credentials.age.identitySecret=a/b/c", "identitySecret"),
+        (
+            "credentials.age.recipients[0]=age1f4m6sp2p6dtzsynqkdp9qmxz0l8ree5hfmn402wu5ye8ga2q6d5s4x04xf",
+            "needs credentials.age.identitySecret",
+        ),
     ] {
         let err = try_render(
             Values {

@@ -5,9 +5,13 @@
 //! this pins the Role from both sides.
 
 use crate::chart::{grants, job_args, one, render, Values};
-use crate::harness::{plugin_binary, Env};
+use crate::harness::{deps_bin, plugin_binary, Env};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, ObjectMeta, PostParams};
 use sandbox::ClusterOptions;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 /// One audited resource request as RBAC sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,9 +96,70 @@ async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, St
     )
 }
 
+/// An age key made by the real `age-keygen`, and the Flux-style Secret
+/// (`sops-age`, data key `age.agekey`) the chart points the hook at.
+struct AgeKey {
+    file: PathBuf,
+    recipient: String,
+}
+
+async fn age_key(env: &Env, dir: &Path) -> AgeKey {
+    let file = dir.join("ops.agekey");
+    let status = std::process::Command::new(deps_bin().join("age-keygen"))
+        .arg("-o")
+        .arg(&file)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run age-keygen");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&file).expect("key file");
+    let recipient = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .expect("public key line")
+        .to_owned();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("sops-age".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "age.agekey".to_owned(),
+            ByteString(text.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(env.client().await, env.cluster.namespace())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the identity Secret");
+    AgeKey { file, recipient }
+}
+
+/// Every pod unsealed and the stored credentials readable: plaintext through
+/// the harness, encrypted through the real `sops` with the age key.
+async fn assert_bootstrapped(env: &Env, age: Option<&AgeKey>) {
+    let Some(age) = age else {
+        env.assert_whole(3).await;
+        return;
+    };
+    for i in 0..3 {
+        let s = env.seal_status(i).await;
+        assert_eq!(s["sealed"], false, "pod {i} unsealed: {s}");
+    }
+    let creds = env
+        .stored_credentials_sops(&age.file)
+        .await
+        .expect("encrypted credentials stored");
+    assert!(creds["root_token"].is_string(), "decrypted by sops");
+    env.assert_no_secret_exposed_in(&creds).await;
+}
+
 /// The hook, as the chart's Job runs it, on `opts`: first install, then an
-/// upgrade that restarted every pod; every request must be one the Role allows.
-async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
+/// upgrade that restarted every pod; every request must be one the Role
+/// allows. With `encrypted`, the chart's age values are set: the keys are
+/// stored for a recipient and read back through the identity Secret.
+async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encrypted: bool) {
     let help = tokio::process::Command::new(plugin_binary())
         .arg("--help")
         .output()
@@ -105,15 +170,24 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
         .any(|l| l.trim_start().starts_with("hook "));
 
     let env = Env::start(opts.replicas(3)).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let age = if encrypted {
+        Some(age_key(&env, home.path()).await)
+    } else {
+        None
+    };
     let ns = env.cluster.namespace().to_owned();
-    let target_ns = format!("target.namespace={ns}");
-    let sts = format!("target.statefulset={}", env.cluster.name());
-    let set = [
-        target_ns.as_str(),
-        sts.as_str(),
-        "keyShares=3",
-        "keyThreshold=2",
+    let mut set = vec![
+        format!("target.namespace={ns}"),
+        format!("target.statefulset={}", env.cluster.name()),
+        "keyShares=3".to_owned(),
+        "keyThreshold=2".to_owned(),
     ];
+    if let Some(age) = &age {
+        set.push(format!("credentials.age.recipients[0]={}", age.recipient));
+        set.push("credentials.age.identitySecret=sops-age".to_owned());
+    }
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
     let docs = render(Values {
         namespace: "helm-release",
         file: None,
@@ -131,7 +205,6 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
         args.extend(["--yes".to_owned(), "--non-interactive".to_owned()]);
     }
 
-    let home = tempfile::tempdir().expect("tempdir");
     let audit = env.cluster.audit_log_path();
     let mut requests = BTreeSet::new();
     // First install, then an upgrade after every pod restarted (sealed).
@@ -142,8 +215,8 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
         let before = lines(&audit);
         let (code, stderr) = run_job(&env, &args, home.path()).await;
         assert_eq!(code, 0, "hook ({round}) failed:\n{stderr}");
-        env.assert_whole(3).await;
         requests.extend(audited(&audit, before));
+        assert_bootstrapped(&env, age.as_ref()).await;
     }
 
     let denied: Vec<&Request> = requests
@@ -160,8 +233,8 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
         denied.is_empty(),
         "the rendered Role would deny these requests of the hook:\n{denied:#?}\nRole grants: {allowed:#?}"
     );
-    // The run did exercise the Role: exec, the Secret and the Lease, and
-    // the hook's Events on the StatefulSet.
+    // The run did exercise the Role: exec, the Secret and the Lease, the
+    // hook's Events on the StatefulSet, and the identity Secret.
     let mut exercised = vec!["pods/exec", "secrets", "leases"];
     if has_hook {
         exercised.push("events");
@@ -172,14 +245,28 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions) {
             "no {resource} request audited: {requests:#?}"
         );
     }
+    if age.is_some() {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.resource == "secrets" && r.verb == "get" && r.name == "sops-age"),
+            "the identity Secret was never read: {requests:#?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn hook_on_parallel_vault_needs_nothing_beyond_the_rendered_role() {
-    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::vault().parallel()).await;
+    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::vault().parallel(), false).await;
 }
 
 #[tokio::test]
 async fn hook_on_ordered_ready_openbao_needs_nothing_beyond_the_rendered_role() {
-    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::openbao().ordered_ready()).await;
+    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::openbao().ordered_ready(), false)
+        .await;
+}
+
+#[tokio::test]
+async fn hook_with_age_encryption_needs_nothing_beyond_the_rendered_role() {
+    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::vault().parallel(), true).await;
 }
