@@ -21,7 +21,21 @@ use std::time::Duration;
 struct PodUnseal {
     pod: String,
     result: String,
+    /// The key generation the pod accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u32>,
     error: Option<String>,
+}
+
+impl PodUnseal {
+    fn new(pod: &str, result: &str, error: Option<String>) -> Self {
+        PodUnseal {
+            pod: pod.to_owned(),
+            result: result.to_owned(),
+            generation: None,
+            error,
+        }
+    }
 }
 
 /// Every generation that may unseal the pods, in the order to try them: an
@@ -34,14 +48,24 @@ pub(crate) struct Generations {
 
 impl Generations {
     fn key_sets(&self) -> Vec<KeySet<'_>> {
-        self.candidates.iter().map(|(generation, shares, threshold)| KeySet { generation: *generation, shares, threshold: *threshold }).collect()
+        self.candidates
+            .iter()
+            .map(|(generation, shares, threshold)| KeySet {
+                generation: *generation,
+                shares,
+                threshold: *threshold,
+            })
+            .collect()
     }
 }
 
 async fn generations(store: &impl CredentialStore) -> Result<Generations, Failure> {
     let stored = store.load_credentials().await.map_err(Failure::refused)?;
     let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
-    let mut list: Vec<Credentials> = checkpoint.as_ref().map(|c| c.candidate_credentials().into_iter().cloned().collect()).unwrap_or_default();
+    let mut list: Vec<Credentials> = checkpoint
+        .as_ref()
+        .map(|c| c.candidate_credentials().into_iter().cloned().collect())
+        .unwrap_or_default();
     if let Some(c) = &stored {
         list.push(c.clone());
     }
@@ -52,25 +76,45 @@ async fn generations(store: &impl CredentialStore) -> Result<Generations, Failur
         )));
     };
     if stored.is_none() {
-        tracing::warn!("using the keys of an interrupted operation from {}; run `{}` to finish it", store.checkpoint_object(), checkpoint.as_ref().map_or("kubectl vault init", |c| c.resume_command()));
+        tracing::warn!(
+            "using the keys of an interrupted operation from {}; run `{}` to finish it",
+            store.checkpoint_object(),
+            checkpoint
+                .as_ref()
+                .map_or("kubectl vault init", |c| c.resume_command())
+        );
     }
     let mut candidates = Vec::new();
     for c in &list {
         if !candidates.iter().any(|(g, _, _)| *g == c.generation) {
-            candidates.push((c.generation, c.unseal_shares().to_vec(), usize::from(c.key_threshold)));
+            candidates.push((
+                c.generation,
+                c.unseal_shares().to_vec(),
+                usize::from(c.key_threshold),
+            ));
         }
     }
     for h in &current.history {
         if !candidates.iter().any(|(g, _, _)| *g == h.generation) {
             let n = usize::from(h.key_threshold).min(h.unseal_keys_b64.len());
-            candidates.push((h.generation, h.unseal_keys_b64[..n].to_vec(), usize::from(h.key_threshold)));
+            candidates.push((
+                h.generation,
+                h.unseal_keys_b64[..n].to_vec(),
+                usize::from(h.key_threshold),
+            ));
         }
     }
-    Ok(Generations { current, candidates })
+    Ok(Generations {
+        current,
+        candidates,
+    })
 }
 
 /// One pass over every pod; returns the per-pod results and whether any failed.
-async fn unseal_pass(cluster: &KubeCluster, generations: &Generations) -> Result<(Vec<PodUnseal>, bool), Failure> {
+async fn unseal_pass(
+    cluster: &KubeCluster,
+    generations: &Generations,
+) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     fail::fail_point!("unseal::after_listing_pods");
     let sets = generations.key_sets();
@@ -78,40 +122,32 @@ async fn unseal_pass(cluster: &KubeCluster, generations: &Generations) -> Result
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
         let status = match seal_status(node).await {
             Ok(s) => s,
-            Err(e) => {
-                return PodUnseal {
-                    pod: node.name().to_owned(),
-                    result: "unreachable".into(),
-                    error: Some(e.to_string()),
-                }
-            }
+            Err(e) => return PodUnseal::new(node.name(), "unreachable", Some(e.to_string())),
         };
         if !status.initialized {
-            return PodUnseal {
-                pod: node.name().to_owned(),
-                result: "not initialized".into(),
-                error: Some("run `kubectl vault join`".into()),
-            };
+            return PodUnseal::new(
+                node.name(),
+                "not initialized",
+                Some("run `kubectl vault join`".into()),
+            );
         }
         match unseal_with_any(node, sets).await {
-            Ok((UnsealOutcome::AlreadyUnsealed, _)) => PodUnseal {
-                pod: node.name().to_owned(),
-                result: "already unsealed".into(),
-                error: None,
-            },
+            Ok((UnsealOutcome::AlreadyUnsealed, _)) => {
+                PodUnseal::new(node.name(), "already unsealed", None)
+            }
             Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
-                tracing::info!(pod = node.name(), shares_submitted, generation = generation.unwrap_or_default(), "unsealed");
+                tracing::info!(
+                    pod = node.name(),
+                    shares_submitted,
+                    generation = generation.unwrap_or_default(),
+                    "unsealed"
+                );
                 PodUnseal {
-                    pod: node.name().to_owned(),
-                    result: "unsealed".into(),
-                    error: None,
+                    generation,
+                    ..PodUnseal::new(node.name(), "unsealed", None)
                 }
             }
-            Err(e) => PodUnseal {
-                pod: node.name().to_owned(),
-                result: "failed".into(),
-                error: Some(e.to_string()),
-            },
+            Err(e) => PodUnseal::new(node.name(), "failed", Some(e.to_string())),
         }
     }))
     .await;
@@ -135,11 +171,13 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
                     vec![
                         r.pod.clone(),
                         r.result.clone(),
+                        r.generation
+                            .map_or_else(|| "-".to_owned(), |g| g.to_string()),
                         r.error.clone().unwrap_or_default(),
                     ]
                 })
                 .collect();
-            table(&["POD", "RESULT", "DETAIL"], &rows)
+            table(&["POD", "RESULT", "GENERATION", "DETAIL"], &rows)
         })
         .map_err(Failure::failed)?;
     if !failed && !args.timeout.is_zero() {
@@ -162,7 +200,11 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
 }
 
 /// Unseals pods as they restart, until Ctrl-C.
-async fn watch(cluster: &KubeCluster, generations: &Generations, interval: Duration) -> Result<(), Failure> {
+async fn watch(
+    cluster: &KubeCluster,
+    generations: &Generations,
+    interval: Duration,
+) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
     loop {
         match unseal_pass(cluster, generations).await {
