@@ -3,6 +3,8 @@
 
 pub mod credentials;
 pub mod init;
+pub mod recover;
+pub mod snapshot;
 pub mod rotate;
 pub mod recover;
 pub mod snapshot;

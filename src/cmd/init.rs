@@ -10,7 +10,6 @@ use crate::ops::status::observe;
 use crate::ops::store::{CredentialStore, RetryBudget};
 use crate::store::lease::LeaseLock;
 use crate::store::local_file::save_rescue_copy;
-use std::time::Duration;
 
 pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     if args.key_threshold == 0 || args.key_threshold > args.key_shares {
@@ -49,7 +48,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         &ctx.namespace,
         &cluster.workload_name(),
         &holder,
-        Duration::from_secs(30),
+        crate::store::lease::LEASE_DURATION,
     );
     let guard = lock
         .acquire(args.store.lock_timeout)

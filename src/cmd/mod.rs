@@ -6,6 +6,8 @@
 pub mod credentials;
 pub mod hook;
 pub mod init;
+pub mod recover;
+pub mod snapshot;
 pub mod rotate;
 pub mod recover;
 pub mod snapshot;

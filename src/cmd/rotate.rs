@@ -14,14 +14,39 @@ use std::time::Duration;
 pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let resuming = store.load_checkpoint().await.map_err(Failure::refused)?.is_some_and(|c| c.resume_command() == "kubectl vault rotate");
-    let what = if args.only_root_token { "Rotate the root token" } else { "Rekey the unseal shares" };
-    if !resuming && !ctx.confirm(&format!("{what} of {}/{}?", ctx.namespace, cluster.workload_name()))? {
-        return Err(Failure::refused(anyhow::anyhow!("rotate was not confirmed; nothing was changed")));
+    let resuming = store
+        .load_checkpoint()
+        .await
+        .map_err(Failure::refused)?
+        .is_some_and(|c| c.resume_command() == "kubectl vault rotate");
+    let what = if args.only_root_token {
+        "Rotate the root token"
+    } else {
+        "Rekey the unseal shares"
+    };
+    if !resuming
+        && !ctx.confirm(&format!(
+            "{what} of {}/{}?",
+            ctx.namespace,
+            cluster.workload_name()
+        ))?
+    {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "rotate was not confirmed; nothing was changed"
+        )));
     }
     let holder = holder_identity();
-    let lock = LeaseLock::new(ctx.client.clone(), &ctx.namespace, &cluster.workload_name(), &holder, Duration::from_secs(30));
-    let guard = lock.acquire(args.store.lock_timeout).await.map_err(Failure::refused)?;
+    let lock = LeaseLock::new(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &cluster.workload_name(),
+        &holder,
+        crate::store::lease::LEASE_DURATION,
+    );
+    let guard = lock
+        .acquire(args.store.lock_timeout)
+        .await
+        .map_err(Failure::refused)?;
     let result = rotate(ctx, &cluster, &store, &args, holder).await;
     guard.release().await;
     let outcome = result?;
@@ -43,13 +68,26 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
         .map_err(Failure::failed)
 }
 
-async fn rotate(ctx: &Context<'_>, cluster: &crate::transport::discover::KubeCluster, store: &impl CredentialStore, args: &RotateArgs, holder: String) -> Result<crate::ops::rotate::RotateOutcome, Failure> {
+async fn rotate(
+    ctx: &Context<'_>,
+    cluster: &crate::transport::discover::KubeCluster,
+    store: &impl CredentialStore,
+    args: &RotateArgs,
+    holder: String,
+) -> Result<crate::ops::rotate::RotateOutcome, Failure> {
     let _ = ctx;
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
-    let (leader_name, _) = wait_for_leader(&nodes, Duration::from_secs(30)).await.map_err(|_| {
-        Failure::refused(anyhow::anyhow!("no pod is the active leader; run `kubectl vault unseal` first, then rotate"))
-    })?;
-    let leader = nodes.iter().find(|n| n.name() == leader_name).ok_or_else(|| Failure::failed(anyhow::anyhow!("the leader {leader_name} vanished")))?;
+    let (leader_name, _) = wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .map_err(|_| {
+            Failure::refused(anyhow::anyhow!(
+                "no pod is the active leader; run `kubectl vault unseal` first, then rotate"
+            ))
+        })?;
+    let leader = nodes
+        .iter()
+        .find(|n| n.name() == leader_name)
+        .ok_or_else(|| Failure::failed(anyhow::anyhow!("the leader {leader_name} vanished")))?;
     let opts = RotateOptions {
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,
@@ -59,15 +97,20 @@ async fn rotate(ctx: &Context<'_>, cluster: &crate::transport::discover::KubeClu
         holder,
         budget: RetryBudget::default(),
     };
-    crate::ops::rotate::run(leader, &nodes, store, &opts).await.map_err(|e| match e {
-        RotateError::InvalidOptions(_)
-        | RotateError::NoCredentials { .. }
-        | RotateError::LoadStore { .. }
-        | RotateError::Sealed { .. }
-        | RotateError::Mismatch { .. }
-        | RotateError::SharesRejected { .. }
-        | RotateError::RekeyLost { .. }
-        | RotateError::OtherOperation { .. } => Failure::refused(e),
-        other => Failure::failed(anyhow::Error::new(other).context("rotate did not finish; re-run `kubectl vault rotate` to resume")),
-    })
+    crate::ops::rotate::run(leader, &nodes, store, &opts)
+        .await
+        .map_err(|e| match e {
+            RotateError::InvalidOptions(_)
+            | RotateError::NoCredentials { .. }
+            | RotateError::LoadStore { .. }
+            | RotateError::Sealed { .. }
+            | RotateError::Mismatch { .. }
+            | RotateError::SharesRejected { .. }
+            | RotateError::RekeyLost { .. }
+            | RotateError::OtherOperation { .. } => Failure::refused(e),
+            other => Failure::failed(
+                anyhow::Error::new(other)
+                    .context("rotate did not finish; re-run `kubectl vault rotate` to resume"),
+            ),
+        })
 }

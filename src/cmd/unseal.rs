@@ -231,7 +231,7 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
         &ctx.namespace,
         &cluster.workload_name(),
         &holder_identity(),
-        Duration::from_secs(30),
+        crate::store::lease::LEASE_DURATION,
     );
     let guard = lock
         .acquire(args.store.lock_timeout)

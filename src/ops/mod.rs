@@ -11,6 +11,8 @@ pub mod import;
 pub mod init;
 pub mod node;
 pub mod reconcile;
+pub mod recover;
+pub mod restore;
 pub mod rotate;
 pub mod recover;
 pub mod restore;

@@ -15,6 +15,10 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
+/// How long a Lease stays held without renewal: the longest a re-run waits
+/// after a run that died holding it. Renewed every third of it.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("Lease {object} is held by {holder}; gave up after {waited:?} (another kubectl-vault run or the hook Job is working; retry when it has finished)")]

@@ -301,3 +301,15 @@ async fn a_pod_that_disappears_mid_unseal_is_reported() {
     assert_eq!(env.seal_status(0).await["sealed"], false);
     assert_eq!(env.seal_status(1).await["sealed"], false);
 }
+
+#[tokio::test]
+async fn init_without_yes_and_without_a_terminal_asks_for_confirmation_and_changes_nothing() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let run = env.plugin(&["init"]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    for i in 0..3 {
+        assert_eq!(env.seal_status(i).await["initialized"], false);
+    }
+    assert!(!env.checkpoint_exists().await);
+}

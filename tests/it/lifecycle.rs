@@ -145,13 +145,38 @@ async fn scale_up_then_join_adds_voters() {
 #[tokio::test]
 async fn init_and_unseal_over_port_forward() {
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
-    env.plugin(&["--transport", "port-forward", "init", "--yes"]).await.ok();
+    env.plugin(&["--transport", "port-forward", "init", "--yes"])
+        .await
+        .ok();
     env.assert_whole(3).await;
     env.cluster.restart_all().await.unwrap();
-    let run = env.plugin(&["--transport", "port-forward", "unseal"]).await.ok();
+    let run = env
+        .plugin(&["--transport", "port-forward", "unseal"])
+        .await
+        .ok();
     assert_eq!(run.stdout.matches("unsealed").count(), 3, "{}", run.stdout);
     env.assert_whole(3).await;
     let audit = std::fs::read_to_string(env.cluster.audit_log_path()).unwrap();
-    assert!(audit.contains("/portforward"), "requests went through pods/portforward");
+    assert!(
+        audit.contains("/portforward"),
+        "requests went through pods/portforward"
+    );
     env.assert_no_secret_exposed().await;
+}
+
+#[test]
+fn shell_completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(crate::harness::plugin_binary())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("kubectl-vault") && text.contains("unseal") && text.contains("rotate"),
+            "{shell}: {}",
+            &text[..text.len().min(200)]
+        );
+    }
 }
