@@ -4,9 +4,7 @@
 pub mod credentials;
 pub mod init;
 pub mod recover;
-pub mod snapshot;
 pub mod rotate;
-pub mod recover;
 pub mod snapshot;
 pub mod status;
 pub mod unseal;

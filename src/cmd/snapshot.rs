@@ -30,7 +30,10 @@ use std::time::Duration;
 
 /// `list` and `verify` need no cluster.
 pub fn is_offline(command: &SnapshotCommand) -> bool {
-    matches!(command, SnapshotCommand::List(_) | SnapshotCommand::Verify(_))
+    matches!(
+        command,
+        SnapshotCommand::List(_) | SnapshotCommand::Verify(_)
+    )
 }
 
 pub async fn run_offline(printer: &Printer, command: SnapshotCommand) -> Result<(), Failure> {
@@ -91,7 +94,10 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         .call(Request::read("sys/leader"))
         .await
         .ok()
-        .and_then(|v| v.get("raft_committed_index").and_then(serde_json::Value::as_u64));
+        .and_then(|v| {
+            v.get("raft_committed_index")
+                .and_then(serde_json::Value::as_u64)
+        });
 
     let name = location.name_for(&cluster.workload_name(), jiff::Timestamp::now());
     let object = location.object(&name);
@@ -136,7 +142,9 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         }
         (_, Err(e)) => {
             upload.abort().await;
-            return Err(Failure::failed(anyhow::Error::new(e).context("nothing was kept")));
+            return Err(Failure::failed(
+                anyhow::Error::new(e).context("nothing was kept"),
+            ));
         }
     };
     fail::fail_point!("snapshot::before_finish");
@@ -174,7 +182,11 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         .value(&report, |r| {
             let mut text = format!(
                 "Saved {} ({} bytes, sha256 {}) from {}, key generation {}.\n",
-                r.object, r.manifest.size, r.manifest.sha256, r.manifest.source_pod, r.manifest.generation
+                r.object,
+                r.manifest.size,
+                r.manifest.sha256,
+                r.manifest.source_pod,
+                r.manifest.generation
             );
             if !r.pruned.is_empty() {
                 text.push_str(&format!("Pruned {}.\n", r.pruned.join(", ")));
@@ -267,7 +279,14 @@ async fn list(printer: &Printer, args: ListArgs) -> Result<(), Failure> {
                 })
                 .collect();
             table(
-                &["NAME", "SIZE", "CREATED", "GENERATION", "RAFT INDEX", "STATUS"],
+                &[
+                    "NAME",
+                    "SIZE",
+                    "CREATED",
+                    "GENERATION",
+                    "RAFT INDEX",
+                    "STATUS",
+                ],
                 &cells,
             )
         })
@@ -484,14 +503,13 @@ async fn read_credentials(
         .await
         .map_err(|e| Failure::refused(anyhow!("could not read {file}: {e}")))?;
     let envelope = ctx.envelope();
-    let ids = envelope
-        .identities(&file)
-        .await
-        .map_err(Failure::refused)?;
+    let ids = envelope.identities(&file).await.map_err(Failure::refused)?;
     let imported = crate::store::manifest::import(&text, &file, ids)
         .map_err(|e| Failure::refused(anyhow::Error::new(e).context("nothing was changed")))?;
     imported.credentials.validate().map_err(|e| {
-        Failure::refused(anyhow!("{file} holds unusable credentials: {e}; nothing was changed"))
+        Failure::refused(anyhow!(
+            "{file} holds unusable credentials: {e}; nothing was changed"
+        ))
     })?;
     Ok(imported.credentials)
 }
@@ -546,4 +564,3 @@ impl SnapshotFeed<PodNode> for ExecFeed {
             .map_err(|e| NodeError::Malformed(format!("{e} (it changed while it was restored)")))
     }
 }
-

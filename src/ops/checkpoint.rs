@@ -37,7 +37,7 @@ pub enum Phase {
     RestorePending { snapshot: SnapshotRef },
     /// `recover`: preflight passed; pod 0 may or may not carry a temporary init.
     RecoverPending { snapshot: SnapshotRef },
-    /// `recover`: pod 0 carries a throwaway init (1 share) whose keys are kept
+    /// `recover`: pod 0 carries a throwaway init whose keys are kept
     /// here until the restore replaces its data; they protect nothing else.
     RecoverTempInit { snapshot: SnapshotRef, temporary: Credentials },
     /// `snapshot restore` or `recover`: the snapshot is applied; pods need the

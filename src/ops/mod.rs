@@ -14,8 +14,6 @@ pub mod reconcile;
 pub mod recover;
 pub mod restore;
 pub mod rotate;
-pub mod recover;
-pub mod restore;
 pub mod secret;
 pub mod status;
 pub mod store;

@@ -7,8 +7,11 @@
 //!
 //! # Expected flow
 //! 1. Checkpoint `recover_pending` (proves the store is writable).
-//! 2. Temporarily initialize pod 0 with 1 share. The transport keeps a
-//!    pod-local copy of the answer until step 3 stored it.
+//! 2. Temporarily initialize pod 0 with the share count and threshold of the
+//!    snapshot's key generation: after a forced restore the node keeps the
+//!    seal configuration of its own init in memory, so a 1-of-1 temporary init
+//!    would take the first stored share for a whole key. The transport keeps
+//!    a pod-local copy of the answer until step 3 stored it.
 //! 3. Checkpoint `recover_temp_init` with the temporary keys.
 //! 4. Unseal pod 0 with them and wait for it to lead.
 //! 5. Force-restore the snapshot with the temporary root token.
@@ -64,8 +67,13 @@ pub enum RecoverError {
     Generation(RestoreError),
     #[error("{checkpoint} holds another interrupted operation; finish it first with `{resume}`")]
     OtherOperation { checkpoint: String, resume: String },
-    #[error("{checkpoint} records a recover from {recorded}; re-run with --from naming that location")]
-    OtherSnapshot { checkpoint: String, recorded: String },
+    #[error(
+        "{checkpoint} records a recover from {recorded}; re-run with --from naming that location"
+    )]
+    OtherSnapshot {
+        checkpoint: String,
+        recorded: String,
+    },
     #[error("pod {pod} was initialized by an interrupted recover, but its temporary keys were lost (neither the checkpoint nor the pod-local copy holds them); delete pod {pod}'s data (its PVC) and re-run `kubectl vault recover`")]
     TemporaryKeysLost { pod: String },
     #[error(transparent)]
@@ -163,17 +171,23 @@ where
             Start::Fresh
         }
         Some((phase, _)) if pending_snapshot(checkpoint.as_ref()).is_some() => {
-            let recorded = pending_snapshot(checkpoint.as_ref()).cloned().unwrap_or_else(|| snapshot.clone());
+            let recorded = pending_snapshot(checkpoint.as_ref())
+                .cloned()
+                .unwrap_or_else(|| snapshot.clone());
             if recorded.sha256 != snapshot.sha256 {
                 return Err(RecoverError::OtherSnapshot {
                     checkpoint: store.checkpoint_object(),
-                    recorded: format!("{}/{}", recorded.location.trim_end_matches('/'), recorded.name),
+                    recorded: format!(
+                        "{}/{}",
+                        recorded.location.trim_end_matches('/'),
+                        recorded.name
+                    ),
                 });
             }
             tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted recover");
             match phase {
                 Phase::RecoverPending { .. } if !statuses[0].initialized => Start::Fresh,
-                Phase::RecoverPending { .. } => match recover_copy(&first).await? {
+                Phase::RecoverPending { .. } => match recover_copy(&first, &unseal_with).await? {
                     Some(temp) => {
                         store_temporary(store, snapshot, &temp, opts).await?;
                         clear_copy(&first).await;
@@ -217,7 +231,7 @@ where
             );
             save_checkpoint::<RecoverError>(store, &pending, opts.budget).await?;
             fail::fail_point!("recover::after_preflight");
-            let temp = temporary_init(&first).await?;
+            let temp = temporary_init(&first, &unseal_with).await?;
             fail::fail_point!("recover::after_temp_init");
             store_temporary(store, snapshot, &temp, opts).await?;
             clear_copy(&first).await;
@@ -226,12 +240,16 @@ where
         }
     };
     if let Some(temp) = temp {
-        unseal_node(&first, temp.unseal_shares(), 1)
-            .await
-            .map_err(|source| RecoverError::TemporaryUnseal {
-                pod: first.name().to_owned(),
-                source,
-            })?;
+        unseal_node(
+            &first,
+            temp.unseal_shares(),
+            usize::from(temp.key_threshold),
+        )
+        .await
+        .map_err(|source| RecoverError::TemporaryUnseal {
+            pod: first.name().to_owned(),
+            source,
+        })?;
         wait_for_leader(std::slice::from_ref(&first), opts.timeouts.leader).await?;
         fail::fail_point!("recover::after_temp_leader");
         tracing::info!(pod = first.name(), snapshot = %snapshot.name, "force-restoring the snapshot");
@@ -246,7 +264,10 @@ where
         fail::fail_point!("recover::after_applied_checkpoint");
     }
     wait_for_reseal(&first, &unseal_with.root_token, Duration::from_secs(30)).await;
-    tracing::info!(generation = unseal_with.generation, "unsealing with the stored shares of the snapshot's key generation");
+    tracing::info!(
+        generation = unseal_with.generation,
+        "unsealing with the stored shares of the snapshot's key generation"
+    );
     let report = reconcile(cluster, &unseal_with, &opts.timeouts).await?;
     fail::fail_point!("recover::after_reconcile");
     let leader = nodes
@@ -300,7 +321,7 @@ async fn statuses<N: VaultNode>(
 async fn restore_happened<N: VaultNode>(node: &N, temp: &Credentials, status: &SealStatus) -> bool {
     if status.sealed {
         return matches!(
-            unseal_node(node, temp.unseal_shares(), 1).await,
+            unseal_node(node, temp.unseal_shares(), usize::from(temp.key_threshold)).await,
             Err(UnsealError::Rejected { .. } | UnsealError::StillSealed { .. })
         );
     }
@@ -347,7 +368,11 @@ struct TemporaryAnswer {
     root_token: Secret,
 }
 
-fn temporary_from(answer: serde_json::Value, pod: &str) -> Result<Credentials, RecoverError> {
+fn temporary_from(
+    answer: serde_json::Value,
+    shape: &Credentials,
+    pod: &str,
+) -> Result<Credentials, RecoverError> {
     let malformed = |why: &str| RecoverError::TemporaryInit {
         pod: pod.to_owned(),
         source: NodeError::Malformed(why.to_owned()),
@@ -361,27 +386,39 @@ fn temporary_from(answer: serde_json::Value, pod: &str) -> Result<Credentials, R
     };
     let c = Credentials {
         root_token: a.root_token,
-        key_shares: 1,
+        key_shares: shape.key_shares,
         unseal_keys_b64: keys,
-        key_threshold: 1,
+        key_threshold: shape.key_threshold,
         generation: 0,
         cluster_id: String::new(),
         created_at: crate::ops::checkpoint::now_rfc3339(),
         server_version: String::new(),
         history: vec![],
     };
-    c.validate()
-        .map_err(|e| malformed(&format!("the temporary sys/init answered credentials that {e}")))?;
+    c.validate().map_err(|e| {
+        malformed(&format!(
+            "the temporary sys/init answered credentials that {e}"
+        ))
+    })?;
     Ok(c)
 }
 
-async fn temporary_init(node: &impl VaultNode) -> Result<Credentials, RecoverError> {
-    let body = SecretBytes::json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
-        .map_err(|e| RecoverError::TemporaryInit {
-            pod: node.name().to_owned(),
-            source: NodeError::Malformed(e.to_string()),
-        })?;
-    tracing::info!(pod = node.name(), "temporarily initializing (1 share) to restore into");
+async fn temporary_init(
+    node: &impl VaultNode,
+    shape: &Credentials,
+) -> Result<Credentials, RecoverError> {
+    let body = SecretBytes::json(&serde_json::json!({
+        "secret_shares": shape.key_shares,
+        "secret_threshold": shape.key_threshold,
+    }))
+    .map_err(|e| RecoverError::TemporaryInit {
+        pod: node.name().to_owned(),
+        source: NodeError::Malformed(e.to_string()),
+    })?;
+    tracing::info!(
+        pod = node.name(),
+        "temporarily initializing to restore into"
+    );
     let answer = node
         .init(body)
         .await
@@ -389,18 +426,23 @@ async fn temporary_init(node: &impl VaultNode) -> Result<Credentials, RecoverErr
             pod: node.name().to_owned(),
             source,
         })?;
-    temporary_from(answer, node.name())
+    temporary_from(answer, shape, node.name())
 }
 
-async fn recover_copy(node: &impl VaultNode) -> Result<Option<Credentials>, RecoverError> {
-    let answer = node
-        .recover_init_response()
-        .await
-        .map_err(|source| RecoverError::TemporaryInit {
-            pod: node.name().to_owned(),
-            source,
-        })?;
-    answer.map(|a| temporary_from(a, node.name())).transpose()
+async fn recover_copy(
+    node: &impl VaultNode,
+    shape: &Credentials,
+) -> Result<Option<Credentials>, RecoverError> {
+    let answer =
+        node.recover_init_response()
+            .await
+            .map_err(|source| RecoverError::TemporaryInit {
+                pod: node.name().to_owned(),
+                source,
+            })?;
+    answer
+        .map(|a| temporary_from(a, shape, node.name()))
+        .transpose()
 }
 
 async fn clear_copy(node: &impl VaultNode) {

@@ -24,7 +24,9 @@ use crate::ops::checkpoint::{Checkpoint, Phase, SnapshotRef};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
-use crate::ops::reconcile::{reconcile, wait_for_leader, ReconcileError, ReconcileReport, Timeouts};
+use crate::ops::reconcile::{
+    reconcile, wait_for_leader, ReconcileError, ReconcileReport, Timeouts,
+};
 use crate::ops::secret::Secret;
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
 use crate::ops::unseal::UnsealError;
@@ -159,7 +161,10 @@ pub async fn wait_for_reseal(node: &impl VaultNode, token: &Secret, timeout: Dur
     })
     .await;
     if settled.is_none() {
-        tracing::warn!(pod = node.name(), "the node neither resealed nor accepts the snapshot's token yet; going on");
+        tracing::warn!(
+            pod = node.name(),
+            "the node neither resealed nor accepts the snapshot's token yet; going on"
+        );
     }
 }
 
@@ -204,7 +209,11 @@ where
     let resume = match checkpoint.as_ref().map(|c| (&c.phase, c.resume_command())) {
         None => None,
         Some((
-            Phase::RestorePending { snapshot: s } | Phase::RestoreApplied { snapshot: s, recover: false },
+            Phase::RestorePending { snapshot: s }
+            | Phase::RestoreApplied {
+                snapshot: s,
+                recover: false,
+            },
             resume,
         )) => {
             if s.sha256 != snapshot.sha256 {
@@ -280,7 +289,10 @@ where
             wait_for_reseal(leader, &unseal_with.root_token, Duration::from_secs(30)).await;
         }
     }
-    tracing::info!(generation = unseal_with.generation, "unsealing with the snapshot's key generation");
+    tracing::info!(
+        generation = unseal_with.generation,
+        "unsealing with the snapshot's key generation"
+    );
     let report = reconcile(cluster, &unseal_with, &opts.timeouts).await?;
     fail::fail_point!("restore::after_unseal");
     let mut credentials_replaced = false;
@@ -368,7 +380,11 @@ mod tests {
         assert_eq!(old.unseal_keys_b64[0].expose(), "old-0");
         assert!(matches!(
             for_generation(&c, 4, "s"),
-            Err(RestoreError::NewerGeneration { wanted: 4, newest: 3, .. })
+            Err(RestoreError::NewerGeneration {
+                wanted: 4,
+                newest: 3,
+                ..
+            })
         ));
         assert!(matches!(
             for_generation(&c, 1, "s"),

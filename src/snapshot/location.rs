@@ -100,6 +100,9 @@ impl Location {
             if bucket.is_empty() {
                 return Err(bad("no bucket name"));
             }
+            // The S3 client's TLS uses the process's rustls provider: ring,
+            // as kube's. A second install (already set) is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .build()
@@ -110,7 +113,9 @@ impl Location {
                 prefix: ObjectPath::from(prefix.trim_matches('/')),
             });
         }
-        for scheme in ["gs://", "az://", "azure://", "abfs://", "http://", "https://"] {
+        for scheme in [
+            "gs://", "az://", "azure://", "abfs://", "http://", "https://",
+        ] {
             if text.starts_with(scheme) {
                 return Err(bad(&format!(
                     "{scheme} targets are not built into this version; use s3:// (S3-compatible endpoints via AWS_ENDPOINT_URL), file:// or a path"
@@ -157,7 +162,10 @@ impl Location {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "snapshot.snap".into()),
-            _ => format!("{workload}-{}{SNAPSHOT_EXT}", now.strftime("%Y%m%dT%H%M%SZ")),
+            _ => format!(
+                "{workload}-{}{SNAPSHOT_EXT}",
+                now.strftime("%Y%m%dT%H%M%SZ")
+            ),
         }
     }
 
@@ -293,16 +301,17 @@ impl Location {
         };
         match self {
             Location::Bucket { store, prefix, .. } => {
-                let got = store
-                    .get(&Self::object_path(prefix, name))
-                    .await
-                    .map_err(|e| match e {
-                        object_store::Error::NotFound { .. } => SnapshotError::NotFound {
-                            name: name.to_owned(),
-                            location: self.to_string(),
-                        },
-                        e => read_err(e.to_string()),
-                    })?;
+                let got =
+                    store
+                        .get(&Self::object_path(prefix, name))
+                        .await
+                        .map_err(|e| match e {
+                            object_store::Error::NotFound { .. } => SnapshotError::NotFound {
+                                name: name.to_owned(),
+                                location: self.to_string(),
+                            },
+                            e => read_err(e.to_string()),
+                        })?;
                 let size = got.meta.size;
                 let stream = got.into_stream().map_err(std::io::Error::other);
                 Ok((Box::new(tokio_util::io::StreamReader::new(stream)), size))
@@ -324,7 +333,10 @@ impl Location {
                     .await
                     .map_err(|e| read_err(e.to_string()))?
                     .len();
-                Ok((Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)), size))
+                Ok((
+                    Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)),
+                    size,
+                ))
             }
         }
     }
@@ -349,7 +361,11 @@ impl Location {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
                     Err(e) => return Err(list_err(e.to_string())),
                 };
-                while let Some(item) = dir.next_entry().await.map_err(|e| list_err(e.to_string()))? {
+                while let Some(item) = dir
+                    .next_entry()
+                    .await
+                    .map_err(|e| list_err(e.to_string()))?
+                {
                     let name = item.file_name().to_string_lossy().into_owned();
                     if name.ends_with(SNAPSHOT_EXT) {
                         let meta = item.metadata().await.map_err(|e| list_err(e.to_string()))?;
@@ -394,13 +410,13 @@ impl Location {
     /// Re-hashes snapshot `name` and compares it with its manifest.
     pub async fn verify(&self, name: &str) -> Result<(Manifest, Digested), SnapshotError> {
         let object = self.object(name);
-        let manifest = self
-            .read_manifest(name)
-            .await?
-            .ok_or_else(|| SnapshotError::NoManifest {
-                object: object.clone(),
-                manifest: self.object(&manifest_name(name)),
-            })?;
+        let manifest =
+            self.read_manifest(name)
+                .await?
+                .ok_or_else(|| SnapshotError::NoManifest {
+                    object: object.clone(),
+                    manifest: self.object(&manifest_name(name)),
+                })?;
         let (reader, size) = self.open(name).await?;
         if size != manifest.size {
             return Err(SnapshotError::SizeMismatch {
@@ -444,8 +460,7 @@ impl Location {
                         object_store::Error::NotFound { .. } => Ok(()),
                         e => Err(e.to_string()),
                     }),
-                _ => match tokio::fs::remove_file(self.local_path(&n).unwrap_or_default()).await
-                {
+                _ => match tokio::fs::remove_file(self.local_path(&n).unwrap_or_default()).await {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
                     _ => Ok(()),
                 },

@@ -37,7 +37,9 @@ pub enum SnapshotError {
     Short { size: u64 },
     #[error("the snapshot stream does not start like a raft snapshot (gzip); nothing was kept")]
     NotASnapshot,
-    #[error("{object} has no manifest ({manifest}); it may be a partial upload: refusing to use it")]
+    #[error(
+        "{object} has no manifest ({manifest}); it may be a partial upload: refusing to use it"
+    )]
     NoManifest { object: String, manifest: String },
     #[error("{object} is {actual} bytes but its manifest says {expected}: the snapshot is truncated or was replaced")]
     SizeMismatch {

@@ -79,7 +79,15 @@ mod tests {
     #[test]
     fn keeps_exactly_n_newest() {
         let list = [c("e", 5), c("d", 4), c("c", 3), c("b", 2), c("a", 1)];
-        let doomed = plan(&list, Policy { keep: Some(2), max_age: None }, Some("e"), at(10));
+        let doomed = plan(
+            &list,
+            Policy {
+                keep: Some(2),
+                max_age: None,
+            },
+            Some("e"),
+            at(10),
+        );
         assert_eq!(doomed, ["c", "b", "a"]);
     }
 
@@ -89,7 +97,10 @@ mod tests {
         let list = [c("e", 5), c("d", 4), c("c", 3), c("b", 2)];
         let doomed = plan(
             &list,
-            Policy { keep: Some(1), max_age: Some(Duration::from_secs(1)) },
+            Policy {
+                keep: Some(1),
+                max_age: Some(Duration::from_secs(1)),
+            },
             Some("c"),
             at(100),
         );
@@ -101,7 +112,15 @@ mod tests {
         let mut partial = c("x", 9);
         partial.has_manifest = false;
         let list = [partial, c("b", 2), c("a", 1)];
-        let doomed = plan(&list, Policy { keep: Some(1), max_age: None }, Some("b"), at(10));
+        let doomed = plan(
+            &list,
+            Policy {
+                keep: Some(1),
+                max_age: None,
+            },
+            Some("b"),
+            at(10),
+        );
         assert_eq!(doomed, ["a"]);
     }
 }

@@ -38,7 +38,10 @@ pub struct HashProbe(Arc<Mutex<(Sha256, u64)>>);
 
 impl HashProbe {
     pub fn digest(&self) -> Digested {
-        let guard = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Digested {
             sha256: hex(&guard.0.clone().finalize()),
             size: guard.1,
@@ -81,15 +84,21 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 }
 
 /// Reads `reader` to its end, hashing and counting. Constant memory.
-pub async fn digest(mut reader: impl AsyncRead + Unpin, object: &str) -> Result<Digested, SnapshotError> {
+pub async fn digest(
+    mut reader: impl AsyncRead + Unpin,
+    object: &str,
+) -> Result<Digested, SnapshotError> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = reader.read(&mut buf).await.map_err(|e| SnapshotError::Read {
-            object: object.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| SnapshotError::Read {
+                object: object.to_owned(),
+                reason: e.to_string(),
+            })?;
         if n == 0 {
             break;
         }
@@ -114,10 +123,13 @@ pub async fn pump(
     let mut head = [0u8; 2];
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = reader.read(&mut buf).await.map_err(|e| SnapshotError::Read {
-            object: "the snapshot stream from the pod".into(),
-            reason: e.to_string(),
-        })?;
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| SnapshotError::Read {
+                object: "the snapshot stream from the pod".into(),
+                reason: e.to_string(),
+            })?;
         if n == 0 {
             break;
         }

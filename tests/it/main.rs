@@ -11,4 +11,5 @@ mod hook;
 mod lifecycle;
 mod release;
 mod rotate;
+mod snapshot;
 mod sops;

@@ -315,3 +315,44 @@ async fn concurrent_rotate_and_init_both_end_cleanly() {
     assert_eq!((rotate.code, init.code), (0, 0), "{rotate:?}\n{init:?}");
     assert_rotated(&env, &before, true).await;
 }
+
+#[tokio::test]
+async fn snapshot_from_before_a_rotate_unseals_with_the_previous_generation() {
+    let (env, before) = initialized(ClusterOptions::openbao().parallel()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("{}/", dir.path().display());
+    env.plugin(&["snapshot", "save", "--to", &target])
+        .await
+        .ok();
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    let rotated = env.stored_credentials().await.unwrap();
+    assert_eq!(rotated["generation"], 2);
+    // A full restart right after the rotate unseals with the new shares.
+    env.cluster.restart_all().await.unwrap();
+    let unsealed = env.plugin(&["unseal", "-o", "json"]).await.ok().json();
+    assert!(
+        unsealed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["generation"] == 2),
+        "{unsealed}"
+    );
+
+    let restored = env
+        .plugin(&["snapshot", "restore", "--from", &target, "--yes"])
+        .await
+        .ok();
+    assert!(
+        format!("{}{}", restored.stdout, restored.stderr).contains("generation 1"),
+        "says which generation: {restored:?}"
+    );
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+    let token = before["root_token"].as_str().unwrap();
+    assert_eq!(env.read_kv(token, "before-rotate").await, "intact");
+    assert_eq!(
+        env.stored_credentials().await.unwrap()["history"][0]["generation"],
+        1
+    );
+}
