@@ -24,6 +24,7 @@ mod meta;
 mod options;
 mod patch;
 mod pod;
+mod protobuf;
 mod render;
 mod selector;
 mod spawner;

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::Request;
 use hyper::body::Incoming;
@@ -157,6 +158,28 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
         let _ = sink.flush().await;
         sink
     });
+    // The reader drains the socket until the client's close frame, so the
+    // socket is never dropped with unread data (the kernel would answer with
+    // a reset that can overtake the status frame). Stdin goes through a channel.
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<Bytes>>(16);
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let data = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match data.first() {
+                Some(&STDIN) => {
+                    let _ = stdin_tx.send(Some(data.slice(1..))).await;
+                }
+                Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
+                    let _ = stdin_tx.send(None).await;
+                }
+                _ => {}
+            }
+        }
+    });
     let mut cmd = tokio::process::Command::new(&plan.argv[0]);
     cmd.args(&plan.argv[1..])
         .env_clear()
@@ -189,24 +212,12 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
                 let ch = if plan.tty { STDOUT } else { STDERR };
                 pumps.push(tokio::spawn(pump(err, ch, tx.clone())));
             }
-            let mut stdin = child.stdin.take();
-            let reader = tokio::spawn(async move {
-                while let Some(Ok(msg)) = stream.next().await {
-                    let data = match msg {
-                        Message::Binary(b) => b,
-                        Message::Close(_) => break,
-                        _ => continue,
-                    };
-                    match data.first() {
-                        Some(&STDIN) => {
-                            if let Some(w) = stdin.as_mut() {
-                                if w.write_all(&data[1..]).await.is_err() {
-                                    stdin = None;
-                                }
-                            }
-                        }
-                        Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => stdin = None,
-                        _ => {}
+            let stdin = child.stdin.take();
+            let feeder = tokio::spawn(async move {
+                let Some(mut w) = stdin else { return };
+                while let Some(Some(data)) = stdin_rx.recv().await {
+                    if w.write_all(&data).await.is_err() {
+                        break;
                     }
                 }
             });
@@ -220,25 +231,19 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
             for p in pumps {
                 let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
             }
-            reader.abort();
+            feeder.abort();
             exit_status(&plan.argv, code)
         }
     };
-    if drop_stream {
-        // Output already produced reaches the client, then a clean close
-        // without the status frame. (An abrupt TCP reset would hang kube-rs
-        // 5 readers forever: its error path never shuts its stdout pipes.)
-        let _ = tx.send(normal_close()).await;
-        drop(tx);
-        if let Ok(Ok(mut sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
-            let _ = sink.close().await;
-        }
-        return;
+    // A dropped stream still gets its output and a clean close, just no
+    // status frame. (An abrupt TCP reset would hang kube-rs 5 readers
+    // forever: its error path never shuts its stdout pipes.)
+    if !drop_stream {
+        let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
     }
-    let _ = tx.send(frame(STATUS, status.to_string().as_bytes())).await;
     let _ = tx.send(normal_close()).await;
     drop(tx);
-    if let Ok(Ok(mut sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await {
-        let _ = sink.close().await;
-    }
+    let sink = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    drop(sink);
 }

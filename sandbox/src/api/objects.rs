@@ -11,6 +11,7 @@ use super::{parse_json, require_namespace, Ctx, Reply};
 use crate::faults::SecretFault;
 use crate::kinds::Kind;
 use crate::patch::{self, PatchType};
+use crate::protobuf;
 use crate::render;
 use crate::selector::{FieldSelector, Selector};
 use crate::state::Sandbox;
@@ -51,7 +52,7 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
         require_namespace(s, ns)?;
     }
     let write_target = match i.verb.as_str() {
-        "create" => parse_json(body).ok().and_then(|v| {
+        "create" => decode_body(ctx, kind, body).ok().and_then(|v| {
             v.pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .map(str::to_string)
@@ -89,14 +90,14 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
             ok(obj)
         }
         "create" => {
-            reject_non_json(ctx)?;
-            let obj = s.store.create(kind, ns, parse_json(body)?, dry)?;
+            let obj = s
+                .store
+                .create(kind, ns, decode_body(ctx, kind, body)?, dry)?;
             Ok(Reply::Json(201, obj))
         }
-        "update" => {
-            reject_non_json(ctx)?;
-            ok(s.store.replace(kind, ns, &i.name, parse_json(body)?, dry)?)
-        }
+        "update" => ok(s
+            .store
+            .replace(kind, ns, &i.name, decode_body(ctx, kind, body)?, dry)?),
         "patch" => {
             let ct = ctx.header("content-type");
             let ty = PatchType::from_content_type(ct)
@@ -147,12 +148,17 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
     }
 }
 
-fn reject_non_json(ctx: &Ctx) -> Result<(), ApiError> {
+/// The object in a create/update body: JSON, or a protobuf Secret (what
+/// `kubectl create secret generic` sends); other encodings are 415.
+fn decode_body(ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Value, ApiError> {
     let ct = ctx.header("content-type");
-    let base = ct.split(';').next().unwrap_or_default().trim();
-    if base.is_empty() || base == "application/json" || base == "*/*" {
-        Ok(())
-    } else {
-        Err(ApiError::unsupported_media_type(ct))
+    match ct.split(';').next().unwrap_or_default().trim() {
+        "" | "application/json" | "*/*" => parse_json(body),
+        "application/vnd.kubernetes.protobuf" if kind == Kind::Secret => {
+            protobuf::decode_secret(body).ok_or_else(|| {
+                ApiError::bad_request("unable to decode the protobuf body as a v1 Secret")
+            })
+        }
+        _ => Err(ApiError::unsupported_media_type(ct)),
     }
 }

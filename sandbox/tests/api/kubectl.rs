@@ -74,6 +74,15 @@ fn kubectl_flow(c: &Cluster) {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("ClaimName:   data-openbao-0"));
 
+    // `create secret generic` sends protobuf.
+    let out = k(
+        &["create", "secret", "generic", "gen", "--from-literal=a=b"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = k(&["get", "secret", "gen", "-o", "jsonpath={.data.a}"], None);
+    assert_eq!(text(&out.stdout), "Yg==");
+
     // kubectl wait watches the pod: sealed never becomes Ready.
     let out = k(
         &[
