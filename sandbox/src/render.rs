@@ -58,6 +58,7 @@ fn container_status(
     restarts: u32,
     started: &str,
     running: bool,
+    uid: &str,
 ) -> Value {
     let state = if running {
         json!({"running": {"startedAt": started}})
@@ -66,7 +67,7 @@ fn container_status(
     };
     json!({
         "name": name, "image": image, "imageID": format!("docker.io/{image}"),
-        "containerID": format!("containerd://{:x}", rand::random::<u64>()),
+        "containerID": format!("containerd://{}{name}{restarts}", uid.replace('-', "")),
         "ready": ready, "started": running, "restartCount": restarts, "state": state, "lastState": {},
     })
 }
@@ -90,13 +91,14 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
         p.restart_count,
         &started,
         p.running,
+        &p.uid,
     );
     let mut statuses = vec![main_status];
     if opts.sidecar {
         containers.insert(0, sidecar_spec());
         statuses.insert(
             0,
-            container_status(SIDECAR, SIDECAR_IMAGE, true, 0, &created, true),
+            container_status(SIDECAR, SIDECAR_IMAGE, true, 0, &created, true, &p.uid),
         );
     }
     let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": created});

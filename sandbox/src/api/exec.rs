@@ -161,13 +161,20 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
     // The reader drains the socket until the client's close frame, so the
     // socket is never dropped with unread data (the kernel would answer with
     // a reset that can overtake the status frame). Stdin goes through a channel.
+    // A client that disconnects without a close frame kills the command,
+    // as the kubelet cancels an exec whose stream is gone.
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<Bytes>>(16);
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
+        loop {
+            let data = match stream.next().await {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => {
+                    let _ = gone_tx.send(());
+                    break;
+                }
             };
             match data.first() {
                 Some(&STDIN) => {
@@ -200,6 +207,7 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
         } else {
             Stdio::null()
         })
+        .process_group(0)
         .kill_on_drop(true);
     let status = match cmd.spawn() {
         Err(e) => start_failure(&plan.argv, &e),
@@ -221,7 +229,23 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
                     }
                 }
             });
-            let code = match child.wait().await {
+            let client_gone = async {
+                if gone_rx.await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            };
+            let waited = tokio::select! {
+                st = child.wait() => st,
+                () = client_gone => {
+                    if let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                        // SAFETY: plain syscall on the process group this exec created.
+                        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    }
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            };
+            let code = match waited {
                 Ok(st) => st.code().unwrap_or_else(|| {
                     use std::os::unix::process::ExitStatusExt;
                     128 + st.signal().unwrap_or(0)

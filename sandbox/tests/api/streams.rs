@@ -275,3 +275,71 @@ async fn audit_log_records_exec_argv_and_query_strings() {
         "{l}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_execs_keep_their_streams_apart() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let runs = (0..24).map(|i| {
+        let pods = pods.clone();
+        async move {
+            let arg = i.to_string();
+            let script = "cat; echo \" $0\"; echo err$0 >&2; exit $(( $0 % 5 ))";
+            let input = format!("in{i}");
+            let out = exec(
+                &pods,
+                "openbao-0",
+                None,
+                &["sh", "-c", script, &arg],
+                Some(&input),
+            )
+            .await
+            .unwrap();
+            assert_eq!(out.stdout, format!("in{i} {i}\n"));
+            assert_eq!(out.stderr, format!("err{i}\n"));
+            assert_eq!(out.code(), Some(i % 5));
+        }
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[tokio::test]
+async fn a_vanished_exec_client_kills_its_command() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let ap = kube::api::AttachParams::default()
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let proc = pods
+        .exec(
+            "openbao-0",
+            vec!["sh", "-c", "sleep 600 & echo $! > pid; wait"],
+            &ap,
+        )
+        .await
+        .unwrap();
+    let pid_file = c.dir().join("pods/openbao-0/pid");
+    wait_until(std::time::Duration::from_secs(10), "pid file", || async {
+        pid_file.exists()
+    })
+    .await
+    .unwrap();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    proc.abort();
+    drop(proc);
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "sleep killed",
+        || async {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z ")
+        },
+    )
+    .await
+    .unwrap();
+}
