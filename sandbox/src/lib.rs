@@ -20,7 +20,6 @@ mod faults;
 mod fleet;
 mod kinds;
 mod kubeconfig;
-mod managed;
 mod meta;
 mod options;
 mod patch;

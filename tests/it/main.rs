@@ -2,7 +2,6 @@
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
 mod chart;
-mod chart_rbac;
 mod crash;
 mod credentials;
 mod faults;

@@ -1,10 +1,12 @@
 //! The chart's Role is enough: the hook runs on the sandbox with the Job's
-//! rendered arguments (and the HOSTNAME the kubelet sets), and every API request it made (read
-//! from the sandbox's audit log) is one the rendered Role allows. Together
-//! with `chart::role_grants_exactly_the_promised_permissions` (nothing more)
-//! this pins the Role from both sides.
+//! rendered arguments (and the HOSTNAME the kubelet sets), then the snapshot
+//! CronJob's command, and every API request they made (read from the
+//! sandbox's audit log) is one the rendered Role allows. With
+//! `role::role_grants_exactly_the_promised_permissions` (nothing more) this
+//! pins the Role from both sides.
 
-use crate::chart::{grants, job_args, one, render, Values};
+use super::role::grants;
+use super::{job_args, one, render, Values};
 use crate::harness::{deps_bin, plugin_binary, Env};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -96,6 +98,26 @@ async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, St
     )
 }
 
+/// Whether `kubectl-vault --help` lists `command`.
+async fn has_subcommand(command: &str) -> bool {
+    let help = tokio::process::Command::new(plugin_binary())
+        .arg("--help")
+        .output()
+        .await
+        .expect("kubectl-vault --help");
+    String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .any(|l| l.trim_start().starts_with(&format!("{command} ")))
+}
+
+fn strings_of(v: &serde_yaml::Value) -> Vec<String> {
+    v.as_sequence()
+        .expect("a list")
+        .iter()
+        .map(|x| x.as_str().expect("a string").to_owned())
+        .collect()
+}
+
 /// An age key made by the real `age-keygen`, and the Flux-style Secret
 /// (`sops-age`, data key `age.agekey`) the chart points the hook at.
 struct AgeKey {
@@ -160,14 +182,7 @@ async fn assert_bootstrapped(env: &Env, age: Option<&AgeKey>) {
 /// allows. With `encrypted`, the chart's age values are set: the keys are
 /// stored for a recipient and read back through the identity Secret.
 async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encrypted: bool) {
-    let help = tokio::process::Command::new(plugin_binary())
-        .arg("--help")
-        .output()
-        .await
-        .expect("kubectl-vault --help");
-    let has_hook = String::from_utf8_lossy(&help.stdout)
-        .lines()
-        .any(|l| l.trim_start().starts_with("hook "));
+    let has_hook = has_subcommand("hook").await;
 
     let env = Env::start(opts.replicas(3)).await;
     let home = tempfile::tempdir().expect("tempdir");
@@ -182,6 +197,9 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         format!("target.statefulset={}", env.cluster.name()),
         "keyShares=3".to_owned(),
         "keyThreshold=2".to_owned(),
+        // The CronJob's target is swapped for a local folder below.
+        "snapshot.enabled=true".to_owned(),
+        "snapshot.to=s3://unused/".to_owned(),
     ];
     if let Some(age) = &age {
         set.push(format!("credentials.age.recipients[0]={}", age.recipient));
@@ -217,6 +235,26 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         assert_eq!(code, 0, "hook ({round}) failed:\n{stderr}");
         requests.extend(audited(&audit, before));
         assert_bootstrapped(&env, age.as_ref()).await;
+    }
+
+    // The snapshot CronJob's command, into a local folder instead of S3.
+    if has_subcommand("snapshot").await {
+        let mut args = strings_of(
+            &one(&docs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+                [0]["args"],
+        );
+        let to = args.iter().position(|a| a == "--to").expect("--to") + 1;
+        args[to] = format!("{}/", home.path().join("snapshots").display());
+        let before = lines(&audit);
+        let (code, stderr) = run_job(&env, &args, home.path()).await;
+        assert_eq!(code, 0, "snapshot save failed:\n{stderr}");
+        requests.extend(audited(&audit, before));
+        let saved = std::fs::read_dir(home.path().join("snapshots"))
+            .expect("snapshot folder")
+            .count();
+        assert!(saved >= 2, "a snapshot and its manifest: {saved} files");
+    } else {
+        eprintln!("note: kubectl-vault has no `snapshot` subcommand yet; not running the CronJob's command");
     }
 
     let denied: Vec<&Request> = requests

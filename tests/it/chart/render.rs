@@ -1,0 +1,192 @@
+//! Lint, strict schema validation, values the chart refuses, the snapshot
+//! CronJob's switches, and the install notes.
+
+use super::{
+    helm, kind, kinds, one, render, strings, text, tool, try_render, validate, Values, ALL,
+    ALL_OPTIONS, DEFAULTS,
+};
+use std::process::Command;
+
+fn lint(values: Option<&str>) {
+    let mut args = vec!["lint", ".", "--strict"];
+    if let Some(file) = values {
+        args.extend(["--values", file]);
+    }
+    let out = helm(&args);
+    assert!(
+        out.status.success(),
+        "helm lint {values:?} failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn chart_lints_with_defaults_and_every_option() {
+    lint(None);
+    lint(Some(ALL_OPTIONS));
+}
+
+#[test]
+fn chart_renders_the_hook_rbac_and_nothing_cluster_scoped() {
+    let defaults = render(DEFAULTS);
+    assert_eq!(
+        kinds(&defaults),
+        ["ServiceAccount", "Role", "RoleBinding", "Job"]
+    );
+    let all = render(ALL);
+    assert_eq!(
+        kinds(&all),
+        [
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "CronJob",
+            "Job"
+        ]
+    );
+    // The chart never creates the credentials Secret (helm uninstall would
+    // delete the keys) and never a cluster-scoped object.
+    for doc in defaults.iter().chain(&all) {
+        assert_ne!(kind(doc), "Secret");
+        assert!(!kind(doc).starts_with("Cluster"), "{doc:?}");
+        assert!(doc["metadata"]["namespace"].is_string(), "{doc:?}");
+    }
+}
+
+#[test]
+fn rendered_manifests_pass_strict_schema_validation() {
+    validate(DEFAULTS);
+    validate(ALL);
+}
+
+#[test]
+fn kubernetes_validate_rejects_an_unknown_field() {
+    // Proves the validation above can fail: --strict refuses a typo.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("typo.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: x\nspec:\n  backofLimit: 1\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: i}]\n",
+    )
+    .expect("write");
+    let out = Command::new(tool("kubernetes-validate"))
+        .arg("--strict")
+        .arg(&file)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+}
+
+#[test]
+fn snapshot_cronjob_renders_only_when_enabled_with_a_writable_target() {
+    assert!(!kinds(&render(DEFAULTS)).contains(&"CronJob"));
+    for (set, why) in [
+        (&["snapshot.enabled=true"][..], "snapshot.to is required"),
+        (
+            &["snapshot.enabled=true", "snapshot.to=/data/"][..],
+            "root filesystem is read-only",
+        ),
+        (
+            &[
+                "snapshot.enabled=true",
+                "snapshot.to=/data/",
+                "snapshot.persistentVolumeClaim=snaps",
+            ][..],
+            "must be under /snapshots",
+        ),
+    ] {
+        let err = try_render(Values { set, ..DEFAULTS }, &[]).expect_err(why);
+        assert!(err.contains(why), "{set:?}: want {why:?} in:\n{err}");
+    }
+
+    // A volume target: the claim is mounted where --to points, writable by
+    // the nonroot group.
+    let docs = render(Values {
+        set: &[
+            "snapshot.enabled=true",
+            "snapshot.to=file:///snapshots/vault/",
+            "snapshot.persistentVolumeClaim=snaps",
+        ],
+        ..DEFAULTS
+    });
+    let cron = one(&docs, "CronJob");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][1]["persistentVolumeClaim"]["claimName"],
+        "snaps"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][1]["mountPath"],
+        "/snapshots"
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    let args = strings(&pod["containers"][0]["args"]).join(" ");
+    assert!(
+        args.starts_with("snapshot save --to file:///snapshots/vault/ --keep 28 "),
+        "{args}"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_at_render_time() {
+    for (set, why) in [
+        (
+            "keyThreshold=6",
+            "keyThreshold (6) must not exceed keyShares (5)",
+        ),
+        ("keyThreshold=1", "keyThreshold must be at least 2"),
+        ("keyShares=0", "keyShares"),
+        ("hook.timeout=soon", "timeout"),
+        (
+            "hook.timeout=5m",
+            "must be below hook.activeDeadlineSeconds (285)",
+        ),
+        ("target.statefulset=Vault_0", "statefulset"),
+        ("credentials.age.recipients[0]=ssh-ed25519", "recipients"),
+        ("unknownValue=1", "unknownValue"),
+        ("credentials.age.identitySecret=a/b/c", "identitySecret"),
+        (
+            "credentials.age.recipients[0]=age1f4m6sp2p6dtzsynqkdp9qmxz0l8ree5hfmn402wu5ye8ga2q6d5s4x04xf",
+            "needs credentials.age.identitySecret",
+        ),
+    ] {
+        let err = try_render(
+            Values {
+                set: &[set],
+                ..DEFAULTS
+            },
+            &[],
+        )
+        .expect_err(set);
+        assert!(err.contains(why), "{set}: want {why:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn notes_say_where_the_credentials_are_and_how_to_export_them() {
+    let out = helm(&[
+        "install",
+        "bootstrap",
+        ".",
+        "--dry-run=client",
+        "--namespace",
+        "vault",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let notes = stdout
+        .split_once("NOTES:")
+        .map(|(_, n)| n)
+        .expect("NOTES in the install output");
+    assert!(
+        notes.contains("Secret vault-unseal in namespace vault"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("kubectl vault credentials export -n vault --secret-name vault-unseal"),
+        "{notes}"
+    );
+}

@@ -1,0 +1,192 @@
+//! The Role grants exactly what the README promises: no wildcard, no
+//! cluster scope, names wherever RBAC can check them.
+
+use super::{job_args, kind, kinds, one, render, strings, validate, Values, ALL, DEFAULTS};
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+
+/// One RBAC permission: (apiGroup, resource, verb, resourceName or any).
+pub type Grant = (String, String, String, Option<String>);
+
+pub fn grants(role: &Value) -> BTreeSet<Grant> {
+    assert_eq!(role["kind"], "Role", "namespaced Role only");
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let keys: BTreeSet<&str> = rule
+            .as_mapping()
+            .expect("rule")
+            .keys()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            keys.is_subset(&BTreeSet::from([
+                "apiGroups",
+                "resources",
+                "verbs",
+                "resourceNames"
+            ])),
+            "unexpected rule fields (nonResourceURLs?): {keys:?}"
+        );
+        let names = strings(&rule["resourceNames"]);
+        let names: Vec<Option<String>> = if names.is_empty() {
+            vec![None]
+        } else {
+            names.into_iter().map(Some).collect()
+        };
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    for n in &names {
+                        for part in [&g, &r, &v] {
+                            assert!(!part.contains('*'), "wildcard in {rule:?}");
+                        }
+                        out.insert((g.clone(), r.clone(), v.clone(), n.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grant(g: &str, r: &str, v: &str, name: Option<&str>) -> Grant {
+    (g.into(), r.into(), v.into(), name.map(Into::into))
+}
+
+/// The permissions the README promises, for a StatefulSet, a Secret name and
+/// an optional age identity Secret.
+fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> {
+    let checkpoint = format!("{secret}-checkpoint");
+    let lease = format!("{sts}-kubectl-vault");
+    let mut want = BTreeSet::new();
+    for v in ["get", "list", "watch"] {
+        want.insert(grant("", "pods", v, None));
+    }
+    for v in ["get", "create"] {
+        want.insert(grant("", "pods/exec", v, None));
+    }
+    for v in ["get", "update", "patch", "delete"] {
+        want.insert(grant("", "secrets", v, Some(secret)));
+        want.insert(grant("", "secrets", v, Some(&checkpoint)));
+    }
+    want.insert(grant("", "secrets", "create", None));
+    if let Some(identity) = identity {
+        want.insert(grant("", "secrets", "get", Some(identity)));
+    }
+    for v in ["get", "update", "delete"] {
+        want.insert(grant("coordination.k8s.io", "leases", v, Some(&lease)));
+    }
+    want.insert(grant("coordination.k8s.io", "leases", "create", None));
+    want.insert(grant("", "events", "create", None));
+    want.insert(grant("events.k8s.io", "events", "create", None));
+    want.insert(grant("apps", "statefulsets", "get", Some(sts)));
+    want
+}
+
+#[test]
+fn role_grants_exactly_the_promised_permissions() {
+    let docs = render(DEFAULTS);
+    assert_eq!(
+        grants(one(&docs, "Role")),
+        promised("vault", "vault-unseal", None)
+    );
+    let docs = render(ALL);
+    let role = one(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "vault-system");
+    assert_eq!(
+        grants(role),
+        promised("openbao", "openbao-keys", Some("sops-age"))
+    );
+
+    // Bound to the chart's ServiceAccount, across namespaces when the
+    // target is elsewhere.
+    let binding = one(&docs, "RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], "vault-system");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let sa = one(&docs, "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["namespace"], "ops");
+    assert_eq!(
+        binding["subjects"].as_sequence().map(Vec::len),
+        Some(1),
+        "one subject"
+    );
+}
+
+/// The Role in namespace `ns`.
+fn role_in<'a>(docs: &'a [Value], ns: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| kind(d) == "Role" && d["metadata"]["namespace"] == ns)
+        .collect();
+    assert_eq!(found.len(), 1, "want one Role in {ns}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn identity_secret_in_another_namespace_gets_its_own_read_only_role() {
+    let docs = render(Values {
+        set: &["credentials.age.identitySecret=flux-system/sops-age"],
+        ..DEFAULTS
+    });
+    assert_eq!(
+        kinds(&docs),
+        [
+            "ServiceAccount",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
+            "Job"
+        ]
+    );
+    // The target namespace's Role is unchanged; the other one can read that
+    // one Secret and nothing else.
+    assert_eq!(
+        grants(role_in(&docs, "vault")),
+        promised("vault", "vault-unseal", None)
+    );
+    assert_eq!(
+        grants(role_in(&docs, "flux-system")),
+        BTreeSet::from([grant("", "secrets", "get", Some("sops-age"))])
+    );
+    let binding = docs
+        .iter()
+        .find(|d| kind(d) == "RoleBinding" && d["metadata"]["namespace"] == "flux-system")
+        .expect("a RoleBinding in flux-system");
+    assert_eq!(
+        binding["roleRef"]["name"],
+        role_in(&docs, "flux-system")["metadata"]["name"]
+    );
+    assert_eq!(binding["subjects"][0]["namespace"], "vault");
+    let args = job_args(&docs).join(" ");
+    assert!(
+        args.contains("--age-identity-secret flux-system/sops-age"),
+        "{args}"
+    );
+    validate(Values {
+        set: &["credentials.age.identitySecret=flux-system/sops-age"],
+        ..DEFAULTS
+    });
+}
+
+#[test]
+fn role_check_notices_an_extra_permission() {
+    // The comparison above is exact: a broader Role does not pass.
+    let docs = render(DEFAULTS);
+    let mut role = one(&docs, "Role").clone();
+    if let Some(rules) = role["rules"].as_sequence_mut() {
+        rules.push(
+            serde_yaml::from_str("{apiGroups: [''], resources: [secrets], verbs: [list]}")
+                .expect("rule"),
+        );
+    }
+    assert_ne!(grants(&role), promised("vault", "vault-unseal", None));
+}
+
+#[test]
+fn rendered_role_is_pinned() {
+    insta::assert_yaml_snapshot!("role-defaults", one(&render(DEFAULTS), "Role"));
+    insta::assert_yaml_snapshot!("role-all-options", one(&render(ALL), "Role"));
+}
