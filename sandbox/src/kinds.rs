@@ -71,12 +71,99 @@ impl Kind {
 
     /// Applies the kind's defaults and validation to an object about to be stored.
     pub fn normalize(self, obj: &mut Value) -> Result<(), ApiError> {
+        validate_meta(self, obj)?;
         match self {
             Kind::Secret => normalize_secret(obj),
             Kind::Lease | Kind::Event | Kind::EventV1 => Ok(()),
         }
     }
+
+    /// Rules comparing the stored object with its replacement: a Secret's
+    /// `type` never changes; an `immutable` Secret keeps its data.
+    pub fn check_update(self, old: &Value, new: &Value) -> Result<(), ApiError> {
+        if self != Kind::Secret {
+            return Ok(());
+        }
+        let name = secret_name(new);
+        if old.get("type") != new.get("type") {
+            let t = new.get("type").and_then(Value::as_str).unwrap_or_default();
+            return Err(ApiError::invalid(
+                "Secret",
+                "",
+                &name,
+                "type",
+                &format!("Invalid value: {t:?}: field is immutable"),
+            ));
+        }
+        if old.get("immutable") == Some(&Value::Bool(true))
+            && (old.get("data") != new.get("data")
+                || new.get("immutable") != Some(&Value::Bool(true)))
+        {
+            return Err(ApiError::invalid(
+                "Secret",
+                "",
+                &name,
+                "data",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// A lowercase RFC 1123 subdomain: what object names must be.
+fn valid_name(n: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    n.len() <= 253
+        && n.split('.').all(|part| {
+            !part.is_empty()
+                && part.starts_with(alnum)
+                && part.ends_with(alnum)
+                && part.chars().all(|c| alnum(c) || c == '-')
+        })
+}
+
+/// Label values: at most 63 characters of `[-_.A-Za-z0-9]`, alphanumeric at both ends.
+fn valid_label_value(v: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_alphanumeric();
+    v.is_empty()
+        || (v.len() <= 63
+            && v.starts_with(alnum)
+            && v.ends_with(alnum)
+            && v.chars().all(|c| alnum(c) || "-_.".contains(c)))
+}
+
+/// Label keys: an optional DNS-subdomain prefix and `/`, then a name like a value.
+fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = k.rsplit_once('/').map_or((None, k), |(p, n)| (Some(p), n));
+    prefix.is_none_or(valid_name) && !name.is_empty() && valid_label_value(name)
+}
+
+fn validate_meta(kind: Kind, obj: &Value) -> Result<(), ApiError> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let invalid = |field: &str, detail: String| {
+        ApiError::invalid(kind.kind(), kind.group(), name, field, &detail)
+    };
+    if !valid_name(name) {
+        return Err(invalid("metadata.name", format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
+    }
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    for (k, v) in labels.into_iter().flatten() {
+        if !valid_label_key(k) {
+            return Err(invalid("metadata.labels", format!("Invalid value: {k:?}: name part must consist of alphanumeric characters, '-', '_' or '.'")));
+        }
+        if !v.as_str().is_some_and(valid_label_value) {
+            return Err(invalid("metadata.labels", format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+        }
+    }
+    Ok(())
+}
+
+/// The API server's limit on a Secret's decoded data.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
@@ -148,6 +235,18 @@ fn normalize_secret(obj: &mut Value) -> Result<(), ApiError> {
             ))
         }
     }
+    let size: usize = data
+        .values()
+        .filter_map(Value::as_str)
+        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .map(|b| b.len())
+        .sum();
+    if size > MAX_SECRET_BYTES {
+        return Err(invalid(
+            "data".into(),
+            format!("Too long: must have at most {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
     if !data.is_empty() {
         map.insert("data".into(), Value::Object(data));
     }
@@ -180,6 +279,35 @@ mod tests {
         let e = Kind::Secret.normalize(&mut s).unwrap_err();
         assert_eq!((e.code, e.reason), (422, "Invalid"));
         assert!(e.message.starts_with("Secret \"s\" is invalid: data[a]"));
+    }
+
+    #[test]
+    fn names_labels_and_size_are_validated() {
+        let mut bad = json!({"metadata": {"name": "Bad_Name"}});
+        assert_eq!(Kind::Lease.normalize(&mut bad).unwrap_err().code, 422);
+        let mut ok = json!({"metadata": {"name": "openbao-0.17a", "labels": {"app.kubernetes.io/name": "openbao", "e": ""}}});
+        Kind::Event.normalize(&mut ok).unwrap();
+        let mut bad_label = json!({"metadata": {"name": "x", "labels": {"a": "-nope"}}});
+        assert!(Kind::Lease.normalize(&mut bad_label).is_err());
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_SECRET_BYTES + 1]);
+        let mut huge = json!({"metadata": {"name": "x"}, "data": {"k": big}});
+        assert!(Kind::Secret
+            .normalize(&mut huge)
+            .unwrap_err()
+            .message
+            .contains("Too long"));
+    }
+
+    #[test]
+    fn immutable_secrets_keep_data_and_type() {
+        let old = json!({"metadata": {"name": "s"}, "type": "Opaque", "immutable": true, "data": {"a": "YQ=="}});
+        let mut new = old.clone();
+        Kind::Secret.check_update(&old, &new).unwrap();
+        new["data"]["a"] = json!("Yg==");
+        assert_eq!(Kind::Secret.check_update(&old, &new).unwrap_err().code, 422);
+        let mut retyped = old.clone();
+        retyped["type"] = json!("kubernetes.io/tls");
+        assert!(Kind::Secret.check_update(&old, &retyped).is_err());
     }
 
     #[test]

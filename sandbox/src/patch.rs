@@ -8,10 +8,10 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::kinds::Kind;
-use crate::meta;
+use crate::managed;
 use crate::status::ApiError;
 
 /// The patch format, from the request's Content-Type.
@@ -82,117 +82,6 @@ pub fn apply_patch(
     Ok(doc)
 }
 
-/// Fields that identify an object and are never owned.
-const IDENTITY: [&str; 7] = [
-    "/apiVersion",
-    "/kind",
-    "/metadata/name",
-    "/metadata/namespace",
-    "/metadata/resourceVersion",
-    "/metadata/uid",
-    "/metadata/managedFields",
-];
-
-fn esc(k: &str) -> String {
-    k.replace('~', "~0").replace('/', "~1")
-}
-
-fn leaf_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-    match v.as_object() {
-        Some(m) if !m.is_empty() => {
-            for (k, child) in m {
-                leaf_paths(child, &format!("{prefix}/{}", esc(k)), out);
-            }
-        }
-        _ => {
-            if !prefix.is_empty() && !IDENTITY.contains(&prefix) {
-                out.insert(prefix.to_string());
-            }
-        }
-    }
-}
-
-fn unesc(k: &str) -> String {
-    k.replace("~1", "/").replace("~0", "~")
-}
-
-/// Paths → FieldsV1 (`{"f:data":{"f:k":{}}}`).
-fn to_fields_v1(paths: &BTreeSet<String>) -> Value {
-    let mut root = Map::new();
-    for p in paths {
-        let mut node = &mut root;
-        for seg in p.split('/').skip(1) {
-            let entry = node
-                .entry(format!("f:{}", unesc(seg)))
-                .or_insert_with(|| json!({}));
-            let Some(next) = entry.as_object_mut() else {
-                break;
-            };
-            node = next;
-        }
-    }
-    Value::Object(root)
-}
-
-fn from_fields_v1(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-    match v.as_object() {
-        Some(m) if !m.is_empty() => {
-            for (k, child) in m {
-                let seg = k.strip_prefix("f:").unwrap_or(k);
-                from_fields_v1(child, &format!("{prefix}/{}", esc(seg)), out);
-            }
-        }
-        _ => {
-            if !prefix.is_empty() {
-                out.insert(prefix.to_string());
-            }
-        }
-    }
-}
-
-fn apply_managers(obj: &Value) -> Vec<(String, BTreeSet<String>)> {
-    let entries = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array);
-    entries
-        .into_iter()
-        .flatten()
-        .filter(|e| e["operation"] == "Apply")
-        .filter_map(|e| {
-            let mut set = BTreeSet::new();
-            from_fields_v1(&e["fieldsV1"], "", &mut set);
-            Some((e["manager"].as_str()?.to_string(), set))
-        })
-        .collect()
-}
-
-fn remove_path(obj: &mut Value, path: &str) {
-    let Some((parent, last)) = path.rsplit_once('/') else {
-        return;
-    };
-    if let Some(m) = obj.pointer_mut(parent).and_then(Value::as_object_mut) {
-        m.remove(&unesc(last));
-    }
-}
-
-fn set_path(obj: &mut Value, path: &str, value: Value) {
-    let mut node = obj;
-    let segs: Vec<String> = path.split('/').skip(1).map(unesc).collect();
-    for (i, seg) in segs.iter().enumerate() {
-        if !node.is_object() {
-            *node = json!({});
-        }
-        let Some(m) = node.as_object_mut() else {
-            return;
-        };
-        if i + 1 == segs.len() {
-            m.insert(seg.clone(), value);
-            return;
-        }
-        node = m.entry(seg.clone()).or_insert_with(|| json!({}));
-    }
-}
-
 /// Server-side apply of `body` (YAML or JSON) by `manager` onto `current`.
 pub fn server_side_apply(
     kind: Kind,
@@ -220,19 +109,21 @@ pub fn server_side_apply(
     }
     applied["metadata"]["name"] = json!(name);
     kind.normalize(&mut applied)?;
-    let mut mine = BTreeSet::new();
-    leaf_paths(&applied, "", &mut mine);
-    let mut managers = current.map(apply_managers).unwrap_or_default();
-    let mut result = current.cloned().unwrap_or_else(|| json!({}));
+    let mine = managed::leaf_paths(&applied);
+    let mut entries = current.map(managed::read).unwrap_or_default();
+    let mut result = current
+        .cloned()
+        .unwrap_or_else(|| json!({"metadata": {"name": name}}));
     let mut conflicts = Vec::new();
-    for (m, owned) in managers.iter_mut().filter(|(m, _)| m != manager) {
-        for p in mine.intersection(&owned.clone()) {
+    for e in entries.iter_mut().filter(|e| e.manager != manager) {
+        for p in mine.intersection(&e.fields.clone()) {
             if result.pointer(p) != applied.pointer(p) {
                 if force {
-                    owned.remove(p);
+                    e.fields.remove(p);
                 } else {
                     conflicts.push(format!(
-                        "conflict with \"{m}\": .{}",
+                        "conflict with \"{}\": .{}",
+                        e.manager,
                         p[1..].replace('/', ".")
                     ));
                 }
@@ -248,22 +139,25 @@ pub fn server_side_apply(
         );
         return Err(e);
     }
-    let previous = managers
+    let mine_before = entries
         .iter()
-        .find(|(m, _)| m == manager)
-        .map(|(_, s)| s.clone())
+        .find(|e| e.apply && e.manager == manager)
+        .map(|e| e.fields.clone())
         .unwrap_or_default();
-    let others: BTreeSet<String> = managers
+    let others: BTreeSet<String> = entries
         .iter()
-        .filter(|(m, _)| m != manager)
-        .flat_map(|(_, s)| s.clone())
+        .filter(|e| !(e.apply && e.manager == manager))
+        .flat_map(|e| e.fields.clone())
         .collect();
-    for p in previous.difference(&mine).filter(|p| !others.contains(*p)) {
-        remove_path(&mut result, p);
+    for p in mine_before
+        .difference(&mine)
+        .filter(|p| !others.contains(*p))
+    {
+        managed::remove_path(&mut result, p);
     }
     for p in &mine {
         if let Some(v) = applied.pointer(p) {
-            set_path(&mut result, p, v.clone());
+            managed::set_path(&mut result, p, v.clone());
         }
     }
     if let Some(rv) = applied.pointer("/metadata/resourceVersion") {
@@ -271,15 +165,13 @@ pub fn server_side_apply(
     } else if let Some(m) = result["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
-    managers.retain(|(m, _)| m != manager);
-    managers.push((manager.to_string(), mine));
-    let now = meta::rfc3339(meta::now());
-    let entries: Vec<Value> = managers
-        .iter()
-        .filter(|(_, s)| !s.is_empty())
-        .map(|(m, s)| json!({"manager": m, "operation": "Apply", "apiVersion": kind.api_version(), "time": now, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(s)}))
-        .collect();
-    result["metadata"]["managedFields"] = Value::Array(entries);
+    entries.retain(|e| !(e.apply && e.manager == manager));
+    entries.push(managed::Entry {
+        manager: manager.to_string(),
+        apply: true,
+        fields: mine,
+    });
+    managed::write(&mut result, entries, kind.api_version());
     Ok(result)
 }
 

@@ -13,11 +13,23 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::kinds::Kind;
+use crate::managed;
 use crate::meta::{self, Revisions};
 use crate::selector::Selector;
 use crate::status::ApiError;
 
 type Key = (Kind, String, String);
+
+/// How [`Store::write`] treats a write.
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    /// Create the object when absent (server-side apply).
+    pub create_if_absent: bool,
+    /// Validate and answer without storing (`dryRun=All`).
+    pub dry_run: bool,
+    /// Record the change as an `Update` by this field manager.
+    pub manager: Option<&'a str>,
+}
 
 /// All stored objects, keyed by (kind, namespace, name).
 pub struct Store {
@@ -87,6 +99,7 @@ impl Store {
         ns: &str,
         mut obj: Value,
         dry_run: bool,
+        manager: &str,
     ) -> Result<Value, ApiError> {
         Self::check_body(kind, ns, &mut obj)?;
         let name = match (
@@ -129,7 +142,10 @@ impl Store {
         if let Some(m) = md.as_object_mut() {
             m.remove("deletionTimestamp");
             m.remove("resourceVersion");
+            m.remove("managedFields");
         }
+        managed::record_update(None, &mut obj, manager, kind.api_version());
+        let md = &mut obj["metadata"];
         if !dry_run {
             md["resourceVersion"] = json!(self.revisions.next().to_string());
             objects.insert(k, obj.clone());
@@ -165,6 +181,7 @@ impl Store {
         name: &str,
         obj: Value,
         dry_run: bool,
+        manager: &str,
     ) -> Result<Value, ApiError> {
         if let Some(body_name) = str_at(&obj, "/metadata/name") {
             if body_name != name {
@@ -173,24 +190,35 @@ impl Store {
                 )));
             }
         }
-        self.write(kind, ns, name, false, dry_run, |_| Ok(obj))
+        let how = Write {
+            create_if_absent: false,
+            dry_run,
+            manager: Some(manager),
+        };
+        self.write(kind, ns, name, how, |_| Ok(obj))
     }
 
     /// Read-modify-write under one lock. `change` gets the current object (None if absent
     /// and `create_if_absent`); the result's `metadata.resourceVersion`, if set, must still
     /// match. Identity fields (uid, creationTimestamp, name, namespace) are preserved.
+    /// `manager` records the write as an `Update` in managedFields (None: the change
+    /// already did its own bookkeeping, as server-side apply does).
     pub fn write(
         &self,
         kind: Kind,
         ns: &str,
         name: &str,
-        create_if_absent: bool,
-        dry_run: bool,
+        how: Write<'_>,
         change: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let mut objects = self.lock();
         let k = key(kind, ns, name);
         let current = objects.get(&k);
+        let Write {
+            create_if_absent,
+            dry_run,
+            manager,
+        } = how;
         if current.is_none() && !create_if_absent {
             return Err(ApiError::not_found(kind.group(), kind.resource(), name));
         }
@@ -215,6 +243,12 @@ impl Store {
             }
         }
         kind.normalize(&mut obj)?;
+        if let Some(cur) = current {
+            kind.check_update(cur, &obj)?;
+        }
+        if let Some(m) = manager {
+            managed::record_update(current, &mut obj, m, kind.api_version());
+        }
         if dry_run {
             let rv = current.map(|c| c["metadata"]["resourceVersion"].clone());
             obj["metadata"]["resourceVersion"] = rv.unwrap_or(Value::Null);
@@ -276,33 +310,43 @@ mod tests {
     #[test]
     fn create_conflicts_and_assigns_metadata() {
         let s = store();
-        let a = s.create(Kind::Secret, "ns", secret("a"), false).unwrap();
+        let a = s
+            .create(Kind::Secret, "ns", secret("a"), false, "t")
+            .unwrap();
         assert_eq!(a["data"]["k"], "dg==");
         assert!(a["metadata"]["uid"].is_string());
         assert_eq!(
-            s.create(Kind::Secret, "ns", secret("a"), false)
+            s.create(Kind::Secret, "ns", secret("a"), false, "t")
                 .unwrap_err()
                 .reason,
             "AlreadyExists"
         );
-        assert!(s.create(Kind::Secret, "other", secret("a"), false).is_ok());
+        assert!(s
+            .create(Kind::Secret, "other", secret("a"), false, "t")
+            .is_ok());
     }
 
     #[test]
     fn replace_checks_resource_version() {
         let s = store();
         let a = s
-            .create(Kind::Lease, "ns", json!({"metadata": {"name": "l"}}), false)
+            .create(
+                Kind::Lease,
+                "ns",
+                json!({"metadata": {"name": "l"}}),
+                false,
+                "t",
+            )
             .unwrap();
         let mut stale = a.clone();
-        let b = s.replace(Kind::Lease, "ns", "l", a, false).unwrap();
+        let b = s.replace(Kind::Lease, "ns", "l", a, false, "t").unwrap();
         assert_ne!(
             b["metadata"]["resourceVersion"],
             stale["metadata"]["resourceVersion"]
         );
         stale["spec"] = json!({"holderIdentity": "x"});
         assert_eq!(
-            s.replace(Kind::Lease, "ns", "l", stale.clone(), false)
+            s.replace(Kind::Lease, "ns", "l", stale.clone(), false, "t")
                 .unwrap_err()
                 .code,
             409
@@ -311,18 +355,23 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("resourceVersion");
-        let c = s.replace(Kind::Lease, "ns", "l", stale, false).unwrap();
+        let c = s
+            .replace(Kind::Lease, "ns", "l", stale, false, "t")
+            .unwrap();
         assert_eq!(c["metadata"]["uid"], b["metadata"]["uid"]);
     }
 
     #[test]
     fn dry_run_stores_nothing() {
         let s = store();
-        let a = s.create(Kind::Secret, "ns", secret("a"), true).unwrap();
+        let a = s
+            .create(Kind::Secret, "ns", secret("a"), true, "t")
+            .unwrap();
         assert_eq!(a["data"]["k"], "dg==");
         assert!(a["metadata"]["resourceVersion"].is_null());
         assert_eq!(s.get(Kind::Secret, "ns", "a").unwrap_err().code, 404);
-        s.create(Kind::Secret, "ns", secret("a"), false).unwrap();
+        s.create(Kind::Secret, "ns", secret("a"), false, "t")
+            .unwrap();
         s.delete(Kind::Secret, "ns", "a", None, true).unwrap();
         assert!(s.get(Kind::Secret, "ns", "a").is_ok());
     }
@@ -335,6 +384,7 @@ mod tests {
             "ns",
             json!({"metadata": {"name": "a", "labels": {"x": "1"}}}),
             false,
+            "t",
         )
         .unwrap();
         s.create(
@@ -342,6 +392,7 @@ mod tests {
             "ns",
             json!({"metadata": {"name": "b"}}),
             false,
+            "t",
         )
         .unwrap();
         let (items, _) = s.list(Kind::Secret, Some("ns"), &Selector::parse("x=1").unwrap());

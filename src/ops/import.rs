@@ -70,10 +70,18 @@ pub async fn prove<C: VaultCluster>(
         return Err(ProveError::NotInitialized);
     }
     if !sealed.is_empty() {
+        // Every sealed pod at once, each directly: a raft follower may only
+        // report unsealed once enough peers are up to elect a leader.
         let threshold = usize::from(candidate.key_threshold);
+        let results = futures::future::join_all(
+            sealed
+                .iter()
+                .map(|node| unseal_node(*node, candidate.unseal_shares(), threshold)),
+        )
+        .await;
         let mut pods = Vec::new();
-        for node in sealed {
-            match unseal_node(node, candidate.unseal_shares(), threshold).await {
+        for (node, result) in sealed.iter().zip(results) {
+            match result {
                 Ok(UnsealOutcome::Unsealed { .. } | UnsealOutcome::AlreadyUnsealed) => {
                     pods.push(node.name().to_owned());
                 }

@@ -502,14 +502,20 @@ async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
     let refused = env.plugin(&["credentials", "encrypt"]).await;
     assert_refused(&refused, &["--age-recipient"]);
 
-    env.plugin(&[
-        "credentials",
-        "encrypt",
-        "--age-recipient",
-        &key.recipient,
-        "--age-identity",
-        identity,
-    ])
+    let invalid = env
+        .plugin_with_env(
+            &["credentials", "encrypt", "--age-identity", identity],
+            &[("SOPS_AGE_RECIPIENTS", "age1-not-a-key")],
+        )
+        .await;
+    assert_refused(&invalid, &["SOPS_AGE_RECIPIENTS"]);
+
+    // The recipients from SOPS_AGE_RECIPIENTS, as sops reads them (empty entries skipped).
+    let from_env = format!(" ,{}", key.recipient);
+    env.plugin_with_env(
+        &["credentials", "encrypt", "--age-identity", identity],
+        &[("SOPS_AGE_RECIPIENTS", from_env.as_str())],
+    )
     .await
     .ok();
     let raw = env
@@ -566,5 +572,82 @@ async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
     all_sealed(&env).await;
     env.plugin(&["unseal"]).await.ok();
     all_unsealed(&env).await;
+    env.assert_no_secret_exposed().await;
+}
+
+#[tokio::test]
+async fn import_after_a_restart_proves_the_shares_by_unsealing() {
+    use base64::Engine as _;
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    env.plugin(&["init", "--yes"]).await.ok();
+    let creds = env.stored_credentials().await.unwrap();
+
+    let file = dir.path().join("plain.yaml");
+    let path = file.to_str().unwrap();
+    env.plugin(&["credentials", "export", "--plaintext", "-f", path])
+        .await
+        .ok();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = env
+        .plugin(&["credentials", "export", "--plaintext", "-f", path])
+        .await;
+    assert_refused(&again, &["plain.yaml"]);
+
+    let api = secrets_api(&env).await;
+    api.delete(&env.secret_name(), &DeleteParams::default())
+        .await
+        .unwrap();
+    env.cluster.restart_all().await.unwrap();
+    all_sealed(&env).await;
+
+    // Shares of the right length that belong to no cluster: the pods refuse
+    // them, nothing is stored, the pods stay sealed with no progress left.
+    let mut other = creds.clone();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    other["unseal_keys_b64"] = creds["unseal_keys_b64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let mut bytes = b64.decode(k.as_str().unwrap()).unwrap();
+            bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+            serde_json::Value::String(b64.encode(bytes))
+        })
+        .collect();
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, serde_json::to_vec(&other).unwrap()).unwrap();
+    let refused = env
+        .plugin(&["credentials", "import", "-f", bogus.to_str().unwrap()])
+        .await;
+    assert_refused(&refused, &["do not unseal", "nothing was imported"]);
+    assert!(
+        !env.secret_exists(&env.secret_name()).await,
+        "nothing stored"
+    );
+    all_sealed(&env).await;
+    for i in 0..3 {
+        assert_eq!(
+            env.seal_status(i).await["progress"],
+            0,
+            "pod {i} progress reset"
+        );
+    }
+
+    let imported = env
+        .plugin(&["credentials", "import", "-f", path, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["proof"]["proof"], "unsealed", "{imported}");
+    assert_eq!(imported["proof"]["pods"].as_array().map(Vec::len), Some(3));
+    all_unsealed(&env).await;
+    let back = env.stored_credentials().await.expect("stored");
+    assert_eq!(back["root_token"], creds["root_token"]);
+    assert_eq!(back["unseal_keys_b64"], creds["unseal_keys_b64"]);
     env.assert_no_secret_exposed().await;
 }

@@ -16,6 +16,7 @@ use crate::render;
 use crate::selector::{FieldSelector, Selector};
 use crate::state::Sandbox;
 use crate::status::{self, ApiError};
+use crate::store::Write;
 use crate::table;
 
 fn selector(ctx: &Ctx) -> Result<Selector, ApiError> {
@@ -90,14 +91,23 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
             ok(obj)
         }
         "create" => {
-            let obj = s
-                .store
-                .create(kind, ns, decode_body(ctx, kind, body)?, dry)?;
+            let obj = s.store.create(
+                kind,
+                ns,
+                decode_body(ctx, kind, body)?,
+                dry,
+                &field_manager(ctx),
+            )?;
             Ok(Reply::Json(201, obj))
         }
-        "update" => ok(s
-            .store
-            .replace(kind, ns, &i.name, decode_body(ctx, kind, body)?, dry)?),
+        "update" => ok(s.store.replace(
+            kind,
+            ns,
+            &i.name,
+            decode_body(ctx, kind, body)?,
+            dry,
+            &field_manager(ctx),
+        )?),
         "patch" => {
             let ct = ctx.header("content-type");
             let ty = PatchType::from_content_type(ct)
@@ -113,17 +123,33 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
                     })?;
                 let force = ctx.param("force") == Some("true");
                 let existed = s.store.get(kind, ns, &i.name).is_ok();
-                let obj = s.store.write(kind, ns, &i.name, true, dry, |cur| {
-                    patch::server_side_apply(kind, &i.name, cur, body, manager, force)
-                })?;
+                let obj = s.store.write(
+                    kind,
+                    ns,
+                    &i.name,
+                    Write {
+                        create_if_absent: true,
+                        dry_run: dry,
+                        manager: None,
+                    },
+                    |cur| patch::server_side_apply(kind, &i.name, cur, body, manager, force),
+                )?;
                 return Ok(Reply::Json(if existed { 200 } else { 201 }, obj));
             }
-            let obj = s
-                .store
-                .write(kind, ns, &i.name, false, dry, |cur| match cur {
+            let obj = s.store.write(
+                kind,
+                ns,
+                &i.name,
+                Write {
+                    create_if_absent: false,
+                    dry_run: dry,
+                    manager: Some(&field_manager(ctx)),
+                },
+                |cur| match cur {
                     Some(cur) => patch::apply_patch(kind, &i.name, &ty, cur, body),
                     None => Err(ApiError::not_found(kind.group(), kind.resource(), &i.name)),
-                })?;
+                },
+            )?;
             ok(obj)
         }
         "delete" => {
@@ -145,6 +171,22 @@ pub fn handle(s: &Sandbox, ctx: &Ctx, kind: Kind, body: &[u8]) -> Result<Reply, 
             ok(status::success(kind.group(), kind.resource(), &i.name, uid))
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// `fieldManager`, or like the real server the User-Agent up to its first `/`.
+fn field_manager(ctx: &Ctx) -> String {
+    match ctx.param("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.to_string(),
+        None => {
+            let ua = ctx.header("user-agent");
+            let prefix = ua.split('/').next().unwrap_or_default().trim();
+            if prefix.is_empty() {
+                "unknown".to_string()
+            } else {
+                prefix.chars().take(128).collect()
+            }
+        }
     }
 }
 

@@ -337,3 +337,52 @@ async fn next(
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn apply_conflicts_with_fields_another_manager_wrote() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    let pp = PostParams {
+        field_manager: Some("creator".into()),
+        ..Default::default()
+    };
+    secrets.create(&pp, &secret("owned")).await.unwrap();
+    let cfg = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owned"}, "stringData": {"k": "changed"}});
+    let e = secrets
+        .patch(
+            "owned",
+            &PatchParams::apply("applier"),
+            &Patch::Apply(cfg.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref s) if s.code == 409 && s.message.contains("conflict with \"creator\": .data.k")),
+        "{e:?}"
+    );
+    // The same value is no conflict; force takes the field over.
+    let same = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "owned"}, "stringData": {"k": "v"}});
+    secrets
+        .patch("owned", &PatchParams::apply("applier"), &Patch::Apply(same))
+        .await
+        .unwrap();
+    let s = secrets
+        .patch(
+            "owned",
+            &PatchParams::apply("applier").force(),
+            &Patch::Apply(cfg),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.data.unwrap()["k"], ByteString(b"changed".to_vec()));
+    let fields = s.metadata.managed_fields.unwrap();
+    let creator = fields
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("creator"))
+        .unwrap();
+    let owned = serde_json::to_string(&creator.fields_v1).unwrap();
+    assert!(!owned.contains("f:data"), "creator lost data.k: {owned}");
+    assert!(fields.iter().any(
+        |m| m.manager.as_deref() == Some("applier") && m.operation.as_deref() == Some("Apply")
+    ));
+}
