@@ -213,3 +213,35 @@ fn rendered_job_is_pinned() {
 fn rendered_snapshot_cronjob_is_pinned() {
     insta::assert_yaml_snapshot!("cronjob-all-options", one(&render(ALL), "CronJob"));
 }
+
+/// The image the chart runs comes from the root Dockerfile: its entrypoint
+/// is the binary (the chart passes only arguments) and its user is the one
+/// the pods run as. The image cannot be built here; this keeps the two from
+/// drifting apart.
+#[test]
+fn dockerfile_matches_what_the_pods_expect() {
+    let dockerfile = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"),
+    )
+    .expect("Dockerfile");
+    let last_stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a multi-stage Dockerfile");
+    assert!(
+        last_stage.starts_with("gcr.io/distroless/static") && last_stage.contains(":nonroot"),
+        "final stage: {last_stage}"
+    );
+    assert!(last_stage.contains("\nUSER 65532:65532\n"), "{last_stage}");
+    assert!(
+        last_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/kubectl-vault"]"#),
+        "{last_stage}"
+    );
+    for (kind, pod) in pod_specs(&render(ALL)) {
+        assert!(
+            pod["containers"][0]["command"].is_null(),
+            "{kind} keeps the entrypoint"
+        );
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{kind}");
+    }
+}
