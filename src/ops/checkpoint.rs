@@ -29,20 +29,33 @@ pub enum Phase {
     InitKeysStored { credentials: Credentials },
     /// A rekey's new shares, not yet verified: `previous` unseals until the
     /// verification completes, `next` after it. `next` is the final document.
-    RotatePending { previous: Credentials, next: Credentials, verification_nonce: String },
+    RotatePending {
+        previous: Credentials,
+        next: Credentials,
+        verification_nonce: String,
+    },
     /// A new root token that works and is stored here; the old one may not be
     /// revoked yet. `next` is the final document.
-    RootTokenPending { previous_root_token: crate::ops::secret::Secret, next: Credentials },
+    RootTokenPending {
+        previous_root_token: crate::ops::secret::Secret,
+        next: Credentials,
+    },
     /// `snapshot restore`: the snapshot may or may not have been applied.
     RestorePending { snapshot: SnapshotRef },
     /// `recover`: preflight passed; pod 0 may or may not carry a temporary init.
     RecoverPending { snapshot: SnapshotRef },
     /// `recover`: pod 0 carries a throwaway init whose keys are kept
     /// here until the restore replaces its data; they protect nothing else.
-    RecoverTempInit { snapshot: SnapshotRef, temporary: Credentials },
+    RecoverTempInit {
+        snapshot: SnapshotRef,
+        temporary: Credentials,
+    },
     /// `snapshot restore` or `recover`: the snapshot is applied; pods need the
     /// shares of `snapshot.generation`.
-    RestoreApplied { snapshot: SnapshotRef, recover: bool },
+    RestoreApplied {
+        snapshot: SnapshotRef,
+        recover: bool,
+    },
 }
 
 /// The snapshot a restore or recover works from.

@@ -131,7 +131,10 @@ pub async fn run<C: VaultCluster>(
 
     if let Some(c) = checkpoint.as_ref().filter(|c| {
         crate::ops::recover::pending_snapshot(Some(c)).is_some()
-            || matches!(c.phase, Phase::RestorePending { .. } | Phase::RestoreApplied { .. })
+            || matches!(
+                c.phase,
+                Phase::RestorePending { .. } | Phase::RestoreApplied { .. }
+            )
     }) {
         return Err(InitError::OtherOperation {
             checkpoint: store.checkpoint_object(),

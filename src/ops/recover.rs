@@ -35,7 +35,7 @@
 use crate::ops::checkpoint::{Checkpoint, Phase, SnapshotRef};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status_when_up, NodeError, SealStatus, VaultNode};
+use crate::ops::node::{seal_status_when_up, NodeError, Request, SealStatus, VaultNode};
 use crate::ops::reconcile::{reconcile, wait_for_leader, ReconcileError, ReconcileReport};
 use crate::ops::restore::{
     for_generation, save_checkpoint, token_works, wait_for_reseal, CheckpointWriteError,
@@ -317,15 +317,26 @@ async fn statuses<N: VaultNode>(
 }
 
 /// After a crash with the temporary keys stored: the restore has happened
-/// when the node no longer takes the temporary keys or token.
+/// when the node, answering, no longer takes the temporary keys or token.
+/// An unreachable node counts as "not yet": marking a temporary barrier as
+/// restored would leave a re-run unsealing it with keys that never fit.
 async fn restore_happened<N: VaultNode>(node: &N, temp: &Credentials, status: &SealStatus) -> bool {
     if status.sealed {
         return matches!(
             unseal_node(node, temp.unseal_shares(), usize::from(temp.key_threshold)).await,
-            Err(UnsealError::Rejected { .. } | UnsealError::StillSealed { .. })
+            Err(UnsealError::Rejected { .. }
+                | UnsealError::StillSealed { .. }
+                | UnsealError::Node {
+                    source: NodeError::Api { .. },
+                    ..
+                })
         );
     }
-    !token_works(node, &temp.root_token).await
+    matches!(
+        node.call(Request::read("auth/token/lookup-self").with_token(&temp.root_token))
+            .await,
+        Err(NodeError::Api { .. })
+    )
 }
 
 async fn mark_applied(

@@ -37,14 +37,11 @@ pub fn plan(
     now: jiff::Timestamp,
 ) -> Vec<String> {
     let mut doomed = Vec::new();
-    let mut rank = 0usize;
-    for c in candidates.iter().filter(|c| c.has_manifest) {
-        let this_rank = rank;
-        rank += 1;
+    for (rank, c) in candidates.iter().filter(|c| c.has_manifest).enumerate() {
         if Some(c.name.as_str()) == protected {
             continue;
         }
-        let too_many = policy.keep.is_some_and(|k| this_rank >= k);
+        let too_many = policy.keep.is_some_and(|k| rank >= k);
         let too_old = match (policy.max_age, c.created) {
             (Some(max), Some(t)) => now
                 .duration_since(t)

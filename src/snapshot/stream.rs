@@ -159,6 +159,38 @@ pub async fn pump(
 mod tests {
     use super::*;
 
+    async fn pump_into_dir(data: &[u8]) -> (Result<Digested, SnapshotError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let location =
+            crate::snapshot::location::Location::parse(&format!("{}/", dir.path().display()))
+                .unwrap();
+        let mut upload = location.upload("x.snap").await.unwrap();
+        let result = pump(data, &mut upload).await;
+        upload.abort().await;
+        (result, dir)
+    }
+
+    #[tokio::test]
+    async fn empty_short_and_foreign_streams_are_refused_and_leave_nothing() {
+        let (r, dir) = pump_into_dir(b"").await;
+        assert!(matches!(r, Err(SnapshotError::Short { size: 0 })));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let mut short = vec![0x1f, 0x8b];
+        short.resize(100, 0);
+        assert!(matches!(
+            pump_into_dir(&short).await.0,
+            Err(SnapshotError::Short { size: 100 })
+        ));
+        let text = vec![b'x'; 4096];
+        assert!(matches!(
+            pump_into_dir(&text).await.0,
+            Err(SnapshotError::NotASnapshot)
+        ));
+        let mut gzip = vec![0x1f, 0x8b];
+        gzip.resize(4096, 7);
+        assert_eq!(pump_into_dir(&gzip).await.0.unwrap().size, 4096);
+    }
+
     #[tokio::test]
     async fn the_hashing_reader_sees_every_byte() {
         let data = vec![7u8; 300_000];

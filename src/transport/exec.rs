@@ -92,7 +92,15 @@ impl ExecNode {
     where
         R: tokio::io::AsyncRead + Send + Unpin + 'static,
     {
-        stream_in(&self.pods, &self.pod, &self.container, argv, stdin, stream_stdout).await
+        stream_in(
+            &self.pods,
+            &self.pod,
+            &self.container,
+            argv,
+            stdin,
+            stream_stdout,
+        )
+        .await
     }
 
     /// `sh -c` that reads the first stdin line into the CLI's token variable,
@@ -102,7 +110,12 @@ impl ExecNode {
             "IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
             v = self.cli.token_variable()
         );
-        let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script, self.cli.binary().to_owned()];
+        let mut argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            script,
+            self.cli.binary().to_owned(),
+        ];
         argv.extend(args.iter().map(|a| (*a).to_owned()));
         argv
     }
@@ -214,7 +227,15 @@ pub struct Streaming {
     pub stdout: Option<StdoutStream>,
     pod: String,
     attached: kube::api::AttachedProcess,
-    status: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>> + Send>>>,
+    status: Option<
+        std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+                    > + Send,
+            >,
+        >,
+    >,
     feeder: tokio::task::JoinHandle<std::io::Result<u64>>,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
 }

@@ -479,7 +479,6 @@ async fn guards_refuse_bad_snapshots_and_recover_without_one_never_inits() {
     assert_eq!(env.seal_status(0).await["initialized"], false);
     assert_eq!(env.stored_credentials().await.unwrap(), creds);
     assert!(!env.checkpoint_exists().await);
-    // A truncated save is refused too: the plugin keeps nothing.
     env.assert_no_secret_exposed().await;
 }
 
