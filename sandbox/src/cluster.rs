@@ -20,12 +20,24 @@ use crate::{api, kubeconfig, pod, tls};
 /// A running sandbox cluster. Dropping it kills every server process.
 pub struct Cluster {
     sandbox: Arc<Sandbox>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: BackgroundRuntime,
     dir: PathBuf,
     temp: Option<tempfile::TempDir>,
     kubeconfig: PathBuf,
     server_url: String,
     ca_pem: Option<String>,
+}
+
+/// The private runtime; dropping it never blocks, so a `Cluster` (or a failed
+/// `Cluster::start`) can be dropped inside any async context.
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 const HEALTH_PERIOD: Duration = Duration::from_millis(200);
@@ -35,12 +47,17 @@ impl Cluster {
     /// pod 0 for OrderedReady. Returns once their servers listen.
     pub async fn start(opts: ClusterOptions) -> anyhow::Result<Cluster> {
         crate::tls::install_default_crypto_provider();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("kube-sandbox")
-            .build()
-            .context("start the sandbox runtime")?;
+        let runtime = BackgroundRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .thread_name("kube-sandbox")
+                .build()
+                .context("start the sandbox runtime")?,
+        ));
+        let Some(rt) = runtime.0.as_ref() else {
+            anyhow::bail!("the sandbox runtime is gone");
+        };
         let (temp, dir) = match &opts.dir {
             Some(d) => {
                 std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -84,9 +101,9 @@ impl Cluster {
         )
         .context("write the kubeconfig")?;
         {
-            let _enter = runtime.enter();
+            let _enter = rt.enter();
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            runtime.spawn(api::serve(
+            rt.spawn(api::serve(
                 listener,
                 material.map(|m| m.acceptor),
                 sandbox.clone(),
@@ -94,7 +111,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             sandbox: sandbox.clone(),
-            runtime: Some(runtime),
+            runtime,
             dir,
             temp,
             kubeconfig,
@@ -123,7 +140,7 @@ impl Cluster {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.runtime.as_ref().map(|rt| rt.spawn(fut))
+        self.runtime.0.as_ref().map(|rt| rt.spawn(fut))
     }
 
     async fn on_runtime<T: Send + 'static>(
@@ -308,7 +325,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.sandbox.shutdown.send_replace(true);
         self.sandbox.fleet.shutdown();
-        if let Some(rt) = self.runtime.take() {
+        if let Some(rt) = self.runtime.0.take() {
             rt.shutdown_background();
         }
         if let Some(t) = self.temp.take() {

@@ -210,3 +210,42 @@ async fn deleting_a_pod_recreates_it_with_its_data() {
         "the PVC survives"
     );
 }
+
+#[tokio::test]
+async fn statefulset_scale_subresource_adds_pods() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use kube::api::{Patch, PatchParams};
+    let c = Cluster::start(ClusterOptions::vault().replicas(1))
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(c.client().await.unwrap(), c.namespace());
+    assert_eq!(
+        sts.get_scale("vault").await.unwrap().spec.unwrap().replicas,
+        Some(1)
+    );
+    let scaled = sts
+        .patch_scale(
+            "vault",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.unwrap().replicas, Some(2));
+    c.wait_for_pods(2, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(c.pod_names(), ["vault-0", "vault-1"]);
+    assert_eq!(sts.get("vault").await.unwrap().spec.replicas, Some(2));
+}
+
+#[tokio::test]
+async fn a_missing_bao_binary_is_a_clear_error() {
+    let err = Cluster::start(one_pod().bin_dir("/nonexistent"))
+        .await
+        .err()
+        .unwrap();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("/nonexistent/bao") && msg.contains("install-deps"),
+        "{msg}"
+    );
+}
