@@ -1,7 +1,8 @@
 //! The chart's Role is enough: the hook runs on the sandbox with the Job's
-//! rendered arguments (and the HOSTNAME the kubelet sets), then the snapshot
-//! CronJob's command, and every API request they made (read from the
-//! sandbox's audit log) is one the rendered Role allows. With
+//! rendered arguments (and the HOSTNAME the kubelet sets), then the
+//! auto-unseal Deployment's and the snapshot CronJob's commands, and every
+//! API request they made (read from the sandbox's audit log) is one the
+//! rendered Role allows. With
 //! `role::role_grants_exactly_the_promised_permissions` (nothing more) this
 //! pins the Role from both sides.
 
@@ -30,7 +31,7 @@ struct Request {
 /// authorizes it as `get` on the subresource, and since 1.35
 /// (AuthorizePodWebsocketUpgradeCreatePermission) as `create` as well; the
 /// sandbox records one verb, so both are derived here.
-fn audited(path: &std::path::Path, skip: usize) -> Vec<Request> {
+fn audited(path: &Path, skip: usize) -> Vec<Request> {
     let log = std::fs::read_to_string(path).expect("audit log");
     let mut out = Vec::new();
     for entry in log
@@ -71,14 +72,15 @@ fn audited(path: &std::path::Path, skip: usize) -> Vec<Request> {
     out
 }
 
-fn lines(path: &std::path::Path) -> usize {
+fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |l| l.lines().count())
 }
 
 /// Runs the Job's container: its args, the pod's HOSTNAME, and the
 /// kubeconfig standing in for the in-cluster service-account credentials.
-async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, String) {
-    let out = tokio::process::Command::new(plugin_binary())
+fn container(env: &Env, args: &[String], home: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(plugin_binary());
+    command
         .args(args)
         .arg("--kubeconfig")
         .arg(env.cluster.kubeconfig_path())
@@ -89,6 +91,12 @@ async fn run_job(env: &Env, args: &[String], home: &std::path::Path) -> (i32, St
         // its Lease holder after it.
         .env("HOSTNAME", "bootstrap-vault-bootstrap-x7k2p")
         .current_dir(home)
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_job(env: &Env, args: &[String], home: &Path) -> (i32, String) {
+    let out = container(env, args, home)
         .output()
         .await
         .expect("run the hook");
@@ -199,6 +207,8 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         "keyThreshold=2".to_owned(),
         // The CronJob's target is swapped for a local folder below.
         "snapshot.enabled=true".to_owned(),
+        "autoUnseal.enabled=true".to_owned(),
+        "autoUnseal.interval=1s".to_owned(),
         "snapshot.to=s3://unused/".to_owned(),
     ];
     if let Some(age) = &age {
@@ -236,6 +246,40 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         requests.extend(audited(&audit, before));
         assert_bootstrapped(&env, age.as_ref()).await;
     }
+
+    // The auto-unseal Deployment's command: every pod restarts, it unseals
+    // them all, and keeps watching until the pod is deleted.
+    env.cluster.restart_all().await.expect("restart all");
+    let deployment =
+        strings_of(&one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let before = lines(&audit);
+    let mut watcher = container(&env, &deployment, home.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start unseal --watch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let mut sealed = 0;
+        for i in 0..3 {
+            if env.seal_status(i).await["sealed"] != false {
+                sealed += 1;
+            }
+        }
+        if sealed == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unseal --watch left {sealed} pods sealed"
+        );
+        assert!(
+            watcher.try_wait().expect("poll").is_none(),
+            "unseal --watch exited early"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    watcher.kill().await.expect("stop unseal --watch");
+    requests.extend(audited(&audit, before));
 
     // The snapshot CronJob's command, into a local folder instead of S3.
     if has_subcommand("snapshot").await {
