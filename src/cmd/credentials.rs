@@ -76,6 +76,43 @@ struct CredentialsView {
     history: Vec<GenerationView>,
 }
 
+impl CredentialsView {
+    fn new(object: String, recipients: Vec<String>, c: &Credentials, reveal: bool) -> Self {
+        CredentialsView {
+            object,
+            encrypted: !recipients.is_empty(),
+            recipients,
+            generation: c.generation,
+            key_threshold: c.key_threshold,
+            key_shares: c.key_shares,
+            cluster_id: c.cluster_id.clone(),
+            created_at: c.created_at.clone(),
+            server_version: c.server_version.clone(),
+            shares: c
+                .unseal_keys_b64
+                .iter()
+                .map(|s| SecretView::of(s, reveal))
+                .collect(),
+            root_token: SecretView::of(&c.root_token, reveal),
+            history: c
+                .history
+                .iter()
+                .map(|g| GenerationView {
+                    generation: g.generation,
+                    key_threshold: g.key_threshold,
+                    key_shares: g.key_shares,
+                    retired_at: g.retired_at.clone(),
+                    shares: g
+                        .unseal_keys_b64
+                        .iter()
+                        .map(|s| SecretView::of(s, reveal))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 async fn loaded(store: &SecretStore) -> Result<(Credentials, Vec<String>), Failure> {
     store
         .load_credentials_opened()
@@ -103,39 +140,7 @@ async fn show(ctx: &Context<'_>, args: ShowArgs) -> Result<(), Failure> {
             "--reveal was not confirmed; nothing was printed"
         )));
     }
-    let reveal = args.reveal;
-    let view = CredentialsView {
-        object,
-        encrypted: !recipients.is_empty(),
-        recipients,
-        generation: c.generation,
-        key_threshold: c.key_threshold,
-        key_shares: c.key_shares,
-        cluster_id: c.cluster_id.clone(),
-        created_at: c.created_at.clone(),
-        server_version: c.server_version.clone(),
-        shares: c
-            .unseal_keys_b64
-            .iter()
-            .map(|s| SecretView::of(s, reveal))
-            .collect(),
-        root_token: SecretView::of(&c.root_token, reveal),
-        history: c
-            .history
-            .iter()
-            .map(|g| GenerationView {
-                generation: g.generation,
-                key_threshold: g.key_threshold,
-                key_shares: g.key_shares,
-                retired_at: g.retired_at.clone(),
-                shares: g
-                    .unseal_keys_b64
-                    .iter()
-                    .map(|s| SecretView::of(s, reveal))
-                    .collect(),
-            })
-            .collect(),
-    };
+    let view = CredentialsView::new(object, recipients, &c, args.reveal);
     ctx.printer
         .value(&view, show_table)
         .map_err(Failure::failed)
@@ -591,4 +596,56 @@ async fn lock(
     .acquire(*timeout)
     .await
     .map_err(Failure::refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::credentials::sample;
+
+    fn with_history() -> Credentials {
+        let mut c = sample(3, 2);
+        c.generation = 2;
+        c.history.push(KeyGeneration {
+            generation: 1,
+            unseal_keys_b64: vec![Secret::new("old-0"), Secret::new("old-1")],
+            key_threshold: 1,
+            key_shares: 2,
+            retired_at: "2026-11-24T00:00:00Z".into(),
+        });
+        c
+    }
+
+    #[test]
+    fn show_is_redacted_unless_revealed() {
+        let c = with_history();
+        let object = "Secret vault/openbao-unseal".to_owned();
+        let recipients = vec!["age1example".to_owned()];
+        let hidden = CredentialsView::new(object.clone(), recipients.clone(), &c, false);
+        let table = show_table(&hidden);
+        assert!(
+            !table.contains("share-0") && !table.contains("s.root"),
+            "{table}"
+        );
+        insta::assert_snapshot!("show-redacted", table);
+        let json = serde_json::to_string(&hidden).unwrap();
+        assert!(
+            !json.contains("share-0") && !json.contains("\"value\""),
+            "{json}"
+        );
+        let shown = show_table(&CredentialsView::new(object, recipients, &c, true));
+        insta::assert_snapshot!("show-revealed", shown);
+    }
+
+    #[test]
+    fn a_replaced_generation_is_kept_once() {
+        let old = with_history();
+        let mut new = sample(3, 2);
+        new.unseal_keys_b64 = vec![Secret::new("n0"), Secret::new("n1"), Secret::new("n2")];
+        keep_in_history(&mut new, &old);
+        assert_eq!(new.history.len(), 1);
+        assert_eq!(new.history[0].generation, 2);
+        keep_in_history(&mut new, &old);
+        assert_eq!(new.history.len(), 1, "not added twice");
+    }
 }

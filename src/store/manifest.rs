@@ -272,3 +272,15 @@ mod tests {
         assert!(err.contains("f is not"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+    use crate::ops::credentials::sample;
+
+    #[test]
+    fn the_plaintext_manifest_layout() {
+        let text = export(&sample(2, 1), "openbao-unseal", "vault", &[]).unwrap();
+        insta::assert_snapshot!("plaintext-manifest", text.as_str());
+    }
+}
