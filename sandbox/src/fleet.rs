@@ -17,41 +17,17 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::meta::{self, Revisions};
 use crate::options::{ClusterOptions, PodManagement};
+pub use crate::pod::PodView;
 use crate::pod::{self, Health, PodLayout};
 use crate::spawner::{ServerProcess, Spawner};
-
-/// One pod as the API reports it.
-#[derive(Clone, Debug)]
-pub struct PodView {
-    /// Ordinal in the StatefulSet.
-    pub ordinal: u32,
-    /// `NAME-i`.
-    pub name: String,
-    /// metadata.uid.
-    pub uid: String,
-    /// Pod IP.
-    pub ip: Ipv4Addr,
-    /// metadata.creationTimestamp.
-    pub created: Timestamp,
-    /// state.running.startedAt of the main container.
-    pub started_at: Timestamp,
-    /// Main container restarts.
-    pub restart_count: u32,
-    /// Cached health.
-    pub health: Health,
-    /// Whether the server process is alive.
-    pub running: bool,
-    /// metadata.resourceVersion.
-    pub resource_version: u64,
-    /// Server pid, if running.
-    pub pid: Option<u32>,
-}
 
 struct PodRuntime {
     view: PodView,
     process: Option<ServerProcess>,
     generation: u64,
     last_crash_restart: Option<Instant>,
+    /// Consecutive probes without an HTTP answer.
+    misses: u32,
 }
 
 #[derive(Default)]
@@ -78,6 +54,7 @@ pub struct Fleet {
     pub created: Timestamp,
 }
 
+const PROBE_FAILURE_THRESHOLD: u32 = 3;
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Fleet {
@@ -227,6 +204,7 @@ impl Fleet {
                 process: Some(process),
                 generation: 0,
                 last_crash_restart: None,
+                misses: 0,
             },
         );
         if let Some(p) = old.and_then(|p| p.process) {
@@ -242,6 +220,7 @@ impl Fleet {
             p.view.running = false;
             p.view.pid = None;
             p.view.health = Health::Unknown;
+            p.misses = 0;
             p.generation += 1;
             p.process.take()
         };
@@ -409,6 +388,17 @@ impl Fleet {
             let mut st = self.lock();
             for (o, g, h) in results {
                 if let Some(p) = st.pods.get_mut(&o).filter(|p| p.generation == g) {
+                    // Like a probe's failureThreshold: a loaded machine may
+                    // miss an answer; only the third miss in a row counts.
+                    // Any HTTP answer takes effect at once.
+                    if h == Health::Unreachable && matches!(p.view.health, Health::Code(_)) {
+                        p.misses += 1;
+                        if p.misses < PROBE_FAILURE_THRESHOLD {
+                            continue;
+                        }
+                    } else {
+                        p.misses = 0;
+                    }
                     if p.view.health != h {
                         p.view.health = h;
                         p.view.resource_version = self.revisions.next();

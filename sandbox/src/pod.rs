@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -170,6 +171,33 @@ fn vault_shim(bao: &Path) -> String {
     s
 }
 
+/// One pod as the API reports it.
+#[derive(Clone, Debug)]
+pub struct PodView {
+    /// Ordinal in the StatefulSet.
+    pub ordinal: u32,
+    /// `NAME-i`.
+    pub name: String,
+    /// metadata.uid.
+    pub uid: String,
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// metadata.creationTimestamp.
+    pub created: Timestamp,
+    /// state.running.startedAt of the main container.
+    pub started_at: Timestamp,
+    /// Main container restarts.
+    pub restart_count: u32,
+    /// Cached health.
+    pub health: Health,
+    /// Whether the server process is alive.
+    pub running: bool,
+    /// metadata.resourceVersion.
+    pub resource_version: u64,
+    /// Server pid, if running.
+    pub pid: Option<u32>,
+}
+
 /// Which container of the pod an exec targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerKind {
@@ -279,7 +307,7 @@ impl Health {
             let head = String::from_utf8_lossy(&buf);
             head.split_whitespace().nth(1)?.parse::<u16>().ok()
         };
-        match tokio::time::timeout(Duration::from_millis(800), probe).await {
+        match tokio::time::timeout(Duration::from_millis(1500), probe).await {
             Ok(Some(code)) => Health::Code(code),
             _ => Health::Unreachable,
         }
