@@ -88,7 +88,15 @@ enum Command {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Make a pod disappear until `scale`.
+    /// SIGKILL and restart every pod's server.
+    RestartAll(DirArg),
+    /// Let a removed pod come back with its data.
+    RestorePod {
+        pod: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Make a pod disappear until `scale` or `restore-pod`.
     RemovePod {
         pod: String,
         #[command(flatten)]
@@ -153,6 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::RestartPod { pod, dir } => (dir.dir, Control::RestartPod { pod }),
         Command::WipePod { pod, dir } => (dir.dir, Control::WipePod { pod }),
         Command::RemovePod { pod, dir } => (dir.dir, Control::RemovePod { pod }),
+        Command::RestartAll(d) => (d.dir, Control::RestartAll),
+        Command::RestorePod { pod, dir } => (dir.dir, Control::RestorePod { pod }),
         Command::Scale { replicas, dir } => (dir.dir, Control::Scale { replicas }),
         Command::FailSecretWrites {
             name,
