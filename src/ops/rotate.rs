@@ -80,11 +80,19 @@ pub enum RotateError {
     #[error("neither the previous nor the new shares in {checkpoint} are accepted by the cluster; do not delete {checkpoint}; check `kubectl vault status`")]
     NoGenerationAccepted { checkpoint: String },
     #[error("{step} on pod {pod} failed: {source}")]
-    Node { step: &'static str, pod: String, source: NodeError },
+    Node {
+        step: &'static str,
+        pod: String,
+        source: NodeError,
+    },
     #[error("could not store {object}: {source}; nothing is lost, re-run `kubectl vault rotate` to resume")]
     Store { object: String, source: StoreError },
     #[error("an interrupted {phase} is waiting in {checkpoint}; finish it with `{command}` first")]
-    OtherOperation { phase: String, checkpoint: String, command: &'static str },
+    OtherOperation {
+        phase: String,
+        checkpoint: String,
+        command: &'static str,
+    },
     #[error("the new root token does not work: {0}")]
     NewTokenRejected(NodeError),
 }
@@ -129,36 +137,97 @@ struct Session<'a, N: VaultNode> {
 }
 
 impl<N: VaultNode> Session<'_, N> {
-    async fn call(&self, step: &'static str, method: crate::ops::node::Method, path: &str, body: Option<Value>) -> Result<Value, RotateError> {
-        let body = body.map(|b| SecretBytes::json(&b)).transpose().map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
-        let mut req = Request { method, path, body, token: None };
+    async fn call(
+        &self,
+        step: &'static str,
+        method: crate::ops::node::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, RotateError> {
+        let body = body
+            .map(|b| SecretBytes::json(&b))
+            .transpose()
+            .map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+        let mut req = Request {
+            method,
+            path,
+            body,
+            token: None,
+        };
         if self.api == Api::TokenOnly || path.starts_with("auth/") {
             req.token = Some(&self.token);
         }
-        self.node.call(req).await.map_err(|source| RotateError::Node { step, pod: self.node.name().to_owned(), source })
+        self.node
+            .call(req)
+            .await
+            .map_err(|source| RotateError::Node {
+                step,
+                pod: self.node.name().to_owned(),
+                source,
+            })
     }
 
     async fn cancel_rekey(&self) -> Result<(), RotateError> {
-        match self.call("cancel a stale rekey", crate::ops::node::Method::Delete, &self.api.rekey("init"), None).await {
+        match self
+            .call(
+                "cancel a stale rekey",
+                crate::ops::node::Method::Delete,
+                &self.api.rekey("init"),
+                None,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => Ok(()),
+            Err(RotateError::Node {
+                source: NodeError::Api {
+                    status: 400 | 404, ..
+                },
+                ..
+            }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// Starts a rekey and submits `shares`; returns (new shares, verification nonce).
     /// `Ok(None)` when the server refused the shares (the rekey is cancelled).
-    async fn rekey_with(&self, shares: &[Secret], new_shares: u8, new_threshold: u8) -> Result<Option<(Vec<Secret>, String)>, RotateError> {
+    async fn rekey_with(
+        &self,
+        shares: &[Secret],
+        new_shares: u8,
+        new_threshold: u8,
+    ) -> Result<Option<(Vec<Secret>, String)>, RotateError> {
         self.cancel_rekey().await?;
         let body = json!({ "secret_shares": new_shares, "secret_threshold": new_threshold, "require_verification": true });
-        let started = self.call("start the rekey", crate::ops::node::Method::Write, &self.api.rekey("init"), Some(body)).await?;
-        let nonce = started.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let started = self
+            .call(
+                "start the rekey",
+                crate::ops::node::Method::Write,
+                &self.api.rekey("init"),
+                Some(body),
+            )
+            .await?;
+        let nonce = started
+            .get("nonce")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let mut last = Value::Null;
         for share in shares {
             let body = json!({ "key": share.expose(), "nonce": nonce });
-            match self.call("submit a share to the rekey", crate::ops::node::Method::Write, &self.api.rekey("update"), Some(body)).await {
+            match self
+                .call(
+                    "submit a share to the rekey",
+                    crate::ops::node::Method::Write,
+                    &self.api.rekey("update"),
+                    Some(body),
+                )
+                .await
+            {
                 Ok(v) => last = v,
-                Err(RotateError::Node { source: NodeError::Api { status: 400, .. }, .. }) => {
+                Err(RotateError::Node {
+                    source: NodeError::Api { status: 400, .. },
+                    ..
+                }) => {
                     self.cancel_rekey().await?;
                     return Ok(None);
                 }
@@ -171,9 +240,18 @@ impl<N: VaultNode> Session<'_, N> {
         let keys: Vec<Secret> = last
             .get("keys_base64")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(Secret::new).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(Secret::new)
+                    .collect()
+            })
             .unwrap_or_default();
-        let verification_nonce = last.get("verification_nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let verification_nonce = last
+            .get("verification_nonce")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if keys.is_empty() || verification_nonce.is_empty() {
             self.cancel_rekey().await?;
             return Ok(None);
@@ -184,28 +262,64 @@ impl<N: VaultNode> Session<'_, N> {
     /// Does the barrier accept these shares? Runs a rekey with them and
     /// cancels it before verification, so nothing changes.
     async fn accepts(&self, credentials: &Credentials) -> Result<bool, RotateError> {
-        let accepted = self.rekey_with(credentials.unseal_shares(), credentials.key_shares, credentials.key_threshold).await?.is_some();
+        let accepted = self
+            .rekey_with(
+                credentials.unseal_shares(),
+                credentials.key_shares,
+                credentials.key_threshold,
+            )
+            .await?
+            .is_some();
         self.cancel_rekey().await?;
         Ok(accepted)
     }
 
     /// The verification in progress: its nonce and progress, if any.
     async fn verification(&self) -> Result<Option<(String, u64)>, RotateError> {
-        match self.call("read the rekey verification", crate::ops::node::Method::Read, &self.api.rekey("verify"), None).await {
+        match self
+            .call(
+                "read the rekey verification",
+                crate::ops::node::Method::Read,
+                &self.api.rekey("verify"),
+                None,
+            )
+            .await
+        {
             Ok(v) if v.get("started").and_then(Value::as_bool) == Some(true) => Ok(Some((
-                v.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                v.get("nonce")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 v.get("progress").and_then(Value::as_u64).unwrap_or(0),
             ))),
-            Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => Ok(None),
+            Ok(_)
+            | Err(RotateError::Node {
+                source: NodeError::Api {
+                    status: 400 | 404, ..
+                },
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn verify(&self, next: &Credentials, nonce: &str, progress: u64) -> Result<(), RotateError> {
+    async fn verify(
+        &self,
+        next: &Credentials,
+        nonce: &str,
+        progress: u64,
+    ) -> Result<(), RotateError> {
         let skip = usize::try_from(progress).unwrap_or(0);
         for share in next.unseal_shares().iter().skip(skip) {
             let body = json!({ "key": share.expose(), "nonce": nonce });
-            let v = self.call("verify the new shares", crate::ops::node::Method::Write, &self.api.rekey("verify"), Some(body)).await?;
+            let v = self
+                .call(
+                    "verify the new shares",
+                    crate::ops::node::Method::Write,
+                    &self.api.rekey("verify"),
+                    Some(body),
+                )
+                .await?;
             if v.get("complete").and_then(Value::as_bool) == Some(true) {
                 return Ok(());
             }
@@ -219,35 +333,83 @@ async fn detect_api(node: &impl VaultNode) -> Result<Api, RotateError> {
     match node.call(Request::read("sys/rekey/init")).await {
         Ok(_) => Ok(Api::Legacy),
         Err(NodeError::Api { status: 405, .. }) => Ok(Api::TokenOnly),
-        Err(source) => Err(RotateError::Node { step: "detect the rekey API", pod: node.name().to_owned(), source }),
+        Err(source) => Err(RotateError::Node {
+            step: "detect the rekey API",
+            pod: node.name().to_owned(),
+            source,
+        }),
     }
 }
 
 /// Runs (or resumes) a rotate on the active node `leader`; `nodes` are all pods.
-pub async fn run<N: VaultNode>(leader: &N, nodes: &[N], store: &impl CredentialStore, opts: &RotateOptions) -> Result<RotateOutcome, RotateError> {
+pub async fn run<N: VaultNode>(
+    leader: &N,
+    nodes: &[N],
+    store: &impl CredentialStore,
+    opts: &RotateOptions,
+) -> Result<RotateOutcome, RotateError> {
     let current = store
         .load_credentials()
         .await
-        .map_err(|source| RotateError::LoadStore { object: store.credentials_object(), source })?
-        .ok_or_else(|| RotateError::NoCredentials { object: store.credentials_object() })?;
-    let checkpoint = store.load_checkpoint().await.map_err(|source| RotateError::LoadStore { object: store.checkpoint_object(), source })?;
-    if let Some(c) = checkpoint.as_ref().filter(|c| c.resume_command() != "kubectl vault rotate") {
-        let phase = serde_json::to_value(&c.phase).ok().and_then(|v| v.get("phase").and_then(Value::as_str).map(str::to_owned)).unwrap_or_default();
-        return Err(RotateError::OtherOperation { phase, checkpoint: store.checkpoint_object(), command: c.resume_command() });
+        .map_err(|source| RotateError::LoadStore {
+            object: store.credentials_object(),
+            source,
+        })?
+        .ok_or_else(|| RotateError::NoCredentials {
+            object: store.credentials_object(),
+        })?;
+    let checkpoint = store
+        .load_checkpoint()
+        .await
+        .map_err(|source| RotateError::LoadStore {
+            object: store.checkpoint_object(),
+            source,
+        })?;
+    if let Some(c) = checkpoint
+        .as_ref()
+        .filter(|c| c.resume_command() != "kubectl vault rotate")
+    {
+        let phase = serde_json::to_value(&c.phase)
+            .ok()
+            .and_then(|v| v.get("phase").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        return Err(RotateError::OtherOperation {
+            phase,
+            checkpoint: store.checkpoint_object(),
+            command: c.resume_command(),
+        });
     }
     let api = detect_api(leader).await?;
-    let mut session = Session { node: leader, api, token: current.root_token.clone() };
+    let mut session = Session {
+        node: leader,
+        api,
+        token: current.root_token.clone(),
+    };
 
-    let mut outcome = RotateOutcome { generation: current.generation, rekeyed: false, root_token_rotated: false, resumed: false, api: api.name() };
+    let mut outcome = RotateOutcome {
+        generation: current.generation,
+        rekeyed: false,
+        root_token_rotated: false,
+        resumed: false,
+        api: api.name(),
+    };
     let mut credentials = current.clone();
     match checkpoint.map(|c| c.phase) {
-        Some(Phase::RotatePending { previous, next, verification_nonce }) => {
+        Some(Phase::RotatePending {
+            previous,
+            next,
+            verification_nonce,
+        }) => {
             outcome.resumed = true;
-            credentials = resume_rekey(&session, store, &previous, &next, &verification_nonce, opts).await?;
+            credentials =
+                resume_rekey(&session, store, &previous, &next, &verification_nonce, opts).await?;
             outcome.rekeyed = true;
             outcome.generation = credentials.generation;
         }
-        Some(Phase::RootTokenPending { previous_root_token, next }) => {
+        Some(Phase::RootTokenPending {
+            previous_root_token,
+            next,
+        }) => {
             outcome.resumed = true;
             session.token = next.root_token.clone();
             finish_root_token(&session, store, &previous_root_token, &next, opts).await?;
@@ -271,18 +433,32 @@ pub async fn run<N: VaultNode>(leader: &N, nodes: &[N], store: &impl CredentialS
     Ok(outcome)
 }
 
-async fn preflight<N: VaultNode>(nodes: &[N], current: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+async fn preflight<N: VaultNode>(
+    nodes: &[N],
+    current: &Credentials,
+    opts: &RotateOptions,
+) -> Result<(), RotateError> {
     let shares = opts.key_shares.unwrap_or(current.key_shares);
     let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
     if shares == 0 || threshold == 0 || threshold > shares {
-        return Err(RotateError::InvalidOptions(format!("--key-threshold {threshold} must be between 1 and --key-shares {shares}")));
+        return Err(RotateError::InvalidOptions(format!(
+            "--key-threshold {threshold} must be between 1 and --key-shares {shares}"
+        )));
     }
     let mut sealed = Vec::new();
     for node in nodes {
-        let status = seal_status(node).await.map_err(|source| RotateError::Node { step: "read the seal status", pod: node.name().to_owned(), source })?;
+        let status = seal_status(node)
+            .await
+            .map_err(|source| RotateError::Node {
+                step: "read the seal status",
+                pod: node.name().to_owned(),
+                source,
+            })?;
         if status.sealed {
             sealed.push(node.name().to_owned());
-        } else if status.threshold != u32::from(current.key_threshold) || status.shares != u32::from(current.key_shares) {
+        } else if status.threshold != u32::from(current.key_threshold)
+            || status.shares != u32::from(current.key_shares)
+        {
             return Err(RotateError::Mismatch {
                 reason: format!(
                     "pod {} has {} shares with threshold {}, the stored generation {} has {} with threshold {}",
@@ -302,25 +478,51 @@ async fn preflight<N: VaultNode>(nodes: &[N], current: &Credentials, opts: &Rota
     Ok(())
 }
 
-async fn rekey<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, current: &Credentials, opts: &RotateOptions) -> Result<Credentials, RotateError> {
+async fn rekey<N: VaultNode>(
+    session: &Session<'_, N>,
+    store: &impl CredentialStore,
+    current: &Credentials,
+    opts: &RotateOptions,
+) -> Result<Credentials, RotateError> {
     let shares = opts.key_shares.unwrap_or(current.key_shares);
     let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
-    tracing::info!(pod = session.node.name(), shares, threshold, "starting the rekey");
+    tracing::info!(
+        pod = session.node.name(),
+        shares,
+        threshold,
+        "starting the rekey"
+    );
     let (keys, verification_nonce) = session
         .rekey_with(current.unseal_shares(), shares, threshold)
         .await?
-        .ok_or_else(|| RotateError::SharesRejected { reason: "the rekey did not complete with the stored shares".into() })?;
+        .ok_or_else(|| RotateError::SharesRejected {
+            reason: "the rekey did not complete with the stored shares".into(),
+        })?;
     fail::fail_point!("rotate::after_update");
     let next = next_generation(current, keys, shares, threshold, opts.keep_generations);
-    let checkpoint = Checkpoint::new(&opts.holder, Phase::RotatePending { previous: current.clone(), next: next.clone(), verification_nonce: verification_nonce.clone() });
+    let checkpoint = Checkpoint::new(
+        &opts.holder,
+        Phase::RotatePending {
+            previous: current.clone(),
+            next: next.clone(),
+            verification_nonce: verification_nonce.clone(),
+        },
+    );
     if let Err(source) = persist(store, Record::Checkpoint(&checkpoint), opts.budget).await {
         // Not verified: the old shares stay the only active ones. Drop the rekey.
         let _ = session.cancel_rekey().await;
-        return Err(RotateError::Store { object: store.checkpoint_object(), source });
+        return Err(RotateError::Store {
+            object: store.checkpoint_object(),
+            source,
+        });
     }
     fail::fail_point!("rotate::after_checkpoint");
     session.verify(&next, &verification_nonce, 0).await?;
-    tracing::info!(pod = session.node.name(), generation = next.generation, "new shares verified and active");
+    tracing::info!(
+        pod = session.node.name(),
+        generation = next.generation,
+        "new shares verified and active"
+    );
     fail::fail_point!("rotate::after_verify");
     finish_rekey(store, &next, opts).await?;
     Ok(next)
@@ -345,25 +547,59 @@ async fn resume_rekey<N: VaultNode>(
     }
     // No verification in progress: either it completed, or the rekey was lost.
     if session.accepts(next).await? {
-        tracing::info!(generation = next.generation, "the new shares were already verified");
+        tracing::info!(
+            generation = next.generation,
+            "the new shares were already verified"
+        );
         finish_rekey(store, next, opts).await?;
         return Ok(next.clone());
     }
     if session.accepts(previous).await? {
-        store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })?;
-        return Err(RotateError::RekeyLost { generation: previous.generation });
+        store
+            .delete_checkpoint()
+            .await
+            .map_err(|source| RotateError::Store {
+                object: store.checkpoint_object(),
+                source,
+            })?;
+        return Err(RotateError::RekeyLost {
+            generation: previous.generation,
+        });
     }
-    Err(RotateError::NoGenerationAccepted { checkpoint: store.checkpoint_object() })
+    Err(RotateError::NoGenerationAccepted {
+        checkpoint: store.checkpoint_object(),
+    })
 }
 
-async fn finish_rekey(store: &impl CredentialStore, next: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
-    persist(store, Record::Credentials(next), opts.budget).await.map_err(|source| RotateError::Store { object: store.credentials_object(), source })?;
+async fn finish_rekey(
+    store: &impl CredentialStore,
+    next: &Credentials,
+    opts: &RotateOptions,
+) -> Result<(), RotateError> {
+    persist(store, Record::Credentials(next), opts.budget)
+        .await
+        .map_err(|source| RotateError::Store {
+            object: store.credentials_object(),
+            source,
+        })?;
     fail::fail_point!("rotate::after_final_write");
-    store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })
+    store
+        .delete_checkpoint()
+        .await
+        .map_err(|source| RotateError::Store {
+            object: store.checkpoint_object(),
+            source,
+        })
 }
 
 /// The document after a rekey: new shares, generation + 1, the old shares first in history.
-fn next_generation(current: &Credentials, keys: Vec<Secret>, shares: u8, threshold: u8, keep: usize) -> Credentials {
+fn next_generation(
+    current: &Credentials,
+    keys: Vec<Secret>,
+    shares: u8,
+    threshold: u8,
+    keep: usize,
+) -> Credentials {
     let mut history = vec![KeyGeneration {
         generation: current.generation,
         unseal_keys_b64: current.unseal_keys_b64.clone(),
@@ -384,65 +620,171 @@ fn next_generation(current: &Credentials, keys: Vec<Secret>, shares: u8, thresho
     }
 }
 
-async fn rotate_root_token<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, current: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+async fn rotate_root_token<N: VaultNode>(
+    session: &Session<'_, N>,
+    store: &impl CredentialStore,
+    current: &Credentials,
+    opts: &RotateOptions,
+) -> Result<(), RotateError> {
     use crate::ops::node::Method;
-    match session.call("cancel a stale root generation", Method::Delete, &session.api.generate_root("attempt"), None).await {
-        Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 400 | 404, .. }, .. }) => {}
+    match session
+        .call(
+            "cancel a stale root generation",
+            Method::Delete,
+            &session.api.generate_root("attempt"),
+            None,
+        )
+        .await
+    {
+        Ok(_)
+        | Err(RotateError::Node {
+            source: NodeError::Api {
+                status: 400 | 404, ..
+            },
+            ..
+        }) => {}
         Err(e) => return Err(e),
     }
-    let started = session.call("start a root token generation", Method::Write, &session.api.generate_root("attempt"), Some(json!({}))).await?;
-    let otp = Secret::new(started.get("otp").and_then(Value::as_str).unwrap_or_default());
-    let nonce = started.get("nonce").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let started = session
+        .call(
+            "start a root token generation",
+            Method::Write,
+            &session.api.generate_root("attempt"),
+            Some(json!({})),
+        )
+        .await?;
+    let otp = Secret::new(
+        started
+            .get("otp")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    let nonce = started
+        .get("nonce")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let mut encoded = None;
     for share in current.unseal_shares() {
         let v = session
-            .call("submit a share to the root token generation", Method::Write, &session.api.generate_root("update"), Some(json!({ "key": share.expose(), "nonce": nonce })))
+            .call(
+                "submit a share to the root token generation",
+                Method::Write,
+                &session.api.generate_root("update"),
+                Some(json!({ "key": share.expose(), "nonce": nonce })),
+            )
             .await?;
         if v.get("complete").and_then(Value::as_bool) == Some(true) {
-            encoded = v.get("encoded_token").and_then(Value::as_str).map(Secret::new);
+            encoded = v
+                .get("encoded_token")
+                .and_then(Value::as_str)
+                .map(Secret::new);
             break;
         }
     }
-    let encoded = encoded.ok_or_else(|| RotateError::SharesRejected { reason: "the root token generation did not complete".into() })?;
-    let token = decode_token(&encoded, &otp).ok_or_else(|| RotateError::NewTokenRejected(NodeError::Malformed("the encoded token does not decode with the OTP".into())))?;
+    let encoded = encoded.ok_or_else(|| RotateError::SharesRejected {
+        reason: "the root token generation did not complete".into(),
+    })?;
+    let token = decode_token(&encoded, &otp).ok_or_else(|| {
+        RotateError::NewTokenRejected(NodeError::Malformed(
+            "the encoded token does not decode with the OTP".into(),
+        ))
+    })?;
     fail::fail_point!("root::after_generate");
-    let next = Credentials { root_token: token, ..current.clone() };
-    let checkpoint = Checkpoint::new(&opts.holder, Phase::RootTokenPending { previous_root_token: current.root_token.clone(), next: next.clone() });
-    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })?;
+    let next = Credentials {
+        root_token: token,
+        ..current.clone()
+    };
+    let checkpoint = Checkpoint::new(
+        &opts.holder,
+        Phase::RootTokenPending {
+            previous_root_token: current.root_token.clone(),
+            next: next.clone(),
+        },
+    );
+    persist(store, Record::Checkpoint(&checkpoint), opts.budget)
+        .await
+        .map_err(|source| RotateError::Store {
+            object: store.checkpoint_object(),
+            source,
+        })?;
     fail::fail_point!("root::after_checkpoint");
-    let new_session = Session { node: session.node, api: session.api, token: next.root_token.clone() };
+    let new_session = Session {
+        node: session.node,
+        api: session.api,
+        token: next.root_token.clone(),
+    };
     finish_root_token(&new_session, store, &current.root_token, &next, opts).await
 }
 
 /// Proves the new token, stores it, then revokes the old one.
-async fn finish_root_token<N: VaultNode>(session: &Session<'_, N>, store: &impl CredentialStore, previous: &Secret, next: &Credentials, opts: &RotateOptions) -> Result<(), RotateError> {
+async fn finish_root_token<N: VaultNode>(
+    session: &Session<'_, N>,
+    store: &impl CredentialStore,
+    previous: &Secret,
+    next: &Credentials,
+    opts: &RotateOptions,
+) -> Result<(), RotateError> {
     use crate::ops::node::Method;
     session
         .node
         .call(Request::read("auth/token/lookup-self").with_token(&next.root_token))
         .await
         .map_err(RotateError::NewTokenRejected)?;
-    persist(store, Record::Credentials(next), opts.budget).await.map_err(|source| RotateError::Store { object: store.credentials_object(), source })?;
+    persist(store, Record::Credentials(next), opts.budget)
+        .await
+        .map_err(|source| RotateError::Store {
+            object: store.credentials_object(),
+            source,
+        })?;
     fail::fail_point!("root::after_final_write");
     if !previous.same_as(&next.root_token) {
-        let old = Session { node: session.node, api: session.api, token: previous.clone() };
-        match old.call("revoke the old root token", Method::Write, "auth/token/revoke-self", Some(json!({}))).await {
-            Ok(_) | Err(RotateError::Node { source: NodeError::Api { status: 403, .. }, .. }) => {}
+        let old = Session {
+            node: session.node,
+            api: session.api,
+            token: previous.clone(),
+        };
+        match old
+            .call(
+                "revoke the old root token",
+                Method::Write,
+                "auth/token/revoke-self",
+                Some(json!({})),
+            )
+            .await
+        {
+            Ok(_)
+            | Err(RotateError::Node {
+                source: NodeError::Api { status: 403, .. },
+                ..
+            }) => {}
             Err(e) => return Err(e),
         }
     }
     fail::fail_point!("root::after_revoke");
-    store.delete_checkpoint().await.map_err(|source| RotateError::Store { object: store.checkpoint_object(), source })
+    store
+        .delete_checkpoint()
+        .await
+        .map_err(|source| RotateError::Store {
+            object: store.checkpoint_object(),
+            source,
+        })
 }
 
 /// The OTP flow's token: base64 of (token XOR otp).
 fn decode_token(encoded: &Secret, otp: &Secret) -> Option<Secret> {
     let text = encoded.expose().trim_end_matches('=');
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(text).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(text)
+        .ok()?;
     if bytes.len() != otp.expose().len() {
         return None;
     }
-    let token: Vec<u8> = bytes.iter().zip(otp.expose().as_bytes()).map(|(a, b)| a ^ b).collect();
+    let token: Vec<u8> = bytes
+        .iter()
+        .zip(otp.expose().as_bytes())
+        .map(|(a, b)| a ^ b)
+        .collect();
     String::from_utf8(token).ok().map(Secret::new)
 }
 
@@ -454,7 +796,11 @@ mod tests {
     fn decodes_the_otp_encoded_token() {
         let otp = Secret::new("abcdef");
         let token = b"s.tok1";
-        let xored: Vec<u8> = token.iter().zip(otp.expose().as_bytes()).map(|(a, b)| a ^ b).collect();
+        let xored: Vec<u8> = token
+            .iter()
+            .zip(otp.expose().as_bytes())
+            .map(|(a, b)| a ^ b)
+            .collect();
         let encoded = Secret::new(base64::engine::general_purpose::STANDARD_NO_PAD.encode(xored));
         assert_eq!(decode_token(&encoded, &otp).unwrap().expose(), "s.tok1");
         assert!(decode_token(&Secret::new("!!"), &otp).is_none());
@@ -463,11 +809,22 @@ mod tests {
     #[test]
     fn next_generation_moves_the_old_shares_to_history() {
         let current = crate::ops::credentials::sample(3, 2);
-        let next = next_generation(&current, vec![Secret::new("n1"), Secret::new("n2")], 2, 2, 5);
+        let next = next_generation(
+            &current,
+            vec![Secret::new("n1"), Secret::new("n2")],
+            2,
+            2,
+            5,
+        );
         assert_eq!(next.generation, 2);
         assert_eq!(next.history.len(), 1);
         assert_eq!(next.history[0].generation, 1);
         assert!(next.history[0].unseal_keys_b64[0].same_as(&current.unseal_keys_b64[0]));
-        assert_eq!(next_generation(&next, vec![Secret::new("x")], 1, 1, 1).history.len(), 1);
+        assert_eq!(
+            next_generation(&next, vec![Secret::new("x")], 1, 1, 1)
+                .history
+                .len(),
+            1
+        );
     }
 }

@@ -161,18 +161,31 @@ pub struct KeySet<'a> {
 /// # Guarantees
 /// A generation the node refuses leaves no partial progress behind; the
 /// error of the last generation tried is returned when none is accepted.
-pub async fn unseal_with_any(node: &impl VaultNode, sets: &[KeySet<'_>]) -> Result<(UnsealOutcome, Option<u32>), UnsealError> {
+pub async fn unseal_with_any(
+    node: &impl VaultNode,
+    sets: &[KeySet<'_>],
+) -> Result<(UnsealOutcome, Option<u32>), UnsealError> {
     let mut last = None;
     for set in sets {
         match unseal_node(node, set.shares, set.threshold).await {
-            Ok(UnsealOutcome::AlreadyUnsealed) => return Ok((UnsealOutcome::AlreadyUnsealed, None)),
+            Ok(UnsealOutcome::AlreadyUnsealed) => {
+                return Ok((UnsealOutcome::AlreadyUnsealed, None))
+            }
             Ok(outcome) => return Ok((outcome, Some(set.generation))),
-            Err(e @ (UnsealError::Rejected { .. } | UnsealError::StillSealed { .. } | UnsealError::NotEnoughShares { .. })) => {
+            Err(
+                e @ (UnsealError::Rejected { .. }
+                | UnsealError::StillSealed { .. }
+                | UnsealError::NotEnoughShares { .. }),
+            ) => {
                 tracing::debug!(pod = node.name(), generation = set.generation, error = %e, "generation not accepted");
                 last = Some(e);
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or(UnsealError::NotEnoughShares { pod: node.name().to_owned(), needed: 1, have: 0 }))
+    Err(last.unwrap_or(UnsealError::NotEnoughShares {
+        pod: node.name().to_owned(),
+        needed: 1,
+        have: 0,
+    }))
 }

@@ -170,12 +170,21 @@ impl Env {
         (out.status.code().unwrap_or(-1), text)
     }
 
+    /// `bao status` of one pod. A server between states (restoring, electing)
+    /// can answer an error instead of JSON for a moment: retried for up to 10 s.
     pub async fn seal_status(&self, ordinal: u32) -> serde_json::Value {
-        let (_, out) = self
-            .bao(ordinal, None, &["status", "-format=json"], None)
-            .await;
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("bao status on pod {ordinal}: {e}: {out}"))
+        let mut last = String::new();
+        for _ in 0..40 {
+            let (_, out) = self
+                .bao(ordinal, None, &["status", "-format=json"], None)
+                .await;
+            match serde_json::from_str(&out) {
+                Ok(v) => return v,
+                Err(_) => last = out,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("bao status on pod {ordinal} never answered JSON: {last}")
     }
 
     /// Enables a KV mount (once) and writes `value` at `kv/<key>` through the active pod.
