@@ -343,3 +343,30 @@ async fn a_vanished_exec_client_kills_its_command() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn exec_upgrade_also_accepts_post() {
+    let c = Cluster::start(one_pod()).await.unwrap();
+    let addr = c.server_url().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "POST /api/v1/namespaces/vault/pods/openbao-0/exec?command=true&stdout=true HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\nContent-Length: 0\r\n\r\n",
+        c.token()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "RFC 6455 accept key: {head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-protocol: v5.channel.k8s.io"),
+        "{head}"
+    );
+}
