@@ -311,6 +311,21 @@ async fn export_delete_import_then_unseal_after_restart() {
         "sops -d: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // What Flux applies after decrypting is a valid Secret (strict schema, 1.37).
+    let decrypted = keys.path().join("decrypted.yaml");
+    std::fs::write(&decrypted, &out.stdout).unwrap();
+    let validated = std::process::Command::new(deps_bin().join("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", "1.37.0"])
+        .arg(&decrypted)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        validated.status.success(),
+        "kubernetes-validate: {}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    std::fs::remove_file(&decrypted).unwrap();
     let manifest: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["kind"], "Secret");
     assert_eq!(manifest["metadata"]["name"], env.secret_name().as_str());
