@@ -238,6 +238,7 @@ fn audit(s: &Sandbox, ctx: &Ctx, code: u16) {
     if code == 0 {
         entry["dropped"] = json!(true);
     }
+    entry["userAgent"] = json!(ctx.header("user-agent"));
     if i.subresource == "exec" {
         let opts = s.fleet.options();
         let default = if opts.sidecar {
