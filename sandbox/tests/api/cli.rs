@@ -28,12 +28,22 @@ fn bao_servers_under(dir: &std::path::Path) -> usize {
         .count()
 }
 
+/// Kills `kube-sandbox up` if the test fails before `down`.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn up_control_and_down() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sb");
     let dir_s = dir.to_str().unwrap().to_string();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
         .args([
             "up",
             "--dir",
@@ -46,9 +56,9 @@ async fn up_control_and_down() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap());
     let mut first = String::new();
-    BufReader::new(up.stdout.take().unwrap())
+    BufReader::new(up.0.stdout.take().unwrap())
         .read_line(&mut first)
         .unwrap();
     assert_eq!(
@@ -57,7 +67,7 @@ async fn up_control_and_down() {
     );
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
-    assert_eq!(state["pid"], up.id());
+    assert_eq!(state["pid"], up.0.id());
 
     let kc = kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
     let client = kube::Client::try_from(
@@ -110,7 +120,7 @@ async fn up_control_and_down() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(st) = up.try_wait().unwrap() {
+        if let Some(st) = up.0.try_wait().unwrap() {
             break st;
         }
         assert!(
