@@ -504,6 +504,8 @@ async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
     let keys = tempfile::tempdir().unwrap();
     let key = keygen(keys.path(), "ops");
     let identity = key.file.to_str().unwrap();
+    // A second recipient whose key this run does not use: a break-glass key.
+    let spare = keygen(keys.path(), "break-glass");
     env.plugin(&["init", "--yes"]).await.ok();
     let creds = env
         .stored_credentials()
@@ -526,7 +528,7 @@ async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
     assert_refused(&invalid, &["SOPS_AGE_RECIPIENTS"]);
 
     // The recipients from SOPS_AGE_RECIPIENTS, as sops reads them (empty entries skipped).
-    let from_env = format!(" ,{}", key.recipient);
+    let from_env = format!(" ,{},{}", key.recipient, spare.recipient);
     env.plugin_with_env(
         &["credentials", "encrypt", "--age-identity", identity],
         &[("SOPS_AGE_RECIPIENTS", from_env.as_str())],
@@ -571,11 +573,28 @@ async fn encrypt_then_decrypt_round_trip_keeps_unseal_working() {
         .unwrap();
     env.cluster.restart_all().await.unwrap();
     all_sealed(&env).await;
-    assert_refused(&env.plugin(&["unseal"]).await, &[&key.recipient]);
-    env.plugin(&["unseal", "--age-identity", identity])
+    assert_refused(
+        &env.plugin(&["unseal"]).await,
+        &[&key.recipient, &spare.recipient],
+    );
+    // Either recipient's identity opens it; here the one encrypt did not use.
+    env.plugin(&["unseal", "--age-identity", spare.file.to_str().unwrap()])
         .await
         .ok();
     all_unsealed(&env).await;
+    let secret = secrets_api(&env)
+        .await
+        .get(&env.secret_name())
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.metadata.annotations.unwrap()["kubectl-vault.io/age-recipients"],
+        format!("{},{}", key.recipient, spare.recipient)
+    );
+    assert_eq!(
+        env.stored_credentials_sops(&spare.file).await.unwrap()["root_token"],
+        creds["root_token"]
+    );
     env.assert_no_secret_exposed_in(&creds).await;
 
     // decrypt asks first; then the Secret is plaintext JSON without the annotation.
