@@ -118,7 +118,7 @@ pub async fn unseal_node(
     // answered the leader's challenge; give it a bounded moment.
     let unsealed = poll_until(
         Duration::from_secs(30),
-        Duration::from_millis(200),
+        Duration::from_millis(100),
         || async { seal_status(node).await.ok().filter(|s| !s.sealed) },
     )
     .await;
