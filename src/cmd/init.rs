@@ -8,7 +8,6 @@ use crate::ops::init::{InitError, InitOptions, InitOutcome};
 use crate::ops::reconcile::{ReconcileReport, Timeouts};
 use crate::ops::status::observe;
 use crate::ops::store::{CredentialStore, RetryBudget};
-use crate::store::lease::LeaseLock;
 use crate::store::local_file::save_rescue_copy;
 
 pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
@@ -43,17 +42,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         }
     }
     let holder = holder_identity();
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        &ctx.namespace,
-        &cluster.workload_name(),
-        &holder,
-        crate::store::lease::LEASE_DURATION,
-    );
-    let guard = lock
-        .acquire(args.store.lock_timeout)
-        .await
-        .map_err(Failure::refused)?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let opts = InitOptions {
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,

@@ -107,6 +107,24 @@ impl Context<'_> {
         Envelope::new(sealing, sources, Some(self.client.clone()))
     }
 
+    /// Takes the workload's Lease lock, waiting up to `timeout` for another run.
+    pub async fn lock(
+        &self,
+        cluster: &KubeCluster,
+        timeout: std::time::Duration,
+    ) -> Result<crate::store::lease::LeaseGuard, Failure> {
+        crate::store::lease::LeaseLock::new(
+            self.client.clone(),
+            &self.namespace,
+            &cluster.workload_name(),
+            &holder_identity(),
+            crate::store::lease::LEASE_DURATION,
+        )
+        .acquire(timeout)
+        .await
+        .map_err(Failure::refused)
+    }
+
     /// Asks before a destructive step. `--yes` answers for automation; without
     /// a terminal (or with --non-interactive) the answer is no.
     pub fn confirm(&self, question: &str) -> Result<bool, Failure> {

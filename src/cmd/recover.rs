@@ -4,7 +4,7 @@
 //! its checkpoint names.
 
 use crate::cli::recover::RecoverArgs;
-use crate::cmd::snapshot::{lock, stored, timeouts, ExecFeed};
+use crate::cmd::snapshot::{stored, timeouts, ExecFeed};
 use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::checkpoint::SnapshotRef;
 use crate::ops::recover::{pending_snapshot, RecoverError};
@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
         budget: RetryBudget::default(),
         timeouts: timeouts(args.timeout),
     };
-    let guard = lock(ctx, &cluster, args.store.lock_timeout).await?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = crate::ops::recover::run(&cluster, &store, &feed, &snapshot, &opts).await;
     guard.release().await;
     let report = result.map_err(|e| match e {

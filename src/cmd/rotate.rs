@@ -8,7 +8,6 @@ use crate::ops::node::VaultNode;
 use crate::ops::reconcile::wait_for_leader;
 use crate::ops::rotate::{RotateError, RotateOptions};
 use crate::ops::store::{CredentialStore, RetryBudget};
-use crate::store::lease::LeaseLock;
 use std::time::Duration;
 
 pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
@@ -36,17 +35,7 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
         )));
     }
     let holder = holder_identity();
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        &ctx.namespace,
-        &cluster.workload_name(),
-        &holder,
-        crate::store::lease::LEASE_DURATION,
-    );
-    let guard = lock
-        .acquire(args.store.lock_timeout)
-        .await
-        .map_err(Failure::refused)?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = rotate(ctx, &cluster, &store, &args, holder).await;
     guard.release().await;
     let outcome = result?;

@@ -21,8 +21,6 @@ use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
 use crate::snapshot::retention::{self, Candidate, Policy};
 use crate::snapshot::stream::{pump, HashingReader};
 use crate::snapshot::SnapshotError;
-use crate::store::lease::{LeaseGuard, LeaseLock};
-use crate::transport::discover::KubeCluster;
 use crate::transport::exec::{parse_cli_error, StreamStdin};
 use crate::transport::pod::PodNode;
 use anyhow::anyhow;
@@ -404,7 +402,7 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
         budget: RetryBudget::default(),
         timeouts: timeouts(args.timeout),
     };
-    let guard = lock(ctx, &cluster, args.store.lock_timeout).await?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = crate::ops::restore::run(
         &cluster,
         &store,
@@ -475,23 +473,6 @@ pub(crate) async fn stored(store: &impl CredentialStore) -> Result<Credentials, 
                 store.credentials_object()
             ))
         })
-}
-
-pub(crate) async fn lock(
-    ctx: &Context<'_>,
-    cluster: &KubeCluster,
-    timeout: Duration,
-) -> Result<LeaseGuard, Failure> {
-    LeaseLock::new(
-        ctx.client.clone(),
-        &ctx.namespace,
-        &cluster.workload_name(),
-        &holder_identity(),
-        Duration::from_secs(30),
-    )
-    .acquire(timeout)
-    .await
-    .map_err(Failure::refused)
 }
 
 async fn read_credentials(

@@ -5,7 +5,7 @@
 //! takes the lock and runs the full reconcile (join, unseal, check peers).
 
 use crate::cli::unseal::{JoinArgs, UnsealArgs};
-use crate::cmd::{holder_identity, Context, Failure};
+use crate::cmd::{Context, Failure};
 use crate::ops::cluster::VaultCluster;
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, VaultNode};
@@ -13,7 +13,6 @@ use crate::ops::reconcile::{reconcile, wait_for_leader, Timeouts};
 use crate::ops::store::CredentialStore;
 use crate::ops::unseal::{unseal_with_any, KeySet, UnsealOutcome};
 use crate::output::table;
-use crate::store::lease::LeaseLock;
 use crate::transport::discover::KubeCluster;
 use std::time::Duration;
 
@@ -226,17 +225,7 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = generations(&store).await?.current;
-    let lock = LeaseLock::new(
-        ctx.client.clone(),
-        &ctx.namespace,
-        &cluster.workload_name(),
-        &holder_identity(),
-        crate::store::lease::LEASE_DURATION,
-    );
-    let guard = lock
-        .acquire(args.store.lock_timeout)
-        .await
-        .map_err(Failure::refused)?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let timeouts = Timeouts {
         leader: args.timeout,
         pod_appear: args.timeout,

@@ -1,7 +1,6 @@
 //! `credentials import`: read a (SOPS) manifest or document, prove it against
 //! the live cluster, and store it; different credentials need `--force`.
 
-use super::lock;
 use crate::cli::credentials::ImportArgs;
 use crate::cmd::{Context, Failure};
 use crate::ops::credentials::{Credentials, KeyGeneration};
@@ -53,7 +52,7 @@ pub(super) async fn run(ctx: &Context<'_>, args: ImportArgs) -> Result<(), Failu
         tracing::warn!("{file} is not encrypted; delete it once the import is done");
     }
 
-    let guard = lock(ctx, &cluster, &args.store.lock_timeout).await?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = import_locked(
         ctx,
         &cluster,

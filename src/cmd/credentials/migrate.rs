@@ -1,7 +1,7 @@
 //! `credentials encrypt|decrypt`: move the stored Secret between plaintext
 //! and SOPS in one atomic, read-back write.
 
-use super::{loaded, lock};
+use super::loaded;
 use crate::cli::credentials::MigrateArgs;
 use crate::cmd::{Context, Failure};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
@@ -50,7 +50,7 @@ pub(super) async fn run(
     }
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let guard = lock(ctx, &cluster, &args.store.lock_timeout).await?;
+    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = migrate_locked(ctx, store, direction, recipients).await;
     guard.release().await;
     let report = result?;

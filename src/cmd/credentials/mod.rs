@@ -11,14 +11,11 @@ mod migrate;
 mod show;
 
 use crate::cli::credentials::CredentialsCommand;
-use crate::cmd::{holder_identity, Context, Failure};
+use crate::cmd::{Context, Failure};
 use crate::ops::credentials::Credentials;
 use crate::ops::store::CredentialStore;
 use crate::store::kube_secret::SecretStore;
-use crate::store::lease::{LeaseGuard, LeaseLock};
-use crate::transport::discover::KubeCluster;
 use anyhow::anyhow;
-use std::time::Duration;
 
 pub async fn run(ctx: &Context<'_>, command: CredentialsCommand) -> Result<(), Failure> {
     match command {
@@ -45,21 +42,4 @@ pub(super) async fn loaded(store: &SecretStore) -> Result<(Credentials, Vec<Stri
                 store.credentials_object()
             ))
         })
-}
-
-pub(super) async fn lock(
-    ctx: &Context<'_>,
-    cluster: &KubeCluster,
-    timeout: &Duration,
-) -> Result<LeaseGuard, Failure> {
-    LeaseLock::new(
-        ctx.client.clone(),
-        &ctx.namespace,
-        &cluster.workload_name(),
-        &holder_identity(),
-        crate::store::lease::LEASE_DURATION,
-    )
-    .acquire(*timeout)
-    .await
-    .map_err(Failure::refused)
 }
