@@ -148,6 +148,21 @@ impl ExecNode {
     }
 }
 
+/// Exec parameters for the server container: stdout and stderr always,
+/// stdin when there is something to send, no TTY.
+fn attach_params(container: &str, stdin: bool) -> AttachParams {
+    AttachParams {
+        container: Some(container.to_owned()),
+        stdin,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        max_stdin_buf_size: Some(64 * 1024),
+        max_stdout_buf_size: Some(256 * 1024),
+        max_stderr_buf_size: Some(64 * 1024),
+    }
+}
+
 /// Runs one command in a container and collects its output and exit code.
 pub async fn run_in(
     pods: &Api<Pod>,
@@ -156,16 +171,7 @@ pub async fn run_in(
     argv: Vec<String>,
     stdin: Option<SecretBytes>,
 ) -> Result<ExecOutput, NodeError> {
-    let params = AttachParams {
-        container: Some(container.to_owned()),
-        stdin: stdin.is_some(),
-        stdout: true,
-        stderr: true,
-        tty: false,
-        max_stdin_buf_size: Some(64 * 1024),
-        max_stdout_buf_size: Some(256 * 1024),
-        max_stderr_buf_size: Some(64 * 1024),
-    };
+    let params = attach_params(container, stdin.is_some());
     let mut attached = pods
         .exec(pod, argv, &params)
         .await
@@ -266,16 +272,7 @@ where
     R: tokio::io::AsyncRead + Send + Unpin + 'static,
 {
     let wants_stdin = stdin.first_line.is_some() || stdin.body.is_some();
-    let params = AttachParams {
-        container: Some(container.to_owned()),
-        stdin: wants_stdin,
-        stdout: true,
-        stderr: true,
-        tty: false,
-        max_stdin_buf_size: Some(64 * 1024),
-        max_stdout_buf_size: Some(256 * 1024),
-        max_stderr_buf_size: Some(64 * 1024),
-    };
+    let params = attach_params(container, wants_stdin);
     let mut attached = pods
         .exec(pod, argv, &params)
         .await
