@@ -4,12 +4,10 @@
 //! its checkpoint names.
 
 use crate::cli::recover::RecoverArgs;
-use crate::cmd::snapshot::{stored, timeouts, ExecFeed};
-use crate::cmd::{holder_identity, Context, Failure};
-use crate::ops::checkpoint::SnapshotRef;
+use crate::cmd::snapshot::{restore_inputs, stored};
+use crate::cmd::{Context, Failure};
 use crate::ops::recover::{pending_snapshot, RecoverError};
-use crate::ops::restore::RestoreOptions;
-use crate::ops::store::{CredentialStore, RetryBudget};
+use crate::ops::store::CredentialStore;
 use crate::snapshot::location::Location;
 use crate::snapshot::SnapshotError;
 use anyhow::anyhow;
@@ -57,21 +55,8 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
             "recover was not confirmed; nothing was changed"
         )));
     }
-    let snapshot = SnapshotRef {
-        location: args.from.clone(),
-        name: name.clone(),
-        sha256: manifest.sha256.clone(),
-        generation: manifest.generation,
-    };
-    let feed = ExecFeed {
-        location: location.clone(),
-        manifest: manifest.clone(),
-    };
-    let opts = RestoreOptions {
-        holder: holder_identity(),
-        budget: RetryBudget::default(),
-        timeouts: timeouts(args.timeout),
-    };
+    let (snapshot, feed, opts) =
+        restore_inputs(&args.from, &location, &name, &manifest, args.timeout);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = crate::ops::recover::run(&cluster, &store, &feed, &snapshot, &opts).await;
     guard.release().await;

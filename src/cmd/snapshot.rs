@@ -387,21 +387,8 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
             "the restore was not confirmed; nothing was changed"
         )));
     }
-    let snapshot = SnapshotRef {
-        location: args.from.clone(),
-        name: name.clone(),
-        sha256: manifest.sha256.clone(),
-        generation: manifest.generation,
-    };
-    let feed = ExecFeed {
-        location: location.clone(),
-        manifest: manifest.clone(),
-    };
-    let opts = RestoreOptions {
-        holder: holder_identity(),
-        budget: RetryBudget::default(),
-        timeouts: timeouts(args.timeout),
-    };
+    let (snapshot, feed, opts) =
+        restore_inputs(&args.from, &location, &name, &manifest, args.timeout);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = crate::ops::restore::run(
         &cluster,
@@ -497,6 +484,34 @@ async fn read_credentials(
 
 fn token_line(token: &Secret) -> SecretBytes {
     SecretBytes::new(token.expose().as_bytes().to_vec())
+}
+
+/// What `snapshot restore` and `recover` hand the state machines for the
+/// snapshot they chose: its checkpoint reference, the exec feed that
+/// streams it into the pod, and the options.
+pub(crate) fn restore_inputs(
+    from: &str,
+    location: &Location,
+    name: &str,
+    manifest: &Manifest,
+    timeout: Duration,
+) -> (SnapshotRef, ExecFeed, RestoreOptions) {
+    let snapshot = SnapshotRef {
+        location: from.to_owned(),
+        name: name.to_owned(),
+        sha256: manifest.sha256.clone(),
+        generation: manifest.generation,
+    };
+    let feed = ExecFeed {
+        location: location.clone(),
+        manifest: manifest.clone(),
+    };
+    let opts = RestoreOptions {
+        holder: holder_identity(),
+        budget: RetryBudget::default(),
+        timeouts: timeouts(timeout),
+    };
+    (snapshot, feed, opts)
 }
 
 /// Streams a snapshot from its location into a pod's
