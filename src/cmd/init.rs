@@ -70,19 +70,11 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             };
             let where_ = match saved {
                 Some(path) => format!("the keys were written to {} (mode 0600); move them somewhere safe and run `kubectl vault credentials import`", path.display()),
-                None => "a copy of the init response stays on pod 0; re-run `kubectl vault init` once the store is writable to store it".to_owned(),
+                None => "a copy of the init response stays on the initialized pod's data volume; re-run `kubectl vault init` once the store is writable to store it".to_owned(),
             };
             Err(Failure { exit: Exit::KeysOnlyLocal, error: anyhow::anyhow!("the cluster was initialized but {object} could not be written: {source}; {where_}") })
         }
-        Err(
-            e @ (InitError::InvalidOptions(_)
-            | InitError::DataLoss { .. }
-            | InitError::OtherOperation { .. }
-            | InitError::CredentialsLost { .. }
-            | InitError::Preflight { .. }
-            | InitError::LoadStore { .. }
-            | InitError::Cluster(_)),
-        ) => Err(Failure::refused(e)),
+        Err(e) if e.is_refusal() => Err(Failure::refused(e)),
         Err(e) => Err(Failure::failed(anyhow::Error::new(e).context(
             "init did not finish; re-run `kubectl vault init` to resume",
         ))),

@@ -39,10 +39,6 @@ impl CliFlavour {
     }
 }
 
-/// Where a pod-local copy of an in-flight `sys/init` response is kept: the
-/// container's HOME if writable, else its temp dir, mode 0600.
-const INIT_COPY: &str = ".kubectl-vault-init.json";
-
 /// One Vault/OpenBao container reached by exec.
 #[derive(Clone)]
 pub struct ExecNode {
@@ -50,6 +46,8 @@ pub struct ExecNode {
     pod: String,
     container: String,
     cli: CliFlavour,
+    /// Where the server container mounts its PersistentVolumeClaim, if it does.
+    data_dir: Option<String>,
 }
 
 /// What one exec returned.
@@ -66,11 +64,25 @@ impl ExecNode {
             pod,
             container,
             cli,
+            data_dir: None,
         }
+    }
+
+    /// Sets the container's data volume (see [`Self::data_dir`]).
+    #[must_use]
+    pub fn with_data_dir(mut self, dir: Option<String>) -> Self {
+        self.data_dir = dir;
+        self
     }
 
     pub fn cli(&self) -> CliFlavour {
         self.cli
+    }
+
+    /// The mount path of the pod's PersistentVolumeClaim in the server
+    /// container: the only place in the pod that survives its deletion.
+    pub fn data_dir(&self) -> Option<&str> {
+        self.data_dir.as_deref()
     }
 
     /// Runs `argv` in the container with `stdin` (if any), collecting output.
@@ -457,35 +469,15 @@ impl VaultNode for ExecNode {
     }
 
     async fn init(&self, body: SecretBytes) -> Result<Value, NodeError> {
-        let script = format!(
-            "umask 077; d=\"$HOME\"; [ -n \"$d\" ] && [ -w \"$d\" ] || d=\"${{TMPDIR:-/tmp}}\"; f=\"$d/{INIT_COPY}\"; \
-             \"$0\" write -format=json sys/init - > \"$f.part\" || {{ rc=$?; rm -f \"$f.part\"; exit $rc; }}; \
-             mv \"$f.part\" \"$f\" && cat \"$f\""
-        );
-        let argv = vec!["sh".into(), "-c".into(), script, self.cli.binary().into()];
-        interpret(self.run(argv, Some(body)).await?)
+        crate::transport::init_copy::init(self, body).await
     }
 
     async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
-        let script = format!("for d in \"$HOME\" \"${{TMPDIR:-/tmp}}\"; do [ -f \"$d/{INIT_COPY}\" ] && exec cat \"$d/{INIT_COPY}\"; done; exit 0");
-        let out = self
-            .run(vec!["sh".into(), "-c".into(), script], None)
-            .await?;
-        if out.exit_code != 0 || out.stdout.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        interpret(out).map(Some)
+        crate::transport::init_copy::recover(self).await
     }
 
     async fn clear_init_response(&self) -> Result<(), NodeError> {
-        let script = format!("rm -f \"$HOME/{INIT_COPY}\" \"${{TMPDIR:-/tmp}}/{INIT_COPY}\"");
-        let out = self
-            .run(vec!["sh".into(), "-c".into(), script], None)
-            .await?;
-        match out.exit_code {
-            0 => Ok(()),
-            code => Err(parse_cli_error(&out.stderr, code)),
-        }
+        crate::transport::init_copy::clear(self).await
     }
 }
 
