@@ -194,7 +194,9 @@ async fn watch(
                 }
                 guard.release().await;
             }
-            Err(f) => tracing::info!(error = %f.error, "skipping this pass: another operation holds the lock"),
+            Err(f) => {
+                tracing::info!(error = %f.error, "skipping this pass: another operation holds the lock")
+            }
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),

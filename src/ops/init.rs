@@ -21,8 +21,8 @@
 use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, seal_status_when_up, NodeError, SealStatus, VaultNode};
 use crate::ops::keyring::Keyring;
+use crate::ops::node::{seal_status, seal_status_when_up, NodeError, SealStatus, VaultNode};
 use crate::ops::operation::{claim, Claim, Operation, OtherOperation};
 use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
 use crate::ops::secret::{Secret, SecretBytes};
@@ -209,7 +209,10 @@ pub async fn run<C: VaultCluster>(
             return Ok(InitOutcome::Resumed { report });
         }
         // The answer of a cluster whose data is gone: it protects nothing.
-        tracing::warn!(pod = node.name(), "removing the sys/init answer of a cluster whose data is gone");
+        tracing::warn!(
+            pod = node.name(),
+            "removing the sys/init answer of a cluster whose data is gone"
+        );
         clear_copy(node).await;
     }
     if any_initialized {
@@ -220,12 +223,13 @@ pub async fn run<C: VaultCluster>(
     }
 
     // A fresh cluster: every pod answered, none is initialized.
-    let first = nodes
-        .iter()
-        .find(|n| n.name() == target)
-        .ok_or_else(|| InitError::TargetMissing {
-            pod: target.clone(),
-        })?;
+    let first =
+        nodes
+            .iter()
+            .find(|n| n.name() == target)
+            .ok_or_else(|| InitError::TargetMissing {
+                pod: target.clone(),
+            })?;
     let pending = Checkpoint::new(
         &opts.holder,
         Phase::InitPending {
@@ -290,11 +294,10 @@ async fn nodes_with<C: VaultCluster>(
     if nodes.iter().any(|n| n.name() == target) {
         return Ok((target, nodes));
     }
-    let ordinal = crate::ops::reconcile::ordinal_of(&target).ok_or_else(|| {
-        InitError::TargetMissing {
+    let ordinal =
+        crate::ops::reconcile::ordinal_of(&target).ok_or_else(|| InitError::TargetMissing {
             pod: target.clone(),
-        }
-    })?;
+        })?;
     tracing::info!(pod = %target, "waiting for the pod that sys/init goes to");
     cluster
         .wait_for_node(ordinal, opts.timeouts.pod_appear)

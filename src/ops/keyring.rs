@@ -42,7 +42,10 @@ impl Keyring {
 
     /// From the stored document and the checkpoint. `None` when neither
     /// holds any shares.
-    pub fn from_store(stored: Option<&Credentials>, checkpoint: Option<&Checkpoint>) -> Option<Self> {
+    pub fn from_store(
+        stored: Option<&Credentials>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Option<Self> {
         let pending: Vec<&Credentials> = checkpoint
             .map(Checkpoint::candidate_credentials)
             .unwrap_or_default();

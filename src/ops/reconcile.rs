@@ -11,10 +11,10 @@
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
+use crate::ops::keyring::Keyring;
 use crate::ops::node::{
     leader, raft_join, raft_peers, seal_status, seal_status_when_up, NodeError, RaftPeer, VaultNode,
 };
-use crate::ops::keyring::Keyring;
 use crate::ops::unseal::{unseal_with_any, KeySet, UnsealError, UnsealOutcome};
 use crate::ops::wait::poll_until;
 use std::collections::BTreeSet;
@@ -113,12 +113,8 @@ pub async fn reconcile<C: VaultCluster>(
     }
     let mut report = ReconcileReport::default();
     let mut done = BTreeSet::new();
-    let outcomes = futures::future::join_all(
-        initialized
-            .iter()
-            .map(|n| unseal_first(n, sets)),
-    )
-    .await;
+    let outcomes =
+        futures::future::join_all(initialized.iter().map(|n| unseal_first(n, sets))).await;
     for (node, outcome) in initialized.iter().zip(outcomes) {
         let unseal = outcome?;
         report.pods.push(PodResult {

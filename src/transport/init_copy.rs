@@ -140,12 +140,10 @@ async fn wait_for_answer(node: &ExecNode) -> Result<Option<Value>, NodeError> {
             Found::Answer(v) => return Ok(Some(v)),
             Found::Nothing => return Ok(None),
             Found::Running if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-            Found::Running => {
-                return Err(NodeError::Unreachable(format!(
-                    "sys/init in pod {} has not answered after {WAIT:?}; re-run to pick up its answer",
-                    node.name()
-                )))
-            }
+            Found::Running => return Err(NodeError::Unreachable(format!(
+                "sys/init in pod {} has not answered after {WAIT:?}; re-run to pick up its answer",
+                node.name()
+            ))),
         }
     }
 }
@@ -173,9 +171,7 @@ pub async fn init(node: &ExecNode, body: SecretBytes) -> Result<Value, NodeError
             launched.stderr.lines().next().unwrap_or("the shell failed")
         )));
     }
-    fail::fail_point!("init::sys_init_launched", |_| Err(NodeError::Unreachable(
-        "failpoint init::sys_init_launched".into()
-    )));
+    fail::fail_point!("init::sys_init_launched");
     wait_for_answer(node).await?.ok_or_else(|| {
         NodeError::Unreachable(format!(
             "sys/init in pod {} left no answer and no error",
@@ -201,7 +197,11 @@ pub async fn clear(node: &ExecNode) -> Result<(), NodeError> {
         .collect();
     let out = node
         .run(
-            vec!["sh".into(), "-c".into(), format!("rm -f {}", files.join(" "))],
+            vec![
+                "sh".into(),
+                "-c".into(),
+                format!("rm -f {}", files.join(" ")),
+            ],
             None,
         )
         .await?;

@@ -8,6 +8,7 @@ mod faults;
 mod harness;
 mod hook;
 mod lifecycle;
+mod meet;
 mod release;
 mod rotate;
 mod snapshot;
