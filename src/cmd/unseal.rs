@@ -119,6 +119,24 @@ async fn unseal_pass(
     Ok((results, failed))
 }
 
+/// One unseal pass with every candidate generation, for the hook when it
+/// meets another operation's checkpoint; returns `pod: result` lines.
+pub(crate) async fn unseal_pods(
+    cluster: &KubeCluster,
+    store: &impl CredentialStore,
+) -> Result<Vec<String>, Failure> {
+    let keys = keyring(store).await?;
+    let (results, _) = unseal_pass(cluster, &keys).await?;
+    Ok(results
+        .iter()
+        .map(|r| match (&r.generation, &r.error) {
+            (_, Some(e)) => format!("{}: {} ({e})", r.pod, r.result),
+            (Some(g), None) => format!("{}: {} with generation {g}", r.pod, r.result),
+            (None, None) => format!("{}: {}", r.pod, r.result),
+        })
+        .collect())
+}
+
 pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());

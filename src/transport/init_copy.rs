@@ -140,10 +140,12 @@ async fn wait_for_answer(node: &ExecNode) -> Result<Option<Value>, NodeError> {
             Found::Answer(v) => return Ok(Some(v)),
             Found::Nothing => return Ok(None),
             Found::Running if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-            Found::Running => return Err(NodeError::Unreachable(format!(
+            Found::Running => {
+                return Err(NodeError::Unreachable(format!(
                 "sys/init in pod {} has not answered after {WAIT:?}; re-run to pick up its answer",
                 node.name()
-            ))),
+            )))
+            }
         }
     }
 }

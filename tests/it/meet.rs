@@ -211,3 +211,147 @@ async fn init_waits_for_pod_0_and_never_initializes_another_pod() {
     env.assert_whole(3).await;
     assert_eq!(env.sys_inits(), 1);
 }
+
+const HOOK: [&str; 8] = [
+    "hook",
+    "--log-format",
+    "json",
+    "--key-shares",
+    "3",
+    "--key-threshold",
+    "2",
+    "--timeout=60s",
+];
+
+fn all_unsealed(statuses: &[serde_json::Value]) -> bool {
+    statuses.iter().all(|s| s["sealed"] == false)
+}
+
+async fn statuses(env: &Env) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        out.push(env.seal_status(i).await);
+    }
+    out
+}
+
+/// A rekey killed after its verification made the new shares current, which
+/// live only in the checkpoint. Then a `helm upgrade` restarts every pod and
+/// runs the hook, then `init` and `join` run. None of them may finish or
+/// delete the rotate's checkpoint; the hook and join unseal with the pending
+/// shares; `rotate` finishes it; the stored keys unseal everything after.
+#[tokio::test]
+async fn a_rotate_killed_after_verification_survives_the_hook_init_and_join() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&HOOK).await.ok();
+    let token = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.write_kv(&token, "before", "rotate").await;
+    let crashed = env
+        .plugin_crashing_at(&["rotate", "--yes"], "rotate::after_verify")
+        .await;
+    assert_ne!(crashed.code, 0, "{crashed:?}");
+    assert!(
+        crashed.stderr.contains("rotate::after_verify"),
+        "{crashed:?}"
+    );
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 1);
+
+    env.cluster.restart_all().await.unwrap();
+    let hook = env.plugin(&HOOK).await;
+    assert_eq!(hook.code, 1, "{hook:?}");
+    assert!(hook.stderr.contains("kubectl vault rotate"), "{hook:?}");
+    assert!(
+        env.checkpoint_exists().await,
+        "the hook kept the rotate's checkpoint"
+    );
+    assert!(
+        all_unsealed(&statuses(&env).await),
+        "the hook unsealed with the pending shares"
+    );
+
+    let init = env.plugin(&["init", "--yes"]).await;
+    assert_eq!(init.code, 1, "{init:?}");
+    assert!(init.stderr.contains("kubectl vault rotate"), "{init:?}");
+    env.cluster.restart_all().await.unwrap();
+    env.plugin(&["join"]).await.ok();
+    assert!(
+        all_unsealed(&statuses(&env).await),
+        "join unsealed with the pending shares"
+    );
+    assert!(
+        env.checkpoint_exists().await,
+        "join kept the rotate's checkpoint"
+    );
+
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    assert!(!env.checkpoint_exists().await);
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 2);
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+    assert_eq!(env.read_kv(&token, "before").await, "rotate");
+    assert_eq!(env.sys_inits(), 1);
+    env.assert_no_secret_exposed().await;
+}
+
+/// `unseal --watch` started before a rotation unseals a pod restarted after
+/// it, with the new generation, without being restarted itself.
+#[tokio::test]
+async fn unseal_watch_follows_a_rotation() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    let watcher = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 2);
+    env.cluster.restart_pod(2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.seal_status(2).await["sealed"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not unseal pod 2"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut watcher = watcher;
+    watcher.start_kill().unwrap();
+    let run = env.finish_spawned(watcher).await;
+    assert!(
+        run.stderr.contains("generation") && run.stderr.contains("openbao-2"),
+        "the watcher logs which generation unsealed the pod: {}",
+        run.stderr
+    );
+    env.assert_no_secret_exposed().await;
+}
+
+/// A checkpoint that cannot be parsed does not block `unseal` with the
+/// stored credentials; the warning names the command that clears it.
+#[tokio::test]
+async fn a_corrupt_checkpoint_does_not_block_unseal() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes"]).await.ok();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    let corrupt = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{}-checkpoint", env.secret_name())},
+        "stringData": {"checkpoint.json": "{not json"},
+    });
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(corrupt).unwrap(),
+        )
+        .await
+        .expect("plant a corrupt checkpoint");
+    env.cluster.restart_all().await.unwrap();
+    let run = env.plugin(&["unseal"]).await.ok();
+    assert!(
+        run.stderr.contains("kubectl vault checkpoint abandon"),
+        "{run:?}"
+    );
+    assert!(all_unsealed(&statuses(&env).await));
+}
