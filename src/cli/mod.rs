@@ -1,6 +1,7 @@
 //! Command-line types only: clap structs and value enums, one file per
 //! subcommand. Resolving them into settings happens in `cmd`.
 
+pub mod checkpoint;
 pub mod credentials;
 pub mod init;
 pub mod recover;
@@ -125,6 +126,9 @@ pub enum Command {
     /// temporary init, forced restore of the newest verified snapshot, unseal
     /// with the stored keys. Never overwrites them.
     Recover(recover::RecoverArgs),
+    /// Show or abandon an interrupted operation's checkpoint.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Print the version.
     Version,
     /// Print a shell completion script.

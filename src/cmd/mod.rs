@@ -3,6 +3,7 @@
 //!
 //! Owns the exit-code contract and everything interactive (confirmations).
 
+pub mod checkpoint;
 pub mod credentials;
 pub mod hook;
 pub mod init;
@@ -193,6 +194,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Rotate(args) => rotate::run(&ctx, args).await,
                 Command::Snapshot(command) => snapshot::run(&ctx, command).await,
                 Command::Recover(args) => recover::run(&ctx, args).await,
+                Command::Checkpoint(command) => checkpoint::run(&ctx, command).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }

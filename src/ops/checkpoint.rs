@@ -64,6 +64,22 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// The phase's name as it is serialized, for people.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::InitPending { .. } => "init_pending",
+            Phase::InitKeysStored { .. } => "init_keys_stored",
+            Phase::RotatePending { .. } => "rotate_pending",
+            Phase::RootTokenPending { .. } => "root_token_pending",
+            Phase::RestorePending { .. } => "restore_pending",
+            Phase::RecoverPending { .. } => "recover_pending",
+            Phase::RecoverTempInit { .. } => "recover_temp_init",
+            Phase::RestoreApplied { .. } => "restore_applied",
+        }
+    }
+}
+
 /// The snapshot a restore or recover works from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotRef {
@@ -88,6 +104,27 @@ impl Checkpoint {
     /// The command that resumes the operation, for `status` and error hints.
     pub fn resume_command(&self) -> &'static str {
         self.operation().resume_command()
+    }
+
+    /// What abandoning this checkpoint would lose: `Some` when it holds key
+    /// material that `stored` does not, which the cluster may need.
+    pub fn abandon_risk(&self, stored: Option<&Credentials>) -> Option<&'static str> {
+        let kept = |c: &Credentials| stored.is_some_and(|s| s.same_secrets(c));
+        match &self.phase {
+            Phase::InitKeysStored { credentials } if !kept(credentials) => {
+                Some("the keys of an interrupted init, stored nowhere else")
+            }
+            Phase::RotatePending { next, .. } if !kept(next) => {
+                Some("new unseal shares that may already be the cluster's current ones")
+            }
+            Phase::RootTokenPending { next, .. } if !kept(next) => {
+                Some("a new root token that may be the only valid one")
+            }
+            Phase::RecoverTempInit { .. } => {
+                Some("the keys of the temporary init that recover put on the first pod")
+            }
+            _ => None,
+        }
     }
 
     /// The operation that owns this checkpoint.

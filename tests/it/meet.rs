@@ -258,6 +258,22 @@ async fn a_rotate_killed_after_verification_survives_the_hook_init_and_join() {
         "{crashed:?}"
     );
     assert_eq!(env.stored_credentials().await.unwrap()["generation"], 1);
+    let shown = env
+        .plugin(&["checkpoint", "show", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["operation"], "rotate", "{shown}");
+    assert_eq!(shown["resume_command"], "kubectl vault rotate", "{shown}");
+    let abandon = env.plugin(&["checkpoint", "abandon", "--yes"]).await;
+    assert_eq!(
+        abandon.code, 1,
+        "the only copy of the new shares is kept: {abandon:?}"
+    );
+    assert!(
+        abandon.stderr.contains("kubectl vault rotate"),
+        "{abandon:?}"
+    );
 
     env.cluster.restart_all().await.unwrap();
     let hook = env.plugin(&HOOK).await;
