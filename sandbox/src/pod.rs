@@ -347,6 +347,16 @@ pub async fn is_listening(ip: Ipv4Addr, port: u16) -> bool {
     )
 }
 
+/// Empties `dir` (creating it if missing).
+fn reset_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,14 +395,4 @@ mod tests {
         assert_eq!(o[0], 127);
         assert!((64..128).contains(&o[1]));
     }
-}
-
-/// Empties `dir` (creating it if missing).
-fn reset_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(dir)
 }

@@ -114,8 +114,10 @@ async fn abandon(ctx: &Context<'_>, args: CheckpointArgs) -> Result<(), Failure>
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = abandon_locked(ctx, &store).await;
-    guard.release().await;
+    let result = guard
+        .fenced(abandon_locked(ctx, &store))
+        .await
+        .map_err(Failure::failed)?;
     result
 }
 

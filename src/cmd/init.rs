@@ -54,8 +54,10 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             peers: args.timeout,
         },
     };
-    let result = crate::ops::init::run(&cluster, &store, &opts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::init::run(&cluster, &store, &opts))
+        .await
+        .map_err(Failure::failed)?;
     match result {
         Ok(outcome) => report(ctx, &store, outcome, args.show_keys).await,
         Err(InitError::StoreUnwritable {

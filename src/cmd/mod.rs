@@ -114,6 +114,14 @@ impl Context<'_> {
         cluster: &KubeCluster,
         timeout: std::time::Duration,
     ) -> Result<crate::store::lease::LeaseGuard, Failure> {
+        self.lease(cluster)
+            .acquire(timeout)
+            .await
+            .map_err(Failure::refused)
+    }
+
+    /// The workload's Lease lock, for a caller that tries it repeatedly.
+    pub fn lease(&self, cluster: &KubeCluster) -> crate::store::lease::LeaseLock {
         crate::store::lease::LeaseLock::new(
             self.client.clone(),
             &self.namespace,
@@ -121,9 +129,6 @@ impl Context<'_> {
             &holder_identity(),
             crate::store::lease::LEASE_DURATION,
         )
-        .acquire(timeout)
-        .await
-        .map_err(Failure::refused)
     }
 
     /// Asks before a destructive step. `--yes` answers for automation; without

@@ -36,8 +36,10 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
     }
     let holder = holder_identity();
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = rotate(ctx, &cluster, &store, &args, holder).await;
-    guard.release().await;
+    let result = guard
+        .fenced(rotate(ctx, &cluster, &store, &args, holder))
+        .await
+        .map_err(Failure::failed)?;
     let outcome = result?;
     ctx.printer
         .value(&outcome, |o| {

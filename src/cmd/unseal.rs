@@ -195,25 +195,26 @@ async fn watch(
     interval: Duration,
 ) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
+    let lease = ctx.lease(cluster);
     loop {
-        match ctx.lock(cluster, Duration::ZERO).await {
+        match lease.acquire(Duration::ZERO).await {
             Ok(guard) => {
                 let pass = async {
                     let keys = keyring(store).await?;
                     unseal_pass(cluster, &keys).await
                 };
-                match pass.await {
-                    Ok((results, _)) => {
+                match guard.fenced(pass).await {
+                    Ok(Ok((results, _))) => {
                         for r in results.iter().filter(|r| r.error.is_some()) {
                             tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
                         }
                     }
-                    Err(f) => tracing::warn!(error = %f.error, "unseal pass failed"),
+                    Ok(Err(f)) => tracing::warn!(error = %f.error, "unseal pass failed"),
+                    Err(lost) => tracing::warn!(error = %lost, "unseal pass stopped"),
                 }
-                guard.release().await;
             }
-            Err(f) => {
-                tracing::info!(error = %f.error, "skipping this pass: another operation holds the lock")
+            Err(busy) => {
+                tracing::info!(error = %busy, "skipping this pass: another operation holds the lock")
             }
         }
         tokio::select! {
@@ -233,8 +234,10 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
         pod_appear: args.timeout,
         peers: args.timeout,
     };
-    let result = reconcile(&cluster, &keys, &timeouts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(reconcile(&cluster, &keys, &timeouts))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| {
         Failure::failed(
             anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`"),

@@ -29,6 +29,13 @@ pub enum StoreError {
     },
     #[error("{object} changed while it was being written (conflict)")]
     Conflict { object: String },
+    /// Someone else wrote the object since this run read it: the write would
+    /// overwrite their work, so it was not made.
+    #[error("{object} was changed by another run since this one read it; nothing was overwritten. Check `kubectl vault status`, then re-run")]
+    Superseded { object: String },
+    /// This run no longer holds the workload's Lease.
+    #[error("not writing {object}: {reason}")]
+    Fenced { object: String, reason: String },
     #[error("could not {verb} {object}: {reason}")]
     Unavailable {
         object: String,

@@ -53,16 +53,17 @@ pub(super) async fn run(ctx: &Context<'_>, args: ImportArgs) -> Result<(), Failu
     }
 
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = import_locked(
-        ctx,
-        &cluster,
-        store,
-        &mut candidate,
-        imported.recipients,
-        args.force,
-    )
-    .await;
-    guard.release().await;
+    let result = guard
+        .fenced(import_locked(
+            ctx,
+            &cluster,
+            store,
+            &mut candidate,
+            imported.recipients,
+            args.force,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result?;
     ctx.printer
         .value(&report, |r| {
