@@ -114,6 +114,7 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
         key_threshold: args.key_threshold,
         store: args.store.clone(),
         show_keys: false,
+        reveal_keys_noninteractive: false,
         rescue_dir: args.rescue_dir.clone(),
         timeout: deadline
             .saturating_duration_since(Instant::now())

@@ -18,6 +18,11 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             args.key_shares
         )));
     }
+    if args.show_keys && !args.reveal_keys_noninteractive && !ctx.has_terminal() {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--show-keys prints the keys only after asking a person at a terminal, and there is none; nothing was changed. Add --reveal-keys-noninteractive to print them anyway, or leave --show-keys out and read them later with `kubectl vault credentials show --reveal`"
+        )));
+    }
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     if cluster.replicas() > 1 {
@@ -59,7 +64,14 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         .await
         .map_err(Failure::failed)?;
     match result {
-        Ok(outcome) => report(ctx, &store, outcome, args.show_keys).await,
+        Ok(outcome) => {
+            let reveal = args.show_keys
+                && (args.reveal_keys_noninteractive
+                    || ctx
+                        .ask_on_terminal("Print the unseal keys and root token to this terminal?")
+                        .unwrap_or(false));
+            report(ctx, &store, outcome, reveal).await
+        }
         Err(InitError::StoreUnwritable {
             object,
             source,
@@ -99,7 +111,7 @@ async fn report(
             summary(verb, report, &store.credentials_object())
         })
         .map_err(Failure::failed)?;
-    if show_keys && ctx.confirm("Print the unseal keys and root token to this terminal?")? {
+    if show_keys {
         let credentials = store.load_credentials().await.map_err(Failure::failed)?;
         if let Some(c) = credentials {
             for (i, share) in c.unseal_keys_b64.iter().enumerate() {

@@ -91,6 +91,8 @@ impl Context<'_> {
         let args = &self.global.envelope;
         let sealing = if args.age_recipients.is_empty() {
             Sealing::Inherit
+        } else if args.recipients_from_env {
+            Sealing::InheritOr(args.age_recipients.clone())
         } else {
             Sealing::Encrypt(args.age_recipients.clone())
         };
@@ -106,6 +108,7 @@ impl Context<'_> {
             secret,
         };
         Envelope::new(sealing, sources, Some(self.client.clone()))
+            .allow_recipients_change(self.global.yes)
     }
 
     /// Takes the workload's Lease lock, waiting up to `timeout` for another run.
@@ -129,6 +132,29 @@ impl Context<'_> {
             &holder_identity(),
             crate::store::lease::LEASE_DURATION,
         )
+    }
+
+    /// Asks a person at a terminal; --yes does not answer it. Without a
+    /// terminal (or with --non-interactive) it is refused.
+    pub fn ask_on_terminal(&self, question: &str) -> Result<bool, Failure> {
+        if !self.has_terminal() {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "{question} needs a person at a terminal to confirm; nothing was printed (add --reveal-keys-noninteractive to print without one)"
+            )));
+        }
+        dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact()
+            .map_err(Failure::failed)
+    }
+
+    /// A person can be asked: stdin and stderr are terminals, and
+    /// --non-interactive is off.
+    pub fn has_terminal(&self) -> bool {
+        !self.global.non_interactive
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal()
     }
 
     /// Asks before a destructive step. `--yes` answers for automation; without
@@ -215,6 +241,7 @@ fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
     let Ok(value) = std::env::var("SOPS_AGE_RECIPIENTS") else {
         return Ok(());
     };
+    envelope.recipients_from_env = true;
     envelope.age_recipients = crate::store::envelope::parse_recipients(&value).map_err(|e| {
         Failure::refused(anyhow::anyhow!(
             "SOPS_AGE_RECIPIENTS holds an invalid recipient: {e}; set it to age1... keys separated by commas, or unset it"

@@ -144,6 +144,7 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
         return watch(ctx, &cluster, &store, args.interval).await;
     }
     let keys = keyring(&store).await?;
+    let pending = store.load_checkpoint().await.ok().flatten();
     let (results, failed) = unseal_pass(&cluster, &keys).await?;
     ctx.printer
         .value(&results, |rows| {
@@ -174,8 +175,18 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
             .iter()
             .find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.pod)))
             .unwrap_or_default();
+        let hint = pending
+            .map(|c| {
+                format!(
+                    "; an interrupted {} is in {}: `{}` finishes it",
+                    c.operation(),
+                    store.checkpoint_object(),
+                    c.resume_command()
+                )
+            })
+            .unwrap_or_default();
         return Err(Failure::refused(anyhow::anyhow!(
-            "not every pod could be unsealed: {first}"
+            "not every pod could be unsealed: {first}{hint}"
         )));
     }
     Ok(())

@@ -102,6 +102,14 @@ impl SecretStore {
             Sealing::Encrypt(recipients) => Ok(recipients.clone()),
             Sealing::Plaintext => Ok(Vec::new()),
             Sealing::Inherit => self.recorded_recipients().await,
+            Sealing::InheritOr(fallback) => {
+                let recorded = self.recorded_recipients().await?;
+                Ok(if recorded.is_empty() {
+                    fallback.clone()
+                } else {
+                    recorded
+                })
+            }
         }
     }
 
@@ -122,36 +130,67 @@ impl SecretStore {
             else {
                 continue;
             };
-            let annotation = secret
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RECIPIENTS_ANNOTATION));
-            if let Some(value) = annotation {
-                return parse_recipients(value).map_err(|e| StoreError::Corrupt {
-                    object: self.object(name),
-                    reason: format!("its annotation {RECIPIENTS_ANNOTATION} is invalid: {e}"),
-                });
-            }
-            let text = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_owned));
-            if let Some(text) = text.filter(|t| sops::is_encrypted(t, Format::Json)) {
-                let listed = sops::recipients(&text, Format::Json).unwrap_or_default();
-                return listed
-                    .iter()
-                    .map(|r| Recipient::parse(r))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| StoreError::Corrupt {
-                        object: self.object(name),
-                        reason: format!("{key} lists an invalid recipient: {e}"),
-                    });
-            }
-            return Ok(Vec::new());
+            // What the document is really encrypted for decides, never the
+            // annotation alone: patching an annotation adds no reader.
+            return self.pinned_recipients(name, key, &secret);
         }
         Ok(Vec::new())
+    }
+
+    /// The recipients `key` of `secret` is encrypted for (empty: plaintext),
+    /// checked against the annotation: an annotation that lists others, or
+    /// plaintext under an annotation, is tampering.
+    fn pinned_recipients(
+        &self,
+        name: &str,
+        key: &str,
+        secret: &KubeSecret,
+    ) -> Result<Vec<Recipient>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            object: self.object(name),
+            reason,
+        };
+        let text = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .unwrap_or_default();
+        let encrypted = sops::is_encrypted(text, Format::Json);
+        let in_document: Vec<Recipient> = if encrypted {
+            sops::recipients(text, Format::Json)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| Recipient::parse(r))
+                .collect::<Result<_, _>>()
+                .map_err(|e| corrupt(format!("{key} lists an invalid recipient: {e}")))?
+        } else {
+            Vec::new()
+        };
+        let Some(value) = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECIPIENTS_ANNOTATION))
+        else {
+            return Ok(in_document);
+        };
+        let annotated = parse_recipients(value).map_err(|e| {
+            corrupt(format!(
+                "its annotation {RECIPIENTS_ANNOTATION} is invalid: {e}"
+            ))
+        })?;
+        if !encrypted {
+            return Err(corrupt(format!("its annotation {RECIPIENTS_ANNOTATION} says {key} is encrypted, but it is plaintext; refusing it as tampered")));
+        }
+        if !same_recipients(&annotated, &in_document) {
+            return Err(corrupt(format!(
+                "its annotation {RECIPIENTS_ANNOTATION} lists [{}] but {key} is encrypted for [{}]; refusing it as tampered (was the annotation edited?)",
+                format_recipients(&annotated),
+                format_recipients(&in_document)
+            )));
+        }
+        Ok(in_document)
     }
 
     /// The credentials document and the recipients it is encrypted for
@@ -192,6 +231,17 @@ impl SecretStore {
     ) -> Result<(), StoreError> {
         let recipients = self.write_recipients().await?;
         let object = self.object(name);
+        let recorded = self.recorded_recipients().await?;
+        if !recorded.is_empty()
+            && !same_recipients(&recorded, &recipients)
+            && !self.envelope.recipients_change_allowed()
+        {
+            return Err(StoreError::RecipientsPinned {
+                object,
+                recorded: format_recipients(&recorded).replace(',', ", "),
+                requested: format_recipients(&recipients).replace(',', ", "),
+            });
+        }
         if !recipients.is_empty() && !self.envelope.holds_any(&recipients, &object).await? {
             let sources = self
                 .envelope
@@ -281,6 +331,7 @@ impl SecretStore {
                         object: self.object(name),
                         reason: format!("it has no data key {key}"),
                     })?;
+                self.pinned_recipients(name, key, &secret)?;
                 Ok(Some((secret, bytes)))
             }
             Err(e) => Err(self.error(name, "get", e)),
@@ -454,6 +505,11 @@ impl CredentialStore for SecretStore {
             Err(e) => Err(self.error(&self.checkpoint, "delete", e)),
         }
     }
+}
+
+/// The same recipients, in any order.
+fn same_recipients(a: &[Recipient], b: &[Recipient]) -> bool {
+    a.len() == b.len() && a.iter().all(|r| b.contains(r))
 }
 
 /// Names a serde_json error by category only: its message could quote a secret.

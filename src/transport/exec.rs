@@ -175,8 +175,36 @@ fn attach_params(container: &str, stdin: bool) -> AttachParams {
     }
 }
 
-/// Runs one command in a container and collects its output and exit code.
+/// How long one collected exec may take: every Vault API call is short.
+/// Snapshots stream through [`stream_in`], which has its own deadline.
+const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// The most output a collected exec may return (a raft configuration or a
+/// seal status is a few KiB).
+const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// Runs one command in a container and collects its output and exit code,
+/// within [`EXEC_DEADLINE`] and [`MAX_OUTPUT`].
 pub async fn run_in(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    argv: Vec<String>,
+    stdin: Option<SecretBytes>,
+) -> Result<ExecOutput, NodeError> {
+    tokio::time::timeout(
+        EXEC_DEADLINE,
+        run_collected(pods, pod, container, argv, stdin),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(NodeError::Unreachable(format!(
+            "a command in pod {pod} did not finish within {}s",
+            EXEC_DEADLINE.as_secs()
+        )))
+    })
+}
+
+async fn run_collected(
     pods: &Api<Pod>,
     pod: &str,
     container: &str,
@@ -202,14 +230,14 @@ pub async fn run_in(
     let read_out = async {
         let mut buf = Vec::new();
         if let Some(r) = out.as_mut() {
-            r.read_to_end(&mut buf).await?;
+            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
         }
         Ok::<_, std::io::Error>(buf)
     };
     let read_err = async {
         let mut buf = Vec::new();
         if let Some(r) = err.as_mut() {
-            r.read_to_end(&mut buf).await?;
+            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
         }
         Ok::<_, std::io::Error>(buf)
     };
@@ -218,6 +246,12 @@ pub async fn run_in(
         |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
     fed.map_err(unreachable)?;
     let stdout = stdout.map_err(unreachable)?;
+    if stdout.len() as u64 > MAX_OUTPUT {
+        return Err(NodeError::Malformed(format!(
+            "a command in pod {pod} printed more than {} MiB",
+            MAX_OUTPUT / 1024 / 1024
+        )));
+    }
     let stderr = String::from_utf8_lossy(&stderr.map_err(unreachable)?).into_owned();
     let status = match status {
         Some(s) => s.await,

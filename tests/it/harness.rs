@@ -335,6 +335,11 @@ impl Env {
     /// Restarts every pod (they come back sealed) and unseals them with the
     /// stored credentials through the plugin.
     pub async fn restart_all_and_unseal(&self) {
+        self.restart_all_and_unseal_with(&[]).await;
+    }
+
+    /// [`Self::restart_all_and_unseal`] with extra plugin arguments (identities).
+    pub async fn restart_all_and_unseal_with(&self, extra: &[&str]) {
         self.cluster.restart_all().await.expect("restart all");
         for i in 0..self.cluster.pod_names().len() as u32 {
             assert_eq!(
@@ -343,7 +348,9 @@ impl Env {
                 "pod {i} sealed after restart"
             );
         }
-        self.plugin(&["unseal"]).await.ok();
+        let mut args = vec!["unseal"];
+        args.extend_from_slice(extra);
+        self.plugin(&args).await.ok();
     }
 
     /// No share and no token of the stored credentials appears in the audit
