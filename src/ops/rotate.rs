@@ -354,6 +354,25 @@ impl<N: VaultNode> Session<'_, N> {
     }
 }
 
+/// Whether `candidate`'s shares are the cluster's current ones, asked of the
+/// active node `leader` without changing anything: a rekey is started with
+/// them (verification required) and cancelled before any verification, so
+/// the current shares stay current either way. `token` must be one the
+/// cluster accepts (OpenBao's rekey endpoints need it).
+pub async fn probe_shares<N: VaultNode>(
+    leader: &N,
+    token: &Secret,
+    candidate: &Credentials,
+) -> Result<bool, RotateError> {
+    let api = detect_api(leader).await?;
+    let session = Session {
+        node: leader,
+        api,
+        token: token.clone(),
+    };
+    session.accepts(candidate).await
+}
+
 /// Picks the endpoints by asking the legacy path: OpenBao answers 405.
 async fn detect_api(node: &impl VaultNode) -> Result<Api, RotateError> {
     match node.call(Request::read("sys/rekey/init")).await {

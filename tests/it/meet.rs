@@ -529,3 +529,35 @@ async fn a_write_based_on_a_stale_read_is_refused() {
         .await
         .unwrap();
 }
+
+/// Shares retired by a rotate still come with a working root token (a rekey
+/// keeps it). Importing them over the current ones, even with --force, is
+/// refused: the active node's rekey probe says they are not current.
+#[tokio::test]
+async fn importing_a_retired_generation_is_refused_even_with_force() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let work = tempfile::tempdir().unwrap();
+    let old = work.path().join("generation-1.yaml");
+    let old = old.to_str().unwrap();
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    env.plugin(&["credentials", "export", "--plaintext", "-f", old])
+        .await
+        .ok();
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    let current = env.stored_credentials().await.unwrap();
+    assert_eq!(current["generation"], 2);
+    let refused = env
+        .plugin(&["credentials", "import", "--force", "--yes", "-f", old])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("rekey probe"), "{refused:?}");
+    assert_eq!(
+        env.stored_credentials().await.unwrap(),
+        current,
+        "nothing changed"
+    );
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+}

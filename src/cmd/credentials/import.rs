@@ -74,8 +74,8 @@ pub(super) async fn run(ctx: &Context<'_>, args: ImportArgs) -> Result<(), Failu
                 Some(Proof::MatchesStored { generation }) => {
                     format!("its shares match stored generation {generation}")
                 }
-                Some(Proof::RootTokenAccepted { pod }) => {
-                    format!("its root token is accepted by {pod}")
+                Some(Proof::RekeyProbe { pod }) => {
+                    format!("the active node {pod} took its shares in a rekey probe (cancelled; nothing changed)")
                 }
                 None => "they are the credentials already stored".to_owned(),
             };
