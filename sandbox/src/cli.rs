@@ -32,6 +32,14 @@ enum PolicyArg {
     OrderedReady,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Raft storage, `--replicas` pods (the charts' `server.ha.raft`).
+    Ha,
+    /// File storage, one pod, not HA (the charts' default `server.standalone`).
+    Standalone,
+}
+
 #[derive(clap::Args, Debug)]
 struct UpArgs {
     /// Folder for pods, kubeconfig, audit log and sandbox.json (kept; reused by a later `up`).
@@ -52,6 +60,13 @@ struct UpArgs {
     pod_management: Option<PolicyArg>,
     #[arg(long)]
     retry_join: bool,
+    /// `ha`: raft storage; `standalone`: file storage on OpenBao 2.6, one pod.
+    #[arg(long, value_enum, default_value = "ha")]
+    mode: ModeArg,
+    /// Set each raft node id to the pod name (the charts' `setNodeId: true`);
+    /// by default OpenBao generates one, as the charts do.
+    #[arg(long)]
+    set_node_id: bool,
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
@@ -200,9 +215,13 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .namespace(up.namespace)
         .replicas(up.replicas)
         .retry_join(up.retry_join)
+        .set_node_id(up.set_node_id)
         .tls(up.tls)
         .sidecar(up.sidecar)
         .dir(&up.dir);
+    if matches!(up.mode, ModeArg::Standalone) {
+        opts = opts.standalone();
+    }
     if let Some(port) = up.port {
         opts = opts.port(port);
     }

@@ -64,7 +64,7 @@ impl Fleet {
         dir: &Path,
         revisions: Arc<Revisions>,
     ) -> anyhow::Result<Self> {
-        let bin = opts.resolved_bin_dir().join("bao");
+        let bin = opts.server_binary();
         let bao = std::fs::canonicalize(&bin).with_context(|| {
             format!(
                 "find the bao binary at {} (run scripts/install-deps)",

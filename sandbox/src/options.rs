@@ -48,6 +48,17 @@ impl Flavour {
     }
 }
 
+/// Where the servers keep their data, as the charts' two modes do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// `server.ha.raft`: integrated storage, one raft peer per pod.
+    Raft,
+    /// `server.standalone` (both charts' default): `storage "file"`, not HA.
+    /// OpenBao 2.7 refuses it, so these pods run OpenBao 2.6 (the openbao
+    /// chart's app version) from `.deps/bao-2.6`.
+    File,
+}
+
 /// StatefulSet `podManagementPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PodManagement {
@@ -82,6 +93,12 @@ pub struct ClusterOptions {
     pub pod_management: PodManagement,
     /// Adds a `retry_join` stanza pointing at pod 0 to every pod's config.
     pub retry_join: bool,
+    /// Raft or file storage.
+    pub storage: Storage,
+    /// `node_id = "<pod>"` in the raft stanza (the charts' `setNodeId: true`).
+    /// Off, as the charts default: OpenBao generates a UUID and keeps it in
+    /// `<data>/node-id`.
+    pub set_node_id: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
     /// Adds a first container `agent` without any vault CLI.
@@ -113,6 +130,8 @@ impl ClusterOptions {
             flavour,
             pod_management,
             retry_join: false,
+            storage: Storage::Raft,
+            set_node_id: true,
             tls: false,
             sidecar: false,
             dir: None,
@@ -161,6 +180,19 @@ impl ClusterOptions {
         self
     }
 
+    /// Sets `node_id` to the pod name (on) or lets OpenBao generate one (off).
+    pub fn set_node_id(mut self, on: bool) -> Self {
+        self.set_node_id = on;
+        self
+    }
+
+    /// The charts' default mode: one replica on file storage, not HA.
+    pub fn standalone(mut self) -> Self {
+        self.storage = Storage::File;
+        self.replicas = 1;
+        self
+    }
+
     /// Serves the API over HTTPS.
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
@@ -191,6 +223,15 @@ impl ClusterOptions {
         self
     }
 
+    /// The image reported in the pod spec and status: OpenBao 2.6.2 (the
+    /// openbao chart's app version) on file storage.
+    pub fn image(&self) -> &'static str {
+        match (self.storage, self.flavour) {
+            (Storage::File, Flavour::OpenBao) => "openbao/openbao:2.6.2",
+            _ => self.flavour.image(),
+        }
+    }
+
     /// Name of the main container (`openbao` or `vault`).
     pub fn container(&self) -> &'static str {
         self.flavour.app_name()
@@ -218,6 +259,16 @@ impl ClusterOptions {
             return PathBuf::from(dir);
         }
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.deps/bin"))
+    }
+
+    /// The server binary the pods run: `bao` in the bin folder for raft,
+    /// OpenBao 2.6 next to it (`../bao-2.6/bin/bao`, from `scripts/install-deps`) for file storage.
+    pub fn server_binary(&self) -> PathBuf {
+        let bin = self.resolved_bin_dir();
+        match self.storage {
+            Storage::Raft => bin.join("bao"),
+            Storage::File => bin.join("..").join("bao-2.6").join("bin").join("bao"),
+        }
     }
 }
 

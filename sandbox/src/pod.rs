@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::options::{ClusterOptions, Flavour};
+use crate::options::{ClusterOptions, Flavour, Storage};
 
 /// Vault API port inside the pod.
 pub const API_PORT: u16 = 8200;
@@ -75,7 +75,7 @@ impl PodLayout {
         std::fs::write(self.ip_file(), ip.to_string())?;
         std::fs::write(
             self.config(),
-            server_config(self, name, ip, opts.retry_join.then_some(leader_ip)),
+            server_config(self, opts, name, ip, opts.retry_join.then_some(leader_ip)),
         )?;
         let cli = self.bin().join(opts.flavour.cli());
         let _ = std::fs::remove_file(&cli);
@@ -137,17 +137,35 @@ impl PodLayout {
     }
 }
 
-fn server_config(layout: &PodLayout, name: &str, ip: Ipv4Addr, join: Option<Ipv4Addr>) -> String {
-    let join = join
-        .map(|leader| {
-            format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
-        })
-        .unwrap_or_default();
+fn server_config(
+    layout: &PodLayout,
+    opts: &ClusterOptions,
+    name: &str,
+    ip: Ipv4Addr,
+    join: Option<Ipv4Addr>,
+) -> String {
+    let data = layout.data().display().to_string();
+    let storage = match opts.storage {
+        Storage::File => format!("storage \"file\" {{\n  path = \"{data}\"\n}}\n"),
+        Storage::Raft => {
+            let join = join
+                .map(|leader| {
+                    format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
+                })
+                .unwrap_or_default();
+            // Without node_id, OpenBao generates a UUID into <data>/node-id.
+            let node_id = if opts.set_node_id {
+                format!("  node_id = \"{name}\"\n")
+            } else {
+                String::new()
+            };
+            format!("storage \"raft\" {{\n  path = \"{data}\"\n{node_id}{join}}}\n")
+        }
+    };
     format!(
-        "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"{name}\"\n{join}}}\n\n\
+        "{storage}\n\
          listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
          api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{ip}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
-        data = layout.data().display(),
     )
 }
 
@@ -334,13 +352,34 @@ mod tests {
     fn config_has_raft_listener_and_optional_join() {
         let l = PodLayout::new(Path::new("/x"), "openbao-1");
         let ip = Ipv4Addr::new(127, 70, 1, 2);
-        let c = server_config(&l, "openbao-1", ip, None);
+        let o = ClusterOptions::openbao();
+        let c = server_config(&l, &o, "openbao-1", ip, None);
         assert!(c.contains("path = \"/x/pods/openbao-1/data\""));
+        assert!(c.contains("node_id = \"openbao-1\""));
         assert!(c.contains("address = \"127.70.1.2:8200\""));
         assert!(c.contains("cluster_addr = \"https://127.70.1.2:8201\""));
         assert!(!c.contains("retry_join"));
-        let c = server_config(&l, "openbao-1", ip, Some(Ipv4Addr::new(127, 70, 0, 9)));
+        let c = server_config(&l, &o, "openbao-1", ip, Some(Ipv4Addr::new(127, 70, 0, 9)));
         assert!(c.contains("leader_api_addr = \"http://127.70.0.9:8200\""));
+    }
+
+    #[test]
+    fn chart_defaults_leave_node_id_to_the_server_and_standalone_uses_file() {
+        let l = PodLayout::new(Path::new("/x"), "openbao-0");
+        let ip = Ipv4Addr::new(127, 70, 1, 2);
+        let generated = ClusterOptions::openbao().set_node_id(false);
+        let c = server_config(&l, &generated, "openbao-0", ip, None);
+        assert!(c.contains("storage \"raft\""), "{c}");
+        assert!(!c.contains("node_id"), "{c}");
+        let file = ClusterOptions::openbao().standalone();
+        let c = server_config(&l, &file, "openbao-0", ip, None);
+        assert!(
+            c.contains("storage \"file\" {\n  path = \"/x/pods/openbao-0/data\""),
+            "{c}"
+        );
+        assert!(!c.contains("raft"), "{c}");
+        assert_eq!(file.replicas, 1);
+        assert!(file.server_binary().ends_with("bao-2.6/bin/bao"));
     }
 
     #[test]

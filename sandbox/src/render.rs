@@ -26,7 +26,7 @@ fn labels(opts: &ClusterOptions) -> Value {
 fn container_spec(opts: &ClusterOptions, ip: &str) -> Value {
     json!({
         "name": opts.container(),
-        "image": opts.flavour.image(),
+        "image": opts.image(),
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-ec"],
         "args": [format!("{} server -config=/tmp/storageconfig.hcl", opts.flavour.cli())],
@@ -86,7 +86,7 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     let mut containers = vec![container_spec(opts, &ip)];
     let main_status = container_status(
         opts.container(),
-        opts.flavour.image(),
+        opts.image(),
         ready,
         p.restart_count,
         &started,

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod import;
 pub mod init;
 pub mod node;
+pub mod peers;
 pub mod reconcile;
 pub mod recover;
 pub mod restore;

@@ -5,6 +5,10 @@
 //! and never writes credentials; `init`, `join`, `unseal --watch` and the
 //! hook all end here.
 //!
+//! A standalone server (file storage, `ha_enabled: false`, the charts'
+//! default) has no leader election, no joins and no peer set: it is done
+//! once it is unsealed.
+//!
 //! # Guarantees
 //! A pod that is already initialized is never joined again; a pod that is
 //! unsealed is left alone. Every wait has a deadline from [`Timeouts`].
@@ -14,6 +18,7 @@ use crate::ops::credentials::Credentials;
 use crate::ops::node::{
     leader, raft_join, raft_peers, seal_status, seal_status_when_up, NodeError, RaftPeer, VaultNode,
 };
+use crate::ops::peers::is_peer_of;
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 use crate::ops::wait::poll_until;
 use std::collections::BTreeSet;
@@ -51,6 +56,8 @@ pub struct PodResult {
 pub struct ReconcileReport {
     pub leader: String,
     pub leader_address: String,
+    /// The server is standalone (not HA, e.g. file storage): no joins, no peers.
+    pub standalone: bool,
     pub cluster_id: String,
     pub pods: Vec<PodResult>,
     pub peers: Vec<RaftPeer>,
@@ -74,6 +81,8 @@ pub enum ReconcileError {
     NoLeader { waited: Duration },
     #[error("no pod is initialized, so there is no leader to join; run `kubectl vault init`")]
     NothingInitialized,
+    #[error("pods {pods:?} are not initialized and cannot join: the servers are standalone (not HA); a standalone install has one replica, and moving it to raft is `kubectl vault migrate`")]
+    StandaloneCannotJoin { pods: Vec<String> },
     #[error("pods {missing:?} are not in the raft peer set after {waited:?}; check `kubectl vault status`")]
     PeersIncomplete {
         missing: Vec<String>,
@@ -129,10 +138,29 @@ pub async fn reconcile<C: VaultCluster>(
     }
     fail::fail_point!("reconcile::after_initialized_unsealed");
 
-    let (leader_pod, leader_address) = wait_for_leader(&initialized, timeouts.leader).await?;
-    tracing::info!(pod = %leader_pod, address = %leader_address, "leader is active");
-    report.leader = leader_pod;
-    report.leader_address = leader_address.clone();
+    let active = wait_for_active(&initialized, timeouts.leader).await?;
+    tracing::info!(pod = %active.pod, address = %active.address, ha = active.ha, "active");
+    report.leader = active.pod;
+    report.leader_address = active.address.clone();
+    let leader_address = active.address;
+    if !active.ha {
+        report.standalone = true;
+        let others: Vec<String> = cluster
+            .nodes()
+            .await?
+            .iter()
+            .map(|n| n.name().to_owned())
+            .filter(|n| !done.contains(n))
+            .collect();
+        if !others.is_empty() {
+            return Err(ReconcileError::StandaloneCannotJoin { pods: others });
+        }
+        if let Ok(status) = seal_status(&initialized[0]).await {
+            report.cluster_id = status.cluster_id;
+        }
+        report.pods.sort_by_key(|p| ordinal_of(&p.pod));
+        return Ok(report);
+    }
 
     let replicas = cluster.replicas();
     loop {
@@ -168,7 +196,7 @@ pub async fn reconcile<C: VaultCluster>(
         .iter()
         .find(|n| n.name() == report.leader)
         .unwrap_or(&initialized[0]);
-    report.peers = wait_for_peers(leader_node, credentials, &done, timeouts.peers).await?;
+    report.peers = wait_for_peers(cluster, leader_node, credentials, &done, timeouts.peers).await?;
     if let Ok(status) = seal_status(leader_node).await {
         report.cluster_id = status.cluster_id;
     }
@@ -221,17 +249,43 @@ async fn bring_up(
     })
 }
 
-/// Waits until one of `nodes` is the active leader; returns its pod and API address.
-pub async fn wait_for_leader<N: VaultNode>(
+/// The server that answers writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Active {
+    pub pod: String,
+    /// Its `leader_address` (the API address peers join); empty when standalone.
+    pub address: String,
+    /// False for a standalone server (`ha_enabled: false`, e.g. file storage).
+    pub ha: bool,
+}
+
+/// Waits until one of `nodes` is active: the HA leader, or an unsealed
+/// standalone server (which has no leader to report).
+pub async fn wait_for_active<N: VaultNode>(
     nodes: &[N],
     timeout: Duration,
-) -> Result<(String, String), ReconcileError> {
+) -> Result<Active, ReconcileError> {
     poll_until(timeout, Duration::from_millis(250), || async {
         for node in nodes {
-            if let Ok(l) = leader(node).await {
-                if l.is_self && !l.leader_address.is_empty() {
-                    return Some((node.name().to_owned(), l.leader_address));
-                }
+            let Ok(l) = leader(node).await else { continue };
+            if l.is_self && !l.leader_address.is_empty() {
+                return Some(Active {
+                    pod: node.name().to_owned(),
+                    address: l.leader_address,
+                    ha: true,
+                });
+            }
+            // A standalone server answers `ha_enabled: false` sealed or not.
+            if !l.ha_enabled
+                && seal_status(node)
+                    .await
+                    .is_ok_and(|s| s.initialized && !s.sealed)
+            {
+                return Some(Active {
+                    pod: node.name().to_owned(),
+                    address: String::new(),
+                    ha: false,
+                });
             }
         }
         None
@@ -240,21 +294,33 @@ pub async fn wait_for_leader<N: VaultNode>(
     .ok_or(ReconcileError::NoLeader { waited: timeout })
 }
 
-async fn wait_for_peers(
+/// [`wait_for_active`] as `(pod, leader address)`; the address is empty for
+/// a standalone server.
+pub async fn wait_for_leader<N: VaultNode>(
+    nodes: &[N],
+    timeout: Duration,
+) -> Result<(String, String), ReconcileError> {
+    wait_for_active(nodes, timeout)
+        .await
+        .map(|a| (a.pod, a.address))
+}
+
+/// Waits until every pod in `pods` has a raft peer: by node id or by the
+/// host of its address (see [`crate::ops::peers`]). Pod hosts are re-read
+/// on every poll, since a pod that was deleted comes back with a new IP.
+async fn wait_for_peers<C: VaultCluster>(
+    cluster: &C,
     node: &impl VaultNode,
     credentials: &Credentials,
     pods: &BTreeSet<String>,
     timeout: Duration,
 ) -> Result<Vec<RaftPeer>, ReconcileError> {
-    let complete = |peers: &[RaftPeer]| {
-        pods.iter()
-            .all(|p| peers.iter().any(|peer| &peer.node_id == p))
-    };
     let found = poll_until(timeout, Duration::from_millis(300), || async {
-        raft_peers(node, &credentials.root_token)
-            .await
-            .ok()
-            .filter(|peers| complete(peers))
+        let peers = raft_peers(node, &credentials.root_token).await.ok()?;
+        let nodes = cluster.nodes().await.ok()?;
+        missing_peers(pods, &nodes, &peers)
+            .is_empty()
+            .then_some(peers)
     })
     .await;
     if let Some(peers) = found {
@@ -263,14 +329,29 @@ async fn wait_for_peers(
     let last = raft_peers(node, &credentials.root_token)
         .await
         .unwrap_or_default();
+    let nodes = cluster.nodes().await.unwrap_or_default();
     Err(ReconcileError::PeersIncomplete {
-        missing: pods
-            .iter()
-            .filter(|p| !last.iter().any(|peer| &peer.node_id == *p))
-            .cloned()
-            .collect(),
+        missing: missing_peers(pods, &nodes, &last),
         waited: timeout,
     })
+}
+
+/// The pods of `pods` that no peer in `peers` belongs to.
+fn missing_peers<N: VaultNode>(
+    pods: &BTreeSet<String>,
+    nodes: &[N],
+    peers: &[RaftPeer],
+) -> Vec<String> {
+    pods.iter()
+        .filter(|pod| {
+            let hosts = nodes
+                .iter()
+                .find(|n| n.name() == pod.as_str())
+                .map_or(&[][..], |n| n.hosts());
+            !peers.iter().any(|peer| is_peer_of(peer, pod, hosts))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The StatefulSet ordinal at the end of a pod name (`openbao-2` → 2).

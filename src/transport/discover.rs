@@ -169,8 +169,10 @@ impl VaultCluster for KubeCluster {
         Ok(pods
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|p| p.metadata.name)
-            .map(|n| self.node(n))
+            .filter_map(|p| {
+                let hosts = pod_hosts(&p, &self.namespace);
+                p.metadata.name.map(|n| self.node(n).with_hosts(hosts))
+            })
             .collect())
     }
 
@@ -229,6 +231,38 @@ fn pod_info(p: &Pod) -> PodInfo {
             .unwrap_or(0),
         ip: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
     }
+}
+
+/// The hosts a pod is known by: its IPs, its name, and the DNS name its
+/// headless Service gives it (`<hostname>.<subdomain>`, and with the
+/// namespace after it). A raft peer address names one of these.
+fn pod_hosts(pod: &Pod, namespace: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = pod
+        .status
+        .as_ref()
+        .map(|s| {
+            s.pod_ips
+                .iter()
+                .flatten()
+                .map(|ip| ip.ip.clone())
+                .chain(s.pod_ip.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone());
+    if let Some(hostname) = hostname {
+        if let Some(subdomain) = spec.and_then(|s| s.subdomain.as_deref()) {
+            hosts.push(format!("{hostname}.{subdomain}.{namespace}"));
+            hosts.push(format!("{hostname}.{subdomain}"));
+        }
+        hosts.push(hostname);
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// The container's `BAO_ADDR`/`VAULT_ADDR`, as the charts set it.
