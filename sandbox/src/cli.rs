@@ -46,8 +46,13 @@ struct UpArgs {
     #[arg(long)]
     dir: PathBuf,
     /// StatefulSet name (default: openbao or vault).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "release")]
     name: Option<String>,
+    /// Helm release name: names the StatefulSet as the chart does (the
+    /// release if it contains the chart name, else `<release>-<chart>`) and
+    /// sets `app.kubernetes.io/instance`.
+    #[arg(long)]
+    release: Option<String>,
     /// Namespace.
     #[arg(short = 'n', long, default_value = "vault")]
     namespace: String,
@@ -204,6 +209,9 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     };
     if let Some(name) = up.name {
         opts = opts.name(name);
+    }
+    if let Some(release) = up.release {
+        opts = opts.release(release);
     }
     if let Some(p) = up.pod_management {
         opts = opts.pod_management(match p {

@@ -83,6 +83,8 @@ impl PodManagement {
 pub struct ClusterOptions {
     /// StatefulSet name; pods are `NAME-0..N-1`.
     pub name: String,
+    /// The Helm release (`app.kubernetes.io/instance`); `None` = the StatefulSet name.
+    pub release: Option<String>,
     /// Namespace of the pods, Secrets and Leases.
     pub namespace: String,
     /// Desired number of pods.
@@ -125,6 +127,7 @@ impl ClusterOptions {
     fn with_flavour(flavour: Flavour, pod_management: PodManagement) -> Self {
         Self {
             name: flavour.app_name().to_string(),
+            release: None,
             namespace: "vault".to_string(),
             replicas: 3,
             flavour,
@@ -144,6 +147,27 @@ impl ClusterOptions {
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+
+    /// Names the cluster the way the upstream chart names a release's
+    /// objects: the StatefulSet is the release name when that contains the
+    /// chart name (`openbao`, `my-openbao`), else `<release>-<chart>`; the
+    /// pods' `app.kubernetes.io/instance` is the release name.
+    pub fn release(mut self, release: impl Into<String>) -> Self {
+        let release = release.into();
+        let chart = self.flavour.app_name();
+        self.name = if release.contains(chart) {
+            release.clone()
+        } else {
+            format!("{release}-{chart}")
+        };
+        self.release = Some(release);
+        self
+    }
+
+    /// The `app.kubernetes.io/instance` label.
+    pub fn instance(&self) -> &str {
+        self.release.as_deref().unwrap_or(&self.name)
     }
 
     /// Sets the namespace.
@@ -289,6 +313,20 @@ mod tests {
             ("vault", 5, true)
         );
         assert_eq!(v.pod_management, PodManagement::Parallel);
+    }
+
+    #[test]
+    fn release_names_follow_the_upstream_charts() {
+        let o = ClusterOptions::openbao().release("prod");
+        assert_eq!((o.name.as_str(), o.instance()), ("prod-openbao", "prod"));
+        let o = ClusterOptions::openbao().release("my-openbao");
+        assert_eq!(
+            (o.name.as_str(), o.instance()),
+            ("my-openbao", "my-openbao")
+        );
+        let v = ClusterOptions::vault().release("vault");
+        assert_eq!((v.name.as_str(), v.instance()), ("vault", "vault"));
+        assert_eq!(ClusterOptions::vault().instance(), "vault");
     }
 
     #[test]

@@ -18,7 +18,7 @@ const SIDECAR_IMAGE: &str = "busybox:1.37";
 fn labels(opts: &ClusterOptions) -> Value {
     json!({
         "app.kubernetes.io/name": opts.flavour.app_name(),
-        "app.kubernetes.io/instance": opts.name,
+        "app.kubernetes.io/instance": opts.instance(),
         "component": "server",
     })
 }

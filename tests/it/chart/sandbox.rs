@@ -192,6 +192,8 @@ async fn assert_bootstrapped(env: &Env, age: Option<&AgeKey>) {
 async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encrypted: bool) {
     let has_hook = has_subcommand("hook").await;
 
+    let chart = opts.flavour.app_name();
+    let release = opts.instance().to_owned();
     let env = Env::start(opts.replicas(3)).await;
     let home = tempfile::tempdir().expect("tempdir");
     let age = if encrypted {
@@ -202,7 +204,11 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
     let ns = env.cluster.namespace().to_owned();
     let mut set = vec![
         format!("target.namespace={ns}"),
-        format!("target.statefulset={}", env.cluster.name()),
+        // Named the way the upstream chart names a release: the Role's
+        // names are derived from these, the binary's from the pods.
+        format!("target.chart={chart}"),
+        format!("target.release={release}"),
+        "target.storage=raft".to_owned(),
         "keyShares=3".to_owned(),
         "keyThreshold=2".to_owned(),
         // The CronJob's target is swapped for a local folder below.
@@ -344,8 +350,16 @@ async fn hook_on_parallel_vault_needs_nothing_beyond_the_rendered_role() {
 
 #[tokio::test]
 async fn hook_on_ordered_ready_openbao_needs_nothing_beyond_the_rendered_role() {
-    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::openbao().ordered_ready(), false)
-        .await;
+    // A release not named after the chart (StatefulSet `prod-openbao`) and
+    // generated node ids, as the openbao chart installs by default.
+    hook_needs_nothing_beyond_the_rendered_role(
+        ClusterOptions::openbao()
+            .ordered_ready()
+            .release("prod")
+            .set_node_id(false),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
