@@ -164,3 +164,40 @@ async fn standalone_openbao_init_restart_unseal_rotate_status() {
 async fn standalone_vault_init_restart_unseal_rotate_status() {
     standalone_lifecycle(ClusterOptions::vault()).await;
 }
+
+#[tokio::test]
+async fn generated_node_ids_rotate_snapshot_save_and_recover() {
+    let env = Env::start(
+        ClusterOptions::openbao()
+            .parallel()
+            .replicas(3)
+            .set_node_id(false),
+    )
+    .await;
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    let creds = env.stored_credentials().await.unwrap();
+    assert_eq!(creds["generation"], 2, "{creds}");
+    let token = creds["root_token"].as_str().unwrap().to_owned();
+    env.write_kv(&token, "probe", "before-loss").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("{}/", dir.path().display());
+    env.plugin(&["snapshot", "save", "--to", &to]).await.ok();
+
+    // Every pod loses its data, node-id file included: the new servers
+    // generate new ids, and the snapshot names the old ones.
+    let old_id = generated_node_id(&env, "openbao-1");
+    for i in 0..3 {
+        env.cluster.wipe_pod(i).await.unwrap();
+    }
+    env.plugin(&["recover", "--from", &to, "--yes", "--timeout", "60s"])
+        .await
+        .ok();
+    assert_ne!(generated_node_id(&env, "openbao-1"), old_id);
+    env.assert_whole(3).await;
+    assert_eq!(env.read_kv(&token, "probe").await, "before-loss");
+    env.assert_no_secret_exposed().await;
+}
