@@ -134,7 +134,7 @@ impl ClusterOptions {
             pod_management,
             retry_join: false,
             storage: Storage::Raft,
-            set_node_id: true,
+            set_node_id: false,
             tls: false,
             sidecar: false,
             dir: None,
@@ -313,6 +313,11 @@ mod tests {
             ("vault", 5, true)
         );
         assert_eq!(v.pod_management, PodManagement::Parallel);
+        assert!(
+            !o.set_node_id,
+            "node ids are generated, as setNodeId: false"
+        );
+        assert_eq!(o.storage, Storage::Raft);
     }
 
     #[test]

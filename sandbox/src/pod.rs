@@ -352,7 +352,7 @@ mod tests {
     fn config_has_raft_listener_and_optional_join() {
         let l = PodLayout::new(Path::new("/x"), "openbao-1");
         let ip = Ipv4Addr::new(127, 70, 1, 2);
-        let o = ClusterOptions::openbao();
+        let o = ClusterOptions::openbao().set_node_id(true);
         let c = server_config(&l, &o, "openbao-1", ip, None);
         assert!(c.contains("path = \"/x/pods/openbao-1/data\""));
         assert!(c.contains("node_id = \"openbao-1\""));
@@ -367,7 +367,7 @@ mod tests {
     fn chart_defaults_leave_node_id_to_the_server_and_standalone_uses_file() {
         let l = PodLayout::new(Path::new("/x"), "openbao-0");
         let ip = Ipv4Addr::new(127, 70, 1, 2);
-        let generated = ClusterOptions::openbao().set_node_id(false);
+        let generated = ClusterOptions::openbao();
         let c = server_config(&l, &generated, "openbao-0", ip, None);
         assert!(c.contains("storage \"raft\""), "{c}");
         assert!(!c.contains("node_id"), "{c}");
