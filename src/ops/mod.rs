@@ -7,6 +7,8 @@
 pub mod checkpoint;
 pub mod cluster;
 pub mod credentials;
+#[cfg(test)]
+pub(crate) mod double;
 pub mod import;
 pub mod init;
 pub mod node;

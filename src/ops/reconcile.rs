@@ -358,3 +358,105 @@ fn missing_peers<N: VaultNode>(
 pub fn ordinal_of(pod: &str) -> Option<usize> {
     pod.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::credentials::sample;
+    use crate::ops::double::{FakeCluster, FakeNode, ServerState};
+    use serde_json::json;
+
+    fn short() -> Timeouts {
+        Timeouts {
+            leader: Duration::from_secs(2),
+            pod_appear: Duration::from_secs(2),
+            peers: Duration::from_millis(500),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standalone_server_is_done_once_unsealed() {
+        let node = FakeNode::standalone("openbao-0", 2);
+        let cluster = FakeCluster {
+            nodes: vec![node.clone()],
+            replicas: 1,
+        };
+        let report = reconcile(&cluster, &sample(3, 2), &short()).await.unwrap();
+        assert!(!node.sealed());
+        assert!(report.standalone);
+        assert_eq!(report.leader, "openbao-0");
+        assert!(report.peers.is_empty());
+        assert_eq!(report.pods.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn standalone_servers_cannot_join_each_other() {
+        let fresh = FakeNode::standalone("openbao-1", 2);
+        fresh.state.lock().unwrap().initialized = false;
+        let cluster = FakeCluster {
+            nodes: vec![FakeNode::standalone("openbao-0", 2), fresh],
+            replicas: 2,
+        };
+        let err = reconcile(&cluster, &sample(3, 2), &short())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReconcileError::StandaloneCannotJoin { pods } if pods == &["openbao-1"]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("kubectl vault migrate"), "{err}");
+    }
+
+    fn raft_node(name: &str, ip: &str, peers: serde_json::Value) -> FakeNode {
+        FakeNode::new(
+            name,
+            &[ip, &format!("{name}.openbao-internal")],
+            ServerState {
+                initialized: true,
+                sealed: true,
+                threshold: 2,
+                progress: 0,
+                storage_type: "raft",
+                peers,
+                api_addr: format!("http://{ip}:8200"),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn raft_peers_with_generated_ids_are_found_by_address() {
+        // Generated node ids: one peer by IP, one by its DNS name.
+        let peers = json!([
+            {"node_id": "5c1f0e4a-0000-4000-8000-000000000000", "address": "10.0.0.5:8201", "leader": true, "voter": true},
+            {"node_id": "9d2e7b1c-0000-4000-8000-000000000000", "address": "openbao-1.openbao-internal.vault.svc:8201", "voter": true},
+        ]);
+        let cluster = FakeCluster {
+            nodes: vec![
+                raft_node("openbao-0", "10.0.0.5", peers.clone()),
+                raft_node("openbao-1", "10.0.0.6", peers.clone()),
+            ],
+            replicas: 2,
+        };
+        let report = reconcile(&cluster, &sample(3, 2), &short()).await.unwrap();
+        assert!(!report.standalone);
+        assert_eq!(report.peers.len(), 2);
+
+        // A pod whose node id and addresses are in no peer is reported
+        // missing, by name.
+        let only_0 = json!([peers[0].clone()]);
+        let cluster = FakeCluster {
+            nodes: vec![
+                raft_node("openbao-0", "10.0.0.5", only_0.clone()),
+                raft_node("openbao-1", "10.0.0.6", only_0),
+            ],
+            replicas: 2,
+        };
+        let err = reconcile(&cluster, &sample(3, 2), &short())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReconcileError::PeersIncomplete { missing, .. } if missing == &["openbao-1"]),
+            "{err}"
+        );
+    }
+}
