@@ -126,6 +126,40 @@ async fn standalone_lifecycle(opts: ClusterOptions) {
     let new_token = rotated["root_token"].as_str().unwrap().to_owned();
     assert_eq!(env.read_kv(&new_token, "probe").await, "standalone");
 
+    // The credentials commands: export, lose the Secret, import it back
+    // (import proves the root token on the server).
+    let file = env.cluster.dir().join("standalone-credentials.yaml");
+    env.plugin(&[
+        "credentials",
+        "export",
+        "--plaintext",
+        "-f",
+        file.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    secrets
+        .delete(&env.secret_name(), &Default::default())
+        .await
+        .unwrap();
+    let imported = env
+        .plugin(&[
+            "credentials",
+            "import",
+            "-f",
+            file.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["result"], "imported", "{imported}");
+    assert_eq!(env.stored_credentials().await.unwrap(), rotated);
+    std::fs::remove_file(&file).unwrap();
+
     // A second init finds it initialized and changes nothing.
     let again = env
         .plugin(&["init", "--yes", "-o", "json"])
