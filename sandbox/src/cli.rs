@@ -72,6 +72,10 @@ struct UpArgs {
     /// by default OpenBao generates one, as the charts do.
     #[arg(long)]
     set_node_id: bool,
+    /// Advertise raft addresses as `<pod>.<sts>-internal` names, resolved by
+    /// a per-pod /etc/hosts (servers run under `unshare -m`; needs root).
+    #[arg(long)]
+    cluster_dns: bool,
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
@@ -224,6 +228,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .replicas(up.replicas)
         .retry_join(up.retry_join)
         .set_node_id(up.set_node_id)
+        .cluster_dns(up.cluster_dns)
         .tls(up.tls)
         .sidecar(up.sidecar)
         .dir(&up.dir);

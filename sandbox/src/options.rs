@@ -101,6 +101,11 @@ pub struct ClusterOptions {
     /// Off, as the charts default: OpenBao generates a UUID and keeps it in
     /// `<data>/node-id`.
     pub set_node_id: bool,
+    /// Raft addresses as the charts set them: `cluster_addr` is
+    /// `https://<pod>.<sts>-internal:8201`, resolved by a per-pod
+    /// `/etc/hosts` (each server runs under `unshare -m` with that file
+    /// bind-mounted; needs root). Off: loopback IPs.
+    pub cluster_dns: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
     /// Adds a first container `agent` without any vault CLI.
@@ -135,6 +140,7 @@ impl ClusterOptions {
             retry_join: false,
             storage: Storage::Raft,
             set_node_id: false,
+            cluster_dns: false,
             tls: false,
             sidecar: false,
             dir: None,
@@ -208,6 +214,17 @@ impl ClusterOptions {
     pub fn set_node_id(mut self, on: bool) -> Self {
         self.set_node_id = on;
         self
+    }
+
+    /// Advertises raft addresses as `<pod>.<sts>-internal` DNS names (needs root).
+    pub fn cluster_dns(mut self, on: bool) -> Self {
+        self.cluster_dns = on;
+        self
+    }
+
+    /// The DNS name the headless Service gives pod `pod`: `<pod>.<sts>-internal`.
+    pub fn pod_dns_name(&self, pod: &str) -> String {
+        format!("{pod}.{}-internal", self.name)
     }
 
     /// The charts' default mode: one replica on file storage, not HA.

@@ -116,13 +116,26 @@ impl PodLayout {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// `bao server -config config.hcl`, output to `server.log`, clean environment.
-    pub fn server_command(&self, bao: &Path) -> io::Result<Command> {
+    /// `bao server -config config.hcl`, output to `server.log`, clean
+    /// environment. With `hosts`, the server runs in its own mount namespace
+    /// where that file is `/etc/hosts` (`unshare -m` execs in place, so the
+    /// pid and process group stay the server's).
+    pub fn server_command(&self, bao: &Path, hosts: Option<&Path>) -> io::Result<Command> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())?;
-        let mut cmd = Command::new(bao);
+        let mut cmd = match hosts {
+            None => Command::new(bao),
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--", "/bin/sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(bao);
+                c
+            }
+        };
         cmd.arg("server")
             .arg("-config")
             .arg(self.config())
@@ -162,10 +175,16 @@ fn server_config(
             format!("storage \"raft\" {{\n  path = \"{data}\"\n{node_id}{join}}}\n")
         }
     };
+    // The charts advertise `https://$(HOSTNAME).<sts>-internal:8201`.
+    let cluster_host = if opts.cluster_dns {
+        opts.pod_dns_name(name)
+    } else {
+        ip.to_string()
+    };
     format!(
         "{storage}\n\
          listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
-         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{ip}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
+         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
     )
 }
 
@@ -380,6 +399,13 @@ mod tests {
         assert!(!c.contains("raft"), "{c}");
         assert_eq!(file.replicas, 1);
         assert!(file.server_binary().ends_with("bao-2.6/bin/bao"));
+        let dns = ClusterOptions::openbao().cluster_dns(true);
+        let c = server_config(&l, &dns, "openbao-0", ip, None);
+        assert!(
+            c.contains("cluster_addr = \"https://openbao-0.openbao-internal:8201\""),
+            "{c}"
+        );
+        assert!(c.contains("cluster_address = \"127.70.1.2:8201\""), "{c}");
     }
 
     #[test]

@@ -21,11 +21,14 @@ fn generated_node_id(env: &Env, name: &str) -> String {
 
 #[tokio::test]
 async fn generated_node_ids_do_not_end_init_in_peers_incomplete() {
+    // As the charts render it: generated ids, and raft addresses that are
+    // the pods' `<pod>.<sts>-internal` names.
     let env = Env::start(
         ClusterOptions::openbao()
             .parallel()
             .replicas(3)
-            .set_node_id(false),
+            .set_node_id(false)
+            .cluster_dns(true),
     )
     .await;
     // Before the fix, init waited for peers named after the pods and ended
@@ -50,6 +53,11 @@ async fn generated_node_ids_do_not_end_init_in_peers_incomplete() {
             .find(|p| p["node_id"] == id.as_str())
             .unwrap_or_else(|| panic!("no peer with {name}'s node id {id}: {status}"));
         assert_eq!(peer["pod"], name.as_str(), "{status}");
+        assert_eq!(
+            peer["address"],
+            format!("{name}.openbao-internal:8201").as_str(),
+            "{status}"
+        );
     }
     assert!(
         status["pods"]

@@ -264,7 +264,8 @@ impl Env {
             .expect("servers")
             .clone();
         for (i, name) in self.cluster.pod_names().iter().enumerate() {
-            // By node id (setNodeId) or, for a generated one, by the pod's IP.
+            // By node id (setNodeId) or, for a generated one, by the pod's
+            // IP or DNS name (cluster_dns).
             let ip = self
                 .cluster
                 .pod_api_addr(i as u32)
@@ -273,7 +274,9 @@ impl Env {
                 .to_owned();
             assert!(
                 servers.iter().any(|s| s["node_id"] == name.as_str()
-                    || s["address"] == format!("{ip}:8201").as_str()),
+                    || s["address"] == format!("{ip}:8201").as_str()
+                    || s["address"]
+                        == format!("{name}.{}-internal:8201", self.cluster.name()).as_str()),
                 "{name} missing from raft peers: {servers:?}"
             );
         }
