@@ -467,7 +467,7 @@ pub(crate) async fn require_raft(cluster: &KubeCluster, command: &str) -> Result
         });
     match other {
         Some(kind) => Err(Failure::refused(anyhow!(
-            "{command} needs raft storage, but {}/{} runs on {kind} storage (standalone, not HA), which has no raft snapshots; nothing was changed. \
+            "{command} needs raft storage, but {}/{} runs on {kind} storage, which has no raft snapshots; nothing was changed. \
              Move it to raft with `kubectl vault migrate` (file to raft) first; until then, back up the data volume itself",
             cluster.namespace(),
             cluster.workload_name()

@@ -97,15 +97,11 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         .filter_map(|o| o.seal.as_ref())
         .map(|s| s.storage())
         .find(|k| *k != StorageKind::Unreported);
-    let standalone = matches!(storage, Some(StorageKind::Other(_)))
-        || observations
-            .iter()
-            .any(|o| o.leader.as_ref().is_some_and(|l| !l.ha_enabled));
-    let mode = match (&storage, standalone) {
-        (_, true) => Some(Mode::Standalone),
-        (Some(StorageKind::Raft), false) => Some(Mode::Raft),
-        _ => None,
-    };
+    let ha = observations
+        .iter()
+        .find_map(|o| o.leader.as_ref().map(|l| l.ha_enabled));
+    let mode = mode_of(storage.as_ref(), ha);
+    let standalone = mode == Some(Mode::Standalone);
     let leader_pod = observations
         .iter()
         .find(|o| o.leader.as_ref().is_some_and(|l| l.is_self))
@@ -170,6 +166,21 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         credentials: credentials_state(&store, credentials, checkpoint),
     };
     ctx.printer.value(&status, render).map_err(Failure::failed)
+}
+
+/// Standalone when a server says it is not HA (`sys/leader`), or, while
+/// none answers that (sealed), when its storage cannot be HA (`file`,
+/// `inmem`). Raft when the storage is raft. Otherwise unknown (e.g. an HA
+/// Consul backend: not raft, but not standalone either).
+fn mode_of(storage: Option<&StorageKind>, ha_enabled: Option<bool>) -> Option<Mode> {
+    match (ha_enabled, storage) {
+        (Some(false), _) => Some(Mode::Standalone),
+        (_, Some(StorageKind::Raft)) => Some(Mode::Raft),
+        (None, Some(StorageKind::Other(kind))) if matches!(kind.as_str(), "file" | "inmem") => {
+            Some(Mode::Standalone)
+        }
+        _ => None,
+    }
 }
 
 fn pod_status(
@@ -360,4 +371,26 @@ fn render(s: &ClusterStatus) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_comes_from_ha_enabled_then_from_the_storage() {
+        let file = StorageKind::Other("file".into());
+        let consul = StorageKind::Other("consul".into());
+        assert_eq!(mode_of(Some(&file), Some(false)), Some(Mode::Standalone));
+        // Sealed: no sys/leader answer, but file storage is never HA.
+        assert_eq!(mode_of(Some(&file), None), Some(Mode::Standalone));
+        assert_eq!(mode_of(Some(&StorageKind::Raft), None), Some(Mode::Raft));
+        assert_eq!(
+            mode_of(Some(&StorageKind::Raft), Some(true)),
+            Some(Mode::Raft)
+        );
+        assert_eq!(mode_of(Some(&consul), Some(true)), None);
+        assert_eq!(mode_of(Some(&consul), None), None);
+        assert_eq!(mode_of(None, None), None);
+    }
 }
