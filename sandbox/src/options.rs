@@ -39,6 +39,14 @@ impl Flavour {
         }
     }
 
+    /// `BAO` or `VAULT`: the prefix of the chart's `*_API_ADDR`, `*_CLUSTER_ADDR`, ...
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "BAO",
+            Flavour::Vault => "VAULT",
+        }
+    }
+
     /// The image reported in the pod spec and status.
     pub fn image(self) -> &'static str {
         match self {

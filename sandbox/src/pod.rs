@@ -264,10 +264,26 @@ pub fn exec_env(
                 "PATH".to_string(),
                 format!("{}:/usr/local/bin:/usr/bin:/bin", layout.bin().display()),
             ));
+            // The chart sets `*_ADDR=http://127.0.0.1:8200`; pods here share
+            // the host's network, so it is the pod's own IP instead.
             env.push((
                 opts.flavour.addr_env().to_string(),
                 format!("http://{ip}:{API_PORT}"),
             ));
+            let p = opts.flavour.env_prefix();
+            let chart = [
+                (format!("{p}_API_ADDR"), format!("http://{ip}:{API_PORT}")),
+                (
+                    format!("{p}_CLUSTER_ADDR"),
+                    format!("https://{}:{CLUSTER_PORT}", opts.pod_dns_name(pod)),
+                ),
+                (format!("{p}_K8S_POD_NAME"), pod.to_string()),
+                (format!("{p}_K8S_NAMESPACE"), opts.namespace.clone()),
+                ("HOST_IP".to_string(), "127.0.0.1".to_string()),
+                ("SKIP_CHOWN".to_string(), "true".to_string()),
+                ("SKIP_SETCAP".to_string(), "true".to_string()),
+            ];
+            env.extend(chart);
         }
         ContainerKind::Sidecar => {
             env.push((
@@ -406,6 +422,42 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("cluster_address = \"127.70.1.2:8201\""), "{c}");
+    }
+
+    #[test]
+    fn exec_env_carries_the_charts_variables() {
+        let o = ClusterOptions::vault().namespace("ns1");
+        let l = PodLayout::new(Path::new("/x"), "vault-1");
+        let env = exec_env(
+            &o,
+            &l,
+            "vault-1",
+            Ipv4Addr::new(127, 70, 0, 4),
+            ContainerKind::Main,
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{k} missing: {env:?}"))
+        };
+        assert_eq!(get("VAULT_ADDR"), "http://127.70.0.4:8200");
+        assert_eq!(get("VAULT_API_ADDR"), "http://127.70.0.4:8200");
+        assert_eq!(
+            get("VAULT_CLUSTER_ADDR"),
+            "https://vault-1.vault-internal:8201"
+        );
+        assert_eq!(get("VAULT_K8S_POD_NAME"), "vault-1");
+        assert_eq!(get("VAULT_K8S_NAMESPACE"), "ns1");
+        assert_eq!(get("SKIP_SETCAP"), "true");
+        let sidecar = exec_env(
+            &o,
+            &l,
+            "vault-1",
+            Ipv4Addr::new(127, 70, 0, 4),
+            ContainerKind::Sidecar,
+        );
+        assert!(!sidecar.iter().any(|(n, _)| n.starts_with("VAULT_")));
     }
 
     #[test]

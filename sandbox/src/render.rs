@@ -38,6 +38,13 @@ fn container_spec(opts: &ClusterOptions, ip: &str) -> Value {
             {"name": opts.flavour.addr_env(), "value": format!("http://{ip}:{API_PORT}")},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
             {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
+            {"name": format!("{}_K8S_POD_NAME", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": format!("{}_K8S_NAMESPACE", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+            {"name": format!("{}_API_ADDR", opts.flavour.env_prefix()), "value": format!("http://$(POD_IP):{API_PORT}")},
+            {"name": format!("{}_CLUSTER_ADDR", opts.flavour.env_prefix()), "value": format!("https://$(HOSTNAME).{}-internal:{CLUSTER_PORT}", opts.name)},
+            {"name": "SKIP_CHOWN", "value": "true"},
+            {"name": "SKIP_SETCAP", "value": "true"},
         ],
         "readinessProbe": {
             "exec": {"command": ["/bin/sh", "-ec", format!("{} status -tls-skip-verify", opts.flavour.cli())]},
