@@ -353,3 +353,50 @@ async fn detect_cli(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::node::RaftPeer;
+    use crate::ops::peers::is_peer_of;
+
+    fn chart_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "prod-openbao-1", "namespace": "vault"},
+            "spec": {
+                "hostname": "prod-openbao-1",
+                "subdomain": "prod-openbao-internal",
+                "containers": [{"name": "openbao"}],
+            },
+            "status": {"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00::3"}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_pod_is_known_by_its_ips_and_headless_service_names() {
+        let hosts = pod_hosts(&chart_pod(), "vault");
+        for want in [
+            "10.1.2.3",
+            "fd00::3",
+            "prod-openbao-1",
+            "prod-openbao-1.prod-openbao-internal",
+            "prod-openbao-1.prod-openbao-internal.vault",
+        ] {
+            assert!(hosts.iter().any(|h| h == want), "{want} in {hosts:?}");
+        }
+        // What the charts advertise as cluster_addr matches the pod.
+        let peer = RaftPeer {
+            node_id: "1f0c-generated".into(),
+            address: "prod-openbao-1.prod-openbao-internal:8201".into(),
+            leader: false,
+            voter: true,
+        };
+        assert!(is_peer_of(&peer, "prod-openbao-1", &hosts));
+        assert!(!is_peer_of(
+            &peer,
+            "prod-openbao-0",
+            &pod_hosts(&Pod::default(), "vault")
+        ));
+    }
+}
