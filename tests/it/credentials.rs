@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// An age key made by the real `age-keygen`.
-struct AgeKey {
-    file: PathBuf,
-    recipient: String,
+pub(crate) struct AgeKey {
+    pub(crate) file: PathBuf,
+    pub(crate) recipient: String,
     text: String,
 }
 
-fn keygen(dir: &Path, name: &str) -> AgeKey {
+pub(crate) fn keygen(dir: &Path, name: &str) -> AgeKey {
     let file = dir.join(format!("{name}.agekey"));
     let out = std::process::Command::new(deps_bin().join("age-keygen"))
         .arg("-o")

@@ -77,7 +77,8 @@ async fn exec_streams_stdin_and_exit_codes() {
             "PATH",
             "POD_IP",
             "SKIP_CHOWN",
-            "SKIP_SETCAP"
+            "SKIP_SETCAP",
+            "TMPDIR"
         ]
     );
     let out = exec(&pods, "openbao-0", None, &["pwd"], None)
