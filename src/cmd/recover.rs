@@ -4,7 +4,7 @@
 //! its checkpoint names.
 
 use crate::cli::recover::RecoverArgs;
-use crate::cmd::snapshot::{restore_inputs, stored};
+use crate::cmd::snapshot::{require_raft, restore_inputs, stored};
 use crate::cmd::{Context, Failure};
 use crate::ops::recover::{pending_snapshot, RecoverError};
 use crate::ops::store::CredentialStore;
@@ -15,6 +15,7 @@ use anyhow::anyhow;
 pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
     let location = Location::parse(&args.from).map_err(Failure::refused)?;
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "recover").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = stored(&store).await?;
     let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;

@@ -10,7 +10,7 @@ use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::checkpoint::{now_rfc3339, SnapshotRef};
 use crate::ops::cluster::VaultCluster;
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::node::{seal_status, NodeError, Request, StorageKind, VaultNode};
 use crate::ops::reconcile::{wait_for_leader, Timeouts};
 use crate::ops::restore::{for_generation, RestoreError, RestoreOptions, SnapshotFeed};
 use crate::ops::secret::{Secret, SecretBytes};
@@ -21,6 +21,7 @@ use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
 use crate::snapshot::retention::{self, Candidate, Policy};
 use crate::snapshot::stream::{pump, HashingReader};
 use crate::snapshot::SnapshotError;
+use crate::transport::discover::KubeCluster;
 use crate::transport::exec::{parse_cli_error, StreamStdin};
 use crate::transport::pod::PodNode;
 use anyhow::anyhow;
@@ -77,6 +78,7 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         return Err(Failure::refused(anyhow!("--keep must be at least 1")));
     }
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "snapshot save").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = stored(&store).await?;
     // In the middle of another operation the data's key generation is not
@@ -342,6 +344,7 @@ async fn verify(printer: &Printer, args: VerifyArgs) -> Result<(), Failure> {
 async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
     let location = parse(&args.from)?;
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "snapshot restore").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     // An interrupted restore names its snapshot; resume with that one.
     let pending = store.load_checkpoint().await.map_err(Failure::refused)?;
@@ -455,6 +458,30 @@ pub(crate) fn timeouts(timeout: Duration) -> Timeouts {
         leader: timeout,
         pod_appear: timeout,
         peers: timeout,
+    }
+}
+
+/// Refuses (exit 1, nothing changed) when a server reports storage other
+/// than raft: file storage (the charts' standalone default) has no raft
+/// snapshots to save or restore.
+pub(crate) async fn require_raft(cluster: &KubeCluster, command: &str) -> Result<(), Failure> {
+    let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    let statuses = futures::future::join_all(nodes.iter().map(seal_status)).await;
+    let other = statuses
+        .into_iter()
+        .flatten()
+        .find_map(|s| match s.storage() {
+            StorageKind::Other(kind) => Some(kind),
+            _ => None,
+        });
+    match other {
+        Some(kind) => Err(Failure::refused(anyhow!(
+            "{command} needs raft storage, but {}/{} runs on {kind} storage, which has no raft snapshots; nothing was changed. \
+             Move it to raft with `kubectl vault migrate` (file to raft) first; until then, back up the data volume itself",
+            cluster.namespace(),
+            cluster.workload_name()
+        ))),
+        None => Ok(()),
     }
 }
 
