@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod cluster;
+pub mod converge;
 pub mod credentials;
 pub mod import;
 pub mod init;

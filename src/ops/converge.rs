@@ -1,0 +1,213 @@
+//! After a restore: every pod reads through the restored keyring.
+//!
+//! A forced restore replaces the data and the keyring under running servers.
+//! The active node reseals itself; a standby may not. It then keeps the old
+//! keyring in memory and answers every read with `decryption failed: cipher:
+//! message authentication failed` until it is sealed and unsealed with the
+//! restored shares, or restarted. Such a standby cannot even be sealed
+//! through `sys/seal`: checking the token needs the keyring it lacks.
+//!
+//! Owns the probe (a read on each pod) and the remedy (seal and unseal, else
+//! restart and unseal). How a pod is restarted is the caller's
+//! [`ServerRestart`].
+//!
+//! # Expected flow
+//! 1. For each pod: read `sys/leader` (served from the pod's own storage,
+//!    through its own keyring) and, with a token, `auth/token/lookup-self`.
+//! 2. A pod whose reads fail: `sys/seal` with the token, then unseal it with
+//!    the restored shares. When the seal is refused (as it is on a standby
+//!    with the old keyring), restart it, wait for it to come back sealed,
+//!    and unseal it.
+//! 3. Read again; a pod that still fails is an error naming it.
+//!
+//! # Guarantees
+//! On `Ok`, every pod answered both reads after the last change made here.
+//! A pod that reads is never sealed or restarted.
+
+use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::credentials::Credentials;
+use crate::ops::node::{leader, seal_status, NodeError, Request, VaultNode};
+use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::unseal::{unseal_node, UnsealError};
+use crate::ops::wait::poll_until;
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a pod may take to answer reads after an unseal before it counts
+/// as unreadable; a stale keyring is detected at once by its error.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// Restarts one server so that it comes back sealed and loads its keyring
+/// from storage (for Kubernetes: delete the pod; its StatefulSet recreates
+/// it with its data).
+pub trait ServerRestart: Send + Sync {
+    fn restart(&self, pod: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+}
+
+/// What was done to one pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remedy {
+    /// It read through the restored keyring already.
+    None,
+    /// Sealed through `sys/seal` and unsealed with the restored shares.
+    Resealed,
+    /// Restarted and unsealed with the restored shares.
+    Restarted,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PodReading {
+    pub pod: String,
+    pub remedy: Remedy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(
+        "pod {pod} cannot read through the restored keyring and could not be restarted: {source}"
+    )]
+    Restart { pod: String, source: ClusterError },
+    #[error("pod {pod} did not come back sealed within {waited:?} after its restart")]
+    NotBack { pod: String, waited: Duration },
+    #[error("could not unseal pod {pod} with the restored shares: {source}")]
+    Unseal { pod: String, source: UnsealError },
+    #[error(
+        "pod {pod} still cannot read through the restored keyring after it was {remedy}: {source}"
+    )]
+    Unreadable {
+        pod: String,
+        remedy: &'static str,
+        source: NodeError,
+    },
+}
+
+/// True for the answer of a server whose in-memory keyring does not open
+/// its storage: waiting does not heal it.
+pub fn is_stale_keyring(e: &NodeError) -> bool {
+    match e {
+        NodeError::Api { errors, .. } => errors.iter().any(|m| {
+            m.contains("decryption failed") || m.contains("message authentication failed")
+        }),
+        _ => false,
+    }
+}
+
+/// One read through the pod's own keyring, and one with `token`.
+pub async fn reads(node: &impl VaultNode, token: Option<&Secret>) -> Result<(), NodeError> {
+    leader(node).await?;
+    if let Some(t) = token {
+        node.call(Request::read("auth/token/lookup-self").with_token(t))
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`reads`], retried until it succeeds, fails with a stale keyring, or
+/// `timeout` passes; returns the last error.
+async fn reads_settled(
+    node: &impl VaultNode,
+    token: Option<&Secret>,
+    timeout: Duration,
+) -> Result<(), NodeError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match reads(node, token).await {
+            Ok(()) => return Ok(()),
+            Err(e) if is_stale_keyring(&e) || std::time::Instant::now() >= deadline => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::debug!(pod = node.name(), error = %e, "not reading yet");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+/// Brings every pod onto the restored keyring; see the module docs.
+pub async fn converge<C, R>(
+    cluster: &C,
+    restart: &R,
+    restored: &Credentials,
+    token: Option<&Secret>,
+    pod_appear: Duration,
+) -> Result<Vec<PodReading>, ConvergeError>
+where
+    C: VaultCluster,
+    R: ServerRestart,
+{
+    let mut out = Vec::new();
+    for node in cluster.nodes().await? {
+        let pod = node.name().to_owned();
+        let Err(e) = reads_settled(&node, token, SETTLE).await else {
+            out.push(PodReading {
+                pod,
+                remedy: Remedy::None,
+            });
+            continue;
+        };
+        tracing::warn!(pod = %pod, error = %e, "the pod does not read through the restored keyring; sealing it");
+        let remedy = match seal(&node, token).await {
+            Ok(()) => Remedy::Resealed,
+            Err(e) => {
+                tracing::info!(pod = %pod, error = %e, "sys/seal refused; restarting the pod");
+                restart
+                    .restart(&pod)
+                    .await
+                    .map_err(|source| ConvergeError::Restart {
+                        pod: pod.clone(),
+                        source,
+                    })?;
+                Remedy::Restarted
+            }
+        };
+        let waited = if remedy == Remedy::Restarted {
+            pod_appear
+        } else {
+            SETTLE
+        };
+        let sealed = poll_until(waited, Duration::from_millis(300), || async {
+            seal_status(&node).await.ok().filter(|s| s.sealed)
+        })
+        .await;
+        if sealed.is_none() {
+            return Err(ConvergeError::NotBack { pod, waited });
+        }
+        unseal_node(
+            &node,
+            restored.unseal_shares(),
+            usize::from(restored.key_threshold),
+        )
+        .await
+        .map_err(|source| ConvergeError::Unseal {
+            pod: pod.clone(),
+            source,
+        })?;
+        reads_settled(&node, token, SETTLE)
+            .await
+            .map_err(|source| ConvergeError::Unreadable {
+                pod: pod.clone(),
+                remedy: match remedy {
+                    Remedy::Restarted => "restarted",
+                    _ => "resealed",
+                },
+                source,
+            })?;
+        tracing::info!(pod = %pod, ?remedy, "the pod reads through the restored keyring");
+        out.push(PodReading { pod, remedy });
+    }
+    Ok(out)
+}
+
+async fn seal(node: &impl VaultNode, token: Option<&Secret>) -> Result<(), NodeError> {
+    let token =
+        token.ok_or_else(|| NodeError::Malformed("no token valid in the restored data".into()))?;
+    let body = SecretBytes::json(&serde_json::json!({}))
+        .map_err(|e| NodeError::Malformed(e.to_string()))?;
+    node.call(Request::write("sys/seal", body).with_token(token))
+        .await
+        .map(drop)
+}
