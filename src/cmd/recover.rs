@@ -6,7 +6,9 @@
 use crate::cli::recover::RecoverArgs;
 use crate::cmd::snapshot::{restore_inputs, stored, PodRestart};
 use crate::cmd::{Context, Failure};
-use crate::ops::recover::{ensure_nothing_initialized, pending_snapshot, RecoverError};
+use crate::ops::recover::{
+    ensure_nothing_initialized, pending_snapshot, snapshot_replaceable, RecoverError,
+};
 use crate::ops::store::CredentialStore;
 use crate::snapshot::location::Location;
 use crate::snapshot::SnapshotError;
@@ -32,28 +34,45 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
                 e => Failure::failed(e),
             })?;
     }
-    let (name, manifest) = match pending_snapshot(checkpoint.as_ref()) {
-        Some(pending) => {
-            let (manifest, _) = location.verify(&pending.name).await.map_err(|e| {
-                Failure::refused(anyhow::Error::new(e).context(format!(
-                    "an interrupted recover in {} works from {}; --from must reach it",
+    let pending = match pending_snapshot(checkpoint.as_ref()) {
+        Some(pending) => match location.verify(&pending.name).await {
+            Ok((manifest, _)) => Some((pending.name.clone(), manifest)),
+            // Not applied yet: the recover may go on with another snapshot.
+            Err(e) if snapshot_replaceable(checkpoint.as_ref()) => {
+                tracing::warn!(error = %e, snapshot = %pending.name, "the interrupted recover's snapshot is not usable here; choosing another");
+                None
+            }
+            Err(e) => {
+                return Err(Failure::refused(anyhow::Error::new(e).context(format!(
+                    "an interrupted recover in {} has applied {}; --from must reach it",
                     store.checkpoint_object(),
                     pending.name
-                )))
-            })?;
-            (pending.name.clone(), manifest)
-        }
+                ))))
+            }
+        },
+        None => None,
+    };
+    let (name, manifest) = match pending {
+        Some(found) => found,
         None => {
             let cluster_id =
                 (!args.allow_foreign_cluster).then_some(credentials.cluster_id.as_str());
             match location.newest_verified(cluster_id).await {
                 Ok(found) => found,
-                Err(e @ (SnapshotError::NoneVerified { .. } | SnapshotError::NoneOfThisCluster { .. })) => {
+                Err(
+                    e @ (SnapshotError::NoneVerified { .. }
+                    | SnapshotError::NoneOfThisCluster { .. }),
+                ) => {
+                    let stopped = if checkpoint.is_none() {
+                        "recover stopped and initialized nothing"
+                    } else {
+                        "the interrupted recover stays where it was"
+                    };
                     return Err(Failure::refused(anyhow!(
-                        "{e}: recover stopped and initialized nothing; the stored keys in {} are untouched. \
+                        "{e}: {stopped}; the stored keys in {} are untouched. \
                          Point --from at the folder or bucket that holds this cluster's snapshots (`kubectl vault snapshot list --from ...` shows what a location holds)",
                         store.credentials_object()
-                    )))
+                    )));
                 }
                 Err(e) => return Err(Failure::failed(e)),
             }

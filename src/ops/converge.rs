@@ -211,3 +211,166 @@ async fn seal(node: &impl VaultNode, token: Option<&Secret>) -> Result<(), NodeE
         .await
         .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::credentials::sample;
+    use serde_json::{json, Value};
+    use std::sync::{Arc, Mutex};
+
+    /// One server as a forced restore leaves it: `stale` is a standby still
+    /// holding the old keyring (reads fail); `seal_refused` is what OpenBao
+    /// 2.7 answers `sys/seal` on such a standby (its token check needs the
+    /// keyring it lacks).
+    #[derive(Debug, Default)]
+    struct State {
+        sealed: bool,
+        stale: bool,
+        seal_refused: bool,
+        seals: u32,
+        restarts: u32,
+    }
+
+    #[derive(Clone)]
+    struct FakeNode {
+        name: String,
+        state: Arc<Mutex<State>>,
+    }
+
+    fn api(status: u16, message: &str) -> NodeError {
+        NodeError::Api {
+            status,
+            errors: vec![message.to_owned()],
+        }
+    }
+
+    impl VaultNode for FakeNode {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+            let mut s = self.state.lock().unwrap();
+            let status = |s: &State| json!({"initialized": true, "sealed": s.sealed, "t": 1, "n": 1, "progress": 0});
+            match req.path {
+                "sys/seal-status" => Ok(status(&s)),
+                "sys/unseal" => {
+                    // Unsealing loads the keyring from storage: the restored one.
+                    s.sealed = false;
+                    s.stale = false;
+                    Ok(status(&s))
+                }
+                _ if s.sealed => Err(api(503, "Vault is sealed")),
+                "sys/seal" if s.seal_refused => Err(api(500, "invalid request")),
+                "sys/seal" => {
+                    s.seals += 1;
+                    s.sealed = true;
+                    Ok(Value::Null)
+                }
+                _ if s.stale => Err(api(
+                    500,
+                    "decryption failed: cipher: message authentication failed",
+                )),
+                "sys/leader" => Ok(json!({"ha_enabled": true})),
+                "auth/token/lookup-self" => Ok(json!({"id": "x"})),
+                other => Err(api(404, other)),
+            }
+        }
+    }
+
+    struct FakeCluster(Vec<FakeNode>);
+
+    impl VaultCluster for FakeCluster {
+        type Node = FakeNode;
+        fn replicas(&self) -> usize {
+            self.0.len()
+        }
+        async fn nodes(&self) -> Result<Vec<FakeNode>, ClusterError> {
+            Ok(self.0.clone())
+        }
+        async fn wait_for_node(
+            &self,
+            ordinal: usize,
+            _: Duration,
+        ) -> Result<FakeNode, ClusterError> {
+            Ok(self.0[ordinal].clone())
+        }
+    }
+
+    impl ServerRestart for FakeCluster {
+        async fn restart(&self, pod: &str) -> Result<(), ClusterError> {
+            let node = self.0.iter().find(|n| n.name == pod).unwrap();
+            let mut s = node.state.lock().unwrap();
+            s.restarts += 1;
+            s.sealed = true;
+            s.stale = false;
+            Ok(())
+        }
+    }
+
+    fn cluster(states: Vec<State>) -> FakeCluster {
+        FakeCluster(
+            states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| FakeNode {
+                    name: format!("vault-{i}"),
+                    state: Arc::new(Mutex::new(s)),
+                })
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_standby_with_the_old_keyring_is_restarted_and_unsealed_the_others_are_left_alone() {
+        let c = cluster(vec![
+            State::default(),
+            State {
+                stale: true,
+                seal_refused: true,
+                ..State::default()
+            },
+            State::default(),
+        ]);
+        let token = Secret::new("t");
+        let readings = converge(&c, &c, &sample(1, 1), Some(&token), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let remedies: Vec<Remedy> = readings.iter().map(|r| r.remedy).collect();
+        assert_eq!(remedies, [Remedy::None, Remedy::Restarted, Remedy::None]);
+        for (i, n) in c.0.iter().enumerate() {
+            let s = n.state.lock().unwrap();
+            assert!(!s.sealed && !s.stale, "pod {i}: {s:?}");
+            assert_eq!(s.restarts, u32::from(i == 1), "pod {i}");
+            assert_eq!(s.seals, 0, "pod {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_pod_that_takes_sys_seal_is_resealed_not_restarted() {
+        let c = cluster(vec![State {
+            stale: true,
+            ..State::default()
+        }]);
+        let token = Secret::new("t");
+        let readings = converge(&c, &c, &sample(1, 1), Some(&token), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(readings[0].remedy, Remedy::Resealed);
+        let s = c.0[0].state.lock().unwrap();
+        assert_eq!((s.seals, s.restarts, s.sealed), (1, 0, false));
+    }
+
+    #[tokio::test]
+    async fn without_a_valid_token_a_stale_pod_is_restarted() {
+        let c = cluster(vec![State {
+            stale: true,
+            ..State::default()
+        }]);
+        let readings = converge(&c, &c, &sample(1, 1), None, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(readings[0].remedy, Remedy::Restarted);
+    }
+}

@@ -77,7 +77,7 @@ pub enum RecoverError {
     #[error("{checkpoint} holds another interrupted operation; finish it first with `{resume}`")]
     OtherOperation { checkpoint: String, resume: String },
     #[error(
-        "{checkpoint} records a recover from {recorded}; re-run with --from naming that location"
+        "{checkpoint} records a recover from {recorded}, which may already be applied; re-run with --from naming that location"
     )]
     OtherSnapshot {
         checkpoint: String,
@@ -97,7 +97,7 @@ pub enum RecoverError {
     TemporaryUnseal { pod: String, source: UnsealError },
     #[error("the restore on pod {pod} failed: {source}")]
     Apply { pod: String, source: NodeError },
-    #[error("pod {pod} refused the snapshot ({source}); recover stopped, re-run `kubectl vault recover` with a snapshot that verifies (`kubectl vault snapshot verify`)")]
+    #[error("pod {pod} refused the snapshot ({source}); nothing was restored. Re-run `kubectl vault recover` with --from naming another snapshot (`kubectl vault snapshot verify` checks one): the interrupted recover continues with it")]
     Rejected { pod: String, source: NodeError },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
@@ -147,6 +147,15 @@ pub fn pending_snapshot(checkpoint: Option<&Checkpoint>) -> Option<&SnapshotRef>
         } => Some(snapshot),
         _ => None,
     }
+}
+
+/// True when the interrupted recover has not applied its snapshot yet, so
+/// that a re-run may continue with another one.
+pub fn snapshot_replaceable(checkpoint: Option<&Checkpoint>) -> bool {
+    matches!(
+        checkpoint.map(|c| &c.phase),
+        Some(Phase::RecoverPending { .. } | Phase::RecoverTempInit { .. })
+    )
 }
 
 /// Where a run starts.
@@ -213,17 +222,21 @@ where
             let recorded = pending_snapshot(checkpoint.as_ref())
                 .cloned()
                 .unwrap_or_else(|| snapshot.clone());
-            if recorded.sha256 != snapshot.sha256 {
-                return Err(RecoverError::OtherSnapshot {
-                    checkpoint: store.checkpoint_object(),
-                    recorded: format!(
-                        "{}/{}",
-                        recorded.location.trim_end_matches('/'),
-                        recorded.name
-                    ),
-                });
+            // Until its restore is applied, an interrupted recover may go on
+            // with another snapshot (its own was refused, or is gone).
+            let switching = recorded.sha256 != snapshot.sha256;
+            let other = || RecoverError::OtherSnapshot {
+                checkpoint: store.checkpoint_object(),
+                recorded: format!(
+                    "{}/{}",
+                    recorded.location.trim_end_matches('/'),
+                    recorded.name
+                ),
+            };
+            if switching && !snapshot_replaceable(checkpoint.as_ref()) {
+                return Err(other());
             }
-            tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted recover");
+            tracing::info!(checkpoint = %store.checkpoint_object(), switching, "resuming an interrupted recover");
             match phase {
                 Phase::RecoverPending { .. } if !statuses[0].initialized => Start::Fresh,
                 Phase::RecoverPending { .. } => match recover_copy(&first, &unseal_with).await? {
@@ -240,9 +253,15 @@ where
                 },
                 Phase::RecoverTempInit { temporary, .. } => {
                     if restore_happened(&first, temporary, &statuses[0]).await {
+                        if switching {
+                            return Err(other());
+                        }
                         mark_applied(store, snapshot, opts).await?;
                         Start::Applied
                     } else {
+                        if switching {
+                            store_temporary(store, snapshot, temporary, opts).await?;
+                        }
                         Start::TempInit(temporary.clone())
                     }
                 }

@@ -688,13 +688,21 @@ async fn rotate_root_token<N: VaultNode>(
     })?;
     fail::fail_point!("root::after_generate");
     // The old token stays in the history with its generation: a snapshot
-    // taken before this rotation holds it, not the new one.
+    // taken before this rotation holds it, not the new one. After a rekey in
+    // the same run the retired generation already carries it.
     let mut next = Credentials {
         root_token: token,
         ..current.clone()
     };
-    next.push_history([current.retire()]);
-    next.truncate_history(opts.keep_generations.max(1));
+    let kept = current.history.iter().any(|g| {
+        g.root_token
+            .as_ref()
+            .is_some_and(|t| t.same_as(&current.root_token))
+    });
+    if !kept {
+        next.push_history([current.retire()]);
+        next.truncate_history(opts.keep_generations.max(1));
+    }
     let checkpoint = Checkpoint::new(
         &opts.holder,
         Phase::RootTokenPending {

@@ -3,6 +3,9 @@
 //! restore into another cluster; crash matrices over restore and recover;
 //! guards; retention.
 
+mod guards;
+mod keys;
+
 use crate::harness::{deps_bin, Env, Run};
 use sandbox::ClusterOptions;
 use std::path::{Path, PathBuf};
@@ -406,6 +409,8 @@ async fn restore_into_a_second_cluster_unseals_with_the_source_credentials() {
         ])
         .await
         .ok();
+    // Shows in the test log whether a pod needed the keyring remedy.
+    eprintln!("restore said: {}", out.stdout);
     assert!(out.stdout.contains("(forced)"), "{out:?}");
     assert!(out.stdout.contains("--credentials"), "{out:?}");
     // Item 11: the restore ends with every pod reading through the restored
