@@ -38,6 +38,8 @@ pub enum ArchiveError {
     Oversized(String),
     #[error("its SHA256SUMS is not a list of `<sha256>  <name>` lines")]
     BadSums,
+    #[error("its meta.json is not raft snapshot metadata (a JSON object with Index and Term)")]
+    BadMeta,
     #[error("its member {0} does not match SHA256SUMS")]
     MemberMismatch(String),
 }
@@ -81,6 +83,19 @@ pub fn inspect(mut reader: impl Read) -> Result<Members, ArchiveError> {
             if n > SMALL_MEMBER_MAX {
                 return Err(ArchiveError::Oversized(name));
             }
+            continue;
+        }
+        if name == "meta.json" {
+            let mut text = Vec::new();
+            (&mut entry)
+                .take(SMALL_MEMBER_MAX + 1)
+                .read_to_end(&mut text)
+                .map_err(damaged)?;
+            if text.len() as u64 > SMALL_MEMBER_MAX {
+                return Err(ArchiveError::Oversized(name));
+            }
+            check_meta(&text)?;
+            members.sha256.insert(name, hex(&Sha256::digest(&text)));
             continue;
         }
         if name == "SHA256SUMS" {
@@ -139,6 +154,22 @@ pub fn inspect(mut reader: impl Read) -> Result<Members, ArchiveError> {
     Ok(members)
 }
 
+/// `meta.json` is raft's snapshot metadata: a JSON object whose `Index` and
+/// `Term` are numbers.
+fn check_meta(text: &[u8]) -> Result<(), ArchiveError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Meta {
+        #[allow(dead_code)]
+        index: u64,
+        #[allow(dead_code)]
+        term: u64,
+    }
+    serde_json::from_slice::<Meta>(text)
+        .map(drop)
+        .map_err(|_| ArchiveError::BadMeta)
+}
+
 /// A well-formed snapshot archive holding `members`, with a matching
 /// `SHA256SUMS` unless `sums` overrides it. For tests.
 #[cfg(test)]
@@ -168,14 +199,10 @@ pub(crate) fn build(members: &[(&str, &[u8])], sums: Option<&str>) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const META: &[u8] = br#"{"Version":1,"ID":"2-7-1","Index":7,"Term":2}"#;
+
     fn good() -> Vec<u8> {
-        build(
-            &[
-                ("meta.json", b"{\"Index\":7}"),
-                ("state.bin", &[9u8; 50_000]),
-            ],
-            None,
-        )
+        build(&[("meta.json", META), ("state.bin", &[9u8; 50_000])], None)
     }
 
     #[test]
@@ -186,14 +213,14 @@ mod tests {
         let state = [9u8; 500];
         let sums = format!(
             "{}  meta.json\n{}  state.bin\n",
-            hex(&Sha256::digest(b"{}")),
+            hex(&Sha256::digest(META)),
             hex(&Sha256::digest(state))
         );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         {
             let mut tar = tar::Builder::new(&mut gz);
             for (name, data) in [
-                ("meta.json", &b"{}"[..]),
+                ("meta.json", META),
                 ("state.bin", &state[..]),
                 ("SHA256SUMS", sums.as_bytes()),
                 ("SHA256SUMS.sealed", &b"opaque"[..]),
@@ -232,7 +259,7 @@ mod tests {
 
     #[test]
     fn members_must_match_their_sums() {
-        let no_state = build(&[("meta.json", b"{}")], None);
+        let no_state = build(&[("meta.json", META)], None);
         assert_eq!(
             inspect(&no_state[..]),
             Err(ArchiveError::Missing("state.bin"))
@@ -242,16 +269,18 @@ mod tests {
             "0".repeat(64),
             "1".repeat(64)
         );
-        let lying = build(&[("meta.json", b"{}"), ("state.bin", b"x")], Some(&wrong));
+        let lying = build(&[("meta.json", META), ("state.bin", b"x")], Some(&wrong));
         assert_eq!(
             inspect(&lying[..]),
             Err(ArchiveError::MemberMismatch("meta.json".into()))
         );
         let garbage = build(
-            &[("meta.json", b"{}"), ("state.bin", b"x")],
+            &[("meta.json", META), ("state.bin", b"x")],
             Some("nonsense"),
         );
         assert_eq!(inspect(&garbage[..]), Err(ArchiveError::BadSums));
+        let no_meta = build(&[("meta.json", b"{}"), ("state.bin", b"x")], None);
+        assert_eq!(inspect(&no_meta[..]), Err(ArchiveError::BadMeta));
     }
 
     #[test]

@@ -93,7 +93,66 @@ async fn random_bytes_with_a_matching_manifest_are_refused_at_once_without_a_che
     }
     assert_eq!(env.read_kv(&token, "probe").await, "before");
 
-    // recover from a folder holding only such files: nothing is initialized.
+    // A well-formed archive (members match SHA256SUMS, so the local check
+    // passes) that the server refuses: exit 1 at once, no checkpoint.
+    let state = vec![7u8; 8192];
+    let meta = br#"{"Version":1,"ID":"2-9-1","Index":9,"Term":2}"#;
+    let sums = format!(
+        "{}  meta.json\n{}  state.bin\n",
+        hex(&sha2::Sha256::digest(meta)),
+        hex(&sha2::Sha256::digest(&state))
+    );
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in [
+        ("meta.json", &meta[..]),
+        ("state.bin", &state[..]),
+        ("SHA256SUMS", sums.as_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data).unwrap();
+    }
+    let archive = tar.into_inner().unwrap().finish().unwrap();
+    plant(junk.path(), "refused.snap", &archive, &template);
+    let file = junk.path().join("refused.snap");
+    let verify = env
+        .plugin(&["snapshot", "verify", "--from", file.to_str().unwrap()])
+        .await;
+    assert_eq!(verify.code, 0, "the local check passes: {verify:?}");
+    let started = Instant::now();
+    let run = env
+        .plugin(&[
+            "snapshot",
+            "restore",
+            "--from",
+            file.to_str().unwrap(),
+            "--yes",
+        ])
+        .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("refused the snapshot"), "{run:?}");
+    assert!(
+        !env.checkpoint_exists().await,
+        "a refused stream left a checkpoint"
+    );
+    assert_eq!(env.read_kv(&token, "probe").await, "before");
+
+    // OpenBao's forced restore (which recover uses) accepts such an archive:
+    // keep it out of the recover below.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(junk.path().join("refused.snap.json")).unwrap();
+
+    // recover from a folder holding only random files: nothing is initialized.
     env.cluster.wipe_pod(0).await.unwrap();
     let run = env
         .plugin(&[
@@ -247,4 +306,51 @@ async fn recover_on_a_healthy_cluster_says_nothing_to_recover_and_never_advises_
     assert!(run.stderr.contains("initialized nothing"), "{run:?}");
     assert!(!run.stderr.to_lowercase().contains("delete"), "{run:?}");
     assert_eq!(env.stored_credentials().await.unwrap(), creds);
+}
+
+/// Item 12's way out: a recover interrupted before its restore was applied
+/// (here killed after storing its temporary keys) is no longer pinned to its
+/// snapshot; a re-run with another `--from` finishes with that one.
+#[tokio::test]
+async fn an_interrupted_recover_goes_on_with_another_snapshot_before_applying() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    init(&env).await;
+    let token = root_token(&env).await;
+    env.write_kv(&token, "probe", "first").await;
+    let first = tempfile::tempdir().unwrap();
+    env.plugin(&[
+        "snapshot",
+        "save",
+        "--to",
+        &format!("{}/", first.path().display()),
+    ])
+    .await
+    .ok();
+    env.write_kv(&token, "probe", "second").await;
+    let second = tempfile::tempdir().unwrap();
+    let second_from = format!("{}/", second.path().display());
+    env.plugin(&["snapshot", "save", "--to", &second_from])
+        .await
+        .ok();
+    env.cluster.wipe_pod(0).await.unwrap();
+    let crashed = env
+        .plugin_crashing_at(
+            &[
+                "recover",
+                "--from",
+                &format!("{}/", first.path().display()),
+                "--yes",
+            ],
+            "recover::after_temp_checkpoint",
+        )
+        .await;
+    assert_ne!(crashed.code, 0, "{crashed:?}");
+    assert!(env.checkpoint_exists().await);
+    drop(first);
+    env.plugin(&["recover", "--from", &second_from, "--yes"])
+        .await
+        .ok();
+    env.assert_whole(1).await;
+    assert_eq!(env.read_kv(&token, "probe").await, "second");
+    assert!(!env.checkpoint_exists().await);
 }
