@@ -148,14 +148,27 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
             } else {
                 format!("The stored credentials in {} were not changed", store.credentials_object())
             };
-            format!(
+            let mut text = format!(
                 "Recovered {}/{} from {}: {} pods unsealed with {which}, leader {}. {stored_note}.\n",
                 ctx.namespace,
                 cluster.workload_name(),
                 location.object(&r.snapshot),
                 r.reconcile.pods.len(),
                 r.reconcile.leader,
-            )
+            );
+            let fixed: Vec<String> = r
+                .pods
+                .iter()
+                .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
+                .map(|p| format!("{} ({})", p.pod, p.remedy))
+                .collect();
+            if !fixed.is_empty() {
+                text.push_str(&format!(
+                    "Pods that still held the old keyring were brought onto the restored one: {}.\n",
+                    fixed.join(", ")
+                ));
+            }
+            text
         })
         .map_err(Failure::failed)
 }

@@ -461,7 +461,7 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
                 .pods
                 .iter()
                 .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
-                .map(|p| format!("{} ({})", p.pod, serde_json::to_value(p.remedy).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()))
+                .map(|p| format!("{} ({})", p.pod, p.remedy))
                 .collect();
             if !fixed.is_empty() {
                 text.push_str(&format!(

@@ -56,6 +56,16 @@ pub enum Remedy {
     Restarted,
 }
 
+impl std::fmt::Display for Remedy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Remedy::None => "reading",
+            Remedy::Resealed => "sealed and unsealed",
+            Remedy::Restarted => "restarted and unsealed",
+        })
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PodReading {
     pub pod: String,
@@ -140,9 +150,22 @@ where
     R: ServerRestart,
 {
     let mut out = Vec::new();
-    for node in cluster.nodes().await? {
+    #[allow(unused_variables)]
+    for (index, node) in cluster.nodes().await?.into_iter().enumerate() {
         let pod = node.name().to_owned();
-        let Err(e) = reads_settled(&node, token, SETTLE).await else {
+        #[allow(unused_mut)]
+        let mut first = reads_settled(&node, token, SETTLE).await;
+        // Tests: a standby that kept the old keyring, on demand.
+        #[cfg(feature = "failpoints")]
+        if index > 0 && fail::eval("converge::stale_standby", |_| ()).is_some() {
+            first = Err(NodeError::Api {
+                status: 500,
+                errors: vec![
+                    "decryption failed: cipher: message authentication failed (injected)".into(),
+                ],
+            });
+        }
+        let Err(e) = first else {
             out.push(PodReading {
                 pod,
                 remedy: Remedy::None,
@@ -192,17 +215,22 @@ where
                 pod: pod.clone(),
                 remedy: match remedy {
                     Remedy::Restarted => "restarted",
-                    _ => "resealed",
+                    _ => "sealed and unsealed",
                 },
                 source,
             })?;
-        tracing::info!(pod = %pod, ?remedy, "the pod reads through the restored keyring");
+        tracing::info!(pod = %pod, %remedy, "the pod reads through the restored keyring");
         out.push(PodReading { pod, remedy });
     }
     Ok(out)
 }
 
 async fn seal(node: &impl VaultNode, token: Option<&Secret>) -> Result<(), NodeError> {
+    // Tests: what a standby with the old keyring answers.
+    fail::fail_point!("converge::seal_refused", |_| Err(NodeError::Api {
+        status: 500,
+        errors: vec!["invalid request (injected)".into()],
+    }));
     let token =
         token.ok_or_else(|| NodeError::Malformed("no token valid in the restored data".into()))?;
     let body = SecretBytes::json(&serde_json::json!({}))

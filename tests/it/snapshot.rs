@@ -4,6 +4,7 @@
 //! guards; retention.
 
 mod guards;
+mod keyring;
 mod keys;
 
 use crate::harness::{deps_bin, Env, Run};
