@@ -182,6 +182,9 @@ impl Fleet {
         if self.lock().closed {
             bail!("the cluster is shutting down");
         }
+        self.layout(&self.opts.pod_name(ordinal))
+            .reset_pod_files()
+            .context("reset the new pod's emptyDir and /tmp")?;
         let (process, ip) = self.start_process(ordinal)?;
         let now = meta::now();
         let view = PodView {
@@ -240,6 +243,9 @@ impl Fleet {
     async fn restart_locked(&self, ordinal: u32) -> anyhow::Result<()> {
         self.require(ordinal)?;
         self.kill(ordinal);
+        self.layout(&self.opts.pod_name(ordinal))
+            .reset_container_files()
+            .context("reset the restarted container's /tmp")?;
         let (process, ip) = self.start_process(ordinal)?;
         {
             let mut st = self.lock();

@@ -42,6 +42,30 @@ impl PodLayout {
         self.dir.join("data")
     }
 
+    /// The main container's HOME: an emptyDir, as the charts mount it (kept
+    /// across container restarts, emptied when the pod is deleted).
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// The container's `/tmp` (exec'd commands get it as `TMPDIR`): its
+    /// writable layer, emptied on every container restart.
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// A container restart: its writable layer (`/tmp`) starts empty.
+    pub fn reset_container_files(&self) -> io::Result<()> {
+        reset_dir(&self.tmp())
+    }
+
+    /// A new pod (created, or recreated after a deletion): emptyDir volumes
+    /// and the container layer start empty; the PVC (`data`) is kept.
+    pub fn reset_pod_files(&self) -> io::Result<()> {
+        reset_dir(&self.home())?;
+        reset_dir(&self.tmp())
+    }
+
     /// `config.hcl`.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.hcl")
@@ -72,6 +96,8 @@ impl PodLayout {
     ) -> io::Result<()> {
         std::fs::create_dir_all(self.data())?;
         std::fs::create_dir_all(self.bin())?;
+        std::fs::create_dir_all(self.home())?;
+        std::fs::create_dir_all(self.tmp())?;
         std::fs::write(self.ip_file(), ip.to_string())?;
         std::fs::write(
             self.config(),
@@ -101,12 +127,7 @@ impl PodLayout {
 
     /// Deletes the raft data (the PVC is lost) and recreates an empty folder.
     pub fn wipe_data(&self) -> io::Result<()> {
-        match std::fs::remove_dir_all(self.data()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        std::fs::create_dir_all(self.data())
+        reset_dir(&self.data())
     }
 
     /// The last lines of `server.log`, for error messages.
@@ -215,9 +236,9 @@ pub fn exec_env(
     ip: Ipv4Addr,
     kind: ContainerKind,
 ) -> Vec<(String, String)> {
-    let home = layout.dir.display().to_string();
     let mut env = vec![
-        ("HOME".to_string(), home),
+        ("HOME".to_string(), layout.home().display().to_string()),
+        ("TMPDIR".to_string(), layout.tmp().display().to_string()),
         ("HOSTNAME".to_string(), pod.to_string()),
         ("POD_IP".to_string(), ip.to_string()),
     ];
@@ -324,6 +345,16 @@ pub async fn is_listening(ip: Ipv4Addr, port: u16) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+/// Empties `dir` (creating it if missing).
+fn reset_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
 }
 
 #[cfg(test)]

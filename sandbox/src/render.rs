@@ -23,7 +23,10 @@ fn labels(opts: &ClusterOptions) -> Value {
     })
 }
 
-fn container_spec(opts: &ClusterOptions, ip: &str) -> Value {
+/// `data_path` is where the PVC is mounted as the container sees it: the
+/// host folder for a pod (exec'd commands run on the host), the charts' path
+/// in the StatefulSet template.
+fn container_spec(opts: &ClusterOptions, ip: &str, data_path: &str) -> Value {
     json!({
         "name": opts.container(),
         "image": opts.flavour.image(),
@@ -43,7 +46,7 @@ fn container_spec(opts: &ClusterOptions, ip: &str) -> Value {
             "exec": {"command": ["/bin/sh", "-ec", format!("{} status -tls-skip-verify", opts.flavour.cli())]},
             "periodSeconds": 5, "failureThreshold": 2, "successThreshold": 1, "timeoutSeconds": 3,
         },
-        "volumeMounts": [{"name": "data", "mountPath": format!("/{}/data", opts.flavour.app_name())}],
+        "volumeMounts": [{"name": "data", "mountPath": data_path}],
     })
 }
 
@@ -83,7 +86,8 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     lbl["statefulset.kubernetes.io/pod-name"] = json!(p.name);
     lbl["apps.kubernetes.io/pod-index"] = json!(p.ordinal.to_string());
     lbl["controller-revision-hash"] = json!(format!("{}-5d8f9c7b6", opts.name));
-    let mut containers = vec![container_spec(opts, &ip)];
+    let data_path = fleet.layout(&p.name).data().display().to_string();
+    let mut containers = vec![container_spec(opts, &ip, &data_path)];
     let main_status = container_status(
         opts.container(),
         opts.flavour.image(),
@@ -157,7 +161,8 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
         .iter()
         .filter(|p| p.running && p.health.is_ready())
         .count();
-    let mut template_containers = vec![container_spec(opts, "$(POD_IP)")];
+    let chart_data_path = format!("/{}/data", opts.flavour.app_name());
+    let mut template_containers = vec![container_spec(opts, "$(POD_IP)", &chart_data_path)];
     if opts.sidecar {
         template_containers.insert(0, sidecar_spec());
     }

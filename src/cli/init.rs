@@ -13,9 +13,14 @@ pub struct InitArgs {
     pub key_threshold: u8,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Print the keys and root token after init (asks for confirmation).
+    /// Print the keys and root token after init. Asks on a terminal even
+    /// with --yes; without one it needs --reveal-keys-noninteractive.
     #[arg(long)]
     pub show_keys: bool,
+    /// With --show-keys: print them without a terminal to ask on (for a
+    /// pipeline that stores them elsewhere; they end up in its logs).
+    #[arg(long, requires = "show_keys")]
+    pub reveal_keys_noninteractive: bool,
     /// Where to write the keys if the Secret store stays unwritable after init.
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub rescue_dir: std::path::PathBuf,

@@ -1,6 +1,7 @@
 //! Command-line types only: clap structs and value enums, one file per
 //! subcommand. Resolving them into settings happens in `cmd`.
 
+pub mod checkpoint;
 pub mod credentials;
 pub mod init;
 pub mod recover;
@@ -73,8 +74,10 @@ pub struct GlobalArgs {
 #[command(next_help_heading = "Encryption (SOPS/age)")]
 pub struct EnvelopeArgs {
     /// Encrypt stored credentials and checkpoints for this age recipient
-    /// (repeatable). Default: $SOPS_AGE_RECIPIENTS (comma-separated), then the
-    /// recipients recorded on the credentials Secret; plaintext when none.
+    /// (repeatable). Default: the recipients the stored documents are
+    /// encrypted for; for documents not encrypted yet, $SOPS_AGE_RECIPIENTS
+    /// (comma-separated); plaintext when none. Changing the recipients of an
+    /// encrypted document needs the complete new set here and --yes.
     #[arg(long = "age-recipient", global = true, value_name = "AGE1...", value_delimiter = ',', value_parser = crate::store::sops::Recipient::parse)]
     pub age_recipients: Vec<crate::store::sops::Recipient>,
     /// Decrypt with the age identities in FILE (repeatable), in addition to
@@ -85,6 +88,9 @@ pub struct EnvelopeArgs {
     /// `.agekey` (as Flux does); default namespace: -n.
     #[arg(long, global = true, value_name = "[NAMESPACE/]NAME")]
     pub age_identity_secret: Option<String>,
+    /// The recipients came from $SOPS_AGE_RECIPIENTS, not the command line.
+    #[arg(skip)]
+    pub recipients_from_env: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -125,6 +131,9 @@ pub enum Command {
     /// temporary init, forced restore of the newest verified snapshot, unseal
     /// with the stored keys. Never overwrites them.
     Recover(recover::RecoverArgs),
+    /// Show or abandon an interrupted operation's checkpoint.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Print the version.
     Version,
     /// Print a shell completion script.

@@ -19,8 +19,8 @@ pub struct RotateArgs {
     pub only_root_token: bool,
     /// How many earlier key generations to keep in the credentials history
     /// (restoring an older snapshot needs the shares current when it was taken).
-    #[arg(long, default_value_t = 5)]
-    pub keep_generations: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub keep_generations: u16,
     #[command(flatten)]
     pub store: StoreArgs,
 }

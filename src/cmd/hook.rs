@@ -8,6 +8,7 @@
 
 use crate::cli::init::InitArgs;
 use crate::cmd::{Context, Exit, Failure};
+use crate::ops::init::InitError;
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
                 attempt += 1;
             }
             Err(failure) => {
+                let failure = unseal_for_other_operation(&hook_ctx, &args, failure).await;
                 event(
                     ctx,
                     workload.as_deref(),
@@ -69,6 +71,42 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     }
 }
 
+/// A checkpoint of another operation (an interrupted rotate, restore or
+/// recover) is not the hook's to finish or delete. Pods an upgrade restarted
+/// still come up: they are unsealed with every candidate generation, the
+/// pending one first. The hook then fails, naming the command that finishes
+/// the operation, so that Helm shows it.
+async fn unseal_for_other_operation(
+    ctx: &Context<'_>,
+    args: &InitArgs,
+    failure: Failure,
+) -> Failure {
+    let Some(InitError::OtherOperation(other)) = failure.error.downcast_ref::<InitError>() else {
+        return failure;
+    };
+    let resume = other.operation.resume_command();
+    let Ok(cluster) = ctx.cluster().await else {
+        return failure;
+    };
+    let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    match super::unseal::unseal_pods(&cluster, &store).await {
+        Ok(lines) => {
+            for line in &lines {
+                tracing::info!("{line}");
+            }
+            Failure::refused(anyhow::anyhow!(
+                "{}; pods were unsealed with the stored and pending keys ({}). Run `{resume}` to finish it, then re-run the upgrade",
+                failure.error,
+                lines.join(", ")
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.error, "could not unseal with the pending keys");
+            failure
+        }
+    }
+}
+
 /// The same arguments with the timeout cut to what is left of the deadline.
 fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
     InitArgs {
@@ -76,6 +114,7 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
         key_threshold: args.key_threshold,
         store: args.store.clone(),
         show_keys: false,
+        reveal_keys_noninteractive: false,
         rescue_dir: args.rescue_dir.clone(),
         timeout: deadline
             .saturating_duration_since(Instant::now())

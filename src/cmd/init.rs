@@ -18,6 +18,11 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             args.key_shares
         )));
     }
+    if args.show_keys && !args.reveal_keys_noninteractive && !ctx.has_terminal() {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--show-keys prints the keys only after asking a person at a terminal, and there is none; nothing was changed. Add --reveal-keys-noninteractive to print them anyway, or leave --show-keys out and read them later with `kubectl vault credentials show --reveal`"
+        )));
+    }
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     if cluster.replicas() > 1 {
@@ -54,10 +59,19 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             peers: args.timeout,
         },
     };
-    let result = crate::ops::init::run(&cluster, &store, &opts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::init::run(&cluster, &store, &opts))
+        .await
+        .map_err(Failure::failed)?;
     match result {
-        Ok(outcome) => report(ctx, &store, outcome, args.show_keys).await,
+        Ok(outcome) => {
+            let reveal = args.show_keys
+                && (args.reveal_keys_noninteractive
+                    || ctx
+                        .ask_on_terminal("Print the unseal keys and root token to this terminal?")
+                        .unwrap_or(false));
+            report(ctx, &store, outcome, reveal).await
+        }
         Err(InitError::StoreUnwritable {
             object,
             source,
@@ -70,19 +84,11 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             };
             let where_ = match saved {
                 Some(path) => format!("the keys were written to {} (mode 0600); move them somewhere safe and run `kubectl vault credentials import`", path.display()),
-                None => "a copy of the init response stays on pod 0; re-run `kubectl vault init` once the store is writable to store it".to_owned(),
+                None => "a copy of the init response stays on the initialized pod's data volume; re-run `kubectl vault init` once the store is writable to store it".to_owned(),
             };
             Err(Failure { exit: Exit::KeysOnlyLocal, error: anyhow::anyhow!("the cluster was initialized but {object} could not be written: {source}; {where_}") })
         }
-        Err(
-            e @ (InitError::InvalidOptions(_)
-            | InitError::DataLoss { .. }
-            | InitError::OtherOperation { .. }
-            | InitError::CredentialsLost { .. }
-            | InitError::Preflight { .. }
-            | InitError::LoadStore { .. }
-            | InitError::Cluster(_)),
-        ) => Err(Failure::refused(e)),
+        Err(e) if e.is_refusal() => Err(Failure::refused(e)),
         Err(e) => Err(Failure::failed(anyhow::Error::new(e).context(
             "init did not finish; re-run `kubectl vault init` to resume",
         ))),
@@ -105,7 +111,7 @@ async fn report(
             summary(verb, report, &store.credentials_object())
         })
         .map_err(Failure::failed)?;
-    if show_keys && ctx.confirm("Print the unseal keys and root token to this terminal?")? {
+    if show_keys {
         let credentials = store.load_credentials().await.map_err(Failure::failed)?;
         if let Some(c) = credentials {
             for (i, share) in c.unseal_keys_b64.iter().enumerate() {

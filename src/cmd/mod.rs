@@ -3,6 +3,7 @@
 //!
 //! Owns the exit-code contract and everything interactive (confirmations).
 
+pub mod checkpoint;
 pub mod credentials;
 pub mod hook;
 pub mod init;
@@ -90,6 +91,8 @@ impl Context<'_> {
         let args = &self.global.envelope;
         let sealing = if args.age_recipients.is_empty() {
             Sealing::Inherit
+        } else if args.recipients_from_env {
+            Sealing::InheritOr(args.age_recipients.clone())
         } else {
             Sealing::Encrypt(args.age_recipients.clone())
         };
@@ -105,6 +108,7 @@ impl Context<'_> {
             secret,
         };
         Envelope::new(sealing, sources, Some(self.client.clone()))
+            .allow_recipients_change(self.global.yes)
     }
 
     /// Takes the workload's Lease lock, waiting up to `timeout` for another run.
@@ -113,6 +117,14 @@ impl Context<'_> {
         cluster: &KubeCluster,
         timeout: std::time::Duration,
     ) -> Result<crate::store::lease::LeaseGuard, Failure> {
+        self.lease(cluster)
+            .acquire(timeout)
+            .await
+            .map_err(Failure::refused)
+    }
+
+    /// The workload's Lease lock, for a caller that tries it repeatedly.
+    pub fn lease(&self, cluster: &KubeCluster) -> crate::store::lease::LeaseLock {
         crate::store::lease::LeaseLock::new(
             self.client.clone(),
             &self.namespace,
@@ -120,9 +132,29 @@ impl Context<'_> {
             &holder_identity(),
             crate::store::lease::LEASE_DURATION,
         )
-        .acquire(timeout)
-        .await
-        .map_err(Failure::refused)
+    }
+
+    /// Asks a person at a terminal; --yes does not answer it. Without a
+    /// terminal (or with --non-interactive) it is refused.
+    pub fn ask_on_terminal(&self, question: &str) -> Result<bool, Failure> {
+        if !self.has_terminal() {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "{question} needs a person at a terminal to confirm; nothing was printed (add --reveal-keys-noninteractive to print without one)"
+            )));
+        }
+        dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact()
+            .map_err(Failure::failed)
+    }
+
+    /// A person can be asked: stdin and stderr are terminals, and
+    /// --non-interactive is off.
+    pub fn has_terminal(&self) -> bool {
+        !self.global.non_interactive
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal()
     }
 
     /// Asks before a destructive step. `--yes` answers for automation; without
@@ -193,6 +225,7 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Rotate(args) => rotate::run(&ctx, args).await,
                 Command::Snapshot(command) => snapshot::run(&ctx, command).await,
                 Command::Recover(args) => recover::run(&ctx, args).await,
+                Command::Checkpoint(command) => checkpoint::run(&ctx, command).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
             }
         }
@@ -208,6 +241,7 @@ fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
     let Ok(value) = std::env::var("SOPS_AGE_RECIPIENTS") else {
         return Ok(());
     };
+    envelope.recipients_from_env = true;
     envelope.age_recipients = crate::store::envelope::parse_recipients(&value).map_err(|e| {
         Failure::refused(anyhow::anyhow!(
             "SOPS_AGE_RECIPIENTS holds an invalid recipient: {e}; set it to age1... keys separated by commas, or unset it"

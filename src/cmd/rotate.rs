@@ -6,7 +6,7 @@ use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::cluster::VaultCluster;
 use crate::ops::node::VaultNode;
 use crate::ops::reconcile::wait_for_leader;
-use crate::ops::rotate::{RotateError, RotateOptions};
+use crate::ops::rotate::RotateOptions;
 use crate::ops::store::{CredentialStore, RetryBudget};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
         .load_checkpoint()
         .await
         .map_err(Failure::refused)?
-        .is_some_and(|c| c.resume_command() == "kubectl vault rotate");
+        .is_some_and(|c| c.operation() == crate::ops::operation::Operation::Rotate);
     let what = if args.only_root_token {
         "Rotate the root token"
     } else {
@@ -36,8 +36,10 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
     }
     let holder = holder_identity();
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = rotate(ctx, &cluster, &store, &args, holder).await;
-    guard.release().await;
+    let result = guard
+        .fenced(rotate(ctx, &cluster, &store, &args, holder))
+        .await
+        .map_err(Failure::failed)?;
     let outcome = result?;
     ctx.printer
         .value(&outcome, |o| {
@@ -82,21 +84,14 @@ async fn rotate(
         key_threshold: args.key_threshold,
         rekey: !args.only_root_token,
         root_token: args.root_token || args.only_root_token,
-        keep_generations: args.keep_generations,
+        keep_generations: usize::from(args.keep_generations),
         holder,
         budget: RetryBudget::default(),
     };
     crate::ops::rotate::run(leader, &nodes, store, &opts)
         .await
         .map_err(|e| match e {
-            RotateError::InvalidOptions(_)
-            | RotateError::NoCredentials { .. }
-            | RotateError::LoadStore { .. }
-            | RotateError::Sealed { .. }
-            | RotateError::Mismatch { .. }
-            | RotateError::SharesRejected { .. }
-            | RotateError::RekeyLost { .. }
-            | RotateError::OtherOperation { .. } => Failure::refused(e),
+            e if e.is_refusal() => Failure::refused(e),
             other => Failure::failed(
                 anyhow::Error::new(other)
                     .context("rotate did not finish; re-run `kubectl vault rotate` to resume"),

@@ -83,6 +83,15 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = stored(&store).await?;
+    // In the middle of another operation the data's key generation is not
+    // the stored one (a verified rekey, a restore): the manifest would name
+    // shares that do not open the snapshot.
+    if let Ok(Some(c)) = store.load_checkpoint().await {
+        return Err(Failure::refused(crate::ops::operation::OtherOperation {
+            checkpoint: store.checkpoint_object(),
+            operation: c.operation(),
+        }));
+    }
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     let (leader_pod, _) = wait_for_leader(&nodes, Duration::from_secs(30))
         .await

@@ -7,11 +7,11 @@
 use crate::cli::unseal::{JoinArgs, UnsealArgs};
 use crate::cmd::{Context, Failure};
 use crate::ops::cluster::VaultCluster;
-use crate::ops::credentials::Credentials;
+use crate::ops::keyring::Keyring;
 use crate::ops::node::{seal_status, VaultNode};
 use crate::ops::reconcile::{reconcile, wait_for_leader, Timeouts};
 use crate::ops::store::CredentialStore;
-use crate::ops::unseal::{unseal_with_any, KeySet, UnsealOutcome};
+use crate::ops::unseal::{unseal_with_any, UnsealOutcome};
 use crate::output::table;
 use crate::transport::discover::KubeCluster;
 use std::time::Duration;
@@ -37,86 +37,51 @@ impl PodUnseal {
     }
 }
 
-/// Every generation that may unseal the pods, in the order to try them: an
-/// interrupted rotate's new shares first, then the stored current shares,
-/// then the history.
-pub(crate) struct Generations {
-    pub current: Credentials,
-    candidates: Vec<(u32, Vec<crate::ops::secret::Secret>, usize)>,
-}
-
-impl Generations {
-    fn key_sets(&self) -> Vec<KeySet<'_>> {
-        self.candidates
-            .iter()
-            .map(|(generation, shares, threshold)| KeySet {
-                generation: *generation,
-                shares,
-                threshold: *threshold,
-            })
-            .collect()
-    }
-}
-
-async fn generations(store: &impl CredentialStore) -> Result<Generations, Failure> {
+/// Every generation that may unseal the pods, in the order to try them (see
+/// [`Keyring`]). A checkpoint that cannot be read does not block unsealing
+/// with the stored credentials: it is reported, with the command that shows
+/// and clears it.
+pub(crate) async fn keyring(store: &impl CredentialStore) -> Result<Keyring, Failure> {
     let stored = store.load_credentials().await.map_err(Failure::refused)?;
-    let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
-    let mut list: Vec<Credentials> = checkpoint
-        .as_ref()
-        .map(|c| c.candidate_credentials().into_iter().cloned().collect())
-        .unwrap_or_default();
-    if let Some(c) = &stored {
-        list.push(c.clone());
-    }
-    let Some(current) = stored.clone().or_else(|| list.first().cloned()) else {
-        return Err(Failure::refused(anyhow::anyhow!(
+    let checkpoint = match store.load_checkpoint().await {
+        Ok(c) => c,
+        Err(e) if stored.is_some() => {
+            tracing::warn!(
+                checkpoint = %store.checkpoint_object(),
+                error = %e,
+                "the checkpoint cannot be read; unsealing with the stored credentials only. `kubectl vault checkpoint show` tells what it is, `kubectl vault checkpoint abandon` clears it"
+            );
+            None
+        }
+        Err(e) => return Err(Failure::refused(e)),
+    };
+    let ring = Keyring::from_store(stored.as_ref(), checkpoint.as_ref()).ok_or_else(|| {
+        Failure::refused(anyhow::anyhow!(
             "no credentials in {}; run `kubectl vault init`, or `kubectl vault credentials import` if you hold them elsewhere",
             store.credentials_object()
-        )));
-    };
-    if stored.is_none() {
-        tracing::warn!(
-            "using the keys of an interrupted operation from {}; run `{}` to finish it",
-            store.checkpoint_object(),
-            checkpoint
-                .as_ref()
-                .map_or("kubectl vault init", |c| c.resume_command())
-        );
-    }
-    let mut candidates = Vec::new();
-    for c in &list {
-        if !candidates.iter().any(|(g, _, _)| *g == c.generation) {
-            candidates.push((
-                c.generation,
-                c.unseal_shares().to_vec(),
-                usize::from(c.key_threshold),
-            ));
+        ))
+    })?;
+    if let Some(c) = &checkpoint {
+        if !c.candidate_credentials().is_empty() {
+            tracing::info!(
+                checkpoint = %store.checkpoint_object(),
+                "offering the keys of an interrupted {} too; `{}` finishes it",
+                c.operation(),
+                c.resume_command()
+            );
         }
     }
-    for h in &current.history {
-        if !candidates.iter().any(|(g, _, _)| *g == h.generation) {
-            let n = usize::from(h.key_threshold).min(h.unseal_keys_b64.len());
-            candidates.push((
-                h.generation,
-                h.unseal_keys_b64[..n].to_vec(),
-                usize::from(h.key_threshold),
-            ));
-        }
-    }
-    Ok(Generations {
-        current,
-        candidates,
-    })
+    Ok(ring)
 }
 
 /// One pass over every pod; returns the per-pod results and whether any failed.
 async fn unseal_pass(
     cluster: &KubeCluster,
-    generations: &Generations,
+    keys: &Keyring,
 ) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     fail::fail_point!("unseal::after_listing_pods");
-    let sets = generations.key_sets();
+    let sets = keys.key_sets();
     let sets = &sets;
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
         let status = match seal_status(node).await {
@@ -154,14 +119,33 @@ async fn unseal_pass(
     Ok((results, failed))
 }
 
+/// One unseal pass with every candidate generation, for the hook when it
+/// meets another operation's checkpoint; returns `pod: result` lines.
+pub(crate) async fn unseal_pods(
+    cluster: &KubeCluster,
+    store: &impl CredentialStore,
+) -> Result<Vec<String>, Failure> {
+    let keys = keyring(store).await?;
+    let (results, _) = unseal_pass(cluster, &keys).await?;
+    Ok(results
+        .iter()
+        .map(|r| match (&r.generation, &r.error) {
+            (_, Some(e)) => format!("{}: {} ({e})", r.pod, r.result),
+            (Some(g), None) => format!("{}: {} with generation {g}", r.pod, r.result),
+            (None, None) => format!("{}: {}", r.pod, r.result),
+        })
+        .collect())
+}
+
 pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let generations = generations(&store).await?;
     if args.watch {
-        return watch(&cluster, &generations, args.interval).await;
+        return watch(ctx, &cluster, &store, args.interval).await;
     }
-    let (results, failed) = unseal_pass(&cluster, &generations).await?;
+    let keys = keyring(&store).await?;
+    let pending = store.load_checkpoint().await.ok().flatten();
+    let (results, failed) = unseal_pass(&cluster, &keys).await?;
     ctx.printer
         .value(&results, |rows| {
             let rows: Vec<Vec<String>> = rows
@@ -191,28 +175,58 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
             .iter()
             .find_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.pod)))
             .unwrap_or_default();
+        let hint = pending
+            .map(|c| {
+                format!(
+                    "; an interrupted {} is in {}: `{}` finishes it",
+                    c.operation(),
+                    store.checkpoint_object(),
+                    c.resume_command()
+                )
+            })
+            .unwrap_or_default();
         return Err(Failure::refused(anyhow::anyhow!(
-            "not every pod could be unsealed: {first}"
+            "not every pod could be unsealed: {first}{hint}"
         )));
     }
     Ok(())
 }
 
 /// Unseals pods as they restart, until Ctrl-C.
+///
+/// Every pass reloads the credentials and the checkpoint, so a rotation or
+/// a restore is followed without a restart, and holds the workload's Lease
+/// for its duration: a pass never resets the unseal progress of a pod that
+/// init, rotate, restore or recover is working on. A pass that finds the
+/// Lease held is skipped.
 async fn watch(
+    ctx: &Context<'_>,
     cluster: &KubeCluster,
-    generations: &Generations,
+    store: &impl CredentialStore,
     interval: Duration,
 ) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
+    let lease = ctx.lease(cluster);
     loop {
-        match unseal_pass(cluster, generations).await {
-            Ok((results, _)) => {
-                for r in results.iter().filter(|r| r.error.is_some()) {
-                    tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
+        match lease.acquire(Duration::ZERO).await {
+            Ok(guard) => {
+                let pass = async {
+                    let keys = keyring(store).await?;
+                    unseal_pass(cluster, &keys).await
+                };
+                match guard.fenced(pass).await {
+                    Ok(Ok((results, _))) => {
+                        for r in results.iter().filter(|r| r.error.is_some()) {
+                            tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
+                        }
+                    }
+                    Ok(Err(f)) => tracing::warn!(error = %f.error, "unseal pass failed"),
+                    Err(lost) => tracing::warn!(error = %lost, "unseal pass stopped"),
                 }
             }
-            Err(f) => tracing::warn!(error = %f.error, "unseal pass failed"),
+            Err(busy) => {
+                tracing::info!(error = %busy, "skipping this pass: another operation holds the lock")
+            }
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -224,15 +238,17 @@ async fn watch(
 pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let credentials = generations(&store).await?.current;
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
+    let keys = keyring(&store).await?;
     let timeouts = Timeouts {
         leader: args.timeout,
         pod_appear: args.timeout,
         peers: args.timeout,
     };
-    let result = reconcile(&cluster, &credentials, &timeouts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(reconcile(&cluster, &keys, &timeouts))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| {
         Failure::failed(
             anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`"),

@@ -23,8 +23,14 @@ pub struct Checkpoint {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
-    /// Preflight passed; `sys/init` may or may not have been called.
-    InitPending { key_shares: u8, key_threshold: u8 },
+    /// Preflight passed; `sys/init` may or may not have been called, on `pod`.
+    InitPending {
+        key_shares: u8,
+        key_threshold: u8,
+        /// The pod `sys/init` goes to (absent in checkpoints of older releases).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pod: Option<String>,
+    },
     /// `sys/init` answered and its response is here; pods may still be sealed.
     InitKeysStored { credentials: Credentials },
     /// A rekey's new shares, not yet verified: `previous` unseals until the
@@ -58,6 +64,22 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// The phase's name as it is serialized, for people.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::InitPending { .. } => "init_pending",
+            Phase::InitKeysStored { .. } => "init_keys_stored",
+            Phase::RotatePending { .. } => "rotate_pending",
+            Phase::RootTokenPending { .. } => "root_token_pending",
+            Phase::RestorePending { .. } => "restore_pending",
+            Phase::RecoverPending { .. } => "recover_pending",
+            Phase::RecoverTempInit { .. } => "recover_temp_init",
+            Phase::RestoreApplied { .. } => "restore_applied",
+        }
+    }
+}
+
 /// The snapshot a restore or recover works from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotRef {
@@ -81,16 +103,33 @@ impl Checkpoint {
 
     /// The command that resumes the operation, for `status` and error hints.
     pub fn resume_command(&self) -> &'static str {
-        match self.phase {
-            Phase::InitPending { .. } | Phase::InitKeysStored { .. } => "kubectl vault init",
-            Phase::RotatePending { .. } | Phase::RootTokenPending { .. } => "kubectl vault rotate",
-            Phase::RestorePending { .. } | Phase::RestoreApplied { recover: false, .. } => {
-                "kubectl vault snapshot restore"
+        self.operation().resume_command()
+    }
+
+    /// What abandoning this checkpoint would lose: `Some` when it holds key
+    /// material that `stored` does not, which the cluster may need.
+    pub fn abandon_risk(&self, stored: Option<&Credentials>) -> Option<&'static str> {
+        let kept = |c: &Credentials| stored.is_some_and(|s| s.same_secrets(c));
+        match &self.phase {
+            Phase::InitKeysStored { credentials } if !kept(credentials) => {
+                Some("the keys of an interrupted init, stored nowhere else")
             }
-            Phase::RecoverPending { .. }
-            | Phase::RecoverTempInit { .. }
-            | Phase::RestoreApplied { recover: true, .. } => "kubectl vault recover",
+            Phase::RotatePending { next, .. } if !kept(next) => {
+                Some("new unseal shares that may already be the cluster's current ones")
+            }
+            Phase::RootTokenPending { next, .. } if !kept(next) => {
+                Some("a new root token that may be the only valid one")
+            }
+            Phase::RecoverTempInit { .. } => {
+                Some("the keys of the temporary init that recover put on the first pod")
+            }
+            _ => None,
         }
+    }
+
+    /// The operation that owns this checkpoint.
+    pub fn operation(&self) -> crate::ops::operation::Operation {
+        self.phase.operation()
     }
 
     pub fn credentials(&self) -> Option<&Credentials> {
@@ -136,11 +175,19 @@ mod tests {
             Phase::InitPending {
                 key_shares: 5,
                 key_threshold: 3,
+                pod: Some("openbao-0".into()),
             },
         );
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["schema"], 1);
         assert_eq!(json["phase"]["phase"], "init_pending");
         assert_eq!(serde_json::from_value::<Checkpoint>(json).unwrap(), c);
+    }
+
+    #[test]
+    fn an_init_pending_checkpoint_of_an_older_release_still_loads() {
+        let old = r#"{"schema":1,"holder":"h","updated_at":"t","phase":{"phase":"init_pending","key_shares":5,"key_threshold":3}}"#;
+        let c: Checkpoint = serde_json::from_str(old).unwrap();
+        assert!(matches!(c.phase, Phase::InitPending { pod: None, .. }));
     }
 }

@@ -4,13 +4,16 @@
 //! Owns the order of the checks, cheapest and least intrusive first that still
 //! proves something: a sealed pod is unsealed with the document's shares (the
 //! server itself checks them, nothing is sealed to test them); when every pod
-//! is unsealed, the shares must match a generation already stored, or the
-//! root token must answer `auth/token/lookup-self`. Reading the document and
-//! writing it are the caller's business.
+//! is unsealed, the shares must be the stored current generation, or the
+//! active node must take them in a rekey probe that is cancelled before
+//! verification. A root token that works proves nothing about shares (a
+//! rekey keeps the token), and neither does a match with an older, retired
+//! generation. Reading the document and writing it are the caller's business.
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::node::{leader, seal_status, NodeError, VaultNode};
+use crate::ops::rotate::probe_shares;
 use crate::ops::secret::Secret;
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 
@@ -20,10 +23,11 @@ use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 pub enum Proof {
     /// Its shares unsealed these sealed pods.
     Unsealed { pods: Vec<String> },
-    /// Its shares are those of a stored generation.
+    /// Its shares are those of the stored current generation.
     MatchesStored { generation: u32 },
-    /// Its root token is accepted by the cluster.
-    RootTokenAccepted { pod: String },
+    /// The active node took its shares in a rekey probe (cancelled before
+    /// verification: nothing changed).
+    RekeyProbe { pod: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +40,10 @@ pub enum ProveError {
     NotInitialized,
     #[error("the shares do not unseal the cluster: {0}")]
     SharesRejected(#[source] UnsealError),
-    #[error("every pod is unsealed and nothing shows these credentials belong to this cluster: their shares match no stored generation and the root token is not accepted ({reason}); restart one pod so that it comes back sealed, then import again to have its shares checked by unsealing it")]
+    #[error("every pod is unsealed and nothing shows these shares are the cluster's current ones ({reason}); restart one pod so that it comes back sealed, then import again to have its shares checked by unsealing it")]
     Unproven { reason: String },
+    #[error("the active node {pod} refused these shares in a rekey probe: they are not the cluster's current shares (an older generation, or another cluster's); nothing changed")]
+    NotCurrent { pod: String },
 }
 
 /// Proves that `candidate` belongs to the cluster; `stored` is what the store
@@ -90,18 +96,38 @@ pub async fn prove<C: VaultCluster>(
         }
         return Ok(Proof::Unsealed { pods });
     }
-    if let Some(generation) = stored.and_then(|s| matching_generation(candidate, s)) {
-        return Ok(Proof::MatchesStored { generation });
+    if let Some(s) = stored.filter(|s| matching_generation(candidate, s) == Some(s.generation)) {
+        return Ok(Proof::MatchesStored {
+            generation: s.generation,
+        });
     }
-    let mut reason = String::from("no pod answered");
-    for node in unsealed {
-        match lookup_self(node, &candidate.root_token).await {
-            Ok(()) => {
-                return Ok(Proof::RootTokenAccepted {
-                    pod: node.name().to_owned(),
+    let mut active = None;
+    for node in &unsealed {
+        if leader(*node).await.is_ok_and(|l| l.is_self) {
+            active = Some(*node);
+            break;
+        }
+    }
+    let Some(active) = active else {
+        return Err(ProveError::Unproven {
+            reason: "no pod is the active node".into(),
+        });
+    };
+    let tokens = std::iter::once(&candidate.root_token).chain(stored.map(|s| &s.root_token));
+    let mut reason = String::from("no token was accepted for the rekey probe");
+    for token in tokens {
+        match probe_shares(active, token, candidate).await {
+            Ok(true) => {
+                return Ok(Proof::RekeyProbe {
+                    pod: active.name().to_owned(),
                 })
             }
-            Err(e) => reason = format!("pod {}: {e}", node.name()),
+            Ok(false) => {
+                return Err(ProveError::NotCurrent {
+                    pod: active.name().to_owned(),
+                })
+            }
+            Err(e) => reason = e.to_string(),
         }
     }
     Err(ProveError::Unproven { reason })
@@ -120,12 +146,6 @@ pub fn matching_generation(candidate: &Credentials, stored: &Credentials) -> Opt
         .iter()
         .find(|g| same(&candidate.unseal_keys_b64, &g.unseal_keys_b64))
         .map(|g| g.generation)
-}
-
-async fn lookup_self(node: &impl VaultNode, token: &Secret) -> Result<(), NodeError> {
-    node.call(Request::read("auth/token/lookup-self").with_token(token))
-        .await
-        .map(drop)
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@
 use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
+use crate::ops::keyring::Keyring;
 use crate::ops::node::{seal_status, seal_status_when_up, NodeError, SealStatus, VaultNode};
+use crate::ops::operation::{claim, Claim, Operation, OtherOperation};
 use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
@@ -61,12 +63,10 @@ pub enum InitError {
     LoadStore { object: String, source: StoreError },
     #[error("no pod is initialized, but {object} holds credentials (generation {generation}): the cluster's data was lost while its keys survived; refusing to initialize over surviving keys. Restore a snapshot with `kubectl vault recover`")]
     DataLoss { object: String, generation: u32 },
-    #[error("{checkpoint} holds an interrupted {operation}; finish it with `{resume}` before running init")]
-    OtherOperation {
-        checkpoint: String,
-        operation: &'static str,
-        resume: &'static str,
-    },
+    #[error(transparent)]
+    OtherOperation(#[from] OtherOperation),
+    #[error("pod {pod} is not running; init sends sys/init only to it, and only once every pod has answered. Re-run `kubectl vault init` when it runs (`kubectl get pod {pod}`)")]
+    TargetMissing { pod: String },
     #[error("the cluster is initialized but no credentials exist: neither {object} nor {checkpoint} holds them. The unseal keys and root token are lost. Only options: unseal with shares you kept elsewhere and `kubectl vault credentials import` them, or wipe every pod's data and run `kubectl vault init` again (all data is lost)")]
     CredentialsLost { object: String, checkpoint: String },
     #[error("the credential store is not writable, so the cluster was not initialized: {source}")]
@@ -90,6 +90,29 @@ pub enum InitError {
     Reconcile(#[from] ReconcileError),
 }
 
+impl InitError {
+    /// Whether re-running cannot help until something changes (exit 1), as
+    /// opposed to a failure that a re-run resumes (exit 2). Every variant is
+    /// named, so a new one must be classified here.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            InitError::InvalidOptions(_)
+            | InitError::DataLoss { .. }
+            | InitError::OtherOperation(_)
+            | InitError::CredentialsLost { .. }
+            | InitError::Preflight { .. }
+            | InitError::LoadStore { .. }
+            | InitError::Cluster(_) => true,
+            InitError::ReadStatus { .. }
+            | InitError::TargetMissing { .. }
+            | InitError::SysInit { .. }
+            | InitError::StoreUnwritable { .. }
+            | InitError::StoreFinal { .. }
+            | InitError::Reconcile(_) => false,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct InitResponse {
     #[serde(default)]
@@ -111,9 +134,6 @@ pub async fn run<C: VaultCluster>(
             opts.key_threshold, opts.key_shares
         )));
     }
-    let nodes = cluster.nodes().await?;
-    let statuses = read_statuses(&nodes, opts.timeouts.pod_appear).await?;
-    let any_initialized = statuses.iter().any(|s| s.initialized);
     let stored = store
         .load_credentials()
         .await
@@ -128,21 +148,25 @@ pub async fn run<C: VaultCluster>(
             object: store.checkpoint_object(),
             source,
         })?;
+    let resumed = match claim(checkpoint.as_ref(), Operation::Init) {
+        Claim::Busy(operation) => {
+            return Err(InitError::OtherOperation(OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                operation,
+            }))
+        }
+        Claim::Resume(c) => Some(c),
+        Claim::Free => None,
+    };
+    let recorded = match resumed.map(|c| &c.phase) {
+        Some(Phase::InitPending { pod: Some(pod), .. }) => Some(pod.clone()),
+        _ => None,
+    };
+    let (target, nodes) = nodes_with(cluster, recorded, opts).await?;
+    let statuses = read_statuses(&nodes, opts.timeouts.pod_appear).await?;
+    let any_initialized = statuses.iter().any(|s| s.initialized);
 
-    if let Some(c) = checkpoint.as_ref().filter(|c| {
-        crate::ops::recover::pending_snapshot(Some(c)).is_some()
-            || matches!(
-                c.phase,
-                Phase::RestorePending { .. } | Phase::RestoreApplied { .. }
-            )
-    }) {
-        return Err(InitError::OtherOperation {
-            checkpoint: store.checkpoint_object(),
-            operation: "snapshot restore or recover",
-            resume: c.resume_command(),
-        });
-    }
-    if let Some(credentials) = checkpoint.as_ref().and_then(Checkpoint::credentials) {
+    if let Some(credentials) = resumed.and_then(Checkpoint::credentials) {
         if !any_initialized {
             return Err(InitError::DataLoss {
                 object: store.checkpoint_object(),
@@ -161,38 +185,57 @@ pub async fn run<C: VaultCluster>(
                 generation: credentials.generation,
             });
         }
-        let report = reconcile(cluster, &credentials, &opts.timeouts).await?;
-        if checkpoint.is_some() {
+        let report = reconcile(cluster, &Keyring::of(&credentials), &opts.timeouts).await?;
+        if resumed.is_some() {
             delete_checkpoint(store).await?;
         }
         return Ok(InitOutcome::AlreadyInitialized { report });
     }
-    let first = nodes
-        .first()
-        .ok_or_else(|| ClusterError::List("no pods".into()))?;
+    // No credentials anywhere: a run that died while sys/init was in flight
+    // (or before its answer was stored) left the answer in a pod.
+    if let Some((node, credentials)) = find_copy(&nodes).await? {
+        let initialized = seal_status(node)
+            .await
+            .map_err(|source| InitError::ReadStatus {
+                pod: node.name().to_owned(),
+                source,
+            })?
+            .initialized;
+        if initialized {
+            let credentials = with_facts(credentials, &statuses);
+            store_keys(store, &credentials, opts).await?;
+            clear_copy(node).await;
+            let report = finish(cluster, store, &credentials, opts).await?;
+            return Ok(InitOutcome::Resumed { report });
+        }
+        // The answer of a cluster whose data is gone: it protects nothing.
+        tracing::warn!(
+            pod = node.name(),
+            "removing the sys/init answer of a cluster whose data is gone"
+        );
+        clear_copy(node).await;
+    }
     if any_initialized {
-        // A run that died between sys/init and the checkpoint write left a pod-local copy.
-        return match recover_response(first).await? {
-            Some(credentials) => {
-                let credentials = with_facts(credentials, &statuses);
-                store_keys(store, &credentials, opts).await?;
-                clear_copy(first).await;
-                let report = finish(cluster, store, &credentials, opts).await?;
-                Ok(InitOutcome::Resumed { report })
-            }
-            None => Err(InitError::CredentialsLost {
-                object: store.credentials_object(),
-                checkpoint: store.checkpoint_object(),
-            }),
-        };
+        return Err(InitError::CredentialsLost {
+            object: store.credentials_object(),
+            checkpoint: store.checkpoint_object(),
+        });
     }
 
-    // A fresh cluster.
+    // A fresh cluster: every pod answered, none is initialized.
+    let first =
+        nodes
+            .iter()
+            .find(|n| n.name() == target)
+            .ok_or_else(|| InitError::TargetMissing {
+                pod: target.clone(),
+            })?;
     let pending = Checkpoint::new(
         &opts.holder,
         Phase::InitPending {
             key_shares: opts.key_shares,
             key_threshold: opts.key_threshold,
+            pod: Some(target.clone()),
         },
     );
     persist(store, Record::Checkpoint(&pending), opts.budget)
@@ -227,6 +270,53 @@ pub async fn run<C: VaultCluster>(
     fail::fail_point!("init::after_clear_copy");
     let report = finish(cluster, store, &credentials, opts).await?;
     Ok(InitOutcome::Initialized { report })
+}
+
+/// The pod `sys/init` goes to (the one a checkpoint recorded, else ordinal
+/// 0, never merely the first one running) and the running pods, once the
+/// target is among them: deciding that a cluster is fresh needs its answer.
+async fn nodes_with<C: VaultCluster>(
+    cluster: &C,
+    recorded: Option<String>,
+    opts: &InitOptions,
+) -> Result<(String, Vec<C::Node>), InitError> {
+    let nodes = cluster.nodes().await?;
+    let target = match recorded {
+        Some(pod) => pod,
+        None => {
+            let any = nodes
+                .first()
+                .ok_or_else(|| ClusterError::List("no running pods".into()))?;
+            let prefix = any.name().rsplit_once('-').map_or(any.name(), |(p, _)| p);
+            format!("{prefix}-0")
+        }
+    };
+    if nodes.iter().any(|n| n.name() == target) {
+        return Ok((target, nodes));
+    }
+    let ordinal =
+        crate::ops::reconcile::ordinal_of(&target).ok_or_else(|| InitError::TargetMissing {
+            pod: target.clone(),
+        })?;
+    tracing::info!(pod = %target, "waiting for the pod that sys/init goes to");
+    cluster
+        .wait_for_node(ordinal, opts.timeouts.pod_appear)
+        .await
+        .map_err(|_| InitError::TargetMissing {
+            pod: target.clone(),
+        })?;
+    Ok((target, cluster.nodes().await?))
+}
+
+/// The first pod holding the answer of an interrupted `sys/init` (waiting
+/// for one still in flight), and the credentials in it.
+async fn find_copy<N: VaultNode>(nodes: &[N]) -> Result<Option<(&N, Credentials)>, InitError> {
+    for node in nodes {
+        if let Some(credentials) = recover_response(node).await? {
+            return Ok(Some((node, credentials)));
+        }
+    }
+    Ok(None)
 }
 
 /// Every node's status; a node that is not answering yet is waited for, since
@@ -349,7 +439,7 @@ async fn finish<C: VaultCluster>(
     credentials: &Credentials,
     opts: &InitOptions,
 ) -> Result<ReconcileReport, InitError> {
-    let report = reconcile(cluster, credentials, &opts.timeouts).await?;
+    let report = reconcile(cluster, &Keyring::of(credentials), &opts.timeouts).await?;
     let mut final_credentials = credentials.clone();
     if final_credentials.cluster_id.is_empty() {
         final_credentials.cluster_id.clone_from(&report.cluster_id);

@@ -11,10 +11,11 @@
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
+use crate::ops::keyring::Keyring;
 use crate::ops::node::{
     leader, raft_join, raft_peers, seal_status, seal_status_when_up, NodeError, RaftPeer, VaultNode,
 };
-use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
+use crate::ops::unseal::{unseal_with_any, KeySet, UnsealError, UnsealOutcome};
 use crate::ops::wait::poll_until;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -84,11 +85,12 @@ pub enum ReconcileError {
 /// Unseals, joins and verifies every pod the workload wants.
 pub async fn reconcile<C: VaultCluster>(
     cluster: &C,
-    credentials: &Credentials,
+    keys: &Keyring,
     timeouts: &Timeouts,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let shares = credentials.unseal_shares();
-    let threshold = usize::from(credentials.key_threshold);
+    let credentials = &keys.current;
+    let sets = keys.key_sets();
+    let sets = &sets[..];
     let nodes = cluster.nodes().await?;
     let statuses = futures::future::join_all(
         nodes
@@ -111,15 +113,10 @@ pub async fn reconcile<C: VaultCluster>(
     }
     let mut report = ReconcileReport::default();
     let mut done = BTreeSet::new();
-    let outcomes = futures::future::join_all(
-        initialized
-            .iter()
-            .map(|n| unseal_node(n, shares, threshold)),
-    )
-    .await;
+    let outcomes =
+        futures::future::join_all(initialized.iter().map(|n| unseal_first(n, sets))).await;
     for (node, outcome) in initialized.iter().zip(outcomes) {
         let unseal = outcome?;
-        tracing::info!(pod = node.name(), outcome = ?unseal, "unsealed");
         report.pods.push(PodResult {
             pod: node.name().to_owned(),
             joined: false,
@@ -143,7 +140,7 @@ pub async fn reconcile<C: VaultCluster>(
             .collect();
         let results = futures::future::join_all(
             todo.iter()
-                .map(|n| bring_up(n, &leader_address, shares, threshold, timeouts.pod_appear)),
+                .map(|n| bring_up(n, &leader_address, sets, timeouts.pod_appear)),
         )
         .await;
         for (node, result) in todo.iter().zip(results) {
@@ -180,8 +177,7 @@ pub async fn reconcile<C: VaultCluster>(
 async fn bring_up(
     node: &impl VaultNode,
     leader_address: &str,
-    shares: &[crate::ops::secret::Secret],
-    threshold: usize,
+    sets: &[KeySet<'_>],
     timeout: Duration,
 ) -> Result<PodResult, ReconcileError> {
     let pod = node.name().to_owned();
@@ -212,13 +208,24 @@ async fn bring_up(
         )
         .await;
     }
-    let unseal = unseal_node(node, shares, threshold).await?;
-    tracing::info!(pod = %pod, outcome = ?unseal, "unsealed");
+    let unseal = unseal_first(node, sets).await?;
     Ok(PodResult {
         pod,
         joined,
         unseal,
     })
+}
+
+/// Unseals with the first generation the node accepts, and says which.
+async fn unseal_first(
+    node: &impl VaultNode,
+    sets: &[KeySet<'_>],
+) -> Result<UnsealOutcome, UnsealError> {
+    let (outcome, generation) = unseal_with_any(node, sets).await?;
+    if let Some(generation) = generation {
+        tracing::info!(pod = node.name(), generation, "unsealed");
+    }
+    Ok(outcome)
 }
 
 /// Waits until one of `nodes` is the active leader; returns its pod and API address.

@@ -337,7 +337,12 @@ where
         generation = unseal_with.generation,
         "unsealing with the stored shares of the snapshot's key generation"
     );
-    let report = reconcile(cluster, &unseal_with, &opts.timeouts).await?;
+    let report = reconcile(
+        cluster,
+        &crate::ops::keyring::Keyring::of(&unseal_with),
+        &opts.timeouts,
+    )
+    .await?;
     fail::fail_point!("recover::after_reconcile");
     let leader = nodes
         .iter()

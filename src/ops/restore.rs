@@ -362,7 +362,13 @@ where
     let mut applied = matches!(resume, Some(Phase::RestoreApplied { .. }));
     if let Some(Phase::RestorePending { .. }) = resume {
         // Unknown whether the restore happened: the shares that fit tell.
-        applied = match reconcile(cluster, &stored, &opts.timeouts).await {
+        applied = match reconcile(
+            cluster,
+            &crate::ops::keyring::Keyring::of(&stored),
+            &opts.timeouts,
+        )
+        .await
+        {
             Ok(_) => false,
             Err(ReconcileError::Unseal(UnsealError::Rejected { .. })) => true,
             Err(e) => return Err(e.into()),
@@ -424,7 +430,12 @@ where
         generation = unseal_with.generation,
         "unsealing with the snapshot's key generation"
     );
-    let report = reconcile(cluster, &unseal_with, &opts.timeouts).await?;
+    let report = reconcile(
+        cluster,
+        &crate::ops::keyring::Keyring::of(&unseal_with),
+        &opts.timeouts,
+    )
+    .await?;
     fail::fail_point!("restore::after_unseal");
     let leader = nodes
         .iter()

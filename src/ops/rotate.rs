@@ -87,14 +87,35 @@ pub enum RotateError {
     },
     #[error("could not store {object}: {source}; nothing is lost, re-run `kubectl vault rotate` to resume")]
     Store { object: String, source: StoreError },
-    #[error("an interrupted {phase} is waiting in {checkpoint}; finish it with `{command}` first")]
-    OtherOperation {
-        phase: String,
-        checkpoint: String,
-        command: &'static str,
-    },
+    #[error(transparent)]
+    OtherOperation(#[from] crate::ops::operation::OtherOperation),
     #[error("the new root token does not work: {0}")]
     NewTokenRejected(NodeError),
+    #[error("pod {pod} took all {submitted} new shares for verification but never answered that the rekey is complete; the new shares stay in the checkpoint, re-run `kubectl vault rotate` to resume")]
+    VerifyIncomplete { pod: String, submitted: usize },
+}
+
+impl RotateError {
+    /// Whether re-running cannot help until something changes (exit 1), as
+    /// opposed to a failure that a re-run resumes (exit 2). Every variant is
+    /// named, so a new one must be classified here.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            RotateError::InvalidOptions(_)
+            | RotateError::NoCredentials { .. }
+            | RotateError::LoadStore { .. }
+            | RotateError::Sealed { .. }
+            | RotateError::Mismatch { .. }
+            | RotateError::SharesRejected { .. }
+            | RotateError::RekeyLost { .. }
+            | RotateError::OtherOperation(_) => true,
+            RotateError::NoGenerationAccepted { .. }
+            | RotateError::Node { .. }
+            | RotateError::Store { .. }
+            | RotateError::NewTokenRejected(_)
+            | RotateError::VerifyIncomplete { .. } => false,
+        }
+    }
 }
 
 /// Which endpoints this server offers.
@@ -310,7 +331,9 @@ impl<N: VaultNode> Session<'_, N> {
         progress: u64,
     ) -> Result<(), RotateError> {
         let skip = usize::try_from(progress).unwrap_or(0);
+        let mut submitted = skip;
         for share in next.unseal_shares().iter().skip(skip) {
+            submitted += 1;
             let body = json!({ "key": share.expose(), "nonce": nonce });
             let v = self
                 .call(
@@ -324,8 +347,30 @@ impl<N: VaultNode> Session<'_, N> {
                 return Ok(());
             }
         }
-        Ok(())
+        Err(RotateError::VerifyIncomplete {
+            pod: self.node.name().to_owned(),
+            submitted,
+        })
     }
+}
+
+/// Whether `candidate`'s shares are the cluster's current ones, asked of the
+/// active node `leader` without changing anything: a rekey is started with
+/// them (verification required) and cancelled before any verification, so
+/// the current shares stay current either way. `token` must be one the
+/// cluster accepts (OpenBao's rekey endpoints need it).
+pub async fn probe_shares<N: VaultNode>(
+    leader: &N,
+    token: &Secret,
+    candidate: &Credentials,
+) -> Result<bool, RotateError> {
+    let api = detect_api(leader).await?;
+    let session = Session {
+        node: leader,
+        api,
+        token: token.clone(),
+    };
+    session.accepts(candidate).await
 }
 
 /// Picks the endpoints by asking the legacy path: OpenBao answers 405.
@@ -365,19 +410,16 @@ pub async fn run<N: VaultNode>(
             object: store.checkpoint_object(),
             source,
         })?;
-    if let Some(c) = checkpoint
-        .as_ref()
-        .filter(|c| c.resume_command() != "kubectl vault rotate")
-    {
-        let phase = serde_json::to_value(&c.phase)
-            .ok()
-            .and_then(|v| v.get("phase").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        return Err(RotateError::OtherOperation {
-            phase,
-            checkpoint: store.checkpoint_object(),
-            command: c.resume_command(),
-        });
+    if let crate::ops::operation::Claim::Busy(operation) = crate::ops::operation::claim(
+        checkpoint.as_ref(),
+        crate::ops::operation::Operation::Rotate,
+    ) {
+        return Err(RotateError::OtherOperation(
+            crate::ops::operation::OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                operation,
+            },
+        ));
     }
     let api = detect_api(leader).await?;
     let mut session = Session {

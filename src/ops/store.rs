@@ -29,6 +29,20 @@ pub enum StoreError {
     },
     #[error("{object} changed while it was being written (conflict)")]
     Conflict { object: String },
+    /// Someone else wrote the object since this run read it: the write would
+    /// overwrite their work, so it was not made.
+    #[error("{object} was changed by another run since this one read it; nothing was overwritten. Check `kubectl vault status`, then re-run")]
+    Superseded { object: String },
+    /// The write would change who can decrypt the stored keys, unasked.
+    #[error("{object} is encrypted for [{recorded}] and this run would encrypt it for [{requested}]; changing who can read the keys needs --age-recipient with the complete new set and --yes (SOPS_AGE_RECIPIENTS applies only to documents not yet encrypted)")]
+    RecipientsPinned {
+        object: String,
+        recorded: String,
+        requested: String,
+    },
+    /// This run no longer holds the workload's Lease.
+    #[error("not writing {object}: {reason}")]
+    Fenced { object: String, reason: String },
     #[error("could not {verb} {object}: {reason}")]
     Unavailable {
         object: String,

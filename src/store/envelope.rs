@@ -41,6 +41,10 @@ pub enum Sealing {
     Inherit,
     /// Encrypt for exactly these recipients (at least one).
     Encrypt(Vec<Recipient>),
+    /// Like [`Sealing::Inherit`]; these recipients only for documents that
+    /// are not encrypted yet (`SOPS_AGE_RECIPIENTS`: a default from the
+    /// environment never re-encrypts what is stored for someone else).
+    InheritOr(Vec<Recipient>),
     /// Write plaintext JSON and drop the recipients annotation.
     Plaintext,
 }
@@ -58,6 +62,9 @@ pub struct IdentitySources {
 /// How documents are sealed on write and opened on read.
 pub struct Envelope {
     sealing: Sealing,
+    /// The person asked for the recipients to change (`--yes`, or a command
+    /// whose purpose is that change).
+    recipients_change: bool,
     sources: IdentitySources,
     client: Option<kube::Client>,
     identities: OnceCell<Identities>,
@@ -82,19 +89,39 @@ impl Envelope {
     pub fn new(sealing: Sealing, sources: IdentitySources, client: Option<kube::Client>) -> Self {
         Envelope {
             sealing,
+            recipients_change: false,
             sources,
             client,
             identities: OnceCell::new(),
         }
     }
 
+    /// Allows a write to change the recipients of an encrypted document.
+    #[must_use]
+    pub fn allow_recipients_change(self, allowed: bool) -> Self {
+        Envelope {
+            recipients_change: allowed,
+            ..self
+        }
+    }
+
+    pub fn recipients_change_allowed(&self) -> bool {
+        self.recipients_change
+    }
+
     pub fn sealing(&self) -> &Sealing {
         &self.sealing
     }
 
-    /// The same identity sources with another write policy.
+    /// The same identity sources with another write policy, chosen by a
+    /// command whose purpose is that policy (encrypt, decrypt, import): it
+    /// may change the recipients.
     pub fn with_sealing(self, sealing: Sealing) -> Self {
-        Envelope { sealing, ..self }
+        Envelope {
+            sealing,
+            recipients_change: true,
+            ..self
+        }
     }
 
     /// Encrypts `plain` (a JSON document) for `recipients`; plaintext when there are none.

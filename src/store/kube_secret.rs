@@ -21,7 +21,7 @@ use crate::store::envelope::{
 use crate::store::sops::{self, Format, Recipient};
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::ByteString;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use std::collections::BTreeMap;
 
 pub const CREDENTIALS_KEY: &str = "credentials.json";
@@ -39,6 +39,10 @@ pub struct SecretStore {
     name: String,
     checkpoint: String,
     envelope: Envelope,
+    /// The resourceVersion this run last read or wrote, per Secret name
+    /// (`None`: seen absent). A write carries it, so a write based on a stale
+    /// read fails instead of overwriting what another run stored since.
+    observed: std::sync::Mutex<BTreeMap<String, Option<String>>>,
 }
 
 impl SecretStore {
@@ -49,7 +53,31 @@ impl SecretStore {
             name: name.to_owned(),
             checkpoint: format!("{name}-checkpoint"),
             envelope: Envelope::default(),
+            observed: std::sync::Mutex::default(),
         }
+    }
+
+    fn observe(&self, name: &str, version: Option<String>) {
+        self.observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), version);
+    }
+
+    /// `Some(version)` when this run has seen `name` (`Some(None)`: absent).
+    fn observed(&self, name: &str) -> Option<Option<String>> {
+        self.observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn fence(&self, name: &str) -> Result<(), StoreError> {
+        crate::store::lease::check_fence().map_err(|e| StoreError::Fenced {
+            object: self.object(name),
+            reason: e.to_string(),
+        })
     }
 
     /// Seals and opens documents with `envelope` (default: inherit the stored
@@ -74,6 +102,14 @@ impl SecretStore {
             Sealing::Encrypt(recipients) => Ok(recipients.clone()),
             Sealing::Plaintext => Ok(Vec::new()),
             Sealing::Inherit => self.recorded_recipients().await,
+            Sealing::InheritOr(fallback) => {
+                let recorded = self.recorded_recipients().await?;
+                Ok(if recorded.is_empty() {
+                    fallback.clone()
+                } else {
+                    recorded
+                })
+            }
         }
     }
 
@@ -94,36 +130,67 @@ impl SecretStore {
             else {
                 continue;
             };
-            let annotation = secret
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RECIPIENTS_ANNOTATION));
-            if let Some(value) = annotation {
-                return parse_recipients(value).map_err(|e| StoreError::Corrupt {
-                    object: self.object(name),
-                    reason: format!("its annotation {RECIPIENTS_ANNOTATION} is invalid: {e}"),
-                });
-            }
-            let text = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_owned));
-            if let Some(text) = text.filter(|t| sops::is_encrypted(t, Format::Json)) {
-                let listed = sops::recipients(&text, Format::Json).unwrap_or_default();
-                return listed
-                    .iter()
-                    .map(|r| Recipient::parse(r))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| StoreError::Corrupt {
-                        object: self.object(name),
-                        reason: format!("{key} lists an invalid recipient: {e}"),
-                    });
-            }
-            return Ok(Vec::new());
+            // What the document is really encrypted for decides, never the
+            // annotation alone: patching an annotation adds no reader.
+            return self.pinned_recipients(name, key, &secret);
         }
         Ok(Vec::new())
+    }
+
+    /// The recipients `key` of `secret` is encrypted for (empty: plaintext),
+    /// checked against the annotation: an annotation that lists others, or
+    /// plaintext under an annotation, is tampering.
+    fn pinned_recipients(
+        &self,
+        name: &str,
+        key: &str,
+        secret: &KubeSecret,
+    ) -> Result<Vec<Recipient>, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            object: self.object(name),
+            reason,
+        };
+        let text = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+            .unwrap_or_default();
+        let encrypted = sops::is_encrypted(text, Format::Json);
+        let in_document: Vec<Recipient> = if encrypted {
+            sops::recipients(text, Format::Json)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| Recipient::parse(r))
+                .collect::<Result<_, _>>()
+                .map_err(|e| corrupt(format!("{key} lists an invalid recipient: {e}")))?
+        } else {
+            Vec::new()
+        };
+        let Some(value) = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECIPIENTS_ANNOTATION))
+        else {
+            return Ok(in_document);
+        };
+        let annotated = parse_recipients(value).map_err(|e| {
+            corrupt(format!(
+                "its annotation {RECIPIENTS_ANNOTATION} is invalid: {e}"
+            ))
+        })?;
+        if !encrypted {
+            return Err(corrupt(format!("its annotation {RECIPIENTS_ANNOTATION} says {key} is encrypted, but it is plaintext; refusing it as tampered")));
+        }
+        if !same_recipients(&annotated, &in_document) {
+            return Err(corrupt(format!(
+                "its annotation {RECIPIENTS_ANNOTATION} lists [{}] but {key} is encrypted for [{}]; refusing it as tampered (was the annotation edited?)",
+                format_recipients(&annotated),
+                format_recipients(&in_document)
+            )));
+        }
+        Ok(in_document)
     }
 
     /// The credentials document and the recipients it is encrypted for
@@ -164,6 +231,17 @@ impl SecretStore {
     ) -> Result<(), StoreError> {
         let recipients = self.write_recipients().await?;
         let object = self.object(name);
+        let recorded = self.recorded_recipients().await?;
+        if !recorded.is_empty()
+            && !same_recipients(&recorded, &recipients)
+            && !self.envelope.recipients_change_allowed()
+        {
+            return Err(StoreError::RecipientsPinned {
+                object,
+                recorded: format_recipients(&recorded).replace(',', ", "),
+                requested: format_recipients(&recipients).replace(',', ", "),
+            });
+        }
         if !recipients.is_empty() && !self.envelope.holds_any(&recipients, &object).await? {
             let sources = self
                 .envelope
@@ -180,7 +258,52 @@ impl SecretStore {
             });
         }
         let sealed = Envelope::seal(plain, &recipients, &object)?;
-        self.write(name, key, sealed, &recipients).await
+        match self.write(name, key, sealed, &recipients).await {
+            Err(StoreError::Conflict { object }) => {
+                self.after_conflict(name, key, plain, object).await
+            }
+            other => other,
+        }
+    }
+
+    /// A conditional write was refused. When the object already holds what
+    /// this run was writing (an earlier attempt landed but its answer was
+    /// lost), that is success; when it still holds what this run read, the
+    /// conflict was passing and a retry may go through; otherwise another
+    /// run wrote since, and this run must not overwrite it.
+    async fn after_conflict(
+        &self,
+        name: &str,
+        key: &str,
+        plain: &SecretBytes,
+        object: String,
+    ) -> Result<(), StoreError> {
+        let expected = self.observed(name).flatten();
+        let current = self
+            .api
+            .get_opt(name)
+            .await
+            .map_err(|e| self.error(name, "get", e))?;
+        let version = current
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone());
+        if version == expected {
+            return Err(StoreError::Conflict { object });
+        }
+        let bytes = current
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .map(|b| SecretBytes::new(b.0.clone()));
+        if let Some(bytes) = bytes {
+            if let Ok(opened) = self.envelope.open(&bytes, &object, key).await {
+                if opened.plain.expose() == plain.expose() {
+                    self.observe(name, version);
+                    return Ok(());
+                }
+            }
+        }
+        Err(StoreError::Superseded { object })
     }
 
     fn object(&self, name: &str) -> String {
@@ -193,8 +316,12 @@ impl SecretStore {
         key: &str,
     ) -> Result<Option<(KubeSecret, SecretBytes)>, StoreError> {
         match self.api.get_opt(name).await {
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.observe(name, None);
+                Ok(None)
+            }
             Ok(Some(secret)) => {
+                self.observe(name, secret.metadata.resource_version.clone());
                 let bytes = secret
                     .data
                     .as_ref()
@@ -204,6 +331,7 @@ impl SecretStore {
                         object: self.object(name),
                         reason: format!("it has no data key {key}"),
                     })?;
+                self.pinned_recipients(name, key, &secret)?;
                 Ok(Some((secret, bytes)))
             }
             Err(e) => Err(self.error(name, "get", e)),
@@ -219,11 +347,20 @@ impl SecretStore {
         bytes: SecretBytes,
         recipients: &[Recipient],
     ) -> Result<(), StoreError> {
+        self.fence(name)?;
         let existing = self
             .api
             .get_opt(name)
             .await
             .map_err(|e| self.error(name, "get", e))?;
+        // The version this run based its write on; the current one only for
+        // an object it never read.
+        let version = match self.observed(name) {
+            Some(v) => v,
+            None => existing
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.clone()),
+        };
         let mut annotations = existing
             .as_ref()
             .and_then(|s| s.metadata.annotations.clone())
@@ -246,9 +383,7 @@ impl SecretStore {
                     MANAGED_BY.0.to_owned(),
                     MANAGED_BY.1.to_owned(),
                 )])),
-                resource_version: existing
-                    .as_ref()
-                    .and_then(|s| s.metadata.resource_version.clone()),
+                resource_version: version.clone(),
                 annotations: Some(annotations).filter(|a| !a.is_empty()),
                 ..ObjectMeta::default()
             },
@@ -256,19 +391,21 @@ impl SecretStore {
             data: Some(data),
             ..KubeSecret::default()
         };
-        let result = match existing {
-            Some(_) => self
-                .api
-                .replace(name, &PostParams::default(), &secret)
-                .await
-                .map(drop),
-            None => self
-                .api
-                .create(&PostParams::default(), &secret)
-                .await
-                .map(drop),
+        let result = match version {
+            Some(_) => {
+                self.api
+                    .replace(name, &PostParams::default(), &secret)
+                    .await
+            }
+            None => self.api.create(&PostParams::default(), &secret).await,
         };
-        result.map_err(|e| self.error(name, "write", e))
+        match result {
+            Ok(written) => {
+                self.observe(name, written.metadata.resource_version);
+                Ok(())
+            }
+            Err(e) => Err(self.error(name, "write", e)),
+        }
     }
 
     fn error(&self, name: &str, verb: &'static str, e: kube::Error) -> StoreError {
@@ -348,16 +485,31 @@ impl CredentialStore for SecretStore {
     }
 
     async fn delete_checkpoint(&self) -> Result<(), StoreError> {
-        match self
-            .api
-            .delete(&self.checkpoint, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(()),
+        self.fence(&self.checkpoint)?;
+        let params = DeleteParams {
+            preconditions: self
+                .observed(&self.checkpoint)
+                .flatten()
+                .map(|v| Preconditions {
+                    resource_version: Some(v),
+                    uid: None,
+                }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(&self.checkpoint, &params).await {
+            Ok(_) => {
+                self.observe(&self.checkpoint, None);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(self.error(&self.checkpoint, "delete", e)),
         }
     }
+}
+
+/// The same recipients, in any order.
+fn same_recipients(a: &[Recipient], b: &[Recipient]) -> bool {
+    a.len() == b.len() && a.iter().all(|r| b.contains(r))
 }
 
 /// Names a serde_json error by category only: its message could quote a secret.

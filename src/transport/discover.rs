@@ -127,14 +127,14 @@ impl KubeCluster {
             .collect())
     }
 
-    fn node(&self, name: String) -> PodNode {
+    fn node(&self, pod: &Pod) -> Option<PodNode> {
+        let name = pod.metadata.name.clone()?;
         let forward = self
             .forward_port
             .map(|port| PortForwardNode::new(self.pods.clone(), name.clone(), port));
-        PodNode::new(
-            ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli),
-            forward,
-        )
+        let exec = ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
+            .with_data_dir(data_dir(pod, &self.container));
+        Some(PodNode::new(exec, forward))
     }
 
     /// Switches to the port-forward transport, to the port of the
@@ -169,8 +169,7 @@ impl VaultCluster for KubeCluster {
         Ok(pods
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .filter_map(|p| p.metadata.name)
-            .map(|n| self.node(n))
+            .filter_map(|p| self.node(&p))
             .collect())
     }
 
@@ -232,6 +231,28 @@ fn pod_info(p: &Pod) -> PodInfo {
 }
 
 /// The container's `BAO_ADDR`/`VAULT_ADDR`, as the charts set it.
+/// Where the server container mounts a PersistentVolumeClaim: the data
+/// volume the charts put raft (or file) storage on, the one place in the pod
+/// that survives its deletion.
+fn data_dir(pod: &Pod, container: &str) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let claims: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.persistent_volume_claim.is_some())
+        .map(|v| v.name.as_str())
+        .collect();
+    spec.containers
+        .iter()
+        .find(|c| c.name == container)?
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| claims.contains(&m.name.as_str()) && !m.read_only.unwrap_or(false))
+        .map(|m| m.mount_path.clone())
+}
+
 fn listener_addr(pod: &Pod, container: &str) -> String {
     pod.spec
         .as_ref()

@@ -39,10 +39,6 @@ impl CliFlavour {
     }
 }
 
-/// Where a pod-local copy of an in-flight `sys/init` response is kept: the
-/// container's HOME if writable, else its temp dir, mode 0600.
-const INIT_COPY: &str = ".kubectl-vault-init.json";
-
 /// One Vault/OpenBao container reached by exec.
 #[derive(Clone)]
 pub struct ExecNode {
@@ -50,6 +46,8 @@ pub struct ExecNode {
     pod: String,
     container: String,
     cli: CliFlavour,
+    /// Where the server container mounts its PersistentVolumeClaim, if it does.
+    data_dir: Option<String>,
 }
 
 /// What one exec returned.
@@ -66,11 +64,25 @@ impl ExecNode {
             pod,
             container,
             cli,
+            data_dir: None,
         }
+    }
+
+    /// Sets the container's data volume (see [`Self::data_dir`]).
+    #[must_use]
+    pub fn with_data_dir(mut self, dir: Option<String>) -> Self {
+        self.data_dir = dir;
+        self
     }
 
     pub fn cli(&self) -> CliFlavour {
         self.cli
+    }
+
+    /// The mount path of the pod's PersistentVolumeClaim in the server
+    /// container: the only place in the pod that survives its deletion.
+    pub fn data_dir(&self) -> Option<&str> {
+        self.data_dir.as_deref()
     }
 
     /// Runs `argv` in the container with `stdin` (if any), collecting output.
@@ -163,8 +175,36 @@ fn attach_params(container: &str, stdin: bool) -> AttachParams {
     }
 }
 
-/// Runs one command in a container and collects its output and exit code.
+/// How long one collected exec may take: every Vault API call is short.
+/// Snapshots stream through [`stream_in`], which has its own deadline.
+const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// The most output a collected exec may return (a raft configuration or a
+/// seal status is a few KiB).
+const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// Runs one command in a container and collects its output and exit code,
+/// within [`EXEC_DEADLINE`] and [`MAX_OUTPUT`].
 pub async fn run_in(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    argv: Vec<String>,
+    stdin: Option<SecretBytes>,
+) -> Result<ExecOutput, NodeError> {
+    tokio::time::timeout(
+        EXEC_DEADLINE,
+        run_collected(pods, pod, container, argv, stdin),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(NodeError::Unreachable(format!(
+            "a command in pod {pod} did not finish within {}s",
+            EXEC_DEADLINE.as_secs()
+        )))
+    })
+}
+
+async fn run_collected(
     pods: &Api<Pod>,
     pod: &str,
     container: &str,
@@ -190,14 +230,14 @@ pub async fn run_in(
     let read_out = async {
         let mut buf = Vec::new();
         if let Some(r) = out.as_mut() {
-            r.read_to_end(&mut buf).await?;
+            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
         }
         Ok::<_, std::io::Error>(buf)
     };
     let read_err = async {
         let mut buf = Vec::new();
         if let Some(r) = err.as_mut() {
-            r.read_to_end(&mut buf).await?;
+            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
         }
         Ok::<_, std::io::Error>(buf)
     };
@@ -206,6 +246,12 @@ pub async fn run_in(
         |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
     fed.map_err(unreachable)?;
     let stdout = stdout.map_err(unreachable)?;
+    if stdout.len() as u64 > MAX_OUTPUT {
+        return Err(NodeError::Malformed(format!(
+            "a command in pod {pod} printed more than {} MiB",
+            MAX_OUTPUT / 1024 / 1024
+        )));
+    }
     let stderr = String::from_utf8_lossy(&stderr.map_err(unreachable)?).into_owned();
     let status = match status {
         Some(s) => s.await,
@@ -457,35 +503,15 @@ impl VaultNode for ExecNode {
     }
 
     async fn init(&self, body: SecretBytes) -> Result<Value, NodeError> {
-        let script = format!(
-            "umask 077; d=\"$HOME\"; [ -n \"$d\" ] && [ -w \"$d\" ] || d=\"${{TMPDIR:-/tmp}}\"; f=\"$d/{INIT_COPY}\"; \
-             \"$0\" write -format=json sys/init - > \"$f.part\" || {{ rc=$?; rm -f \"$f.part\"; exit $rc; }}; \
-             mv \"$f.part\" \"$f\" && cat \"$f\""
-        );
-        let argv = vec!["sh".into(), "-c".into(), script, self.cli.binary().into()];
-        interpret(self.run(argv, Some(body)).await?)
+        crate::transport::init_copy::init(self, body).await
     }
 
     async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
-        let script = format!("for d in \"$HOME\" \"${{TMPDIR:-/tmp}}\"; do [ -f \"$d/{INIT_COPY}\" ] && exec cat \"$d/{INIT_COPY}\"; done; exit 0");
-        let out = self
-            .run(vec!["sh".into(), "-c".into(), script], None)
-            .await?;
-        if out.exit_code != 0 || out.stdout.iter().all(u8::is_ascii_whitespace) {
-            return Ok(None);
-        }
-        interpret(out).map(Some)
+        crate::transport::init_copy::recover(self).await
     }
 
     async fn clear_init_response(&self) -> Result<(), NodeError> {
-        let script = format!("rm -f \"$HOME/{INIT_COPY}\" \"${{TMPDIR:-/tmp}}/{INIT_COPY}\"");
-        let out = self
-            .run(vec!["sh".into(), "-c".into(), script], None)
-            .await?;
-        match out.exit_code {
-            0 => Ok(()),
-            code => Err(parse_cli_error(&out.stderr, code)),
-        }
+        crate::transport::init_copy::clear(self).await
     }
 }
 

@@ -6,5 +6,6 @@
 
 pub mod discover;
 pub mod exec;
+pub mod init_copy;
 pub mod pod;
 pub mod portforward;

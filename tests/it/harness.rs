@@ -99,6 +99,68 @@ impl Env {
         run
     }
 
+    /// Starts the plugin in the background (output piped); the caller waits
+    /// for it or kills it, and passes what it printed to [`Self::record_output`].
+    pub fn spawn_plugin(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .arg("--kubeconfig")
+            .arg(self.cluster.kubeconfig_path())
+            .args(["-n", self.cluster.namespace(), "--no-progress"])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("FAILPOINTS")
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.spawn().expect("spawn plugin")
+    }
+
+    /// Collects a spawned run's output, for the exposure check.
+    pub async fn finish_spawned(&self, child: tokio::process::Child) -> Run {
+        let out = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+            .await
+            .expect("plugin run timed out")
+            .expect("wait for plugin");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        self.outputs
+            .lock()
+            .unwrap()
+            .push(format!("{}\n{}", run.stdout, run.stderr));
+        run
+    }
+
+    /// How many times a server was initialized, from the servers' own logs
+    /// (one `security barrier initialized` line per `sys/init` that took).
+    pub fn sys_inits(&self) -> usize {
+        self.cluster
+            .pod_names()
+            .iter()
+            .map(|name| {
+                let log = self
+                    .cluster
+                    .dir()
+                    .join("pods")
+                    .join(name)
+                    .join("server.log");
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .matches("security barrier initialized")
+                    .count()
+            })
+            .sum()
+    }
+
     /// Runs the plugin with a failpoint that kills it (panic) at `name`.
     pub async fn plugin_crashing_at(&self, args: &[&str], failpoint: &str) -> Run {
         let spec = format!("{failpoint}=panic");
@@ -273,6 +335,11 @@ impl Env {
     /// Restarts every pod (they come back sealed) and unseals them with the
     /// stored credentials through the plugin.
     pub async fn restart_all_and_unseal(&self) {
+        self.restart_all_and_unseal_with(&[]).await;
+    }
+
+    /// [`Self::restart_all_and_unseal`] with extra plugin arguments (identities).
+    pub async fn restart_all_and_unseal_with(&self, extra: &[&str]) {
         self.cluster.restart_all().await.expect("restart all");
         for i in 0..self.cluster.pod_names().len() as u32 {
             assert_eq!(
@@ -281,7 +348,9 @@ impl Env {
                 "pod {i} sealed after restart"
             );
         }
-        self.plugin(&["unseal"]).await.ok();
+        let mut args = vec!["unseal"];
+        args.extend_from_slice(extra);
+        self.plugin(&args).await.ok();
     }
 
     /// No share and no token of the stored credentials appears in the audit

@@ -63,7 +63,10 @@ async fn exec_streams_stdin_and_exit_codes() {
         .filter_map(|l| l.split('=').next())
         .collect();
     keys.sort();
-    assert_eq!(keys, ["BAO_ADDR", "HOME", "HOSTNAME", "PATH", "POD_IP"]);
+    assert_eq!(
+        keys,
+        ["BAO_ADDR", "HOME", "HOSTNAME", "PATH", "POD_IP", "TMPDIR"]
+    );
     let out = exec(&pods, "openbao-0", None, &["pwd"], None)
         .await
         .unwrap();

@@ -53,16 +53,17 @@ pub(super) async fn run(ctx: &Context<'_>, args: ImportArgs) -> Result<(), Failu
     }
 
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = import_locked(
-        ctx,
-        &cluster,
-        store,
-        &mut candidate,
-        imported.recipients,
-        args.force,
-    )
-    .await;
-    guard.release().await;
+    let result = guard
+        .fenced(import_locked(
+            ctx,
+            &cluster,
+            store,
+            &mut candidate,
+            imported.recipients,
+            args.force,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result?;
     ctx.printer
         .value(&report, |r| {
@@ -73,8 +74,8 @@ pub(super) async fn run(ctx: &Context<'_>, args: ImportArgs) -> Result<(), Failu
                 Some(Proof::MatchesStored { generation }) => {
                     format!("its shares match stored generation {generation}")
                 }
-                Some(Proof::RootTokenAccepted { pod }) => {
-                    format!("its root token is accepted by {pod}")
+                Some(Proof::RekeyProbe { pod }) => {
+                    format!("the active node {pod} took its shares in a rekey probe (cancelled; nothing changed)")
                 }
                 None => "they are the credentials already stored".to_owned(),
             };
@@ -100,6 +101,22 @@ async fn import_locked(
     force: bool,
 ) -> Result<ImportReport, Failure> {
     let object = store.credentials_object();
+    // An operation in flight may hold newer keys than any file: importing
+    // now could make stale shares current.
+    match store.load_checkpoint().await {
+        Ok(None) => {}
+        Ok(Some(c)) => {
+            return Err(Failure::refused(crate::ops::operation::OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                operation: c.operation(),
+            }))
+        }
+        Err(e) => {
+            return Err(Failure::refused(anyhow::Error::new(e).context(
+                "an unreadable checkpoint may belong to an operation in flight; nothing was imported (`kubectl vault checkpoint show`)",
+            )))
+        }
+    }
     let stored = match store.load_credentials().await {
         Ok(stored) => stored,
         Err(e) if force => {

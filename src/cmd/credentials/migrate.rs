@@ -51,8 +51,10 @@ pub(super) async fn run(
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = migrate_locked(ctx, store, direction, recipients).await;
-    guard.release().await;
+    let result = guard
+        .fenced(migrate_locked(ctx, store, direction, recipients))
+        .await
+        .map_err(Failure::failed)?;
     let report = result?;
     ctx.printer
         .value(&report, |r| {

@@ -1,0 +1,563 @@
+//! Operations that meet: one is interrupted, and the next command is another
+//! one (or the same one at a random moment). Each case proves that the keys
+//! stored afterwards unseal every pod and that nothing initialized twice.
+
+use crate::harness::Env;
+use rand::{Rng, SeedableRng};
+use sandbox::ClusterOptions;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const INIT_COPY: &str = ".kubectl-vault-init.json";
+
+fn answer_file(env: &Env, ordinal: u32) -> PathBuf {
+    env.cluster
+        .dir()
+        .join("pods")
+        .join(&env.cluster.pod_names()[ordinal as usize])
+        .join("data")
+        .join(INIT_COPY)
+}
+
+fn audit_has_sys_init_launch(env: &Env) -> bool {
+    std::fs::read_to_string(env.cluster.audit_log_path())
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains("/exec") && l.contains("sys/init"))
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The keys exist in the cluster but in no Secret: only the pod's copy has them.
+async fn keys_only_in_the_pod(env: &Env) -> bool {
+    env.seal_status(0).await["initialized"] == true
+        && env.stored_credentials().await.is_none()
+        && env
+            .secret_data(
+                &format!("{}-checkpoint", env.secret_name()),
+                "checkpoint.json",
+            )
+            .await
+            .is_none_or(|c| !c.contains("init_keys_stored"))
+}
+
+/// How a trial picks its moment.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// After the `sys/init` process answered, before the plugin stored it
+    /// (the plugin is held by a sleep failpoint, so the window is certain).
+    AnswerOnlyInThePod,
+    /// A random delay after the `sys/init` launch reached the API server.
+    AfterLaunch(u64),
+    /// A random delay after the run started.
+    AfterStart(u64),
+}
+
+/// SIGKILLs `init` at many moments, each on a fresh cluster, and re-runs it.
+/// `INIT_KILL_TRIALS` sets the count (CI runs the default; the note of the
+/// change that added this reports a longer run).
+#[tokio::test]
+async fn init_killed_at_random_moments_never_loses_the_keys() {
+    let trials: usize = std::env::var("INIT_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed: u64 = std::env::var("INIT_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("init kill trials: {trials}, seed {seed} (INIT_KILL_SEED reproduces)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut only_in_pod = 0;
+    for trial in 0..trials {
+        let moment = match trial % 3 {
+            0 if trial == 0 => Moment::AnswerOnlyInThePod,
+            1 | 0 => Moment::AfterLaunch(rng.random_range(0..1500)),
+            _ => Moment::AfterStart(rng.random_range(300..2500)),
+        };
+        let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+        let failpoints = match moment {
+            Moment::AnswerOnlyInThePod => "init::sys_init_launched=sleep(5000)",
+            _ => "",
+        };
+        let mut child = env.spawn_plugin(&["init", "--yes"], &[("FAILPOINTS", failpoints)]);
+        match moment {
+            Moment::AnswerOnlyInThePod => {
+                let file = answer_file(&env, 0);
+                wait_for("the sys/init answer", Duration::from_secs(60), || {
+                    file.exists()
+                })
+                .await;
+            }
+            Moment::AfterLaunch(ms) => {
+                wait_for("the sys/init launch", Duration::from_secs(60), || {
+                    audit_has_sys_init_launch(&env)
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Moment::AfterStart(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+        let still_running = child.try_wait().expect("try_wait").is_none();
+        child.start_kill().expect("SIGKILL init");
+        let killed = env.finish_spawned(child).await;
+        if matches!(moment, Moment::AnswerOnlyInThePod) {
+            assert!(
+                still_running,
+                "the held run must be killed mid-way: {killed:?}"
+            );
+        }
+        let window = keys_only_in_the_pod(&env).await;
+        only_in_pod += usize::from(window);
+        eprintln!(
+            "trial {trial}: {moment:?}, killed while running: {still_running}, keys only in the pod: {window}"
+        );
+
+        let rerun = env
+            .plugin(&["init", "--yes", "-o", "json"])
+            .await
+            .ok()
+            .json();
+        assert!(rerun["result"].is_string(), "{rerun}");
+        env.assert_whole(3).await;
+        assert!(!env.checkpoint_exists().await, "checkpoint deleted");
+        assert_eq!(
+            env.sys_inits(),
+            1,
+            "trial {trial}: exactly one sys/init took"
+        );
+        assert!(!answer_file(&env, 0).exists(), "the pod's copy is removed");
+        if window || trial % 3 == 0 {
+            let creds = env.stored_credentials().await.unwrap();
+            let token = creds["root_token"].as_str().unwrap().to_owned();
+            env.write_kv(&token, "probe", "kept").await;
+            env.restart_all_and_unseal().await;
+            env.assert_whole(3).await;
+            assert_eq!(env.read_kv(&token, "probe").await, "kept");
+        }
+        env.assert_no_secret_exposed().await;
+    }
+    assert!(
+        only_in_pod >= 1,
+        "no trial hit the window where the keys exist only in the pod"
+    );
+}
+
+/// The copy of the `sys/init` answer survives what the charts' pods survive:
+/// a pod deletion empties HOME and /tmp, the data volume stays.
+#[tokio::test]
+async fn init_killed_after_sys_init_then_pod_0_deleted_recovers_the_keys() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let crashed = env
+        .plugin_crashing_at(&["init", "--yes"], "init::after_sys_init")
+        .await;
+    assert_ne!(crashed.code, 0, "{crashed:?}");
+    assert!(
+        keys_only_in_the_pod(&env).await,
+        "the failpoint fired after sys/init"
+    );
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    pods.delete("openbao-0", &Default::default())
+        .await
+        .expect("delete pod 0");
+    let home = env
+        .cluster
+        .dir()
+        .join("pods")
+        .join("openbao-0")
+        .join("home");
+    assert_eq!(
+        std::fs::read_dir(&home).map(|d| d.count()).unwrap_or(0),
+        0,
+        "the deleted pod's HOME is empty"
+    );
+    let resumed = env
+        .plugin(&["init", "--yes", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(resumed["result"], "resumed", "{resumed}");
+    env.assert_whole(3).await;
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+    assert_eq!(env.sys_inits(), 1);
+    env.assert_no_secret_exposed().await;
+}
+
+/// `init` never picks "the first running pod": with pod 0 gone and pods 1
+/// and 2 running, it waits for pod 0 and calls nothing.
+#[tokio::test]
+async fn init_waits_for_pod_0_and_never_initializes_another_pod() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.cluster.remove_pod(0).await.expect("remove pod 0");
+    let refused = env.plugin(&["init", "--yes", "--timeout", "3s"]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("openbao-0"), "{refused:?}");
+    assert!(!audit_has_sys_init_launch(&env), "no sys/init was sent");
+    assert_eq!(env.sys_inits(), 0);
+    env.cluster.restore_pod(0).await.expect("pod 0 back");
+    env.cluster
+        .wait_for_pods(3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    env.plugin(&["init", "--yes"]).await.ok();
+    env.assert_whole(3).await;
+    assert_eq!(env.sys_inits(), 1);
+}
+
+const HOOK: [&str; 8] = [
+    "hook",
+    "--log-format",
+    "json",
+    "--key-shares",
+    "3",
+    "--key-threshold",
+    "2",
+    "--timeout=60s",
+];
+
+fn all_unsealed(statuses: &[serde_json::Value]) -> bool {
+    statuses.iter().all(|s| s["sealed"] == false)
+}
+
+async fn statuses(env: &Env) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        out.push(env.seal_status(i).await);
+    }
+    out
+}
+
+/// A rekey killed after its verification made the new shares current, which
+/// live only in the checkpoint. Then a `helm upgrade` restarts every pod and
+/// runs the hook, then `init` and `join` run. None of them may finish or
+/// delete the rotate's checkpoint; the hook and join unseal with the pending
+/// shares; `rotate` finishes it; the stored keys unseal everything after.
+#[tokio::test]
+async fn a_rotate_killed_after_verification_survives_the_hook_init_and_join() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&HOOK).await.ok();
+    let token = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.write_kv(&token, "before", "rotate").await;
+    let crashed = env
+        .plugin_crashing_at(&["rotate", "--yes"], "rotate::after_verify")
+        .await;
+    assert_ne!(crashed.code, 0, "{crashed:?}");
+    assert!(
+        crashed.stderr.contains("rotate::after_verify"),
+        "{crashed:?}"
+    );
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 1);
+    let shown = env
+        .plugin(&["checkpoint", "show", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["operation"], "rotate", "{shown}");
+    assert_eq!(shown["resume_command"], "kubectl vault rotate", "{shown}");
+    let abandon = env.plugin(&["checkpoint", "abandon", "--yes"]).await;
+    assert_eq!(
+        abandon.code, 1,
+        "the only copy of the new shares is kept: {abandon:?}"
+    );
+    assert!(
+        abandon.stderr.contains("kubectl vault rotate"),
+        "{abandon:?}"
+    );
+
+    env.cluster.restart_all().await.unwrap();
+    let hook = env.plugin(&HOOK).await;
+    assert_eq!(hook.code, 1, "{hook:?}");
+    assert!(hook.stderr.contains("kubectl vault rotate"), "{hook:?}");
+    assert!(
+        env.checkpoint_exists().await,
+        "the hook kept the rotate's checkpoint"
+    );
+    assert!(
+        all_unsealed(&statuses(&env).await),
+        "the hook unsealed with the pending shares"
+    );
+
+    let init = env.plugin(&["init", "--yes"]).await;
+    assert_eq!(init.code, 1, "{init:?}");
+    assert!(init.stderr.contains("kubectl vault rotate"), "{init:?}");
+    env.cluster.restart_all().await.unwrap();
+    env.plugin(&["join"]).await.ok();
+    assert!(
+        all_unsealed(&statuses(&env).await),
+        "join unsealed with the pending shares"
+    );
+    assert!(
+        env.checkpoint_exists().await,
+        "join kept the rotate's checkpoint"
+    );
+
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    assert!(!env.checkpoint_exists().await);
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 2);
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+    assert_eq!(env.read_kv(&token, "before").await, "rotate");
+    assert_eq!(env.sys_inits(), 1);
+    env.assert_no_secret_exposed().await;
+}
+
+/// `unseal --watch` started before a rotation unseals a pod restarted after
+/// it, with the new generation, without being restarted itself.
+#[tokio::test]
+async fn unseal_watch_follows_a_rotation() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    let watcher = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 2);
+    env.cluster.restart_pod(2).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.seal_status(2).await["sealed"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not unseal pod 2"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut watcher = watcher;
+    watcher.start_kill().unwrap();
+    let run = env.finish_spawned(watcher).await;
+    assert!(
+        run.stderr.contains("generation") && run.stderr.contains("openbao-2"),
+        "the watcher logs which generation unsealed the pod: {}",
+        run.stderr
+    );
+    env.assert_no_secret_exposed().await;
+}
+
+/// A checkpoint that cannot be parsed does not block `unseal` with the
+/// stored credentials; the warning names the command that clears it.
+#[tokio::test]
+async fn a_corrupt_checkpoint_does_not_block_unseal() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes"]).await.ok();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    let corrupt = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{}-checkpoint", env.secret_name())},
+        "stringData": {"checkpoint.json": "{not json"},
+    });
+    secrets
+        .create(
+            &Default::default(),
+            &serde_json::from_value(corrupt).unwrap(),
+        )
+        .await
+        .expect("plant a corrupt checkpoint");
+    env.cluster.restart_all().await.unwrap();
+    let run = env.plugin(&["unseal"]).await.ok();
+    assert!(
+        run.stderr.contains("kubectl vault checkpoint abandon"),
+        "{run:?}"
+    );
+    assert!(all_unsealed(&statuses(&env).await));
+}
+
+/// A run stopped (SIGSTOP) while it holds the Lease, past the Lease's
+/// duration: the next run takes over and finishes the work. When the stopped
+/// run continues, it stops before writing anything, and what the new holder
+/// stored stays.
+#[tokio::test]
+async fn a_paused_rotate_cannot_overwrite_what_the_next_holder_stored() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    let paused = env.spawn_plugin(
+        &["rotate", "--yes"],
+        &[("FAILPOINTS", "rotate::after_checkpoint=sleep(2000)")],
+    );
+    let pid = paused.id().expect("pid");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.checkpoint_exists().await {
+        assert!(Instant::now() < deadline, "no rotate checkpoint");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(pid, "-STOP");
+    let next = env.plugin(&["rotate", "--yes"]).await.ok();
+    assert!(!env.checkpoint_exists().await, "{next:?}");
+    let stored = env.stored_credentials().await.unwrap();
+    assert_eq!(stored["generation"], 2);
+    signal(pid, "-CONT");
+    let resumed = env.finish_spawned(paused).await;
+    assert_eq!(resumed.code, 2, "{resumed:?}");
+    assert!(resumed.stderr.contains("lost Lease"), "{resumed:?}");
+    assert_eq!(
+        env.stored_credentials().await.unwrap(),
+        stored,
+        "nothing overwritten"
+    );
+    assert!(!env.checkpoint_exists().await);
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = std::process::Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
+/// A Lease renewed by a host whose clock is an hour behind looks expired by
+/// its renewTime, but it is alive: no second run takes it while it changes.
+/// Once it stops changing, a run takes it after one lease duration.
+#[tokio::test]
+async fn a_lease_renewed_with_a_skewed_clock_is_not_taken_over() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    let leases: kube::Api<Lease> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    let name = format!("{}-kubectl-vault", env.cluster.name());
+    let skewed = || {
+        let then = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        LeaseSpec {
+            holder_identity: Some("kubectl-vault@elsewhere/1".into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(then)),
+            acquire_time: Some(MicroTime(then)),
+            ..LeaseSpec::default()
+        }
+    };
+    let lease = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        spec: Some(skewed()),
+    };
+    leases.create(&Default::default(), &lease).await.unwrap();
+    let renewer = {
+        let leases = leases.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let mut l = leases.get(&name).await.unwrap();
+                l.spec = Some(skewed());
+                leases
+                    .replace(&name, &Default::default(), &l)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let busy = env
+        .plugin(&["checkpoint", "abandon", "--yes", "--lock-timeout", "20s"])
+        .await;
+    assert_eq!(busy.code, 1, "{busy:?}");
+    assert!(busy.stderr.contains("elsewhere"), "{busy:?}");
+    renewer.abort();
+    let started = Instant::now();
+    env.plugin(&["checkpoint", "abandon", "--yes", "--lock-timeout", "60s"])
+        .await
+        .ok();
+    assert!(
+        started.elapsed() >= Duration::from_secs(14),
+        "taken over only after a whole lease duration unchanged: {:?}",
+        started.elapsed()
+    );
+}
+
+/// A write based on a stale read fails instead of overwriting: the store
+/// carries the resourceVersion it read.
+#[tokio::test]
+async fn a_write_based_on_a_stale_read_is_refused() {
+    use kubectl_vault::ops::credentials::Credentials;
+    use kubectl_vault::ops::secret::Secret;
+    use kubectl_vault::ops::store::{CredentialStore, StoreError};
+    use kubectl_vault::store::kube_secret::SecretStore;
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    let creds = |generation: u32, share: &str| Credentials {
+        root_token: Secret::new(format!("token-{generation}")),
+        unseal_keys_b64: vec![Secret::new(share)],
+        key_threshold: 1,
+        key_shares: 1,
+        generation,
+        cluster_id: String::new(),
+        created_at: String::new(),
+        server_version: String::new(),
+        history: vec![],
+    };
+    let name = env.secret_name();
+    let stale = SecretStore::new(env.client().await, env.cluster.namespace(), &name);
+    let fresh = SecretStore::new(env.client().await, env.cluster.namespace(), &name);
+    fresh
+        .save_credentials(&creds(1, "c2hhcmUtMQ=="))
+        .await
+        .unwrap();
+    assert_eq!(
+        stale.load_credentials().await.unwrap().unwrap().generation,
+        1
+    );
+    fresh.load_credentials().await.unwrap();
+    fresh
+        .save_credentials(&creds(2, "c2hhcmUtMg=="))
+        .await
+        .unwrap();
+    let err = stale
+        .save_credentials(&creds(2, "c3RhbGUtMg=="))
+        .await
+        .expect_err("a stale write must fail");
+    assert!(matches!(err, StoreError::Superseded { .. }), "{err}");
+    let kept = fresh.load_credentials().await.unwrap().unwrap();
+    assert_eq!(kept.unseal_keys_b64[0].expose(), "c2hhcmUtMg==");
+    // The same write again, once it has landed, is not a conflict.
+    fresh
+        .save_credentials(&creds(2, "c2hhcmUtMg=="))
+        .await
+        .unwrap();
+}
+
+/// Shares retired by a rotate still come with a working root token (a rekey
+/// keeps it). Importing them over the current ones, even with --force, is
+/// refused: the active node's rekey probe says they are not current.
+#[tokio::test]
+async fn importing_a_retired_generation_is_refused_even_with_force() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let work = tempfile::tempdir().unwrap();
+    let old = work.path().join("generation-1.yaml");
+    let old = old.to_str().unwrap();
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    env.plugin(&["credentials", "export", "--plaintext", "-f", old])
+        .await
+        .ok();
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    let current = env.stored_credentials().await.unwrap();
+    assert_eq!(current["generation"], 2);
+    let refused = env
+        .plugin(&["credentials", "import", "--force", "--yes", "-f", old])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("rekey probe"), "{refused:?}");
+    assert_eq!(
+        env.stored_credentials().await.unwrap(),
+        current,
+        "nothing changed"
+    );
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
+}
