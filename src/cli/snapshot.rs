@@ -68,9 +68,16 @@ pub struct RestoreArgs {
     /// restored data they become the stored credentials.
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<std::path::PathBuf>,
+    /// Without --snapshot, also consider snapshots whose manifest names
+    /// another cluster than the stored credentials.
+    #[arg(long)]
+    pub allow_foreign_cluster: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Give up on pods that do not elect a leader or unseal within this time.
     #[arg(long, default_value = "120s", value_parser = crate::cli::parse_duration)]
     pub timeout: std::time::Duration,
+    /// Give up on a snapshot stream into the pod that has not finished by then.
+    #[arg(long, default_value = "30m", value_parser = crate::cli::parse_duration)]
+    pub stream_timeout: std::time::Duration,
 }

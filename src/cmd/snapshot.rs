@@ -2,25 +2,29 @@
 //!
 //! Save streams `operator raft snapshot save /dev/stdout` from the active
 //! pod into the target while hashing it, writes the manifest, then applies
-//! retention. Restore verifies first, asks, takes the lock and runs the
-//! restore state machine with an exec feed that streams the file back in.
+//! retention (to this cluster's snapshots only). Restore verifies first (the
+//! manifest, and that the bytes are a raft snapshot), asks, takes the lock
+//! and runs the restore state machine with an exec feed that streams the
+//! file back in, hashing it and withholding its end unless it still matches.
 
 use crate::cli::snapshot::{ListArgs, RestoreArgs, SaveArgs, SnapshotCommand, VerifyArgs};
 use crate::cmd::{holder_identity, Context, Failure};
 use crate::ops::checkpoint::{now_rfc3339, SnapshotRef};
+use crate::ops::cluster::ClusterError;
 use crate::ops::cluster::VaultCluster;
+use crate::ops::converge::ServerRestart;
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, NodeError, Request, StorageKind, VaultNode};
 use crate::ops::reconcile::{wait_for_leader, Timeouts};
-use crate::ops::restore::{for_generation, RestoreError, RestoreOptions, SnapshotFeed};
+use crate::ops::restore::{for_generation, FeedError, RestoreError, RestoreOptions, SnapshotFeed};
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{CredentialStore, RetryBudget};
 use crate::output::{table, Printer};
-use crate::snapshot::location::{check, Entry, Location, Verification};
+use crate::snapshot::location::{Entry, Location, Verification};
 use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
 use crate::snapshot::retention::{self, Candidate, Policy};
-use crate::snapshot::stream::{pump, HashingReader};
-use crate::snapshot::SnapshotError;
+use crate::snapshot::stream::{pump, Digested, VerifyingReader};
+use crate::snapshot::{plain_name, SnapshotError};
 use crate::transport::discover::KubeCluster;
 use crate::transport::exec::{parse_cli_error, StreamStdin};
 use crate::transport::pod::PodNode;
@@ -179,7 +183,9 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     let pruned = if policy.is_empty() {
         vec![]
     } else {
-        prune(&location, policy).await.map_err(Failure::failed)?
+        prune(&location, policy, &manifest.cluster_id)
+            .await
+            .map_err(Failure::failed)?
     };
     let report = SaveReport {
         location: location.to_string(),
@@ -205,17 +211,23 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         .map_err(Failure::failed)
 }
 
-/// Applies retention after a successful save: the newest snapshot that
-/// re-hashes to its manifest is never deleted.
-async fn prune(location: &Location, policy: Policy) -> Result<Vec<String>, SnapshotError> {
-    let protected = match location.newest_verified().await {
+/// Applies retention after a successful save, to the snapshots of `cluster`
+/// only (a shared prefix may hold other clusters' snapshots, which are
+/// theirs to prune): the newest of them that verifies is never deleted.
+async fn prune(
+    location: &Location,
+    policy: Policy,
+    cluster: &str,
+) -> Result<Vec<String>, SnapshotError> {
+    let protected = match location.newest_verified(Some(cluster)).await {
         Ok((name, _)) => Some(name),
-        Err(SnapshotError::NoneVerified { .. }) => None,
+        Err(SnapshotError::NoneVerified { .. } | SnapshotError::NoneOfThisCluster { .. }) => None,
         Err(e) => return Err(e),
     };
     let entries = location.list().await?;
     let candidates: Vec<Candidate> = entries
         .iter()
+        .filter(|e| e.of_cluster(Some(cluster)))
         .map(|e| Candidate {
             name: e.name.clone(),
             created: e.created(),
@@ -306,6 +318,7 @@ async fn list(printer: &Printer, args: ListArgs) -> Result<(), Failure> {
 /// one, or the newest with a manifest.
 async fn pick(location: &Location, name: Option<&str>) -> Result<String, Failure> {
     if let Some(n) = name {
+        plain_name(n).map_err(Failure::refused)?;
         return Ok(n.to_owned());
     }
     if !location.is_collection() {
@@ -346,6 +359,7 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     require_raft(&cluster, "snapshot restore").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
+    let stored = stored(&store).await?;
     // An interrupted restore names its snapshot; resume with that one.
     let pending = store.load_checkpoint().await.map_err(Failure::refused)?;
     let pending_name = pending.as_ref().and_then(|c| match &c.phase {
@@ -356,32 +370,36 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
         } if args.snapshot.is_none() && location.is_collection() => Some(snapshot.name.clone()),
         _ => None,
     });
+    let nothing_changed =
+        |e: SnapshotError| Failure::refused(anyhow::Error::new(e).context("nothing was changed"));
     let name = match pending_name {
         Some(n) => n,
         None if location.is_collection() && args.snapshot.is_none() => {
+            let cluster_id = (!args.allow_foreign_cluster).then_some(stored.cluster_id.as_str());
             location
-                .newest_verified()
+                .newest_verified(cluster_id)
                 .await
-                .map_err(Failure::refused)?
+                .map_err(nothing_changed)?
                 .0
         }
         None => pick(&location, args.snapshot.as_deref()).await?,
     };
-    let (manifest, _) = location
-        .verify(&name)
-        .await
-        .map_err(|e| Failure::refused(anyhow::Error::new(e).context("nothing was changed")))?;
+    let (manifest, _) = location.verify(&name).await.map_err(nothing_changed)?;
     let explicit = match &args.credentials {
         Some(path) => Some(read_credentials(ctx, path).await?),
         None => None,
     };
-    let stored = stored(&store).await?;
     let unseal_generation = match &explicit {
         Some(c) => c.generation,
         None => {
-            for_generation(&stored, manifest.generation, &store.credentials_object())
-                .map_err(Failure::refused)?
-                .generation
+            for_generation(
+                &stored,
+                manifest.generation,
+                &manifest.cluster_id,
+                &store.credentials_object(),
+            )
+            .map_err(Failure::refused)?
+            .generation
         }
     };
     if !ctx.confirm(&format!(
@@ -399,13 +417,21 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
             "the restore was not confirmed; nothing was changed"
         )));
     }
-    let (snapshot, feed, opts) =
-        restore_inputs(&args.from, &location, &name, &manifest, args.timeout);
+    let (snapshot, feed, opts) = restore_inputs(
+        &args.from,
+        &location,
+        &name,
+        &manifest,
+        args.timeout,
+        args.stream_timeout,
+    );
+    let restart = PodRestart::new(ctx);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
     let result = crate::ops::restore::run(
         &cluster,
         &store,
         &feed,
+        &restart,
         &snapshot,
         &manifest.cluster_id,
         explicit.as_ref(),
@@ -418,7 +444,8 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
         | RestoreError::MissingGeneration { .. }
         | RestoreError::NoCredentials { .. }
         | RestoreError::OtherOperation { .. }
-        | RestoreError::OtherSnapshot { .. }) => Failure::refused(e),
+        | RestoreError::OtherSnapshot { .. }
+        | RestoreError::Rejected { .. }) => Failure::refused(e),
         e => Failure::failed(
             anyhow::Error::new(e)
                 .context("the restore did not finish; re-run `kubectl vault snapshot restore` with the same --from to resume"),
@@ -442,11 +469,32 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
                 r.reconcile.pods.len(),
                 r.reconcile.leader
             );
+            let fixed: Vec<String> = r
+                .pods
+                .iter()
+                .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
+                .map(|p| format!("{} ({})", p.pod, p.remedy))
+                .collect();
+            if !fixed.is_empty() {
+                text.push_str(&format!(
+                    "Pods that still held the old keyring were brought onto the restored one: {}.\n",
+                    fixed.join(", ")
+                ));
+            }
             if r.credentials_replaced {
                 text.push_str(&format!(
-                    "{} now holds the credentials that unseal the restored data.\n",
+                    "{} now holds the credentials that unseal the restored data; the replaced ones are kept in its history.\n",
                     store.credentials_object()
                 ));
+            } else if r.credentials_updated {
+                text.push_str(&format!(
+                    "{} now holds key generation {} and the root token of the restored data as current; the previous ones are kept in its history.\n",
+                    store.credentials_object(),
+                    r.generation
+                ));
+            }
+            if !r.root_token_valid {
+                text.push_str("Warning: no stored root token is valid in the restored data.\n");
             }
             text
         })
@@ -523,14 +571,15 @@ fn token_line(token: &Secret) -> SecretBytes {
 }
 
 /// What `snapshot restore` and `recover` hand the state machines for the
-/// snapshot they chose: its checkpoint reference, the exec feed that
-/// streams it into the pod, and the options.
+/// snapshot they chose and verified (`name`): its checkpoint reference, the
+/// exec feed that streams it into the pod, and the options.
 pub(crate) fn restore_inputs(
     from: &str,
     location: &Location,
     name: &str,
     manifest: &Manifest,
     timeout: Duration,
+    stream_timeout: Duration,
 ) -> (SnapshotRef, ExecFeed, RestoreOptions) {
     let snapshot = SnapshotRef {
         location: from.to_owned(),
@@ -540,7 +589,12 @@ pub(crate) fn restore_inputs(
     };
     let feed = ExecFeed {
         location: location.clone(),
-        manifest: manifest.clone(),
+        name: name.to_owned(),
+        expected: Digested {
+            sha256: manifest.sha256.clone(),
+            size: manifest.size,
+        },
+        deadline: stream_timeout,
     };
     let opts = RestoreOptions {
         holder: holder_identity(),
@@ -550,11 +604,16 @@ pub(crate) fn restore_inputs(
     (snapshot, feed, opts)
 }
 
-/// Streams a snapshot from its location into a pod's
-/// `operator raft snapshot restore`, re-hashing it on the way.
+/// Streams a verified snapshot from its location into a pod's
+/// `operator raft snapshot restore`, re-hashing it on the way and holding
+/// its end back unless it still matches what was verified.
 pub(crate) struct ExecFeed {
     pub location: Location,
-    pub manifest: Manifest,
+    /// The verified name: what is opened, whatever a manifest says.
+    pub name: String,
+    pub expected: Digested,
+    /// The whole stream, from opening the snapshot to the command's exit.
+    pub deadline: Duration,
 }
 
 impl SnapshotFeed<PodNode> for ExecFeed {
@@ -563,15 +622,26 @@ impl SnapshotFeed<PodNode> for ExecFeed {
         node: &PodNode,
         token: &Secret,
         force: bool,
-    ) -> Result<(), NodeError> {
-        let name = &self.manifest.snapshot;
-        let object = self.location.object(name);
+    ) -> Result<(), FeedError> {
+        let deadline = self.deadline;
+        let streamed = tokio::time::timeout(deadline, self.stream(node, token, force)).await;
+        streamed.unwrap_or_else(|_| {
+            Err(FeedError::Interrupted(NodeError::Unreachable(format!(
+                "the snapshot stream into pod {} did not finish within {deadline:?} (--stream-timeout)",
+                node.name()
+            ))))
+        })
+    }
+}
+
+impl ExecFeed {
+    async fn stream(&self, node: &PodNode, token: &Secret, force: bool) -> Result<(), FeedError> {
         let (reader, _) = self
             .location
-            .open(name)
+            .open(&self.name)
             .await
-            .map_err(|e| NodeError::Unreachable(e.to_string()))?;
-        let (reader, probe) = HashingReader::new(reader);
+            .map_err(|e| FeedError::Rejected(NodeError::Unreachable(e.to_string())))?;
+        let (reader, cut) = VerifyingReader::new(reader, self.expected.clone());
         let mut args = vec!["operator", "raft", "snapshot", "restore"];
         if force {
             args.push("-force");
@@ -587,12 +657,53 @@ impl SnapshotFeed<PodNode> for ExecFeed {
                 },
                 false,
             )
-            .await?;
-        let (code, _, stderr) = streaming.wait().await?;
-        if code != 0 {
-            return Err(parse_cli_error(&stderr, code));
+            .await
+            .map_err(FeedError::Interrupted)?;
+        let (code, _, stderr) = streaming.wait().await.map_err(FeedError::Interrupted)?;
+        if cut.was_cut() {
+            return Err(FeedError::Rejected(NodeError::Malformed(format!(
+                "{} changed after it was verified; its end was withheld, so the server received no complete snapshot",
+                self.location.object(&self.name)
+            ))));
         }
-        check(&object, &self.manifest, &probe.digest())
-            .map_err(|e| NodeError::Malformed(format!("{e} (it changed while it was restored)")))
+        if code != 0 {
+            return Err(FeedError::Rejected(parse_cli_error(&stderr, code)));
+        }
+        Ok(())
+    }
+}
+
+/// Restarts a server by deleting its pod: the StatefulSet recreates it with
+/// its data volume, sealed. Needs `delete` on pods, which an operator running
+/// `snapshot restore` or `recover` has; it is used only for a pod that still
+/// holds the old keyring after a forced restore.
+pub(crate) struct PodRestart {
+    pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+}
+
+impl PodRestart {
+    pub(crate) fn new(ctx: &Context<'_>) -> Self {
+        PodRestart {
+            pods: kube::Api::namespaced(ctx.client.clone(), &ctx.namespace),
+        }
+    }
+}
+
+impl ServerRestart for PodRestart {
+    async fn restart(&self, pod: &str) -> Result<(), ClusterError> {
+        tracing::info!(pod, "deleting the pod so that it restarts sealed");
+        match self
+            .pods
+            .delete(pod, &kube::api::DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 403 => Err(ClusterError::Forbidden {
+                action: format!("delete pod {pod}"),
+                reason: s.message,
+            }),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(ClusterError::List(format!("delete pod {pod}: {e}"))),
+        }
     }
 }

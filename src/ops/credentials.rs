@@ -23,13 +23,20 @@ pub struct Credentials {
     pub created_at: String,
     #[serde(default)]
     pub server_version: String,
-    /// Earlier key generations, newest first: restoring an older snapshot
-    /// needs the shares that were current when it was taken.
+    /// Earlier key generations and root tokens, newest first: restoring an
+    /// older snapshot needs the shares, and a token, that were current when
+    /// it was taken. A root token rotation keeps the generation number, so
+    /// one generation can appear several times, once per retired token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<KeyGeneration>,
 }
 
-/// A retired set of unseal shares.
+/// A retired set of unseal shares, with the root token that went with them.
+///
+/// `root_token` and `cluster_id` were added after the first release: a
+/// document written before has neither, and loads with `None` and `""`
+/// (additive fields with defaults: every older document still loads, so the
+/// document needs no schema number and no migration).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyGeneration {
     pub generation: u32,
@@ -37,6 +44,31 @@ pub struct KeyGeneration {
     pub key_threshold: u8,
     pub key_shares: u8,
     pub retired_at: String,
+    /// The root token that was current with these shares, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_token: Option<Secret>,
+    /// The cluster these shares belonged to, when known: after a restore with
+    /// `--credentials` the history holds generations of two clusters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_id: String,
+}
+
+impl KeyGeneration {
+    /// Same generation, shares and token (compared by fingerprint).
+    pub fn same_secrets(&self, other: &KeyGeneration) -> bool {
+        self.generation == other.generation
+            && same_shares(&self.unseal_keys_b64, &other.unseal_keys_b64)
+            && match (&self.root_token, &other.root_token) {
+                (Some(a), Some(b)) => a.same_as(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+/// Two share lists hold the same secrets in the same order (by fingerprint).
+pub fn same_shares(a: &[Secret], b: &[Secret]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
 }
 
 /// Why a credentials document cannot be used.
@@ -84,16 +116,105 @@ impl Credentials {
         &self.unseal_keys_b64[..n]
     }
 
+    /// This document's current shares and root token as a history entry.
+    pub fn retire(&self) -> KeyGeneration {
+        KeyGeneration {
+            generation: self.generation,
+            unseal_keys_b64: self.unseal_keys_b64.clone(),
+            key_threshold: self.key_threshold,
+            key_shares: self.key_shares,
+            retired_at: crate::ops::checkpoint::now_rfc3339(),
+            root_token: Some(self.root_token.clone()),
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
+
+    /// The highest generation number this document knows (current or
+    /// history): a rotate after restoring an older generation numbers its
+    /// new shares above every one already used.
+    pub fn newest_generation(&self) -> u32 {
+        self.history
+            .iter()
+            .map(|g| g.generation)
+            .chain(std::iter::once(self.generation))
+            .max()
+            .unwrap_or(self.generation)
+    }
+
+    /// Puts `entries` in front of the history, newest first, then drops
+    /// exact duplicates and entries that are the current shares and token.
+    /// Nothing else is dropped.
+    pub fn push_history(&mut self, entries: impl IntoIterator<Item = KeyGeneration>) {
+        let current = self.retire();
+        let mut merged: Vec<KeyGeneration> = Vec::new();
+        for g in entries.into_iter().chain(std::mem::take(&mut self.history)) {
+            if g.same_secrets(&current) || merged.iter().any(|m| m.same_secrets(&g)) {
+                continue;
+            }
+            merged.push(g);
+        }
+        self.history = merged;
+    }
+
+    /// Keeps the history entries of the `keep` newest distinct generations
+    /// (a generation with several retired root tokens counts once).
+    pub fn truncate_history(&mut self, keep: usize) {
+        let mut seen: Vec<u32> = Vec::new();
+        self.history.retain(|g| {
+            if !seen.contains(&g.generation) {
+                seen.push(g.generation);
+            }
+            seen.iter()
+                .position(|s| *s == g.generation)
+                .is_some_and(|i| i < keep)
+        });
+    }
+
+    /// Every root token this document holds, current first, then the
+    /// history's, newest first, without duplicates; tokens retired with
+    /// `generation` come before the others.
+    pub fn root_tokens_for(&self, generation: u32) -> Vec<Secret> {
+        let mut ordered: Vec<&Secret> = Vec::new();
+        let history_tokens = |want: bool| {
+            self.history
+                .iter()
+                .filter(move |g| (g.generation == generation) == want)
+                .filter_map(|g| g.root_token.as_ref())
+        };
+        let current_first = self.generation == generation;
+        if current_first {
+            ordered.push(&self.root_token);
+        }
+        ordered.extend(history_tokens(true));
+        if !current_first {
+            ordered.push(&self.root_token);
+        }
+        ordered.extend(history_tokens(false));
+        let mut out: Vec<Secret> = Vec::new();
+        for t in ordered {
+            if !out.iter().any(|o| o.same_as(t)) {
+                out.push(t.clone());
+            }
+        }
+        out
+    }
+
     /// True when both documents hold the same secrets (compared by fingerprint).
     pub fn same_secrets(&self, other: &Credentials) -> bool {
         self.root_token.same_as(&other.root_token)
-            && self.unseal_keys_b64.len() == other.unseal_keys_b64.len()
-            && self
-                .unseal_keys_b64
-                .iter()
-                .zip(&other.unseal_keys_b64)
-                .all(|(a, b)| a.same_as(b))
+            && same_shares(&self.unseal_keys_b64, &other.unseal_keys_b64)
             && self.generation == other.generation
+    }
+
+    /// True when both documents hold the same secrets, history included.
+    pub fn same_secrets_and_history(&self, other: &Credentials) -> bool {
+        self.same_secrets(other)
+            && self.history.len() == other.history.len()
+            && self
+                .history
+                .iter()
+                .zip(&other.history)
+                .all(|(a, b)| a.same_secrets(b))
     }
 }
 
@@ -117,6 +238,45 @@ pub(crate) fn sample(shares: u8, threshold: u8) -> Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn retired(generation: u32, token: &str) -> KeyGeneration {
+        let mut c = sample(2, 1);
+        c.generation = generation;
+        c.root_token = Secret::new(token);
+        c.retire()
+    }
+
+    #[test]
+    fn a_document_without_history_tokens_still_loads() {
+        let old = r#"{"root_token":"s.r","unseal_keys_b64":["a"],"key_threshold":1,"key_shares":1,
+            "generation":2,"created_at":"x","history":[{"generation":1,"unseal_keys_b64":["b"],
+            "key_threshold":1,"key_shares":1,"retired_at":"y"}]}"#;
+        let c: Credentials = serde_json::from_str(old).unwrap();
+        assert_eq!(c.history[0].root_token, None);
+        assert_eq!(c.history[0].cluster_id, "");
+        let again = serde_json::to_value(&c).unwrap();
+        assert!(again["history"][0].get("root_token").is_none(), "{again}");
+    }
+
+    #[test]
+    fn history_keeps_every_token_once_and_orders_the_generation_first() {
+        let mut c = sample(2, 1);
+        c.generation = 3;
+        c.root_token = Secret::new("t3");
+        c.push_history([retired(2, "t2"), retired(1, "t1b"), retired(1, "t1a")]);
+        c.push_history([retired(2, "t2"), retired(3, "t3")]);
+        assert_eq!(c.history.len(), 3, "duplicates and the current are dropped");
+        let tokens: Vec<String> = c
+            .root_tokens_for(1)
+            .iter()
+            .map(|t| t.expose().to_owned())
+            .collect();
+        assert_eq!(tokens, ["t1b", "t1a", "t3", "t2"]);
+        assert_eq!(c.newest_generation(), 3);
+        c.truncate_history(1);
+        assert_eq!(c.history.len(), 1);
+        assert_eq!(c.history[0].generation, 2);
+    }
 
     #[test]
     fn validate_rejects_a_threshold_above_the_shares() {

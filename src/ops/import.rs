@@ -172,6 +172,8 @@ mod tests {
             key_threshold: 2,
             key_shares: 3,
             retired_at: "2026-11-25T00:00:00Z".into(),
+            root_token: None,
+            cluster_id: String::new(),
         });
         assert_eq!(matching_generation(&older, &with_history), Some(1));
     }

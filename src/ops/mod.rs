@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod cluster;
+pub mod converge;
 pub mod credentials;
 #[cfg(test)]
 pub(crate) mod double;

@@ -1,5 +1,5 @@
 //! `recover`: bring back a cluster whose data was lost while its keys
-//! survived, from a verified snapshot, without ever touching the stored keys.
+//! survived, from a verified snapshot, without ever dropping a stored key.
 //!
 //! Owns the decision (no pod initialized + stored credentials + a verified
 //! snapshot) and the steps. Choosing and verifying the snapshot, and the lock,
@@ -18,7 +18,11 @@
 //! 6. Checkpoint `restore_applied` (the temporary keys are dropped).
 //! 7. [`reconcile`] with the stored shares of the snapshot's generation
 //!    (pod 0 reseals with the snapshot's keyring; the others join).
-//! 8. Read through the restored data with the stored root token; delete the checkpoint.
+//! 8. Find the stored root token the restored data accepts; [`converge`]
+//!    every pod onto the restored keyring (a read on each pod proves it).
+//! 9. When the snapshot's generation or token is not the stored current one,
+//!    store them as current (what was current moves into the history);
+//!    delete the checkpoint.
 //!
 //! # Why the temporary keys go into the checkpoint
 //! Between steps 2 and 5 pod 0 is initialized with keys that exist nowhere
@@ -34,15 +38,16 @@
 
 use crate::ops::checkpoint::{Checkpoint, Phase, SnapshotRef};
 use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::converge::{converge, ConvergeError, PodReading, ServerRestart};
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status_when_up, NodeError, Request, SealStatus, VaultNode};
 use crate::ops::reconcile::{reconcile, wait_for_leader, ReconcileError, ReconcileReport};
 use crate::ops::restore::{
-    for_generation, save_checkpoint, token_works, wait_for_reseal, CheckpointWriteError,
-    RestoreError, RestoreOptions, SnapshotFeed,
+    adopt, for_generation, save_checkpoint, token_works, wait_for_reseal, working_token,
+    CheckpointWriteError, FeedError, RestoreError, RestoreOptions, SnapshotFeed,
 };
 use crate::ops::secret::{Secret, SecretBytes};
-use crate::ops::store::{CredentialStore, StoreError};
+use crate::ops::store::{persist, CredentialStore, Record, StoreError};
 use crate::ops::unseal::{unseal_node, UnsealError};
 use serde::Deserialize;
 use std::time::Duration;
@@ -52,7 +57,11 @@ pub struct RecoverReport {
     pub snapshot: String,
     pub generation: u32,
     pub resumed: bool,
+    /// Whether the stored current credentials changed to the snapshot's
+    /// generation or token (what was current moved into the history).
+    pub credentials_updated: bool,
     pub reconcile: ReconcileReport,
+    pub pods: Vec<PodReading>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +77,7 @@ pub enum RecoverError {
     #[error("{checkpoint} holds another interrupted operation; finish it first with `{resume}`")]
     OtherOperation { checkpoint: String, resume: String },
     #[error(
-        "{checkpoint} records a recover from {recorded}; re-run with --from naming that location"
+        "{checkpoint} records a recover from {recorded}, which may already be applied; re-run with --from naming that location"
     )]
     OtherSnapshot {
         checkpoint: String,
@@ -88,10 +97,33 @@ pub enum RecoverError {
     TemporaryUnseal { pod: String, source: UnsealError },
     #[error("the restore on pod {pod} failed: {source}")]
     Apply { pod: String, source: NodeError },
+    #[error("pod {pod} refused the snapshot ({source}); nothing was restored. Re-run `kubectl vault recover` with --from naming another snapshot (`kubectl vault snapshot verify` checks one): the interrupted recover continues with it")]
+    Rejected { pod: String, source: NodeError },
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
-    #[error("the cluster is unsealed but a read with the stored root token on pod {pod} failed; check `kubectl vault status`")]
+    #[error(transparent)]
+    Converge(#[from] ConvergeError),
+    #[error("the cluster is unsealed but no stored root token is valid in the restored data (read on pod {pod}); check `kubectl vault status`")]
     VerifyRead { pod: String },
+    #[error("the restored data is unsealed, but storing the credentials that unseal it in {object} failed: {source}; the checkpoint keeps the recover resumable, re-run the same command")]
+    StoreCredentials { object: String, source: StoreError },
+}
+
+/// Refuses a recover when any pod is initialized: there is nothing to
+/// recover. Runs before any snapshot is looked for, so a healthy cluster
+/// gets this answer whatever `--from` holds.
+pub async fn ensure_nothing_initialized<C: VaultCluster>(
+    cluster: &C,
+    opts: &RestoreOptions,
+) -> Result<(), RecoverError> {
+    let nodes = cluster.nodes().await?;
+    let statuses = statuses(&nodes, opts).await?;
+    match nodes.iter().zip(&statuses).find(|(_, s)| s.initialized) {
+        Some((n, _)) => Err(RecoverError::AlreadyInitialized {
+            pod: n.name().to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl From<CheckpointWriteError> for RecoverError {
@@ -117,6 +149,15 @@ pub fn pending_snapshot(checkpoint: Option<&Checkpoint>) -> Option<&SnapshotRef>
     }
 }
 
+/// True when the interrupted recover has not applied its snapshot yet, so
+/// that a re-run may continue with another one.
+pub fn snapshot_replaceable(checkpoint: Option<&Checkpoint>) -> bool {
+    matches!(
+        checkpoint.map(|c| &c.phase),
+        Some(Phase::RecoverPending { .. } | Phase::RecoverTempInit { .. })
+    )
+}
+
 /// Where a run starts.
 enum Start {
     Fresh,
@@ -124,16 +165,18 @@ enum Start {
     Applied,
 }
 
-pub async fn run<C, F>(
+pub async fn run<C, F, R>(
     cluster: &C,
     store: &impl CredentialStore,
     feed: &F,
+    restart: &R,
     snapshot: &SnapshotRef,
     opts: &RestoreOptions,
 ) -> Result<RecoverReport, RecoverError>
 where
     C: VaultCluster,
     F: SnapshotFeed<C::Node>,
+    R: ServerRestart,
 {
     let stored = store
         .load_credentials()
@@ -145,8 +188,13 @@ where
         .ok_or_else(|| RecoverError::NoCredentials {
             object: store.credentials_object(),
         })?;
-    let unseal_with = for_generation(&stored, snapshot.generation, &store.credentials_object())
-        .map_err(RecoverError::Generation)?;
+    let unseal_with = for_generation(
+        &stored,
+        snapshot.generation,
+        &stored.cluster_id,
+        &store.credentials_object(),
+    )
+    .map_err(RecoverError::Generation)?;
     let checkpoint = store
         .load_checkpoint()
         .await
@@ -174,17 +222,21 @@ where
             let recorded = pending_snapshot(checkpoint.as_ref())
                 .cloned()
                 .unwrap_or_else(|| snapshot.clone());
-            if recorded.sha256 != snapshot.sha256 {
-                return Err(RecoverError::OtherSnapshot {
-                    checkpoint: store.checkpoint_object(),
-                    recorded: format!(
-                        "{}/{}",
-                        recorded.location.trim_end_matches('/'),
-                        recorded.name
-                    ),
-                });
+            // Until its restore is applied, an interrupted recover may go on
+            // with another snapshot (its own was refused, or is gone).
+            let switching = recorded.sha256 != snapshot.sha256;
+            let other = || RecoverError::OtherSnapshot {
+                checkpoint: store.checkpoint_object(),
+                recorded: format!(
+                    "{}/{}",
+                    recorded.location.trim_end_matches('/'),
+                    recorded.name
+                ),
+            };
+            if switching && !snapshot_replaceable(checkpoint.as_ref()) {
+                return Err(other());
             }
-            tracing::info!(checkpoint = %store.checkpoint_object(), "resuming an interrupted recover");
+            tracing::info!(checkpoint = %store.checkpoint_object(), switching, "resuming an interrupted recover");
             match phase {
                 Phase::RecoverPending { .. } if !statuses[0].initialized => Start::Fresh,
                 Phase::RecoverPending { .. } => match recover_copy(&first, &unseal_with).await? {
@@ -201,9 +253,15 @@ where
                 },
                 Phase::RecoverTempInit { temporary, .. } => {
                     if restore_happened(&first, temporary, &statuses[0]).await {
+                        if switching {
+                            return Err(other());
+                        }
                         mark_applied(store, snapshot, opts).await?;
                         Start::Applied
                     } else {
+                        if switching {
+                            store_temporary(store, snapshot, temporary, opts).await?;
+                        }
                         Start::TempInit(temporary.clone())
                     }
                 }
@@ -253,12 +311,23 @@ where
         wait_for_leader(std::slice::from_ref(&first), opts.timeouts.leader).await?;
         fail::fail_point!("recover::after_temp_leader");
         tracing::info!(pod = first.name(), snapshot = %snapshot.name, "force-restoring the snapshot");
-        feed.restore_into(&first, &temp.root_token, true)
-            .await
-            .map_err(|source| RecoverError::Apply {
-                pod: first.name().to_owned(),
-                source,
-            })?;
+        match feed.restore_into(&first, &temp.root_token, true).await {
+            Ok(()) => {}
+            // The temporary barrier still answers to the temporary token:
+            // nothing was applied, and the next run starts from it again.
+            Err(FeedError::Rejected(source)) if token_works(&first, &temp.root_token).await => {
+                return Err(RecoverError::Rejected {
+                    pod: first.name().to_owned(),
+                    source,
+                })
+            }
+            Err(FeedError::Rejected(source) | FeedError::Interrupted(source)) => {
+                return Err(RecoverError::Apply {
+                    pod: first.name().to_owned(),
+                    source,
+                })
+            }
+        }
         fail::fail_point!("recover::after_restore");
         mark_applied(store, snapshot, opts).await?;
         fail::fail_point!("recover::after_applied_checkpoint");
@@ -279,10 +348,34 @@ where
         .iter()
         .find(|n| n.name() == report.leader)
         .unwrap_or(&first);
-    if !token_works(leader, &unseal_with.root_token).await {
+    let Some(token) = working_token(leader, &stored.root_tokens_for(unseal_with.generation)).await
+    else {
         return Err(RecoverError::VerifyRead {
             pod: leader.name().to_owned(),
         });
+    };
+    let pods = converge(
+        cluster,
+        restart,
+        &unseal_with,
+        Some(&token),
+        opts.timeouts.pod_appear,
+    )
+    .await?;
+    let adopted = adopt(
+        &stored,
+        None,
+        &unseal_with,
+        Some(&token),
+        &report.cluster_id,
+    );
+    if let Some(next) = &adopted {
+        persist(store, Record::Credentials(next), opts.budget)
+            .await
+            .map_err(|source| RecoverError::StoreCredentials {
+                object: store.credentials_object(),
+                source,
+            })?;
     }
     store
         .delete_checkpoint()
@@ -295,7 +388,9 @@ where
         snapshot: snapshot.name.clone(),
         generation: unseal_with.generation,
         resumed,
+        credentials_updated: adopted.is_some(),
         reconcile: report,
+        pods,
     })
 }
 

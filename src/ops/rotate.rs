@@ -30,7 +30,7 @@
 //! before verification, so the probe changes nothing.
 
 use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
-use crate::ops::credentials::{Credentials, KeyGeneration};
+use crate::ops::credentials::Credentials;
 use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
@@ -662,24 +662,20 @@ fn next_generation(
     threshold: u8,
     keep: usize,
 ) -> Credentials {
-    let mut history = vec![KeyGeneration {
-        generation: current.generation,
-        unseal_keys_b64: current.unseal_keys_b64.clone(),
-        key_threshold: current.key_threshold,
-        key_shares: current.key_shares,
-        retired_at: now_rfc3339(),
-    }];
-    history.extend(current.history.iter().cloned());
-    history.truncate(keep);
-    Credentials {
+    let mut next = Credentials {
         unseal_keys_b64: keys,
         key_shares: shares,
         key_threshold: threshold,
-        generation: current.generation + 1,
+        // Above every number used: after a restore of an older generation the
+        // current one is not the newest.
+        generation: current.newest_generation() + 1,
         created_at: now_rfc3339(),
-        history,
+        history: current.history.clone(),
         ..current.clone()
-    }
+    };
+    next.push_history([current.retire()]);
+    next.truncate_history(keep);
+    next
 }
 
 async fn rotate_root_token<N: VaultNode>(
@@ -753,10 +749,22 @@ async fn rotate_root_token<N: VaultNode>(
         ))
     })?;
     fail::fail_point!("root::after_generate");
-    let next = Credentials {
+    // The old token stays in the history with its generation: a snapshot
+    // taken before this rotation holds it, not the new one. After a rekey in
+    // the same run the retired generation already carries it.
+    let mut next = Credentials {
         root_token: token,
         ..current.clone()
     };
+    let kept = current.history.iter().any(|g| {
+        g.root_token
+            .as_ref()
+            .is_some_and(|t| t.same_as(&current.root_token))
+    });
+    if !kept {
+        next.push_history([current.retire()]);
+        next.truncate_history(opts.keep_generations.max(1));
+    }
     let checkpoint = Checkpoint::new(
         &opts.holder,
         Phase::RootTokenPending {

@@ -6,9 +6,10 @@
 //! its manifest. `gs://` and `az://` parse but are refused: this build carries
 //! only the S3 client (S3-compatible endpoints through `AWS_ENDPOINT_URL`).
 
+use crate::snapshot::archive::inspect;
 use crate::snapshot::manifest::{manifest_name, Manifest};
-use crate::snapshot::stream::{digest, Digested};
-use crate::snapshot::SnapshotError;
+use crate::snapshot::stream::{Digested, HashingReader};
+use crate::snapshot::{plain_name, SnapshotError};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -82,6 +83,15 @@ impl Entry {
             None => Verification::NoManifest,
             Some(m) if m.size != self.size => Verification::Corrupt,
             Some(_) => Verification::ManifestOk,
+        }
+    }
+
+    /// True when the manifest names cluster `cluster`, or either is unknown
+    /// (`None`, or a manifest or credentials without a cluster id).
+    pub fn of_cluster(&self, cluster: Option<&str>) -> bool {
+        match (cluster, &self.manifest) {
+            (Some(c), Some(m)) if !c.is_empty() && !m.cluster_id.is_empty() => m.cluster_id == c,
+            _ => true,
         }
     }
 
@@ -259,6 +269,7 @@ impl Location {
 
     /// The manifest of snapshot `name`, `None` when there is none.
     pub async fn read_manifest(&self, name: &str) -> Result<Option<Manifest>, SnapshotError> {
+        plain_name(name)?;
         let mname = manifest_name(name);
         let object = self.object(&mname);
         let bytes = match self {
@@ -294,6 +305,7 @@ impl Location {
         &self,
         name: &str,
     ) -> Result<(Box<dyn AsyncRead + Send + Unpin>, u64), SnapshotError> {
+        plain_name(name)?;
         let object = self.object(name);
         let read_err = |e: String| SnapshotError::Read {
             object: object.clone(),
@@ -407,7 +419,9 @@ impl Location {
         Ok(entries)
     }
 
-    /// Re-hashes snapshot `name` and compares it with its manifest.
+    /// Re-hashes snapshot `name`, compares it with its manifest, and checks
+    /// that it is a raft snapshot (gzip, tar, members against SHA256SUMS),
+    /// all in one streaming read. The manifest must describe `name` itself.
     pub async fn verify(&self, name: &str) -> Result<(Manifest, Digested), SnapshotError> {
         let object = self.object(name);
         let manifest =
@@ -417,6 +431,13 @@ impl Location {
                     object: object.clone(),
                     manifest: self.object(&manifest_name(name)),
                 })?;
+        if manifest.snapshot != name {
+            return Err(SnapshotError::ManifestNamesOther {
+                manifest: self.object(&manifest_name(name)),
+                named: manifest.snapshot.clone(),
+                name: name.to_owned(),
+            });
+        }
         let (reader, size) = self.open(name).await?;
         if size != manifest.size {
             return Err(SnapshotError::SizeMismatch {
@@ -425,16 +446,46 @@ impl Location {
                 actual: size,
             });
         }
-        let digested = digest(reader, &object).await?;
+        let (reader, probe) = HashingReader::new(reader);
+        let mut bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let read_err = |reason: String| SnapshotError::Read {
+            object: object.clone(),
+            reason,
+        };
+        let format = tokio::task::spawn_blocking(move || {
+            let format = inspect(&mut bridge);
+            // Hash to the end whatever the format said: a checksum mismatch
+            // is the better diagnosis for a damaged file.
+            std::io::copy(&mut bridge, &mut std::io::sink()).map(|_| format)
+        })
+        .await
+        .map_err(|e| read_err(e.to_string()))?
+        .map_err(|e| read_err(e.to_string()))?;
+        let digested = probe.digest();
         check(&object, &manifest, &digested)?;
+        format.map_err(|reason| SnapshotError::NotRaftSnapshot {
+            object: object.clone(),
+            reason,
+        })?;
         Ok((manifest, digested))
     }
 
-    /// The newest snapshot that re-hashes to its manifest; corrupt ones are
-    /// skipped with a warning.
-    pub async fn newest_verified(&self) -> Result<(String, Manifest), SnapshotError> {
+    /// The newest snapshot that verifies; corrupt ones are skipped with a
+    /// warning. With `cluster`, snapshots whose manifest names another
+    /// cluster are not considered (a shared prefix may hold foreign or
+    /// planted ones).
+    pub async fn newest_verified(
+        &self,
+        cluster: Option<&str>,
+    ) -> Result<(String, Manifest), SnapshotError> {
+        let mut skipped = 0;
         for entry in self.list().await? {
             if entry.quick_status() != Verification::ManifestOk {
+                continue;
+            }
+            if !entry.of_cluster(cluster) {
+                skipped += 1;
+                tracing::info!(snapshot = %entry.name, "skipping a snapshot of another cluster");
                 continue;
             }
             match self.verify(&entry.name).await {
@@ -442,9 +493,16 @@ impl Location {
                 Err(e) => tracing::warn!(error = %e, "skipping a snapshot that does not verify"),
             }
         }
-        Err(SnapshotError::NoneVerified {
-            location: self.to_string(),
-        })
+        match cluster {
+            Some(c) if skipped > 0 => Err(SnapshotError::NoneOfThisCluster {
+                location: self.to_string(),
+                cluster: c.to_owned(),
+                skipped,
+            }),
+            _ => Err(SnapshotError::NoneVerified {
+                location: self.to_string(),
+            }),
+        }
     }
 
     /// Deletes a snapshot and its manifest (manifest first, so a crash

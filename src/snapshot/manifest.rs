@@ -56,6 +56,7 @@ impl Manifest {
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("sha256 is not 64 hex digits".into());
         }
+        crate::snapshot::plain_name(&manifest.snapshot).map_err(|e| format!("snapshot: {e}"))?;
         Ok(manifest)
     }
 
@@ -98,5 +99,11 @@ mod tests {
         let mut v = serde_json::to_value(&m).unwrap();
         v["sha256"] = "zz".into();
         assert!(Manifest::parse(v.to_string().as_bytes()).is_err());
+        for name in ["../x.snap", "/etc/passwd", "a/b.snap", "..", ""] {
+            let mut v = serde_json::to_value(&m).unwrap();
+            v["snapshot"] = name.into();
+            let err = Manifest::parse(v.to_string().as_bytes()).unwrap_err();
+            assert!(err.contains("plain"), "{name}: {err}");
+        }
     }
 }

@@ -11,10 +11,28 @@
 //! `operator raft snapshot save` into a [`location::Upload`], and the restore
 //! and recover state machines in `ops` decide when bytes flow back.
 
+pub mod archive;
 pub mod location;
 pub mod manifest;
 pub mod retention;
 pub mod stream;
+
+/// Refuses a snapshot name that is not a plain file name: a name from a
+/// manifest or from `--snapshot` is joined to a folder or bucket prefix and
+/// must not leave it.
+pub fn plain_name(name: &str) -> Result<(), SnapshotError> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0'])
+        || name.starts_with('~');
+    if bad {
+        return Err(SnapshotError::BadName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
 
 /// A snapshot shorter than this is refused: even an empty cluster's raft
 /// snapshot (a gzip tar with the barrier keyring) is several KiB.
@@ -57,6 +75,25 @@ pub enum SnapshotError {
     BadManifest { object: String, reason: String },
     #[error("no verified snapshot in {location}")]
     NoneVerified { location: String },
+    #[error("no verified snapshot of cluster {cluster} in {location}; {skipped} snapshot(s) of other clusters were not considered (--allow-foreign-cluster considers them)")]
+    NoneOfThisCluster {
+        location: String,
+        cluster: String,
+        skipped: usize,
+    },
+    #[error("{object} is not a raft snapshot: {reason}")]
+    NotRaftSnapshot {
+        object: String,
+        reason: archive::ArchiveError,
+    },
+    #[error("`{name}` is not a plain snapshot file name (no `/`, no `..`, not absolute)")]
+    BadName { name: String },
+    #[error("the manifest {manifest} describes {named}, not {name}: refusing to use it")]
+    ManifestNamesOther {
+        manifest: String,
+        named: String,
+        name: String,
+    },
     #[error("no snapshot named {name} in {location}")]
     NotFound { name: String, location: String },
 }

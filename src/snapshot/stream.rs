@@ -83,6 +83,109 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
     }
 }
 
+/// How many bytes a [`VerifyingReader`] holds back until the whole stream
+/// has hashed to the expected digest. More than a gzip trailer (8 bytes), so
+/// a server never receives a complete snapshot whose bytes differ.
+pub const HOLD_BACK: usize = 64 * 1024;
+
+/// A reader that hashes what passes and releases the last [`HOLD_BACK`]
+/// bytes only once the whole stream matched `expected`: the bytes hashed
+/// are the bytes a restore receives, and a stream that differs ends short
+/// (an error instead of its tail), so the server never commits it.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+    expected: Digested,
+    window: std::collections::VecDeque<u8>,
+    scratch: Vec<u8>,
+    eof: bool,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Tells whether a [`VerifyingReader`] withheld its tail.
+#[derive(Clone)]
+pub struct CutProbe(Arc<std::sync::atomic::AtomicBool>);
+
+impl CutProbe {
+    /// True when the stream differed from the expected digest and its tail
+    /// was withheld.
+    pub fn was_cut(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<R> VerifyingReader<R> {
+    pub fn new(inner: R, expected: Digested) -> (Self, CutProbe) {
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (
+            VerifyingReader {
+                inner,
+                hasher: Sha256::new(),
+                size: 0,
+                expected,
+                window: std::collections::VecDeque::with_capacity(HOLD_BACK + CHUNK),
+                scratch: vec![0u8; 64 * 1024],
+                eof: false,
+                cut: cut.clone(),
+            },
+            CutProbe(cut),
+        )
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for VerifyingReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            let releasable = if this.eof {
+                this.window.len()
+            } else {
+                this.window.len().saturating_sub(HOLD_BACK)
+            };
+            if releasable > 0 && buf.remaining() > 0 {
+                let (front, _) = this.window.as_slices();
+                let n = releasable.min(front.len()).min(buf.remaining());
+                buf.put_slice(&front[..n]);
+                this.window.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut this.scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let got = rb.filled();
+            if got.is_empty() {
+                let actual = hex(&this.hasher.clone().finalize());
+                if this.size != this.expected.size
+                    || !actual.eq_ignore_ascii_case(&this.expected.sha256)
+                {
+                    this.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+                    this.window.clear();
+                    return Poll::Ready(Err(std::io::Error::other(format!(
+                        "the snapshot changed since it was verified ({} bytes, sha256 {actual}); its end was withheld",
+                        this.size
+                    ))));
+                }
+                this.eof = true;
+            } else {
+                this.hasher.update(got);
+                this.size += got.len() as u64;
+                this.window.extend(got.iter().copied());
+            }
+        }
+    }
+}
+
 /// Reads `reader` to its end, hashing and counting. Constant memory.
 pub async fn digest(
     mut reader: impl AsyncRead + Unpin,
@@ -189,6 +292,25 @@ mod tests {
         let mut gzip = vec![0x1f, 0x8b];
         gzip.resize(4096, 7);
         assert_eq!(pump_into_dir(&gzip).await.0.unwrap().size, 4096);
+    }
+
+    #[tokio::test]
+    async fn the_verifying_reader_withholds_the_tail_of_a_stream_that_differs() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = digest(&data[..], "x").await.unwrap();
+        let (mut r, cut) = VerifyingReader::new(&data[..], expected.clone());
+        let mut sink = Vec::new();
+        tokio::io::copy(&mut r, &mut sink).await.unwrap();
+        assert_eq!(sink, data);
+        assert!(!cut.was_cut());
+
+        let mut changed = data.clone();
+        changed[1000] ^= 1;
+        let (mut r, cut) = VerifyingReader::new(&changed[..], expected);
+        let mut sink = Vec::new();
+        assert!(tokio::io::copy(&mut r, &mut sink).await.is_err());
+        assert!(cut.was_cut());
+        assert!(sink.len() <= changed.len() - HOLD_BACK, "{}", sink.len());
     }
 
     #[tokio::test]

@@ -351,8 +351,13 @@ async fn snapshot_from_before_a_rotate_unseals_with_the_previous_generation() {
     env.assert_whole(3).await;
     let token = before["root_token"].as_str().unwrap();
     assert_eq!(env.read_kv(token, "before-rotate").await, "intact");
+    // Issue 10 item 4: the restored generation is current; the newer one
+    // is kept in the history.
+    let stored = env.stored_credentials().await.unwrap();
+    assert_eq!(stored["generation"], 1, "{stored:?}");
+    assert_eq!(stored["history"][0]["generation"], 2);
     assert_eq!(
-        env.stored_credentials().await.unwrap()["history"][0]["generation"],
-        1
+        stored["history"][0]["unseal_keys_b64"],
+        rotated["unseal_keys_b64"]
     );
 }

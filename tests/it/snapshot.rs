@@ -3,6 +3,10 @@
 //! restore into another cluster; crash matrices over restore and recover;
 //! guards; retention.
 
+mod guards;
+mod keyring;
+mod keys;
+
 use crate::harness::{deps_bin, Env, Run};
 use sandbox::ClusterOptions;
 use std::path::{Path, PathBuf};
@@ -206,6 +210,27 @@ async fn assert_secrets(env: &Env, token: &str, n: usize, tag: &str) {
     }
 }
 
+/// Every pod reads through the restored keyring: `sys/leader` (served from
+/// the pod's own storage) and a KV read with `token`, each through that pod.
+async fn assert_every_pod_reads(env: &Env, token: &str, key: &str, want: &str) {
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        let (code, out) = env
+            .bao(i, None, &["read", "-format=json", "sys/leader"], None)
+            .await;
+        assert_eq!(code, 0, "pod {i} sys/leader: {out}");
+        let (code, out) = env
+            .bao(
+                i,
+                Some(token),
+                &["kv", "get", "-field=value", &format!("kv/{key}")],
+                None,
+            )
+            .await;
+        assert_eq!(code, 0, "pod {i} kv get: {out}");
+        assert_eq!(out.trim(), want, "pod {i}");
+    }
+}
+
 async fn root_token(env: &Env) -> String {
     env.stored_credentials().await.expect("credentials")["root_token"]
         .as_str()
@@ -385,13 +410,26 @@ async fn restore_into_a_second_cluster_unseals_with_the_source_credentials() {
         ])
         .await
         .ok();
+    // Shows in the test log whether a pod needed the keyring remedy.
+    eprintln!("restore said: {}", out.stdout);
     assert!(out.stdout.contains("(forced)"), "{out:?}");
     assert!(out.stdout.contains("--credentials"), "{out:?}");
+    // Item 11: the restore ends with every pod reading through the restored
+    // keyring, standbys included, right away (no restart by the test).
+    assert_every_pod_reads(&target, &token, "probe", "src").await;
     target.assert_whole(3).await;
     assert_secrets(&target, &token, 50, "src").await;
     let now = target.stored_credentials().await.unwrap();
     assert_ne!(now["root_token"], target_creds["root_token"]);
     assert_eq!(now["root_token"], token.as_str());
+    // Item 4: the replaced credentials of the target moved into the history.
+    let kept = now["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .find(|g| g["root_token"] == target_creds["root_token"])
+        .unwrap_or_else(|| panic!("the target's credentials are kept: {now}"));
+    assert_eq!(kept["unseal_keys_b64"], target_creds["unseal_keys_b64"]);
     // The stored credentials unseal the restored data after a restart.
     target.restart_all_and_unseal().await;
     target.assert_whole(3).await;

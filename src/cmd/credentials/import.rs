@@ -3,7 +3,7 @@
 
 use crate::cli::credentials::ImportArgs;
 use crate::cmd::{Context, Failure};
-use crate::ops::credentials::{Credentials, KeyGeneration};
+use crate::ops::credentials::Credentials;
 use crate::ops::import::{prove, Proof};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
 use crate::store::envelope::Sealing;
@@ -217,16 +217,7 @@ fn keep_in_history(candidate: &mut Credentials, old: &Credentials) {
     if crate::ops::import::matching_generation(old, candidate).is_some() {
         return;
     }
-    candidate.history.insert(
-        0,
-        KeyGeneration {
-            generation: old.generation,
-            unseal_keys_b64: old.unseal_keys_b64.clone(),
-            key_threshold: old.key_threshold,
-            key_shares: old.key_shares,
-            retired_at: crate::ops::checkpoint::now_rfc3339(),
-        },
-    );
+    candidate.history.insert(0, old.retire());
 }
 
 fn read_input(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
@@ -254,6 +245,8 @@ pub(super) mod tests {
             key_threshold: 1,
             key_shares: 2,
             retired_at: "2026-11-24T00:00:00Z".into(),
+            root_token: None,
+            cluster_id: String::new(),
         });
         c
     }

@@ -171,6 +171,8 @@ pub(super) mod tests {
             key_threshold: 1,
             key_shares: 2,
             retired_at: "2026-11-24T00:00:00Z".into(),
+            root_token: None,
+            cluster_id: String::new(),
         });
         c
     }
