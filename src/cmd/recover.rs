@@ -115,9 +115,12 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
     );
     let restart = PodRestart::new(ctx);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result =
-        crate::ops::recover::run(&cluster, &store, &feed, &restart, &snapshot, &opts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::recover::run(
+            &cluster, &store, &feed, &restart, &snapshot, &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| match e {
         e @ (RecoverError::NoCredentials { .. }
         | RecoverError::AlreadyInitialized { .. }

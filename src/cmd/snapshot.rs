@@ -427,18 +427,19 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
     );
     let restart = PodRestart::new(ctx);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = crate::ops::restore::run(
-        &cluster,
-        &store,
-        &feed,
-        &restart,
-        &snapshot,
-        &manifest.cluster_id,
-        explicit.as_ref(),
-        &opts,
-    )
-    .await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::restore::run(
+            &cluster,
+            &store,
+            &feed,
+            &restart,
+            &snapshot,
+            &manifest.cluster_id,
+            explicit.as_ref(),
+            &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| match e {
         e @ (RestoreError::NewerGeneration { .. }
         | RestoreError::MissingGeneration { .. }
