@@ -239,6 +239,18 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
+    // A restore or recover in flight decides which data the pods serve:
+    // joining pods now would join them to a cluster about to be replaced.
+    if let Ok(Some(c)) = store.load_checkpoint().await {
+        use crate::ops::operation::Operation;
+        if matches!(c.operation(), Operation::Restore | Operation::Recover) {
+            guard.release().await;
+            return Err(Failure::refused(crate::ops::operation::OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                operation: c.operation(),
+            }));
+        }
+    }
     let keys = keyring(&store).await?;
     let timeouts = Timeouts {
         leader: args.timeout,

@@ -103,7 +103,11 @@ pub async fn prove<C: VaultCluster>(
     }
     let mut active = None;
     for node in &unsealed {
-        if leader(*node).await.is_ok_and(|l| l.is_self) {
+        // A standalone server (not HA) is its own active node.
+        if leader(*node)
+            .await
+            .is_ok_and(|l| l.is_self || !l.ha_enabled)
+        {
             active = Some(*node);
             break;
         }

@@ -8,13 +8,17 @@
 use crate::harness::{Env, Run};
 use sandbox::ClusterOptions;
 
-/// An interrupted operation and where it is killed.
+/// An interrupted operation and where it is killed. `{dir}` in `args` is
+/// the folder a snapshot was saved to before A.
 struct Interrupted {
     name: &'static str,
     args: &'static [&'static str],
     failpoint: &'static str,
     resume: &'static str,
     resume_args: &'static [&'static str],
+    /// Wipe every pod before A (recover's precondition). The data is gone
+    /// until A finishes, so no B can be expected to unseal in between.
+    wipe: bool,
 }
 
 const INIT: Interrupted = Interrupted {
@@ -23,6 +27,7 @@ const INIT: Interrupted = Interrupted {
     failpoint: "init::after_checkpoint",
     resume: "kubectl vault init",
     resume_args: &["init", "--yes"],
+    wipe: false,
 };
 
 const REKEY: Interrupted = Interrupted {
@@ -31,6 +36,7 @@ const REKEY: Interrupted = Interrupted {
     failpoint: "rotate::after_verify",
     resume: "kubectl vault rotate",
     resume_args: &["rotate", "--yes"],
+    wipe: false,
 };
 
 const ROOT_TOKEN: Interrupted = Interrupted {
@@ -39,6 +45,29 @@ const ROOT_TOKEN: Interrupted = Interrupted {
     failpoint: "root::after_checkpoint",
     resume: "kubectl vault rotate",
     resume_args: &["rotate", "--yes"],
+    wipe: false,
+};
+
+/// Killed after the snapshot was applied: the pods are resealed and need the
+/// snapshot's key generation, which only the checkpoint names.
+const RESTORE: Interrupted = Interrupted {
+    name: "snapshot restore",
+    args: &["snapshot", "restore", "--from", "{dir}/", "--yes"],
+    failpoint: "restore::after_apply",
+    resume: "kubectl vault snapshot restore",
+    resume_args: &["snapshot", "restore", "--from", "{dir}/", "--yes"],
+    wipe: false,
+};
+
+/// Killed while pod 0 carries recover's temporary init, whose keys exist
+/// only in the checkpoint.
+const RECOVER: Interrupted = Interrupted {
+    name: "recover",
+    args: &["recover", "--from", "{dir}/", "--yes"],
+    failpoint: "recover::after_temp_checkpoint",
+    resume: "kubectl vault recover",
+    resume_args: &["recover", "--from", "{dir}/", "--yes"],
+    wipe: true,
 };
 
 /// The other commands, in an order where none of them is A's own resume.
@@ -58,8 +87,13 @@ fn others(dir: &str, export: &str) -> Vec<Vec<String>> {
 fn is_resume_of(a: &Interrupted, b: &[String]) -> bool {
     match a.name {
         "init" => b[0] == "init" || b[0] == "hook",
-        _ => b[0] == "rotate",
+        "rotate" | "rotate --root-token" => b[0] == "rotate",
+        _ => false,
     }
+}
+
+fn with_dir(args: &[&str], dir: &str) -> Vec<String> {
+    args.iter().map(|a| a.replace("{dir}", dir)).collect()
 }
 
 async fn all_unsealed(env: &Env) -> bool {
@@ -98,7 +132,26 @@ async fn interleave(a: Interrupted) {
         env.write_kv(&token, "before", a.name).await;
         Some(token)
     };
-    let crashed = env.plugin_crashing_at(a.args, a.failpoint).await;
+    let snapshots = work.path().join("snapshots");
+    std::fs::create_dir_all(&snapshots).unwrap();
+    let snapshots = snapshots.display().to_string();
+    if a.wipe || a.name == "snapshot restore" {
+        env.plugin(&["snapshot", "save", "--to", &format!("{snapshots}/")])
+            .await
+            .ok();
+    }
+    if let Some(token) = &token_before {
+        // Written after the snapshot: a restore brings back the state before it.
+        env.write_kv(token, "after-snapshot", "x").await;
+    }
+    if a.wipe {
+        for i in 0..3 {
+            env.cluster.wipe_pod(i).await.unwrap();
+        }
+    }
+    let a_args = with_dir(a.args, &snapshots);
+    let a_args: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let crashed = env.plugin_crashing_at(&a_args, a.failpoint).await;
     assert_ne!(crashed.code, 0, "{crashed:?}");
     assert!(
         crashed.stderr.contains(a.failpoint),
@@ -140,6 +193,9 @@ async fn interleave(a: Interrupted) {
             b.join(" "),
             a.name
         );
+        if a.wipe {
+            continue;
+        }
         // What is stored (with the checkpoint) still unseals every pod.
         env.cluster.restart_all().await.unwrap();
         env.plugin(&["unseal", "--timeout", "0s"]).await;
@@ -151,7 +207,9 @@ async fn interleave(a: Interrupted) {
         );
     }
     if finished_by.is_none() {
-        env.plugin(a.resume_args).await.ok();
+        let resume = with_dir(a.resume_args, &snapshots);
+        let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+        env.plugin(&resume).await.ok();
     }
     assert!(!env.checkpoint_exists().await);
     env.restart_all_and_unseal().await;
@@ -166,6 +224,16 @@ async fn interleave(a: Interrupted) {
     }
     assert_eq!(env.sys_inits(), 1, "nothing initialized twice");
     env.assert_no_secret_exposed().await;
+}
+
+#[tokio::test]
+async fn interleave_restore_killed_after_the_snapshot_was_applied() {
+    interleave(RESTORE).await;
+}
+
+#[tokio::test]
+async fn interleave_recover_killed_with_the_temporary_keys_only_in_the_checkpoint() {
+    interleave(RECOVER).await;
 }
 
 #[tokio::test]

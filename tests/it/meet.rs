@@ -619,7 +619,15 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
         // unseal with what is stored (credentials plus checkpoint).
         env.cluster.restart_all().await.unwrap();
         env.plugin(&["unseal"]).await.ok();
-        env.plugin(&["rotate", "--yes", "--root-token"]).await.ok();
+        let rerun = env.plugin(&["rotate", "--yes", "--root-token"]).await;
+        if rerun.code == 1 && rerun.stderr.contains("rekey in progress was lost") {
+            // The restart wiped an unverified rekey: nothing changed, the
+            // stored shares are still current, and a fresh rotate works.
+            assert!(!env.checkpoint_exists().await, "{rerun:?}");
+            env.plugin(&["rotate", "--yes", "--root-token"]).await.ok();
+        } else {
+            assert_eq!(rerun.code, 0, "{rerun:?}");
+        }
         assert!(!env.checkpoint_exists().await);
         env.restart_all_and_unseal().await;
         env.assert_whole(3).await;
