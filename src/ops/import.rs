@@ -103,7 +103,7 @@ pub async fn prove<C: VaultCluster>(
     }
     let mut active = None;
     for node in &unsealed {
-        // A standalone server (not HA) is its own active node.
+        // The HA leader, or a standalone server (not HA: it is the only one).
         if leader(*node)
             .await
             .is_ok_and(|l| l.is_self || !l.ha_enabled)
