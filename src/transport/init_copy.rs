@@ -52,10 +52,10 @@ fn launch_script() -> String {
         r#"umask 077; {PICK_DIR}; f="$d/{INIT_COPY}"
 [ -s "$f" ] && exit 0
 if [ -e "$f.run" ]; then p=$(cat "$f.run"); p=${{p##* }}; kill -0 "$p" 2>/dev/null && exit 0; fi
-rm -f "$f.failed" "$f.part"
+rm -f "$f.failed"
 echo "starting $$" > "$f.run" || exit 71
 cat > "$f.req" || exit 71
-setsid sh -c 'f="$1"; echo $$ > "$f.run"; if "$0" write -format=json sys/init - < "$f.req" > "$f.part" 2> "$f.err" && [ -s "$f.part" ]; then sync; mv "$f.part" "$f"; sync; else mv "$f.err" "$f.failed"; rm -f "$f.part"; fi; rm -f "$f.err" "$f.req" "$f.run"' "$0" "$f" < /dev/null > /dev/null 2>&1 &
+setsid sh -c 'f="$1"; echo $$ > "$f.run"; p="$f.part.$$"; if "$0" write -format=json sys/init - < "$f.req" > "$p" 2> "$f.err.$$" && [ -s "$p" ]; then sync; mv "$p" "$f"; sync; else mv "$f.err.$$" "$f.failed"; rm -f "$p"; fi; rm -f "$f.err.$$"; [ "$(cat "$f.run" 2>/dev/null)" = "$$" ] && rm -f "$f.run" "$f.req"' "$0" "$f" < /dev/null > /dev/null 2>&1 &
 i=0; while [ $i -lt 100 ]; do case "$(cat "$f.run" 2>/dev/null)" in starting*) sleep 0.05 2>/dev/null || sleep 1; i=$((i+1));; *) exit 0;; esac; done
 exit 0"#
     )
@@ -69,16 +69,20 @@ const NOTHING: i32 = 77;
 
 /// `$@`: folders to look in, in order. Exit 0 prints an answer; 74 prints
 /// the CLI's error; 75 a run is in flight; 76 a run died without an answer;
-/// 77 nothing there.
+/// 77 nothing there. A launcher that died before it handed over to the
+/// detached process (`starting PID`, PID gone) sent nothing: that is 77.
 fn poll_script() -> String {
     format!(
         r#"state=77
 for d in "$@"; do [ -n "$d" ] || continue; f="$d/{INIT_COPY}"
   [ -s "$f" ] && exec cat "$f"
-  if [ -e "$f.run" ]; then p=$(cat "$f.run"); p=${{p##* }}
+  if [ -e "$f.run" ]; then r=$(cat "$f.run"); p=${{r##* }}
     if kill -0 "$p" 2>/dev/null; then state=75; continue; fi
     [ -s "$f" ] && exec cat "$f"
-    [ -e "$f.failed" ] || {{ [ $state = 77 ] && state=76; continue; }}
+    case "$r" in
+      starting*) ;;
+      *) [ -e "$f.failed" ] || {{ [ $state = 77 ] && state=76; continue; }} ;;
+    esac
   fi
   if [ -e "$f.failed" ] && [ $state = 77 ]; then cat "$f.failed" >&2; state=74; fi
 done
@@ -195,6 +199,8 @@ pub async fn clear(node: &ExecNode) -> Result<(), NodeError> {
         .flat_map(|d| {
             ["", ".req", ".part", ".run", ".failed", ".err"]
                 .map(|suffix| format!("\"{d}/{INIT_COPY}{suffix}\""))
+                .into_iter()
+                .chain([".part.*", ".err.*"].map(|glob| format!("\"{d}/{INIT_COPY}\"{glob}")))
         })
         .collect();
     let out = node
@@ -304,5 +310,12 @@ mod tests {
         std::fs::remove_file(tmp.path().join(format!("{INIT_COPY}.failed"))).unwrap();
         std::fs::write(tmp.path().join(format!("{INIT_COPY}.run")), "999999999").unwrap();
         assert_eq!(poll(&dir).0, VANISHED);
+        // A launcher killed before it handed over sent nothing.
+        std::fs::write(
+            tmp.path().join(format!("{INIT_COPY}.run")),
+            "starting 999999999",
+        )
+        .unwrap();
+        assert_eq!(poll(&dir).0, NOTHING);
     }
 }
