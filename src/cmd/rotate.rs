@@ -13,11 +13,20 @@ use std::time::Duration;
 pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    let resuming = store
-        .load_checkpoint()
-        .await
-        .map_err(Failure::refused)?
-        .is_some_and(|c| c.operation() == crate::ops::operation::Operation::Rotate);
+    let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
+    let resuming = match crate::ops::operation::claim(
+        checkpoint.as_ref(),
+        crate::ops::operation::Operation::Rotate,
+    ) {
+        crate::ops::operation::Claim::Busy(operation) => {
+            return Err(Failure::refused(crate::ops::operation::OtherOperation {
+                checkpoint: store.checkpoint_object(),
+                operation,
+            }))
+        }
+        crate::ops::operation::Claim::Resume(_) => true,
+        crate::ops::operation::Claim::Free => false,
+    };
     let what = if args.only_root_token {
         "Rotate the root token"
     } else {

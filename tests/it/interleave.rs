@@ -222,7 +222,9 @@ async fn interleave(a: Interrupted) {
             assert_ne!(token, before, "the new root token is the stored one");
         }
     }
-    assert_eq!(env.sys_inits(), 1, "nothing initialized twice");
+    // recover's temporary init of pod 0 is a sys/init of its own, once.
+    let expected = 1 + usize::from(a.wipe);
+    assert_eq!(env.sys_inits(), expected, "nothing initialized twice");
     env.assert_no_secret_exposed().await;
 }
 
