@@ -194,6 +194,8 @@ mod tests {
             key_threshold: 2,
             key_shares: 3,
             retired_at: String::new(),
+            root_token: None,
+            cluster_id: String::new(),
         };
         stored.history.push(retired(1, &["c", "a", "b"]));
         stored.history.push(retired(1, &["g", "h", "i"]));
