@@ -34,14 +34,38 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "vault-bootstrap.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/*
+The server StatefulSet, named the way the upstream charts name it: the
+release name when it contains the chart name, else `<release>-<chart>`
+(their `fullname` helper), unless target.statefulset overrides it.
+*/}}
+{{- define "vault-bootstrap.statefulset" -}}
+{{- if .Values.target.statefulset }}
+{{- .Values.target.statefulset }}
+{{- else }}
+{{- $release := required "target.release is required: the Helm release name of the servers" .Values.target.release }}
+{{- $chart := .Values.target.chart }}
+{{- if contains $chart $release }}
+{{- $release | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" $release $chart | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The server pods: the release's, unless target.selector says otherwise. */}}
+{{- define "vault-bootstrap.selector" -}}
+{{- default (printf "app.kubernetes.io/name=%s,app.kubernetes.io/instance=%s,component=server" .Values.target.chart .Values.target.release) .Values.target.selector }}
+{{- end }}
+
 {{/* The credentials Secret; kubectl-vault's own default, spelled out. */}}
 {{- define "vault-bootstrap.secretName" -}}
-{{- default (printf "%s-unseal" (required "target.statefulset is required" .Values.target.statefulset)) .Values.credentials.secretName }}
+{{- default (printf "%s-unseal" (include "vault-bootstrap.statefulset" .)) .Values.credentials.secretName }}
 {{- end }}
 
 {{/* The Lease kubectl-vault takes so that two runs never init at once. */}}
 {{- define "vault-bootstrap.leaseName" -}}
-{{- printf "%s-kubectl-vault" .Values.target.statefulset }}
+{{- printf "%s-kubectl-vault" (include "vault-bootstrap.statefulset" .) }}
 {{- end }}
 
 {{/*
@@ -66,7 +90,7 @@ namespace defaults to the target namespace.
 - --namespace
 - {{ include "vault-bootstrap.targetNamespace" . | quote }}
 - --selector
-- {{ .Values.target.selector | quote }}
+- {{ include "vault-bootstrap.selector" . | quote }}
 - --secret-name
 - {{ include "vault-bootstrap.secretName" . | quote }}
 - --log-format

@@ -32,14 +32,27 @@ enum PolicyArg {
     OrderedReady,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Raft storage, `--replicas` pods (the charts' `server.ha.raft`).
+    Ha,
+    /// File storage, one pod, not HA (the charts' default `server.standalone`).
+    Standalone,
+}
+
 #[derive(clap::Args, Debug)]
 struct UpArgs {
     /// Folder for pods, kubeconfig, audit log and sandbox.json (kept; reused by a later `up`).
     #[arg(long)]
     dir: PathBuf,
     /// StatefulSet name (default: openbao or vault).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "release")]
     name: Option<String>,
+    /// Helm release name: names the StatefulSet as the chart does (the
+    /// release if it contains the chart name, else `<release>-<chart>`) and
+    /// sets `app.kubernetes.io/instance`.
+    #[arg(long)]
+    release: Option<String>,
     /// Namespace.
     #[arg(short = 'n', long, default_value = "vault")]
     namespace: String,
@@ -52,6 +65,17 @@ struct UpArgs {
     pod_management: Option<PolicyArg>,
     #[arg(long)]
     retry_join: bool,
+    /// `ha`: raft storage; `standalone`: file storage on OpenBao 2.6, one pod.
+    #[arg(long, value_enum, default_value = "ha")]
+    mode: ModeArg,
+    /// Set each raft node id to the pod name (the charts' `setNodeId: true`);
+    /// by default OpenBao generates one, as the charts do.
+    #[arg(long)]
+    set_node_id: bool,
+    /// Advertise raft addresses as `<pod>.<sts>-internal` names, resolved by
+    /// a per-pod /etc/hosts (servers run under `unshare -m`; needs root).
+    #[arg(long)]
+    cluster_dns: bool,
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
@@ -190,6 +214,9 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     if let Some(name) = up.name {
         opts = opts.name(name);
     }
+    if let Some(release) = up.release {
+        opts = opts.release(release);
+    }
     if let Some(p) = up.pod_management {
         opts = opts.pod_management(match p {
             PolicyArg::Parallel => PodManagement::Parallel,
@@ -200,9 +227,14 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .namespace(up.namespace)
         .replicas(up.replicas)
         .retry_join(up.retry_join)
+        .set_node_id(up.set_node_id)
+        .cluster_dns(up.cluster_dns)
         .tls(up.tls)
         .sidecar(up.sidecar)
         .dir(&up.dir);
+    if matches!(up.mode, ModeArg::Standalone) {
+        opts = opts.standalone();
+    }
     if let Some(port) = up.port {
         opts = opts.port(port);
     }

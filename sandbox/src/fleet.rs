@@ -64,7 +64,7 @@ impl Fleet {
         dir: &Path,
         revisions: Arc<Revisions>,
     ) -> anyhow::Result<Self> {
-        let bin = opts.resolved_bin_dir().join("bao");
+        let bin = opts.server_binary();
         let bao = std::fs::canonicalize(&bin).with_context(|| {
             format!(
                 "find the bao binary at {} (run scripts/install-deps)",
@@ -132,6 +132,33 @@ impl Fleet {
         Ok(ip)
     }
 
+    /// `<dir>/hosts`: what each pod's `/etc/hosts` says with `cluster_dns`.
+    fn hosts_file(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    /// Writes the hosts file for every ordinal up to `ordinal` and the
+    /// desired replicas (allocating their IPs), in place: the servers see it
+    /// through a bind mount of this very inode.
+    fn write_hosts(&self, ordinal: u32) -> anyhow::Result<()> {
+        let last = ordinal.max(self.desired().saturating_sub(1));
+        let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
+        for o in 0..=last {
+            let pod = self.opts.pod_name(o);
+            let dns = self.opts.pod_dns_name(&pod);
+            let ns = &self.opts.namespace;
+            text.push_str(&format!(
+                "{}\t{dns} {dns}.{ns} {dns}.{ns}.svc {dns}.{ns}.svc.cluster.local {pod}\n",
+                self.ip_of(o)?
+            ));
+        }
+        let path = self.hosts_file();
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     fn start_process(&self, ordinal: u32) -> anyhow::Result<(ServerProcess, Ipv4Addr)> {
         let name = self.opts.pod_name(ordinal);
         let ip = self.ip_of(ordinal)?;
@@ -140,7 +167,13 @@ impl Fleet {
         layout
             .prepare(&self.opts, &name, ip, leader, &self.bao)
             .with_context(|| format!("prepare {}", layout.dir.display()))?;
-        let cmd = layout.server_command(&self.bao)?;
+        let hosts = if self.opts.cluster_dns {
+            self.write_hosts(ordinal)?;
+            Some(self.hosts_file())
+        } else {
+            None
+        };
+        let cmd = layout.server_command(&self.bao, hosts.as_deref())?;
         let process = self
             .spawner
             .spawn(cmd)

@@ -38,6 +38,6 @@ mod tls;
 pub use cluster::Cluster;
 pub use control::Control;
 pub use faults::SecretFault;
-pub use options::{ClusterOptions, Flavour, PodManagement};
+pub use options::{ClusterOptions, Flavour, PodManagement, Storage};
 pub use pod::{API_PORT, CLUSTER_PORT};
 pub use tls::install_default_crypto_provider;

@@ -39,6 +39,14 @@ impl Flavour {
         }
     }
 
+    /// `BAO` or `VAULT`: the prefix of the chart's `*_API_ADDR`, `*_CLUSTER_ADDR`, ...
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Flavour::OpenBao => "BAO",
+            Flavour::Vault => "VAULT",
+        }
+    }
+
     /// The image reported in the pod spec and status.
     pub fn image(self) -> &'static str {
         match self {
@@ -46,6 +54,17 @@ impl Flavour {
             Flavour::Vault => "hashicorp/vault:1.20.4",
         }
     }
+}
+
+/// Where the servers keep their data, as the charts' two modes do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// `server.ha.raft`: integrated storage, one raft peer per pod.
+    Raft,
+    /// `server.standalone` (both charts' default): `storage "file"`, not HA.
+    /// OpenBao 2.7 refuses it, so these pods run OpenBao 2.6 (the openbao
+    /// chart's app version) from `.deps/bao-2.6`.
+    File,
 }
 
 /// StatefulSet `podManagementPolicy`.
@@ -72,6 +91,8 @@ impl PodManagement {
 pub struct ClusterOptions {
     /// StatefulSet name; pods are `NAME-0..N-1`.
     pub name: String,
+    /// The Helm release (`app.kubernetes.io/instance`); `None` = the StatefulSet name.
+    pub release: Option<String>,
     /// Namespace of the pods, Secrets and Leases.
     pub namespace: String,
     /// Desired number of pods.
@@ -82,6 +103,17 @@ pub struct ClusterOptions {
     pub pod_management: PodManagement,
     /// Adds a `retry_join` stanza pointing at pod 0 to every pod's config.
     pub retry_join: bool,
+    /// Raft or file storage.
+    pub storage: Storage,
+    /// `node_id = "<pod>"` in the raft stanza (the charts' `setNodeId: true`).
+    /// Off, as the charts default: OpenBao generates a UUID and keeps it in
+    /// `<data>/node-id`.
+    pub set_node_id: bool,
+    /// Raft addresses as the charts set them: `cluster_addr` is
+    /// `https://<pod>.<sts>-internal:8201`, resolved by a per-pod
+    /// `/etc/hosts` (each server runs under `unshare -m` with that file
+    /// bind-mounted; needs root). Off: loopback IPs.
+    pub cluster_dns: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
     /// Adds a first container `agent` without any vault CLI.
@@ -108,11 +140,15 @@ impl ClusterOptions {
     fn with_flavour(flavour: Flavour, pod_management: PodManagement) -> Self {
         Self {
             name: flavour.app_name().to_string(),
+            release: None,
             namespace: "vault".to_string(),
             replicas: 3,
             flavour,
             pod_management,
             retry_join: false,
+            storage: Storage::Raft,
+            set_node_id: false,
+            cluster_dns: false,
             tls: false,
             sidecar: false,
             dir: None,
@@ -125,6 +161,27 @@ impl ClusterOptions {
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+
+    /// Names the cluster the way the upstream chart names a release's
+    /// objects: the StatefulSet is the release name when that contains the
+    /// chart name (`openbao`, `my-openbao`), else `<release>-<chart>`; the
+    /// pods' `app.kubernetes.io/instance` is the release name.
+    pub fn release(mut self, release: impl Into<String>) -> Self {
+        let release = release.into();
+        let chart = self.flavour.app_name();
+        self.name = if release.contains(chart) {
+            release.clone()
+        } else {
+            format!("{release}-{chart}")
+        };
+        self.release = Some(release);
+        self
+    }
+
+    /// The `app.kubernetes.io/instance` label.
+    pub fn instance(&self) -> &str {
+        self.release.as_deref().unwrap_or(&self.name)
     }
 
     /// Sets the namespace.
@@ -161,6 +218,30 @@ impl ClusterOptions {
         self
     }
 
+    /// Sets `node_id` to the pod name (on) or lets OpenBao generate one (off).
+    pub fn set_node_id(mut self, on: bool) -> Self {
+        self.set_node_id = on;
+        self
+    }
+
+    /// Advertises raft addresses as `<pod>.<sts>-internal` DNS names (needs root).
+    pub fn cluster_dns(mut self, on: bool) -> Self {
+        self.cluster_dns = on;
+        self
+    }
+
+    /// The DNS name the headless Service gives pod `pod`: `<pod>.<sts>-internal`.
+    pub fn pod_dns_name(&self, pod: &str) -> String {
+        format!("{pod}.{}-internal", self.name)
+    }
+
+    /// The charts' default mode: one replica on file storage, not HA.
+    pub fn standalone(mut self) -> Self {
+        self.storage = Storage::File;
+        self.replicas = 1;
+        self
+    }
+
     /// Serves the API over HTTPS.
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
@@ -191,6 +272,15 @@ impl ClusterOptions {
         self
     }
 
+    /// The image reported in the pod spec and status: OpenBao 2.6.2 (the
+    /// openbao chart's app version) on file storage.
+    pub fn image(&self) -> &'static str {
+        match (self.storage, self.flavour) {
+            (Storage::File, Flavour::OpenBao) => "openbao/openbao:2.6.2",
+            _ => self.flavour.image(),
+        }
+    }
+
     /// Name of the main container (`openbao` or `vault`).
     pub fn container(&self) -> &'static str {
         self.flavour.app_name()
@@ -219,6 +309,16 @@ impl ClusterOptions {
         }
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.deps/bin"))
     }
+
+    /// The server binary the pods run: `bao` in the bin folder for raft,
+    /// OpenBao 2.6 next to it (`../bao-2.6/bin/bao`, from `scripts/install-deps`) for file storage.
+    pub fn server_binary(&self) -> PathBuf {
+        let bin = self.resolved_bin_dir();
+        match self.storage {
+            Storage::Raft => bin.join("bao"),
+            Storage::File => bin.join("..").join("bao-2.6").join("bin").join("bao"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +338,25 @@ mod tests {
             ("vault", 5, true)
         );
         assert_eq!(v.pod_management, PodManagement::Parallel);
+        assert!(
+            !o.set_node_id,
+            "node ids are generated, as setNodeId: false"
+        );
+        assert_eq!(o.storage, Storage::Raft);
+    }
+
+    #[test]
+    fn release_names_follow_the_upstream_charts() {
+        let o = ClusterOptions::openbao().release("prod");
+        assert_eq!((o.name.as_str(), o.instance()), ("prod-openbao", "prod"));
+        let o = ClusterOptions::openbao().release("my-openbao");
+        assert_eq!(
+            (o.name.as_str(), o.instance()),
+            ("my-openbao", "my-openbao")
+        );
+        let v = ClusterOptions::vault().release("vault");
+        assert_eq!((v.name.as_str(), v.instance()), ("vault", "vault"));
+        assert_eq!(ClusterOptions::vault().instance(), "vault");
     }
 
     #[test]

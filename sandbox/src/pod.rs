@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::options::{ClusterOptions, Flavour};
+use crate::options::{ClusterOptions, Flavour, Storage};
 
 /// Vault API port inside the pod.
 pub const API_PORT: u16 = 8200;
@@ -101,7 +101,7 @@ impl PodLayout {
         std::fs::write(self.ip_file(), ip.to_string())?;
         std::fs::write(
             self.config(),
-            server_config(self, name, ip, opts.retry_join.then_some(leader_ip)),
+            server_config(self, opts, name, ip, opts.retry_join.then_some(leader_ip)),
         )?;
         let cli = self.bin().join(opts.flavour.cli());
         let _ = std::fs::remove_file(&cli);
@@ -137,13 +137,26 @@ impl PodLayout {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// `bao server -config config.hcl`, output to `server.log`, clean environment.
-    pub fn server_command(&self, bao: &Path) -> io::Result<Command> {
+    /// `bao server -config config.hcl`, output to `server.log`, clean
+    /// environment. With `hosts`, the server runs in its own mount namespace
+    /// where that file is `/etc/hosts` (`unshare -m` execs in place, so the
+    /// pid and process group stay the server's).
+    pub fn server_command(&self, bao: &Path, hosts: Option<&Path>) -> io::Result<Command> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())?;
-        let mut cmd = Command::new(bao);
+        let mut cmd = match hosts {
+            None => Command::new(bao),
+            Some(hosts) => {
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--", "/bin/sh", "-c"])
+                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(hosts)
+                    .arg(bao);
+                c
+            }
+        };
         cmd.arg("server")
             .arg("-config")
             .arg(self.config())
@@ -158,17 +171,41 @@ impl PodLayout {
     }
 }
 
-fn server_config(layout: &PodLayout, name: &str, ip: Ipv4Addr, join: Option<Ipv4Addr>) -> String {
-    let join = join
-        .map(|leader| {
-            format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
-        })
-        .unwrap_or_default();
+fn server_config(
+    layout: &PodLayout,
+    opts: &ClusterOptions,
+    name: &str,
+    ip: Ipv4Addr,
+    join: Option<Ipv4Addr>,
+) -> String {
+    let data = layout.data().display().to_string();
+    let storage = match opts.storage {
+        Storage::File => format!("storage \"file\" {{\n  path = \"{data}\"\n}}\n"),
+        Storage::Raft => {
+            let join = join
+                .map(|leader| {
+                    format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
+                })
+                .unwrap_or_default();
+            // Without node_id, OpenBao generates a UUID into <data>/node-id.
+            let node_id = if opts.set_node_id {
+                format!("  node_id = \"{name}\"\n")
+            } else {
+                String::new()
+            };
+            format!("storage \"raft\" {{\n  path = \"{data}\"\n{node_id}{join}}}\n")
+        }
+    };
+    // The charts advertise `https://$(HOSTNAME).<sts>-internal:8201`.
+    let cluster_host = if opts.cluster_dns {
+        opts.pod_dns_name(name)
+    } else {
+        ip.to_string()
+    };
     format!(
-        "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"{name}\"\n{join}}}\n\n\
+        "{storage}\n\
          listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
-         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{ip}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
-        data = layout.data().display(),
+         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
     )
 }
 
@@ -248,10 +285,26 @@ pub fn exec_env(
                 "PATH".to_string(),
                 format!("{}:/usr/local/bin:/usr/bin:/bin", layout.bin().display()),
             ));
+            // The chart sets `*_ADDR=http://127.0.0.1:8200`; pods here share
+            // the host's network, so it is the pod's own IP instead.
             env.push((
                 opts.flavour.addr_env().to_string(),
                 format!("http://{ip}:{API_PORT}"),
             ));
+            let p = opts.flavour.env_prefix();
+            let chart = [
+                (format!("{p}_API_ADDR"), format!("http://{ip}:{API_PORT}")),
+                (
+                    format!("{p}_CLUSTER_ADDR"),
+                    format!("https://{}:{CLUSTER_PORT}", opts.pod_dns_name(pod)),
+                ),
+                (format!("{p}_K8S_POD_NAME"), pod.to_string()),
+                (format!("{p}_K8S_NAMESPACE"), opts.namespace.clone()),
+                ("HOST_IP".to_string(), "127.0.0.1".to_string()),
+                ("SKIP_CHOWN".to_string(), "true".to_string()),
+                ("SKIP_SETCAP".to_string(), "true".to_string()),
+            ];
+            env.extend(chart);
         }
         ContainerKind::Sidecar => {
             env.push((
@@ -365,13 +418,77 @@ mod tests {
     fn config_has_raft_listener_and_optional_join() {
         let l = PodLayout::new(Path::new("/x"), "openbao-1");
         let ip = Ipv4Addr::new(127, 70, 1, 2);
-        let c = server_config(&l, "openbao-1", ip, None);
+        let o = ClusterOptions::openbao().set_node_id(true);
+        let c = server_config(&l, &o, "openbao-1", ip, None);
         assert!(c.contains("path = \"/x/pods/openbao-1/data\""));
+        assert!(c.contains("node_id = \"openbao-1\""));
         assert!(c.contains("address = \"127.70.1.2:8200\""));
         assert!(c.contains("cluster_addr = \"https://127.70.1.2:8201\""));
         assert!(!c.contains("retry_join"));
-        let c = server_config(&l, "openbao-1", ip, Some(Ipv4Addr::new(127, 70, 0, 9)));
+        let c = server_config(&l, &o, "openbao-1", ip, Some(Ipv4Addr::new(127, 70, 0, 9)));
         assert!(c.contains("leader_api_addr = \"http://127.70.0.9:8200\""));
+    }
+
+    #[test]
+    fn chart_defaults_leave_node_id_to_the_server_and_standalone_uses_file() {
+        let l = PodLayout::new(Path::new("/x"), "openbao-0");
+        let ip = Ipv4Addr::new(127, 70, 1, 2);
+        let generated = ClusterOptions::openbao();
+        let c = server_config(&l, &generated, "openbao-0", ip, None);
+        assert!(c.contains("storage \"raft\""), "{c}");
+        assert!(!c.contains("node_id"), "{c}");
+        let file = ClusterOptions::openbao().standalone();
+        let c = server_config(&l, &file, "openbao-0", ip, None);
+        assert!(
+            c.contains("storage \"file\" {\n  path = \"/x/pods/openbao-0/data\""),
+            "{c}"
+        );
+        assert!(!c.contains("raft"), "{c}");
+        assert_eq!(file.replicas, 1);
+        assert!(file.server_binary().ends_with("bao-2.6/bin/bao"));
+        let dns = ClusterOptions::openbao().cluster_dns(true);
+        let c = server_config(&l, &dns, "openbao-0", ip, None);
+        assert!(
+            c.contains("cluster_addr = \"https://openbao-0.openbao-internal:8201\""),
+            "{c}"
+        );
+        assert!(c.contains("cluster_address = \"127.70.1.2:8201\""), "{c}");
+    }
+
+    #[test]
+    fn exec_env_carries_the_charts_variables() {
+        let o = ClusterOptions::vault().namespace("ns1");
+        let l = PodLayout::new(Path::new("/x"), "vault-1");
+        let env = exec_env(
+            &o,
+            &l,
+            "vault-1",
+            Ipv4Addr::new(127, 70, 0, 4),
+            ContainerKind::Main,
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_else(|| panic!("{k} missing: {env:?}"))
+        };
+        assert_eq!(get("VAULT_ADDR"), "http://127.70.0.4:8200");
+        assert_eq!(get("VAULT_API_ADDR"), "http://127.70.0.4:8200");
+        assert_eq!(
+            get("VAULT_CLUSTER_ADDR"),
+            "https://vault-1.vault-internal:8201"
+        );
+        assert_eq!(get("VAULT_K8S_POD_NAME"), "vault-1");
+        assert_eq!(get("VAULT_K8S_NAMESPACE"), "ns1");
+        assert_eq!(get("SKIP_SETCAP"), "true");
+        let sidecar = exec_env(
+            &o,
+            &l,
+            "vault-1",
+            Ipv4Addr::new(127, 70, 0, 4),
+            ContainerKind::Sidecar,
+        );
+        assert!(!sidecar.iter().any(|(n, _)| n.starts_with("VAULT_")));
     }
 
     #[test]

@@ -18,7 +18,7 @@ const SIDECAR_IMAGE: &str = "busybox:1.37";
 fn labels(opts: &ClusterOptions) -> Value {
     json!({
         "app.kubernetes.io/name": opts.flavour.app_name(),
-        "app.kubernetes.io/instance": opts.name,
+        "app.kubernetes.io/instance": opts.instance(),
         "component": "server",
     })
 }
@@ -29,7 +29,7 @@ fn labels(opts: &ClusterOptions) -> Value {
 fn container_spec(opts: &ClusterOptions, ip: &str, data_path: &str) -> Value {
     json!({
         "name": opts.container(),
-        "image": opts.flavour.image(),
+        "image": opts.image(),
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-ec"],
         "args": [format!("{} server -config=/tmp/storageconfig.hcl", opts.flavour.cli())],
@@ -41,6 +41,13 @@ fn container_spec(opts: &ClusterOptions, ip: &str, data_path: &str) -> Value {
             {"name": opts.flavour.addr_env(), "value": format!("http://{ip}:{API_PORT}")},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
             {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
+            {"name": format!("{}_K8S_POD_NAME", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+            {"name": format!("{}_K8S_NAMESPACE", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
+            {"name": format!("{}_API_ADDR", opts.flavour.env_prefix()), "value": format!("http://$(POD_IP):{API_PORT}")},
+            {"name": format!("{}_CLUSTER_ADDR", opts.flavour.env_prefix()), "value": format!("https://$(HOSTNAME).{}-internal:{CLUSTER_PORT}", opts.name)},
+            {"name": "SKIP_CHOWN", "value": "true"},
+            {"name": "SKIP_SETCAP", "value": "true"},
         ],
         "readinessProbe": {
             "exec": {"command": ["/bin/sh", "-ec", format!("{} status -tls-skip-verify", opts.flavour.cli())]},
@@ -90,7 +97,7 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     let mut containers = vec![container_spec(opts, &ip, &data_path)];
     let main_status = container_status(
         opts.container(),
-        opts.flavour.image(),
+        opts.image(),
         ready,
         p.restart_count,
         &started,

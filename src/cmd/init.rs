@@ -128,8 +128,12 @@ async fn report(
 fn summary(verb: &str, report: &ReconcileReport, object: &str) -> String {
     let unsealed = report.pods.len();
     let joined = report.pods.iter().filter(|p| p.joined).count();
+    let active = if report.standalone {
+        format!("standalone server {} (not HA)", report.leader)
+    } else {
+        format!("leader {} ({})", report.leader, report.leader_address)
+    };
     format!(
-        "Cluster {verb} {unsealed} pods unsealed, {joined} joined, leader {} ({}).\nCredentials are stored in {object}; show them with `kubectl vault credentials show`.\n",
-        report.leader, report.leader_address
+        "Cluster {verb} {unsealed} pods unsealed, {joined} joined, {active}.\nCredentials are stored in {object}; show them with `kubectl vault credentials show`.\n"
     )
 }

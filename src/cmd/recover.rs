@@ -4,7 +4,7 @@
 //! with the snapshot its checkpoint names.
 
 use crate::cli::recover::RecoverArgs;
-use crate::cmd::snapshot::{restore_inputs, stored, PodRestart};
+use crate::cmd::snapshot::{require_raft, restore_inputs, stored, PodRestart};
 use crate::cmd::{Context, Failure};
 use crate::ops::recover::{
     ensure_nothing_initialized, pending_snapshot, snapshot_replaceable, RecoverError,
@@ -17,6 +17,7 @@ use anyhow::anyhow;
 pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
     let location = Location::parse(&args.from).map_err(Failure::refused)?;
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "recover").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = stored(&store).await?;
     let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
@@ -114,9 +115,12 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
     );
     let restart = PodRestart::new(ctx);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result =
-        crate::ops::recover::run(&cluster, &store, &feed, &restart, &snapshot, &opts).await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::recover::run(
+            &cluster, &store, &feed, &restart, &snapshot, &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| match e {
         e @ (RecoverError::NoCredentials { .. }
         | RecoverError::AlreadyInitialized { .. }

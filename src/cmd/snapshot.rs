@@ -14,7 +14,7 @@ use crate::ops::cluster::ClusterError;
 use crate::ops::cluster::VaultCluster;
 use crate::ops::converge::ServerRestart;
 use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, NodeError, Request, VaultNode};
+use crate::ops::node::{seal_status, NodeError, Request, StorageKind, VaultNode};
 use crate::ops::reconcile::{wait_for_leader, Timeouts};
 use crate::ops::restore::{for_generation, FeedError, RestoreError, RestoreOptions, SnapshotFeed};
 use crate::ops::secret::{Secret, SecretBytes};
@@ -25,6 +25,7 @@ use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
 use crate::snapshot::retention::{self, Candidate, Policy};
 use crate::snapshot::stream::{pump, Digested, VerifyingReader};
 use crate::snapshot::{plain_name, SnapshotError};
+use crate::transport::discover::KubeCluster;
 use crate::transport::exec::{parse_cli_error, StreamStdin};
 use crate::transport::pod::PodNode;
 use anyhow::anyhow;
@@ -81,6 +82,7 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         return Err(Failure::refused(anyhow!("--keep must be at least 1")));
     }
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "snapshot save").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let credentials = stored(&store).await?;
     // In the middle of another operation the data's key generation is not
@@ -355,6 +357,7 @@ async fn verify(printer: &Printer, args: VerifyArgs) -> Result<(), Failure> {
 async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
     let location = parse(&args.from)?;
     let cluster = ctx.cluster().await?;
+    require_raft(&cluster, "snapshot restore").await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     let stored = stored(&store).await?;
     // An interrupted restore names its snapshot; resume with that one.
@@ -424,18 +427,19 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
     );
     let restart = PodRestart::new(ctx);
     let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = crate::ops::restore::run(
-        &cluster,
-        &store,
-        &feed,
-        &restart,
-        &snapshot,
-        &manifest.cluster_id,
-        explicit.as_ref(),
-        &opts,
-    )
-    .await;
-    guard.release().await;
+    let result = guard
+        .fenced(crate::ops::restore::run(
+            &cluster,
+            &store,
+            &feed,
+            &restart,
+            &snapshot,
+            &manifest.cluster_id,
+            explicit.as_ref(),
+            &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
     let report = result.map_err(|e| match e {
         e @ (RestoreError::NewerGeneration { .. }
         | RestoreError::MissingGeneration { .. }
@@ -503,6 +507,30 @@ pub(crate) fn timeouts(timeout: Duration) -> Timeouts {
         leader: timeout,
         pod_appear: timeout,
         peers: timeout,
+    }
+}
+
+/// Refuses (exit 1, nothing changed) when a server reports storage other
+/// than raft: file storage (the charts' standalone default) has no raft
+/// snapshots to save or restore.
+pub(crate) async fn require_raft(cluster: &KubeCluster, command: &str) -> Result<(), Failure> {
+    let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    let statuses = futures::future::join_all(nodes.iter().map(seal_status)).await;
+    let other = statuses
+        .into_iter()
+        .flatten()
+        .find_map(|s| match s.storage() {
+            StorageKind::Other(kind) => Some(kind),
+            _ => None,
+        });
+    match other {
+        Some(kind) => Err(Failure::refused(anyhow!(
+            "{command} needs raft storage, but {}/{} runs on {kind} storage, which has no raft snapshots; nothing was changed. \
+             Move it to raft with `kubectl vault migrate` (file to raft) first; until then, back up the data volume itself",
+            cluster.namespace(),
+            cluster.workload_name()
+        ))),
+        None => Ok(()),
     }
 }
 

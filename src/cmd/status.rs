@@ -4,7 +4,8 @@
 use crate::cli::status::StatusArgs;
 use crate::cmd::{Context, Failure};
 use crate::ops::cluster::VaultCluster;
-use crate::ops::node::{raft_peers, RaftPeer};
+use crate::ops::node::{raft_peers, RaftPeer, StorageKind, VaultNode};
+use crate::ops::peers::peer_of;
 use crate::ops::status::{observe, NodeObservation};
 use crate::ops::store::CredentialStore;
 use crate::output::table;
@@ -16,10 +17,31 @@ pub struct ClusterStatus {
     pub namespace: String,
     pub workload: String,
     pub cli: String,
+    /// `raft` (HA) or `standalone` (not HA; file storage in the charts).
+    pub mode: Option<Mode>,
+    /// What the servers report in `storage_type` (`raft`, `file`, ...).
+    pub storage: Option<String>,
     pub pods: Vec<PodStatus>,
     pub leader: Option<String>,
-    pub peers: Option<Vec<RaftPeer>>,
+    pub peers: Option<Vec<PeerStatus>>,
     pub credentials: CredentialsState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Integrated storage: a leader, standbys and a raft peer set.
+    Raft,
+    /// One server, not HA (the charts' default `server.standalone`).
+    Standalone,
+}
+
+/// One raft peer and the pod it belongs to (by node id or address).
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    pub pod: Option<String>,
+    #[serde(flatten)]
+    pub peer: RaftPeer,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +92,16 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
 
+    let storage = observations
+        .iter()
+        .filter_map(|o| o.seal.as_ref())
+        .map(|s| s.storage())
+        .find(|k| *k != StorageKind::Unreported);
+    let ha = observations
+        .iter()
+        .find_map(|o| o.leader.as_ref().map(|l| l.ha_enabled));
+    let mode = mode_of(storage.as_ref(), ha);
+    let standalone = mode == Some(Mode::Standalone);
     let leader_pod = observations
         .iter()
         .find(|o| o.leader.as_ref().is_some_and(|l| l.is_self))
@@ -80,19 +112,43 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         _ => None,
     };
     let peers = match (&leader_pod, &token) {
-        (Some(leader), Some(token)) => match nodes
-            .iter()
-            .find(|n| crate::ops::node::VaultNode::name(*n) == leader)
-        {
-            Some(node) => raft_peers(node, token).await.ok(),
-            None => None,
-        },
+        (Some(leader), Some(token)) if !standalone => {
+            match nodes.iter().find(|n| n.name() == leader) {
+                Some(node) => raft_peers(node, token).await.ok(),
+                None => None,
+            }
+        }
         _ => None,
     };
+    let hosts_of = |pod: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name() == pod)
+            .map_or(&[][..], |n| n.hosts())
+    };
+    let peers = peers.map(|peers| {
+        peers
+            .into_iter()
+            .map(|peer| PeerStatus {
+                pod: infos
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .find(|pod| peer_of(std::slice::from_ref(&peer), pod, hosts_of(pod)).is_some())
+                    .map(str::to_owned),
+                peer,
+            })
+            .collect::<Vec<_>>()
+    });
     let status = ClusterStatus {
         namespace: ctx.namespace.clone(),
         workload: cluster.workload_name(),
         cli: cluster.cli().binary().to_owned(),
+        mode,
+        storage: storage.map(|k| match k {
+            StorageKind::Raft => "raft".to_owned(),
+            StorageKind::Other(s) => s,
+            StorageKind::Unreported => String::new(),
+        }),
         pods: infos
             .iter()
             .map(|i| {
@@ -101,6 +157,7 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
                     observations.iter().find(|o| o.pod == i.name),
                     peers.as_deref(),
                     leader_pod.as_deref(),
+                    standalone,
                 )
             })
             .collect(),
@@ -111,15 +168,37 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     ctx.printer.value(&status, render).map_err(Failure::failed)
 }
 
+/// Standalone when a server says it is not HA (`sys/leader`), or, while
+/// none answers that (sealed), when its storage cannot be HA (`file`,
+/// `inmem`). Raft when the storage is raft. Otherwise unknown (e.g. an HA
+/// Consul backend: not raft, but not standalone either).
+fn mode_of(storage: Option<&StorageKind>, ha_enabled: Option<bool>) -> Option<Mode> {
+    match (ha_enabled, storage) {
+        (Some(false), _) => Some(Mode::Standalone),
+        (_, Some(StorageKind::Raft)) => Some(Mode::Raft),
+        (None, Some(StorageKind::Other(kind))) if matches!(kind.as_str(), "file" | "inmem") => {
+            Some(Mode::Standalone)
+        }
+        _ => None,
+    }
+}
+
 fn pod_status(
     info: &PodInfo,
     obs: Option<&NodeObservation>,
-    peers: Option<&[RaftPeer]>,
+    peers: Option<&[PeerStatus]>,
     leader: Option<&str>,
+    standalone: bool,
 ) -> PodStatus {
     let seal = obs.and_then(|o| o.seal.as_ref());
-    let peer = peers.and_then(|p| p.iter().find(|p| p.node_id == info.name));
+    let peer = peers
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p.pod.as_deref() == Some(info.name.as_str()))
+        })
+        .map(|p| &p.peer);
     let role = match (peer, seal) {
+        (_, Some(s)) if standalone && s.initialized && !s.sealed => Some("standalone".to_owned()),
         (Some(p), _) if p.leader => Some("leader".to_owned()),
         (Some(_), _) => Some("follower".to_owned()),
         (None, Some(s)) if !s.sealed && leader == Some(info.name.as_str()) => {
@@ -236,14 +315,31 @@ fn render(s: &ClusterStatus) -> String {
         "Workload:    {}/{} (CLI {})\n",
         s.namespace, s.workload, s.cli
     ));
-    text.push_str(&format!(
-        "Leader:      {}\n",
-        s.leader.as_deref().unwrap_or("none")
-    ));
+    if s.mode == Some(Mode::Standalone) {
+        let storage = s
+            .storage
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or("not raft");
+        text.push_str(&format!(
+            "Mode:        standalone ({storage} storage, not HA): no raft peers or snapshots; `kubectl vault migrate` moves it to raft\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            "Leader:      {}\n",
+            s.leader.as_deref().unwrap_or("none")
+        ));
+    }
     if let Some(peers) = &s.peers {
         let list: Vec<String> = peers
             .iter()
-            .map(|p| format!("{}{}", p.node_id, if p.voter { "" } else { " (non-voter)" }))
+            .map(|p| {
+                let who = p
+                    .pod
+                    .clone()
+                    .unwrap_or_else(|| format!("{} ({})", p.peer.node_id, p.peer.address));
+                format!("{who}{}", if p.peer.voter { "" } else { " (non-voter)" })
+            })
             .collect();
         text.push_str(&format!("Raft peers:  {}\n", list.join(", ")));
     }
@@ -275,4 +371,26 @@ fn render(s: &ClusterStatus) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mode_comes_from_ha_enabled_then_from_the_storage() {
+        let file = StorageKind::Other("file".into());
+        let consul = StorageKind::Other("consul".into());
+        assert_eq!(mode_of(Some(&file), Some(false)), Some(Mode::Standalone));
+        // Sealed: no sys/leader answer, but file storage is never HA.
+        assert_eq!(mode_of(Some(&file), None), Some(Mode::Standalone));
+        assert_eq!(mode_of(Some(&StorageKind::Raft), None), Some(Mode::Raft));
+        assert_eq!(
+            mode_of(Some(&StorageKind::Raft), Some(true)),
+            Some(Mode::Raft)
+        );
+        assert_eq!(mode_of(Some(&consul), Some(true)), None);
+        assert_eq!(mode_of(Some(&consul), None), None);
+        assert_eq!(mode_of(None, None), None);
+    }
 }

@@ -8,11 +8,14 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod converge;
 pub mod credentials;
+#[cfg(test)]
+pub(crate) mod double;
 pub mod import;
 pub mod init;
 pub mod keyring;
 pub mod node;
 pub mod operation;
+pub mod peers;
 pub mod reconcile;
 pub mod recover;
 pub mod restore;

@@ -81,6 +81,13 @@ pub trait VaultNode: Send + Sync {
     /// The pod name, for messages.
     fn name(&self) -> &str;
 
+    /// Hosts this server is known by (its IPs and DNS names, no ports), to
+    /// recognise it in the raft peer set when its node id is generated. The
+    /// default knows none, so only a node id equal to [`Self::name`] matches.
+    fn hosts(&self) -> &[String] {
+        &[]
+    }
+
     /// Sends one request; returns the response's `data` (or the whole body when
     /// it has none, or `null` for an empty answer).
     fn call(&self, req: Request<'_>) -> impl Future<Output = Result<Value, NodeError>> + Send;
@@ -124,6 +131,30 @@ pub struct SealStatus {
     pub cluster_id: String,
     #[serde(default)]
     pub nonce: String,
+    /// `raft`, `file`, ...; empty when the server does not say (old versions).
+    #[serde(default)]
+    pub storage_type: String,
+}
+
+/// What a server keeps its data in, as far as the operations care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageKind {
+    /// Integrated storage: HA, peers, raft snapshots.
+    Raft,
+    /// Anything else the server names (`file`, ...): no raft endpoints.
+    Other(String),
+    /// The server did not say.
+    Unreported,
+}
+
+impl SealStatus {
+    pub fn storage(&self) -> StorageKind {
+        match self.storage_type.as_str() {
+            "" => StorageKind::Unreported,
+            "raft" => StorageKind::Raft,
+            other => StorageKind::Other(other.to_owned()),
+        }
+    }
 }
 
 /// `sys/leader`.

@@ -5,6 +5,10 @@
 //! and never writes credentials; `init`, `join`, `unseal --watch` and the
 //! hook all end here.
 //!
+//! A standalone server (file storage, `ha_enabled: false`, the charts'
+//! default) has no leader election, no joins and no peer set: it is done
+//! once it is unsealed.
+//!
 //! # Guarantees
 //! A pod that is already initialized is never joined again; a pod that is
 //! unsealed is left alone. Every wait has a deadline from [`Timeouts`].
@@ -15,6 +19,7 @@ use crate::ops::keyring::Keyring;
 use crate::ops::node::{
     leader, raft_join, raft_peers, seal_status, seal_status_when_up, NodeError, RaftPeer, VaultNode,
 };
+use crate::ops::peers::is_peer_of;
 use crate::ops::unseal::{unseal_with_any, KeySet, UnsealError, UnsealOutcome};
 use crate::ops::wait::poll_until;
 use std::collections::BTreeSet;
@@ -52,6 +57,8 @@ pub struct PodResult {
 pub struct ReconcileReport {
     pub leader: String,
     pub leader_address: String,
+    /// The server is standalone (not HA, e.g. file storage): no joins, no peers.
+    pub standalone: bool,
     pub cluster_id: String,
     pub pods: Vec<PodResult>,
     pub peers: Vec<RaftPeer>,
@@ -75,6 +82,8 @@ pub enum ReconcileError {
     NoLeader { waited: Duration },
     #[error("no pod is initialized, so there is no leader to join; run `kubectl vault init`")]
     NothingInitialized,
+    #[error("pods {pods:?} are not initialized and cannot join: the servers are standalone (not HA); a standalone install has one replica, and moving it to raft is `kubectl vault migrate`")]
+    StandaloneCannotJoin { pods: Vec<String> },
     #[error("pods {missing:?} are not in the raft peer set after {waited:?}; check `kubectl vault status`")]
     PeersIncomplete {
         missing: Vec<String>,
@@ -126,10 +135,29 @@ pub async fn reconcile<C: VaultCluster>(
     }
     fail::fail_point!("reconcile::after_initialized_unsealed");
 
-    let (leader_pod, leader_address) = wait_for_leader(&initialized, timeouts.leader).await?;
-    tracing::info!(pod = %leader_pod, address = %leader_address, "leader is active");
-    report.leader = leader_pod;
-    report.leader_address = leader_address.clone();
+    let active = wait_for_active(&initialized, timeouts.leader).await?;
+    tracing::info!(pod = %active.pod, address = %active.address, ha = active.ha, "active");
+    report.leader = active.pod;
+    report.leader_address = active.address.clone();
+    let leader_address = active.address;
+    if !active.ha {
+        report.standalone = true;
+        let others: Vec<String> = cluster
+            .nodes()
+            .await?
+            .iter()
+            .map(|n| n.name().to_owned())
+            .filter(|n| !done.contains(n))
+            .collect();
+        if !others.is_empty() {
+            return Err(ReconcileError::StandaloneCannotJoin { pods: others });
+        }
+        if let Ok(status) = seal_status(&initialized[0]).await {
+            report.cluster_id = status.cluster_id;
+        }
+        report.pods.sort_by_key(|p| ordinal_of(&p.pod));
+        return Ok(report);
+    }
 
     let replicas = cluster.replicas();
     loop {
@@ -165,7 +193,7 @@ pub async fn reconcile<C: VaultCluster>(
         .iter()
         .find(|n| n.name() == report.leader)
         .unwrap_or(&initialized[0]);
-    report.peers = wait_for_peers(leader_node, credentials, &done, timeouts.peers).await?;
+    report.peers = wait_for_peers(cluster, leader_node, credentials, &done, timeouts.peers).await?;
     if let Ok(status) = seal_status(leader_node).await {
         report.cluster_id = status.cluster_id;
     }
@@ -228,17 +256,43 @@ async fn unseal_first(
     Ok(outcome)
 }
 
-/// Waits until one of `nodes` is the active leader; returns its pod and API address.
-pub async fn wait_for_leader<N: VaultNode>(
+/// The server that answers writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Active {
+    pub pod: String,
+    /// Its `leader_address` (the API address peers join); empty when standalone.
+    pub address: String,
+    /// False for a standalone server (`ha_enabled: false`, e.g. file storage).
+    pub ha: bool,
+}
+
+/// Waits until one of `nodes` is active: the HA leader, or an unsealed
+/// standalone server (which has no leader to report).
+pub async fn wait_for_active<N: VaultNode>(
     nodes: &[N],
     timeout: Duration,
-) -> Result<(String, String), ReconcileError> {
+) -> Result<Active, ReconcileError> {
     poll_until(timeout, Duration::from_millis(250), || async {
         for node in nodes {
-            if let Ok(l) = leader(node).await {
-                if l.is_self && !l.leader_address.is_empty() {
-                    return Some((node.name().to_owned(), l.leader_address));
-                }
+            let Ok(l) = leader(node).await else { continue };
+            if l.is_self && !l.leader_address.is_empty() {
+                return Some(Active {
+                    pod: node.name().to_owned(),
+                    address: l.leader_address,
+                    ha: true,
+                });
+            }
+            // A standalone server answers `ha_enabled: false` sealed or not.
+            if !l.ha_enabled
+                && seal_status(node)
+                    .await
+                    .is_ok_and(|s| s.initialized && !s.sealed)
+            {
+                return Some(Active {
+                    pod: node.name().to_owned(),
+                    address: String::new(),
+                    ha: false,
+                });
             }
         }
         None
@@ -247,21 +301,33 @@ pub async fn wait_for_leader<N: VaultNode>(
     .ok_or(ReconcileError::NoLeader { waited: timeout })
 }
 
-async fn wait_for_peers(
+/// [`wait_for_active`] as `(pod, leader address)`; the address is empty for
+/// a standalone server.
+pub async fn wait_for_leader<N: VaultNode>(
+    nodes: &[N],
+    timeout: Duration,
+) -> Result<(String, String), ReconcileError> {
+    wait_for_active(nodes, timeout)
+        .await
+        .map(|a| (a.pod, a.address))
+}
+
+/// Waits until every pod in `pods` has a raft peer: by node id or by the
+/// host of its address (see [`crate::ops::peers`]). Pod hosts are re-read
+/// on every poll, since a pod that was deleted comes back with a new IP.
+async fn wait_for_peers<C: VaultCluster>(
+    cluster: &C,
     node: &impl VaultNode,
     credentials: &Credentials,
     pods: &BTreeSet<String>,
     timeout: Duration,
 ) -> Result<Vec<RaftPeer>, ReconcileError> {
-    let complete = |peers: &[RaftPeer]| {
-        pods.iter()
-            .all(|p| peers.iter().any(|peer| &peer.node_id == p))
-    };
     let found = poll_until(timeout, Duration::from_millis(300), || async {
-        raft_peers(node, &credentials.root_token)
-            .await
-            .ok()
-            .filter(|peers| complete(peers))
+        let peers = raft_peers(node, &credentials.root_token).await.ok()?;
+        let nodes = cluster.nodes().await.ok()?;
+        missing_peers(pods, &nodes, &peers)
+            .is_empty()
+            .then_some(peers)
     })
     .await;
     if let Some(peers) = found {
@@ -270,17 +336,138 @@ async fn wait_for_peers(
     let last = raft_peers(node, &credentials.root_token)
         .await
         .unwrap_or_default();
+    let nodes = cluster.nodes().await.unwrap_or_default();
     Err(ReconcileError::PeersIncomplete {
-        missing: pods
-            .iter()
-            .filter(|p| !last.iter().any(|peer| &peer.node_id == *p))
-            .cloned()
-            .collect(),
+        missing: missing_peers(pods, &nodes, &last),
         waited: timeout,
     })
+}
+
+/// The pods of `pods` that no peer in `peers` belongs to.
+fn missing_peers<N: VaultNode>(
+    pods: &BTreeSet<String>,
+    nodes: &[N],
+    peers: &[RaftPeer],
+) -> Vec<String> {
+    pods.iter()
+        .filter(|pod| {
+            let hosts = nodes
+                .iter()
+                .find(|n| n.name() == pod.as_str())
+                .map_or(&[][..], |n| n.hosts());
+            !peers.iter().any(|peer| is_peer_of(peer, pod, hosts))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The StatefulSet ordinal at the end of a pod name (`openbao-2` → 2).
 pub fn ordinal_of(pod: &str) -> Option<usize> {
     pod.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::credentials::sample;
+    use crate::ops::double::{FakeCluster, FakeNode, ServerState};
+    use serde_json::json;
+
+    fn short() -> Timeouts {
+        Timeouts {
+            leader: Duration::from_secs(2),
+            pod_appear: Duration::from_secs(2),
+            peers: Duration::from_millis(500),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_standalone_server_is_done_once_unsealed() {
+        let node = FakeNode::standalone("openbao-0", 2);
+        let cluster = FakeCluster {
+            nodes: vec![node.clone()],
+            replicas: 1,
+        };
+        let report = reconcile(&cluster, &Keyring::of(&sample(3, 2)), &short())
+            .await
+            .unwrap();
+        assert!(!node.sealed());
+        assert!(report.standalone);
+        assert_eq!(report.leader, "openbao-0");
+        assert!(report.peers.is_empty());
+        assert_eq!(report.pods.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn standalone_servers_cannot_join_each_other() {
+        let fresh = FakeNode::standalone("openbao-1", 2);
+        fresh.state.lock().unwrap().initialized = false;
+        let cluster = FakeCluster {
+            nodes: vec![FakeNode::standalone("openbao-0", 2), fresh],
+            replicas: 2,
+        };
+        let err = reconcile(&cluster, &Keyring::of(&sample(3, 2)), &short())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReconcileError::StandaloneCannotJoin { pods } if pods == &["openbao-1"]),
+            "{err}"
+        );
+        assert!(err.to_string().contains("kubectl vault migrate"), "{err}");
+    }
+
+    fn raft_node(name: &str, ip: &str, peers: serde_json::Value) -> FakeNode {
+        FakeNode::new(
+            name,
+            &[ip, &format!("{name}.openbao-internal")],
+            ServerState {
+                initialized: true,
+                sealed: true,
+                threshold: 2,
+                progress: 0,
+                storage_type: "raft",
+                peers,
+                api_addr: format!("http://{ip}:8200"),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn raft_peers_with_generated_ids_are_found_by_address() {
+        // Generated node ids: one peer by IP, one by its DNS name.
+        let peers = json!([
+            {"node_id": "5c1f0e4a-0000-4000-8000-000000000000", "address": "10.0.0.5:8201", "leader": true, "voter": true},
+            {"node_id": "9d2e7b1c-0000-4000-8000-000000000000", "address": "openbao-1.openbao-internal.vault.svc:8201", "voter": true},
+        ]);
+        let cluster = FakeCluster {
+            nodes: vec![
+                raft_node("openbao-0", "10.0.0.5", peers.clone()),
+                raft_node("openbao-1", "10.0.0.6", peers.clone()),
+            ],
+            replicas: 2,
+        };
+        let report = reconcile(&cluster, &Keyring::of(&sample(3, 2)), &short())
+            .await
+            .unwrap();
+        assert!(!report.standalone);
+        assert_eq!(report.peers.len(), 2);
+
+        // A pod whose node id and addresses are in no peer is reported
+        // missing, by name.
+        let only_0 = json!([peers[0].clone()]);
+        let cluster = FakeCluster {
+            nodes: vec![
+                raft_node("openbao-0", "10.0.0.5", only_0.clone()),
+                raft_node("openbao-1", "10.0.0.6", only_0),
+            ],
+            replicas: 2,
+        };
+        let err = reconcile(&cluster, &Keyring::of(&sample(3, 2)), &short())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReconcileError::PeersIncomplete { missing, .. } if missing == &["openbao-1"]),
+            "{err}"
+        );
+    }
 }

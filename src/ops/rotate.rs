@@ -123,6 +123,8 @@ impl RotateError {
 enum Api {
     /// Vault 1.x: tokenless `sys/rekey/*` and `sys/generate-root/*`.
     Legacy,
+    /// Vault 2.x without `enable_unauthenticated_access`: the same endpoints, with a token.
+    LegacyWithToken,
     /// OpenBao 2.x: `sys/rotate/root/*` and `sys/generate-root-token/*` with a token.
     TokenOnly,
 }
@@ -130,23 +132,27 @@ enum Api {
 impl Api {
     fn name(self) -> &'static str {
         match self {
-            Api::Legacy => "sys/rekey",
+            Api::Legacy | Api::LegacyWithToken => "sys/rekey",
             Api::TokenOnly => "sys/rotate/root",
         }
     }
 
     fn rekey(self, op: &str) -> String {
         match self {
-            Api::Legacy => format!("sys/rekey/{op}"),
+            Api::Legacy | Api::LegacyWithToken => format!("sys/rekey/{op}"),
             Api::TokenOnly => format!("sys/rotate/root/{op}"),
         }
     }
 
     fn generate_root(self, op: &str) -> String {
         match self {
-            Api::Legacy => format!("sys/generate-root/{op}"),
+            Api::Legacy | Api::LegacyWithToken => format!("sys/generate-root/{op}"),
             Api::TokenOnly => format!("sys/generate-root-token/{op}"),
         }
+    }
+
+    fn needs_token(self) -> bool {
+        !matches!(self, Api::Legacy)
     }
 }
 
@@ -175,7 +181,7 @@ impl<N: VaultNode> Session<'_, N> {
             body,
             token: None,
         };
-        if self.api == Api::TokenOnly || path.starts_with("auth/") {
+        if self.api.needs_token() || path.starts_with("auth/") {
             req.token = Some(&self.token);
         }
         self.node
@@ -364,7 +370,7 @@ pub async fn probe_shares<N: VaultNode>(
     token: &Secret,
     candidate: &Credentials,
 ) -> Result<bool, RotateError> {
-    let api = detect_api(leader).await?;
+    let api = detect_api(leader, token).await?;
     let session = Session {
         node: leader,
         api,
@@ -373,16 +379,30 @@ pub async fn probe_shares<N: VaultNode>(
     session.accepts(candidate).await
 }
 
-/// Picks the endpoints by asking the legacy path: OpenBao answers 405.
-async fn detect_api(node: &impl VaultNode) -> Result<Api, RotateError> {
+/// Picks the endpoints by asking the legacy path without a token: OpenBao
+/// answers 405 (it has only `sys/rotate/root`); Vault 2.x answers 403 unless
+/// `enable_unauthenticated_access` lists rekey, and then takes the same path
+/// with a token.
+async fn detect_api(node: &impl VaultNode, token: &Secret) -> Result<Api, RotateError> {
+    let failed = |source| RotateError::Node {
+        step: "detect the rekey API",
+        pod: node.name().to_owned(),
+        source,
+    };
     match node.call(Request::read("sys/rekey/init")).await {
         Ok(_) => Ok(Api::Legacy),
         Err(NodeError::Api { status: 405, .. }) => Ok(Api::TokenOnly),
-        Err(source) => Err(RotateError::Node {
-            step: "detect the rekey API",
-            pod: node.name().to_owned(),
-            source,
-        }),
+        Err(NodeError::Api { status: 403, .. }) => {
+            match node
+                .call(Request::read("sys/rekey/init").with_token(token))
+                .await
+            {
+                Ok(_) => Ok(Api::LegacyWithToken),
+                Err(NodeError::Api { status: 405, .. }) => Ok(Api::TokenOnly),
+                Err(source) => Err(failed(source)),
+            }
+        }
+        Err(source) => Err(failed(source)),
     }
 }
 
@@ -421,7 +441,7 @@ pub async fn run<N: VaultNode>(
             },
         ));
     }
-    let api = detect_api(leader).await?;
+    let api = detect_api(leader, &current.root_token).await?;
     let mut session = Session {
         node: leader,
         api,
@@ -841,6 +861,72 @@ fn decode_token(encoded: &Secret, otp: &Secret) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers `sys/rekey/init` the way one server flavour does.
+    struct RekeyProbe {
+        without_token: u16,
+        with_token: u16,
+        token: &'static str,
+    }
+
+    impl VaultNode for RekeyProbe {
+        fn name(&self) -> &str {
+            "vault-0"
+        }
+
+        async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+            assert_eq!(req.path, "sys/rekey/init");
+            let status = match req.token {
+                None => self.without_token,
+                Some(t) => {
+                    assert_eq!(t.expose(), self.token);
+                    self.with_token
+                }
+            };
+            match status {
+                200 => Ok(json!({"started": false})),
+                status => Err(NodeError::Api {
+                    status,
+                    errors: vec!["denied".into()],
+                }),
+            }
+        }
+    }
+
+    async fn detect(without_token: u16, with_token: u16) -> Result<Api, RotateError> {
+        let node = RekeyProbe {
+            without_token,
+            with_token,
+            token: "s.root",
+        };
+        detect_api(&node, &Secret::new("s.root")).await
+    }
+
+    #[tokio::test]
+    async fn the_rekey_api_is_detected_by_405_and_by_403() {
+        // Vault 1.x: tokenless legacy endpoints.
+        assert_eq!(detect(200, 200).await.unwrap(), Api::Legacy);
+        // OpenBao 2.x: no legacy endpoints at all.
+        assert_eq!(detect(405, 405).await.unwrap(), Api::TokenOnly);
+        // Vault 2.x without enable_unauthenticated_access: 403 without a token.
+        let api = detect(403, 200).await.unwrap();
+        assert_eq!(api, Api::LegacyWithToken);
+        assert!(api.needs_token());
+        assert_eq!(api.rekey("init"), "sys/rekey/init");
+        assert_eq!(api.generate_root("attempt"), "sys/generate-root/attempt");
+        // A 403 that the token cannot lift is reported, not guessed around.
+        assert!(matches!(
+            detect(403, 403).await,
+            Err(RotateError::Node {
+                source: NodeError::Api { status: 403, .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            detect(500, 200).await,
+            Err(RotateError::Node { .. })
+        ));
+    }
 
     #[test]
     fn decodes_the_otp_encoded_token() {

@@ -134,7 +134,7 @@ impl KubeCluster {
             .map(|port| PortForwardNode::new(self.pods.clone(), name.clone(), port));
         let exec = ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
             .with_data_dir(data_dir(pod, &self.container));
-        Some(PodNode::new(exec, forward))
+        Some(PodNode::new(exec, forward).with_hosts(pod_hosts(pod, &self.namespace)))
     }
 
     /// Switches to the port-forward transport, to the port of the
@@ -228,6 +228,38 @@ fn pod_info(p: &Pod) -> PodInfo {
             .unwrap_or(0),
         ip: status.and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
     }
+}
+
+/// The hosts a pod is known by: its IPs, its name, and the DNS name its
+/// headless Service gives it (`<hostname>.<subdomain>`, and with the
+/// namespace after it). A raft peer address names one of these.
+fn pod_hosts(pod: &Pod, namespace: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = pod
+        .status
+        .as_ref()
+        .map(|s| {
+            s.pod_ips
+                .iter()
+                .flatten()
+                .map(|ip| ip.ip.clone())
+                .chain(s.pod_ip.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone());
+    if let Some(hostname) = hostname {
+        if let Some(subdomain) = spec.and_then(|s| s.subdomain.as_deref()) {
+            hosts.push(format!("{hostname}.{subdomain}.{namespace}"));
+            hosts.push(format!("{hostname}.{subdomain}"));
+        }
+        hosts.push(hostname);
+    }
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// The container's `BAO_ADDR`/`VAULT_ADDR`, as the charts set it.
@@ -338,5 +370,52 @@ async fn detect_cli(
         _ => Err(ClusterError::List(format!(
             "pod {pod} container {container} has neither `bao` nor `vault` on its PATH"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::node::RaftPeer;
+    use crate::ops::peers::is_peer_of;
+
+    fn chart_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "prod-openbao-1", "namespace": "vault"},
+            "spec": {
+                "hostname": "prod-openbao-1",
+                "subdomain": "prod-openbao-internal",
+                "containers": [{"name": "openbao"}],
+            },
+            "status": {"podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}, {"ip": "fd00::3"}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_pod_is_known_by_its_ips_and_headless_service_names() {
+        let hosts = pod_hosts(&chart_pod(), "vault");
+        for want in [
+            "10.1.2.3",
+            "fd00::3",
+            "prod-openbao-1",
+            "prod-openbao-1.prod-openbao-internal",
+            "prod-openbao-1.prod-openbao-internal.vault",
+        ] {
+            assert!(hosts.iter().any(|h| h == want), "{want} in {hosts:?}");
+        }
+        // What the charts advertise as cluster_addr matches the pod.
+        let peer = RaftPeer {
+            node_id: "1f0c-generated".into(),
+            address: "prod-openbao-1.prod-openbao-internal:8201".into(),
+            leader: false,
+            voter: true,
+        };
+        assert!(is_peer_of(&peer, "prod-openbao-1", &hosts));
+        assert!(!is_peer_of(
+            &peer,
+            "prod-openbao-0",
+            &pod_hosts(&Pod::default(), "vault")
+        ));
     }
 }

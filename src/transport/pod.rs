@@ -25,11 +25,23 @@ pub enum TransportKind {
 pub struct PodNode {
     exec: ExecNode,
     forward: Option<PortForwardNode>,
+    /// The pod's IPs and DNS names, to recognise it among raft peers.
+    hosts: Vec<String>,
 }
 
 impl PodNode {
     pub fn new(exec: ExecNode, forward: Option<PortForwardNode>) -> Self {
-        PodNode { exec, forward }
+        PodNode {
+            exec,
+            forward,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Sets the hosts the pod is known by (see [`VaultNode::hosts`]).
+    pub fn with_hosts(mut self, hosts: Vec<String>) -> Self {
+        self.hosts = hosts;
+        self
     }
 
     /// The exec side, for work that needs the container's shell.
@@ -41,6 +53,10 @@ impl PodNode {
 impl VaultNode for PodNode {
     fn name(&self) -> &str {
         self.exec.name()
+    }
+
+    fn hosts(&self) -> &[String] {
+        &self.hosts
     }
 
     async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {

@@ -290,7 +290,8 @@ impl Env {
         for _ in 0..240 {
             for (i, _) in self.cluster.pod_names().iter().enumerate() {
                 let s = self.seal_status(i as u32).await;
-                if s["sealed"] == false && s["is_self"] == true {
+                // The HA leader, or an unsealed standalone server (no HA, no leader).
+                if s["sealed"] == false && (s["is_self"] == true || s["ha_enabled"] == false) {
                     return i as u32;
                 }
             }
@@ -324,9 +325,20 @@ impl Env {
             .as_array()
             .expect("servers")
             .clone();
-        for name in self.cluster.pod_names() {
+        for (i, name) in self.cluster.pod_names().iter().enumerate() {
+            // By node id (setNodeId) or, for a generated one, by the pod's
+            // IP or DNS name (cluster_dns).
+            let ip = self
+                .cluster
+                .pod_api_addr(i as u32)
+                .trim_start_matches("http://")
+                .trim_end_matches(":8200")
+                .to_owned();
             assert!(
-                servers.iter().any(|s| s["node_id"] == name.as_str()),
+                servers.iter().any(|s| s["node_id"] == name.as_str()
+                    || s["address"] == format!("{ip}:8201").as_str()
+                    || s["address"]
+                        == format!("{name}.{}-internal:8201", self.cluster.name()).as_str()),
                 "{name} missing from raft peers: {servers:?}"
             );
         }

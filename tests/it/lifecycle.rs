@@ -69,7 +69,8 @@ async fn init_openbao_parallel_three_pods() {
 
 #[tokio::test]
 async fn init_vault_cli_ordered_ready_three_pods() {
-    init_and_survive_restart(ClusterOptions::vault().ordered_ready(), 3).await;
+    // setNodeId: true, the charts' opt-in: raft node ids are the pod names.
+    init_and_survive_restart(ClusterOptions::vault().ordered_ready().set_node_id(true), 3).await;
 }
 
 #[tokio::test]

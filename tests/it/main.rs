@@ -4,6 +4,7 @@
 mod chart;
 mod crash;
 mod credentials;
+mod defaults;
 mod faults;
 mod harness;
 mod hook;

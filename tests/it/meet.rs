@@ -561,3 +561,78 @@ async fn importing_a_retired_generation_is_refused_even_with_force() {
     env.restart_all_and_unseal().await;
     env.assert_whole(3).await;
 }
+
+/// SIGKILLs `rotate --root-token` at random moments on one cluster, re-runs
+/// it each time, and proves after every trial that the stored keys unseal
+/// every pod after a full restart and that the stored token reads data
+/// written before the first rotation. `ROTATE_KILL_TRIALS` sets the count.
+#[tokio::test]
+async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
+    let trials: usize = std::env::var("ROTATE_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("ROTATE_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("rotate kill trials: {trials}, seed {seed} (ROTATE_KILL_SEED reproduces)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
+        .await
+        .ok();
+    let first = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.write_kv(&first, "before", "rotations").await;
+    let mut left_checkpoint = 0;
+    for trial in 0..trials {
+        // Even trials aim at the checkpoint window (a random moment after
+        // the checkpoint appeared), odd ones at any moment of the run.
+        let after_checkpoint = trial % 2 == 0;
+        // Trial 0 kills at once: the rekey's checkpoint is certainly there.
+        let ms = if trial == 0 {
+            0
+        } else if after_checkpoint {
+            rng.random_range(0..600)
+        } else {
+            rng.random_range(200..3000)
+        };
+        let mut child = env.spawn_plugin(&["rotate", "--yes", "--root-token"], &[]);
+        if after_checkpoint {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !env.checkpoint_exists().await && child.try_wait().expect("try_wait").is_none() {
+                assert!(Instant::now() < deadline, "no rotate checkpoint");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let running = child.try_wait().expect("try_wait").is_none();
+        child.start_kill().expect("SIGKILL rotate");
+        env.finish_spawned(child).await;
+        let pending = env.checkpoint_exists().await;
+        left_checkpoint += usize::from(pending);
+        eprintln!("trial {trial}: killed {ms} ms after {}, while running: {running}, checkpoint left: {pending}", if after_checkpoint { "the checkpoint appeared" } else { "the start" });
+        // A full restart before the re-run: the interrupted state must
+        // unseal with what is stored (credentials plus checkpoint).
+        env.cluster.restart_all().await.unwrap();
+        env.plugin(&["unseal"]).await.ok();
+        env.plugin(&["rotate", "--yes", "--root-token"]).await.ok();
+        assert!(!env.checkpoint_exists().await);
+        env.restart_all_and_unseal().await;
+        env.assert_whole(3).await;
+        let token = env.stored_credentials().await.unwrap()["root_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(env.read_kv(&token, "before").await, "rotations");
+    }
+    assert!(
+        left_checkpoint >= 1 || trials < 3,
+        "no kill landed while a checkpoint held the new keys"
+    );
+    assert_eq!(env.sys_inits(), 1);
+    env.assert_no_secret_exposed().await;
+}

@@ -129,9 +129,15 @@ async fn remove_and_scale_keep_data_and_ips() {
 
 #[tokio::test]
 async fn retry_join_lets_the_second_pod_join_and_become_standby() {
-    let c = Cluster::start(ClusterOptions::vault().replicas(2).retry_join(true))
-        .await
-        .unwrap();
+    // Node ids named after the pods (setNodeId), to see vault-1 in the peer set.
+    let c = Cluster::start(
+        ClusterOptions::vault()
+            .replicas(2)
+            .retry_join(true)
+            .set_node_id(true),
+    )
+    .await
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(c.client().await.unwrap(), c.namespace());
     let (key, root) = init(&pods, "vault-0").await.unwrap();
     unseal(&pods, "vault-0", &key).await.unwrap();

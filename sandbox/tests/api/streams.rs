@@ -65,7 +65,21 @@ async fn exec_streams_stdin_and_exit_codes() {
     keys.sort();
     assert_eq!(
         keys,
-        ["BAO_ADDR", "HOME", "HOSTNAME", "PATH", "POD_IP", "TMPDIR"]
+        [
+            "BAO_ADDR",
+            "BAO_API_ADDR",
+            "BAO_CLUSTER_ADDR",
+            "BAO_K8S_NAMESPACE",
+            "BAO_K8S_POD_NAME",
+            "HOME",
+            "HOSTNAME",
+            "HOST_IP",
+            "PATH",
+            "POD_IP",
+            "SKIP_CHOWN",
+            "SKIP_SETCAP",
+            "TMPDIR"
+        ]
     );
     let out = exec(&pods, "openbao-0", None, &["pwd"], None)
         .await

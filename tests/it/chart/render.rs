@@ -83,13 +83,26 @@ fn kubernetes_validate_rejects_an_unknown_field() {
 fn snapshot_cronjob_renders_only_when_enabled_with_a_writable_target() {
     assert!(!kinds(&render(DEFAULTS)).contains(&"CronJob"));
     for (set, why) in [
-        (&["snapshot.enabled=true"][..], "snapshot.to is required"),
+        // The default target is a standalone install: file storage.
         (
-            &["snapshot.enabled=true", "snapshot.to=/data/"][..],
+            &["snapshot.enabled=true", "snapshot.to=s3://b/"][..],
+            "snapshot.enabled needs target.storage=raft",
+        ),
+        (
+            &["target.storage=raft", "snapshot.enabled=true"][..],
+            "snapshot.to is required",
+        ),
+        (
+            &[
+                "target.storage=raft",
+                "snapshot.enabled=true",
+                "snapshot.to=/data/",
+            ][..],
             "root filesystem is read-only",
         ),
         (
             &[
+                "target.storage=raft",
                 "snapshot.enabled=true",
                 "snapshot.to=/data/",
                 "snapshot.persistentVolumeClaim=snaps",
@@ -105,6 +118,7 @@ fn snapshot_cronjob_renders_only_when_enabled_with_a_writable_target() {
     // the nonroot group.
     let docs = render(Values {
         set: &[
+            "target.storage=raft",
             "snapshot.enabled=true",
             "snapshot.to=file:///snapshots/vault/",
             "snapshot.persistentVolumeClaim=snaps",
@@ -145,6 +159,11 @@ fn bad_values_are_refused_at_render_time() {
             "must be below hook.activeDeadlineSeconds (285)",
         ),
         ("target.statefulset=Vault_0", "statefulset"),
+        ("target.release=Prod", "release"),
+        ("target.chart=consul", "chart"),
+        ("target.storage=s3", "storage"),
+        // File storage (the charts' standalone default) has no raft snapshots.
+        ("snapshot.enabled=true", "snapshot.enabled needs target.storage=raft"),
         ("credentials.age.recipients[0]=ssh-ed25519", "recipients"),
         ("unknownValue=1", "unknownValue"),
         ("credentials.age.identitySecret=a/b/c", "identitySecret"),
@@ -182,11 +201,11 @@ fn notes_say_where_the_credentials_are_and_how_to_export_them() {
         .map(|(_, n)| n)
         .expect("NOTES in the install output");
     assert!(
-        notes.contains("Secret vault-unseal in namespace vault"),
+        notes.contains("Secret openbao-unseal in namespace vault"),
         "{notes}"
     );
     assert!(
-        notes.contains("kubectl vault credentials export -n vault --secret-name vault-unseal"),
+        notes.contains("kubectl vault credentials export -n vault --secret-name openbao-unseal"),
         "{notes}"
     );
 }

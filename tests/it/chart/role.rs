@@ -88,7 +88,7 @@ fn role_grants_exactly_the_promised_permissions() {
     let docs = render(DEFAULTS);
     assert_eq!(
         grants(one(&docs, "Role")),
-        promised("vault", "vault-unseal", None)
+        promised("openbao", "openbao-unseal", None)
     );
     let docs = render(ALL);
     let role = one(&docs, "Role");
@@ -145,7 +145,7 @@ fn identity_secret_in_another_namespace_gets_its_own_read_only_role() {
     // one Secret and nothing else.
     assert_eq!(
         grants(role_in(&docs, "vault")),
-        promised("vault", "vault-unseal", None)
+        promised("openbao", "openbao-unseal", None)
     );
     assert_eq!(
         grants(role_in(&docs, "flux-system")),
@@ -182,7 +182,66 @@ fn role_check_notices_an_extra_permission() {
                 .expect("rule"),
         );
     }
-    assert_ne!(grants(&role), promised("vault", "vault-unseal", None));
+    assert_eq!(
+        grants(one(&docs, "Role")),
+        promised("openbao", "openbao-unseal", None)
+    );
+    assert_ne!(grants(&role), promised("openbao", "openbao-unseal", None));
+}
+
+/// The StatefulSet the upstream chart creates for a release (its
+/// `fullname`): the release name when it contains the chart name.
+fn upstream_statefulset(chart: &str, release: &str) -> String {
+    if release.contains(chart) {
+        release.to_owned()
+    } else {
+        format!("{release}-{chart}")
+    }
+}
+
+#[test]
+fn role_names_follow_the_upstream_release_naming() {
+    for (chart, release, sts) in [
+        ("openbao", "openbao", "openbao"),
+        ("openbao", "prod", "prod-openbao"),
+        ("openbao", "my-openbao", "my-openbao"),
+        ("vault", "vault", "vault"),
+        ("vault", "secrets", "secrets-vault"),
+        ("vault", "vault-eu", "vault-eu"),
+    ] {
+        assert_eq!(upstream_statefulset(chart, release), sts);
+        let chart_set = format!("target.chart={chart}");
+        let release_set = format!("target.release={release}");
+        let docs = render(Values {
+            set: &[&chart_set, &release_set],
+            ..DEFAULTS
+        });
+        // The names the binary derives from the StatefulSet: the Secret is
+        // its own default, the checkpoint and the Lease follow from them.
+        let secret = kubectl_vault::store::kube_secret::default_secret_name(sts);
+        assert_eq!(
+            grants(one(&docs, "Role")),
+            promised(sts, &secret, None),
+            "{chart} release {release}"
+        );
+        let args = job_args(&docs).join(" ");
+        assert!(
+            args.contains(&format!(
+                "--selector app.kubernetes.io/name={chart},app.kubernetes.io/instance={release},component=server "
+            )),
+            "{args}"
+        );
+        assert!(args.contains(&format!("--secret-name {secret} ")), "{args}");
+    }
+    // fullnameOverride on the server chart: the StatefulSet is named outright.
+    let docs = render(Values {
+        set: &["target.release=prod", "target.statefulset=bao"],
+        ..DEFAULTS
+    });
+    assert_eq!(
+        grants(one(&docs, "Role")),
+        promised("bao", "bao-unseal", None)
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! `role::role_grants_exactly_the_promised_permissions` (nothing more) this
 //! pins the Role from both sides.
 
-use super::role::grants;
+use super::role::{grants, Grant};
 use super::{job_args, one, render, Values};
 use crate::harness::{deps_bin, plugin_binary, Env};
 use k8s_openapi::api::core::v1::Secret;
@@ -70,6 +70,24 @@ fn audited(path: &Path, skip: usize) -> Vec<Request> {
         }
     }
     out
+}
+
+/// Every request was in namespace `ns` and one the Role's grants allow.
+fn assert_all_allowed(requests: &BTreeSet<Request>, allowed: &BTreeSet<Grant>, ns: &str) {
+    let denied: Vec<&Request> = requests
+        .iter()
+        .filter(|r| {
+            let name = (!r.name.is_empty()).then(|| r.name.clone());
+            let key = |n: Option<String>| (r.group.clone(), r.resource.clone(), r.verb.clone(), n);
+            r.namespace != ns
+                || !(allowed.contains(&key(None))
+                    || (name.is_some() && allowed.contains(&key(name))))
+        })
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the rendered Role would deny these requests of the hook:\n{denied:#?}\nRole grants: {allowed:#?}"
+    );
 }
 
 fn lines(path: &Path) -> usize {
@@ -192,6 +210,8 @@ async fn assert_bootstrapped(env: &Env, age: Option<&AgeKey>) {
 async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encrypted: bool) {
     let has_hook = has_subcommand("hook").await;
 
+    let chart = opts.flavour.app_name();
+    let release = opts.instance().to_owned();
     let env = Env::start(opts.replicas(3)).await;
     let home = tempfile::tempdir().expect("tempdir");
     let age = if encrypted {
@@ -202,7 +222,11 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
     let ns = env.cluster.namespace().to_owned();
     let mut set = vec![
         format!("target.namespace={ns}"),
-        format!("target.statefulset={}", env.cluster.name()),
+        // Named the way the upstream chart names a release: the Role's
+        // names are derived from these, the binary's from the pods.
+        format!("target.chart={chart}"),
+        format!("target.release={release}"),
+        "target.storage=raft".to_owned(),
         "keyShares=3".to_owned(),
         "keyThreshold=2".to_owned(),
         // The CronJob's target is swapped for a local folder below.
@@ -301,20 +325,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         eprintln!("note: kubectl-vault has no `snapshot` subcommand yet; not running the CronJob's command");
     }
 
-    let denied: Vec<&Request> = requests
-        .iter()
-        .filter(|r| {
-            let name = (!r.name.is_empty()).then(|| r.name.clone());
-            let key = |n: Option<String>| (r.group.clone(), r.resource.clone(), r.verb.clone(), n);
-            r.namespace != ns
-                || !(allowed.contains(&key(None))
-                    || (name.is_some() && allowed.contains(&key(name))))
-        })
-        .collect();
-    assert!(
-        denied.is_empty(),
-        "the rendered Role would deny these requests of the hook:\n{denied:#?}\nRole grants: {allowed:#?}"
-    );
+    assert_all_allowed(&requests, &allowed, &ns);
     // The run did exercise the Role: exec, the Secret and the Lease, the
     // hook's Events on the StatefulSet, and the identity Secret.
     let mut exercised = vec!["pods/exec", "secrets", "leases"];
@@ -344,11 +355,66 @@ async fn hook_on_parallel_vault_needs_nothing_beyond_the_rendered_role() {
 
 #[tokio::test]
 async fn hook_on_ordered_ready_openbao_needs_nothing_beyond_the_rendered_role() {
-    hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::openbao().ordered_ready(), false)
-        .await;
+    // A release not named after the chart (StatefulSet `prod-openbao`) and
+    // generated node ids, as the openbao chart installs by default.
+    hook_needs_nothing_beyond_the_rendered_role(
+        ClusterOptions::openbao()
+            .ordered_ready()
+            .release("prod")
+            .set_node_id(false),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn hook_with_age_encryption_needs_nothing_beyond_the_rendered_role() {
     hook_needs_nothing_beyond_the_rendered_role(ClusterOptions::vault().parallel(), true).await;
+}
+
+/// The chart's defaults next to a default `helm install openbao
+/// openbao/openbao`: one standalone server on file storage. The hook
+/// initializes and unseals it without waiting for a leader, on first install
+/// and after a restart, within the rendered Role.
+#[tokio::test]
+async fn hook_on_a_default_standalone_openbao_needs_nothing_beyond_the_rendered_role() {
+    let env = Env::start(ClusterOptions::openbao().release("openbao").standalone()).await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let ns = env.cluster.namespace().to_owned();
+    let target = format!("target.namespace={ns}");
+    let docs = render(Values {
+        namespace: "helm-release",
+        file: None,
+        set: &[&target],
+    });
+    let allowed = grants(one(&docs, "Role"));
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "CronJob"),
+        "no snapshot CronJob on file storage"
+    );
+    let args = job_args(&docs);
+    let audit = env.cluster.audit_log_path();
+    let mut requests = BTreeSet::new();
+    for round in ["install", "upgrade after restart"] {
+        if round != "install" {
+            env.cluster.restart_pod(0).await.expect("restart");
+            assert_eq!(env.seal_status(0).await["sealed"], true);
+        }
+        let before = lines(&audit);
+        let (code, stderr) = run_job(&env, &args, home.path()).await;
+        assert_eq!(code, 0, "hook ({round}) failed:\n{stderr}");
+        requests.extend(audited(&audit, before));
+        let s = env.seal_status(0).await;
+        assert_eq!(s["sealed"], false, "{round}: {s}");
+        assert_eq!(s["storage_type"], "file", "{s}");
+    }
+    assert!(env.stored_credentials().await.is_some());
+    assert_all_allowed(&requests, &allowed, &ns);
+    for resource in ["pods/exec", "secrets", "leases"] {
+        assert!(
+            requests.iter().any(|r| r.resource == resource),
+            "no {resource} request audited: {requests:#?}"
+        );
+    }
+    env.assert_no_secret_exposed().await;
 }

@@ -83,10 +83,11 @@ fn job_arguments_follow_the_values() {
             "--namespace",
             "vault",
             "--selector",
-            kubectl_vault::transport::discover::DEFAULT_SELECTOR,
+            // The default release of the openbao/openbao chart, and only its pods.
+            "app.kubernetes.io/name=openbao,app.kubernetes.io/instance=openbao,component=server",
             "--secret-name",
             // The chart spells out the binary's own default.
-            &kubectl_vault::store::kube_secret::default_secret_name("vault"),
+            &kubectl_vault::store::kube_secret::default_secret_name("openbao"),
             "--log-format",
             "json",
             "--key-shares",
