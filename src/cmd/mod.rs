@@ -137,16 +137,10 @@ impl Context<'_> {
     /// Asks a person at a terminal; --yes does not answer it. Without a
     /// terminal (or with --non-interactive) it is refused.
     pub fn ask_on_terminal(&self, question: &str) -> Result<bool, Failure> {
-        if !self.has_terminal() {
-            return Err(Failure::refused(anyhow::anyhow!(
-                "{question} needs a person at a terminal to confirm; nothing was printed (add --reveal-keys-noninteractive to print without one)"
-            )));
-        }
-        dialoguer::Confirm::new()
-            .with_prompt(question)
-            .default(false)
-            .interact()
-            .map_err(Failure::failed)
+        self.ask(
+            question,
+            "needs a person at a terminal to confirm; nothing was printed (add --reveal-keys-noninteractive to print without one)",
+        )
     }
 
     /// A person can be asked: stdin and stderr are terminals, and
@@ -163,12 +157,16 @@ impl Context<'_> {
         if self.global.yes {
             return Ok(true);
         }
-        if self.global.non_interactive
-            || !std::io::stdin().is_terminal()
-            || !std::io::stderr().is_terminal()
-        {
+        self.ask(
+            question,
+            "needs confirmation; re-run with --yes to confirm without a prompt",
+        )
+    }
+
+    fn ask(&self, question: &str, without_terminal: &str) -> Result<bool, Failure> {
+        if !self.has_terminal() {
             return Err(Failure::refused(anyhow::anyhow!(
-                "{question} needs confirmation; re-run with --yes to confirm without a prompt"
+                "{question} {without_terminal}"
             )));
         }
         dialoguer::Confirm::new()

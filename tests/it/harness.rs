@@ -68,6 +68,18 @@ impl Env {
     }
 
     pub async fn plugin_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command(args, env);
+        command.stdin(Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
+            .await
+            .expect("plugin run timed out")
+            .expect("run plugin");
+        self.record(out)
+    }
+
+    /// The plugin with the cluster's kubeconfig and namespace, a clean
+    /// environment plus `env`, and `args`.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(plugin_binary());
         command
             .arg("--kubeconfig")
@@ -77,16 +89,15 @@ impl Env {
             .env_remove("KUBECONFIG")
             .env_remove("FAILPOINTS")
             .env("HOME", self.home.path())
-            .current_dir(self.home.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+            .current_dir(self.home.path());
         for (k, v) in env {
             command.env(k, v);
         }
-        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
-            .await
-            .expect("plugin run timed out")
-            .expect("run plugin");
+        command
+    }
+
+    /// Keeps what a run printed, for the exposure check.
+    fn record(&self, out: std::process::Output) -> Run {
         let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -102,23 +113,12 @@ impl Env {
     /// Starts the plugin in the background (output piped); the caller waits
     /// for it or kills it, and passes what it printed to [`Self::record_output`].
     pub fn spawn_plugin(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
-        let mut command = tokio::process::Command::new(plugin_binary());
+        let mut command = self.command(args, env);
         command
-            .arg("--kubeconfig")
-            .arg(self.cluster.kubeconfig_path())
-            .args(["-n", self.cluster.namespace(), "--no-progress"])
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .env_remove("FAILPOINTS")
-            .env("HOME", self.home.path())
-            .current_dir(self.home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in env {
-            command.env(k, v);
-        }
         command.spawn().expect("spawn plugin")
     }
 
@@ -128,16 +128,7 @@ impl Env {
             .await
             .expect("plugin run timed out")
             .expect("wait for plugin");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        self.outputs
-            .lock()
-            .unwrap()
-            .push(format!("{}\n{}", run.stdout, run.stderr));
-        run
+        self.record(out)
     }
 
     /// How many times a server was initialized, from the servers' own logs
