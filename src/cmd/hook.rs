@@ -89,13 +89,13 @@ async fn unseal_for_other_operation(
         return failure;
     };
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
-    match super::unseal::unseal_pods(&cluster, &store).await {
+    match super::unseal::unseal_pods(ctx, &cluster, &store, args.store.lock_timeout).await {
         Ok(lines) => {
             for line in &lines {
                 tracing::info!("{line}");
             }
             Failure::refused(anyhow::anyhow!(
-                "{}; pods were unsealed with the stored and pending keys ({}). Run `{resume}` to finish it, then re-run the upgrade",
+                "{}; an unseal pass with the stored and pending keys gave: {}. Run `{resume}` to finish it, then re-run the upgrade",
                 failure.error,
                 lines.join(", ")
             ))

@@ -42,6 +42,14 @@ impl PodUnseal {
 /// with the stored credentials: it is reported, with the command that shows
 /// and clears it.
 pub(crate) async fn keyring(store: &impl CredentialStore) -> Result<Keyring, Failure> {
+    Ok(keyring_and_checkpoint(store).await?.0)
+}
+
+/// [`keyring`] and the checkpoint it was built from (`None` also when it
+/// cannot be read), for callers that name the pending operation.
+async fn keyring_and_checkpoint(
+    store: &impl CredentialStore,
+) -> Result<(Keyring, Option<crate::ops::checkpoint::Checkpoint>), Failure> {
     let stored = store.load_credentials().await.map_err(Failure::refused)?;
     let checkpoint = match store.load_checkpoint().await {
         Ok(c) => c,
@@ -71,7 +79,7 @@ pub(crate) async fn keyring(store: &impl CredentialStore) -> Result<Keyring, Fai
             );
         }
     }
-    Ok(ring)
+    Ok((ring, checkpoint))
 }
 
 /// One pass over every pod; returns the per-pod results and whether any failed.
@@ -120,13 +128,21 @@ async fn unseal_pass(
 }
 
 /// One unseal pass with every candidate generation, for the hook when it
-/// meets another operation's checkpoint; returns `pod: result` lines.
+/// meets another operation's checkpoint; returns `pod: result` lines. Holds
+/// the Lease like a watcher pass, so it never resets the unseal progress of
+/// a pod another run is unsealing.
 pub(crate) async fn unseal_pods(
+    ctx: &Context<'_>,
     cluster: &KubeCluster,
     store: &impl CredentialStore,
+    lock_timeout: Duration,
 ) -> Result<Vec<String>, Failure> {
-    let keys = keyring(store).await?;
-    let (results, _) = unseal_pass(cluster, &keys).await?;
+    let guard = ctx.lock(cluster, lock_timeout).await?;
+    let pass = async {
+        let keys = keyring(store).await?;
+        unseal_pass(cluster, &keys).await
+    };
+    let (results, _) = guard.fenced(pass).await.map_err(Failure::failed)??;
     Ok(results
         .iter()
         .map(|r| match (&r.generation, &r.error) {
@@ -143,8 +159,7 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
     if args.watch {
         return watch(ctx, &cluster, &store, args.interval).await;
     }
-    let keys = keyring(&store).await?;
-    let pending = store.load_checkpoint().await.ok().flatten();
+    let (keys, pending) = keyring_and_checkpoint(&store).await?;
     let (results, failed) = unseal_pass(&cluster, &keys).await?;
     ctx.printer
         .value(&results, |rows| {

@@ -98,25 +98,24 @@ impl SecretStore {
 
     /// The recipients the next write is encrypted for; empty means plaintext.
     pub async fn write_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
+        Ok(self.recipients_over(self.recorded_recipients().await?))
+    }
+
+    /// What the sealing policy makes of the recipients already `recorded`.
+    fn recipients_over(&self, recorded: Vec<Recipient>) -> Vec<Recipient> {
         match self.envelope.sealing() {
-            Sealing::Encrypt(recipients) => Ok(recipients.clone()),
-            Sealing::Plaintext => Ok(Vec::new()),
-            Sealing::Inherit => self.recorded_recipients().await,
-            Sealing::InheritOr(fallback) => {
-                let recorded = self.recorded_recipients().await?;
-                Ok(if recorded.is_empty() {
-                    fallback.clone()
-                } else {
-                    recorded
-                })
-            }
+            Sealing::Encrypt(recipients) => recipients.clone(),
+            Sealing::Plaintext => Vec::new(),
+            Sealing::Inherit => recorded,
+            Sealing::InheritOr(fallback) if recorded.is_empty() => fallback.clone(),
+            Sealing::InheritOr(_) => recorded,
         }
     }
 
-    /// The recipients the stored documents are encrypted for: the annotation on
-    /// the credentials Secret, or (when it does not exist yet) on the checkpoint
-    /// of an interrupted init; a document someone encrypted with `sops` by hand
-    /// is read for its own recipients. Empty for plaintext.
+    /// The recipients the stored documents are really encrypted for (their
+    /// own sops metadata, checked against the annotation): the credentials
+    /// Secret's, or (when it does not exist yet) the checkpoint's of an
+    /// interrupted init. Empty for plaintext.
     pub async fn recorded_recipients(&self) -> Result<Vec<Recipient>, StoreError> {
         for (name, key) in [
             (&self.name, CREDENTIALS_KEY),
@@ -229,9 +228,9 @@ impl SecretStore {
         key: &str,
         plain: &SecretBytes,
     ) -> Result<(), StoreError> {
-        let recipients = self.write_recipients().await?;
         let object = self.object(name);
         let recorded = self.recorded_recipients().await?;
+        let recipients = self.recipients_over(recorded.clone());
         if !recorded.is_empty()
             && !same_recipients(&recorded, &recipients)
             && !self.envelope.recipients_change_allowed()

@@ -5,7 +5,7 @@ use crate::harness::Env;
 use k8s_openapi::api::core::v1::Event;
 use sandbox::ClusterOptions;
 
-const HOOK: [&str; 8] = [
+pub(crate) const HOOK: [&str; 8] = [
     "hook",
     "--log-format",
     "json",

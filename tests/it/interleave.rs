@@ -75,10 +75,10 @@ fn others(dir: &str, export: &str) -> Vec<Vec<String>> {
     let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
     vec![
         s(&["unseal"]),
-        s(&["join", "--timeout", "30s"]),
+        s(&["join", "--timeout", "120s"]),
         s(&["snapshot", "save", "--to", &format!("{dir}/")]),
         s(&["credentials", "import", "--force", "-f", export]),
-        s(&["hook", "--timeout=30s"]),
+        s(&["hook", "--timeout=180s"]),
         s(&["init", "--yes"]),
         s(&["rotate", "--yes"]),
     ]
@@ -199,7 +199,7 @@ async fn interleave(a: Interrupted) {
         // What is stored (with the checkpoint) still unseals every pod.
         env.cluster.restart_all().await.unwrap();
         env.plugin(&["unseal", "--timeout", "0s"]).await;
-        let join = env.plugin(&["join", "--timeout", "60s"]).await;
+        let join = env.plugin(&["join", "--timeout", "120s"]).await;
         assert!(
             all_unsealed(&env).await,
             "after `{}` and a full restart the stored keys unseal every pod: {join:?}",

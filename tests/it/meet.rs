@@ -3,6 +3,7 @@
 //! stored afterwards unseal every pod and that nothing initialized twice.
 
 use crate::harness::Env;
+use crate::hook::HOOK;
 use rand::{Rng, SeedableRng};
 use sandbox::ClusterOptions;
 use std::path::PathBuf;
@@ -211,17 +212,6 @@ async fn init_waits_for_pod_0_and_never_initializes_another_pod() {
     env.assert_whole(3).await;
     assert_eq!(env.sys_inits(), 1);
 }
-
-const HOOK: [&str; 8] = [
-    "hook",
-    "--log-format",
-    "json",
-    "--key-shares",
-    "3",
-    "--key-threshold",
-    "2",
-    "--timeout=60s",
-];
 
 fn all_unsealed(statuses: &[serde_json::Value]) -> bool {
     statuses.iter().all(|s| s["sealed"] == false)
