@@ -160,18 +160,7 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
                 r.reconcile.pods.len(),
                 r.reconcile.leader,
             );
-            let fixed: Vec<String> = r
-                .pods
-                .iter()
-                .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
-                .map(|p| format!("{} ({})", p.pod, p.remedy))
-                .collect();
-            if !fixed.is_empty() {
-                text.push_str(&format!(
-                    "Pods that still held the old keyring were brought onto the restored one: {}.\n",
-                    fixed.join(", ")
-                ));
-            }
+            text.push_str(&crate::cmd::snapshot::remedied(&r.pods));
             text
         })
         .map_err(Failure::failed)

@@ -470,18 +470,7 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
                 r.reconcile.pods.len(),
                 r.reconcile.leader
             );
-            let fixed: Vec<String> = r
-                .pods
-                .iter()
-                .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
-                .map(|p| format!("{} ({})", p.pod, p.remedy))
-                .collect();
-            if !fixed.is_empty() {
-                text.push_str(&format!(
-                    "Pods that still held the old keyring were brought onto the restored one: {}.\n",
-                    fixed.join(", ")
-                ));
-            }
+            text.push_str(&crate::cmd::snapshot::remedied(&r.pods));
             if r.credentials_replaced {
                 text.push_str(&format!(
                     "{} now holds the credentials that unseal the restored data; the replaced ones are kept in its history.\n",
@@ -707,4 +696,21 @@ impl ServerRestart for PodRestart {
             Err(e) => Err(ClusterError::List(format!("delete pod {pod}: {e}"))),
         }
     }
+}
+
+/// The line naming the pods that still held the old keyring after a restore
+/// and were brought onto the restored one; empty when there were none.
+pub(crate) fn remedied(pods: &[crate::ops::converge::PodReading]) -> String {
+    let fixed: Vec<String> = pods
+        .iter()
+        .filter(|p| p.remedy != crate::ops::converge::Remedy::None)
+        .map(|p| format!("{} ({})", p.pod, p.remedy))
+        .collect();
+    if fixed.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Pods that still held the old keyring were brought onto the restored one: {}.\n",
+        fixed.join(", ")
+    )
 }
