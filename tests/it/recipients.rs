@@ -23,6 +23,18 @@ async fn recipients_in(env: &Env) -> String {
         .join(",")
 }
 
+/// A merge patch of the credentials Secret, as someone with `patch` on it could send.
+async fn merge(secrets: &Api<Secret>, name: &str, patch: &serde_json::Value) {
+    secrets
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .expect("patch the Secret");
+}
+
 #[tokio::test]
 async fn recipients_are_pinned_and_tampering_is_refused() {
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
@@ -71,14 +83,7 @@ async fn recipients_are_pinned_and_tampering_is_refused() {
     let patch = serde_json::json!({"metadata": {"annotations": {
         annotation: format!("{},{}", ops.recipient, personal.recipient)
     }}});
-    secrets
-        .patch(
-            &env.secret_name(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    merge(&secrets, &env.secret_name(), &patch).await;
     let refused = env
         .plugin(&["rotate", "--yes", "--age-identity", ops_id])
         .await;
@@ -99,14 +104,7 @@ async fn recipients_are_pinned_and_tampering_is_refused() {
         .secret_data(&env.secret_name(), "credentials.json")
         .await
         .unwrap();
-    secrets
-        .patch(
-            &env.secret_name(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    merge(&secrets, &env.secret_name(), &patch).await;
     let refused = env.plugin(&["unseal", "--age-identity", ops_id]).await;
     assert_eq!(refused.code, 1, "{refused:?}");
     assert!(refused.stderr.contains("tampered"), "{refused:?}");
@@ -117,14 +115,7 @@ async fn recipients_are_pinned_and_tampering_is_refused() {
         "metadata": {"annotations": {annotation: ops.recipient}},
         "stringData": {"credentials.json": saved},
     });
-    secrets
-        .patch(
-            &env.secret_name(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap();
+    merge(&secrets, &env.secret_name(), &patch).await;
     let after = env
         .plugin(&[
             "credentials",
