@@ -20,7 +20,7 @@ use crate::ops::restore::{for_generation, FeedError, RestoreError, RestoreOption
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{CredentialStore, RetryBudget};
 use crate::output::{table, Printer};
-use crate::snapshot::location::{Entry, Location, Verification};
+use crate::snapshot::location::{Entry, Existing, Location, Verification};
 use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
 use crate::snapshot::retention::{self, Candidate, Policy};
 use crate::snapshot::stream::{pump, Digested, VerifyingReader};
@@ -114,6 +114,17 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
 
     let name = location.name_for(&cluster.workload_name(), jiff::Timestamp::now());
     let object = location.object(&name);
+    if let Existing::Yes { object } = location
+        .preflight_write(&name)
+        .await
+        .map_err(Failure::refused)?
+    {
+        if !ctx.confirm(&format!("replace the existing {object}?"))? {
+            return Err(Failure::refused(anyhow!(
+                "{object} exists and was not replaced; nothing was changed (--yes replaces it)"
+            )));
+        }
+    }
     tracing::info!(pod = %leader_pod, to = %object, "saving a raft snapshot from the active node");
     let mut upload = location.upload(&name).await.map_err(Failure::failed)?;
     let exec = leader.exec();

@@ -1,10 +1,12 @@
 //! Where snapshots live: one local file, a local folder, or an S3 bucket prefix.
 //!
-//! Owns parsing `--to`/`--from`, streaming writes (a `.partial` file renamed
-//! into place; an S3 multipart upload completed only at the end), streaming
-//! reads, listing with each snapshot's manifest, and deleting a snapshot with
-//! its manifest. `gs://` and `az://` parse but are refused: this build carries
-//! only the S3 client (S3-compatible endpoints through `AWS_ENDPOINT_URL`).
+//! Owns parsing `--to`/`--from`, checking a target before anything streams,
+//! streaming writes (a `.partial` file renamed into place; an S3 multipart
+//! upload completed only at the end), streaming reads, listing with each
+//! snapshot's manifest, and deleting a snapshot with its manifest. `gs://`
+//! and `az://` parse but are refused, as is any scheme it does not know: this
+//! build carries only the S3 client (S3-compatible endpoints through
+//! `AWS_ENDPOINT_URL`).
 
 use crate::snapshot::archive::inspect;
 use crate::snapshot::manifest::{manifest_name, Manifest};
@@ -52,6 +54,23 @@ impl std::fmt::Display for Location {
             Location::Bucket { url, .. } => f.write_str(url),
         }
     }
+}
+
+/// Whether a save's target object is already there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Existing {
+    No,
+    Yes { object: String },
+}
+
+/// The scheme of `text` when it looks like a URL (`name://...`).
+fn url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
 }
 
 /// One snapshot found at a location.
@@ -123,14 +142,16 @@ impl Location {
                 prefix: ObjectPath::from(prefix.trim_matches('/')),
             });
         }
-        for scheme in [
-            "gs://", "az://", "azure://", "abfs://", "http://", "https://",
-        ] {
-            if text.starts_with(scheme) {
-                return Err(bad(&format!(
-                    "{scheme} targets are not built into this version; use s3:// (S3-compatible endpoints via AWS_ENDPOINT_URL), file:// or a path"
-                )));
-            }
+        if let Some(scheme) = url_scheme(text).filter(|s| *s != "file") {
+            let known = ["gs", "az", "azure", "abfs", "http", "https"].contains(&scheme);
+            let why = if known {
+                format!("{scheme}:// targets are not built into this version")
+            } else {
+                format!("{scheme}:// is not a scheme this tool knows")
+            };
+            return Err(bad(&format!(
+                "{why}; use s3://bucket/prefix/ (S3-compatible endpoints via AWS_ENDPOINT_URL), file:///dir/ or a path"
+            )));
         }
         if let Some(path) = text.strip_prefix("file://") {
             if path.is_empty() {
@@ -148,6 +169,66 @@ impl Location {
             Ok(Location::Dir { path })
         } else {
             Ok(Location::File { path })
+        }
+    }
+
+    /// Checks, before anything streams, that snapshot `name` can be written
+    /// here: a folder is created if missing and a probe file is written and
+    /// removed in it; a bucket prefix is listed. Reports whether `name`
+    /// already exists, so that the caller can ask before replacing it.
+    ///
+    /// # Guarantees
+    /// - Nothing is left behind but a folder that the save would have
+    ///   created anyway.
+    /// - A target that is a file where a folder is needed, a folder that
+    ///   cannot be created, or one that cannot be written is an error that
+    ///   names it.
+    pub async fn preflight_write(&self, name: &str) -> Result<Existing, SnapshotError> {
+        let object = self.object(name);
+        let err = |reason: String| SnapshotError::Unwritable {
+            target: self.to_string(),
+            reason,
+        };
+        match self {
+            Location::Bucket { store, prefix, .. } => {
+                let listed = (!prefix.as_ref().is_empty()).then_some(prefix);
+                store
+                    .list_with_delimiter(listed)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                match store.head(&Self::object_path(prefix, name)).await {
+                    Ok(_) => Ok(Existing::Yes { object }),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Existing::No),
+                    Err(e) => Err(err(e.to_string())),
+                }
+            }
+            _ => {
+                let path = self.local_path(name).unwrap_or_default();
+                let dir = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                let probe = dir.join(format!(".kubectl-vault-probe-{}", std::process::id()));
+                tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&probe)
+                    .await
+                    .map_err(|e| err(format!("cannot create a file in {}: {e}", dir.display())))?;
+                let _ = tokio::fs::remove_file(&probe).await;
+                match tokio::fs::symlink_metadata(&path).await {
+                    Ok(meta) if meta.is_dir() => Err(err(format!(
+                        "{} is a folder; end the target with / to save into it",
+                        path.display()
+                    ))),
+                    Ok(_) => Ok(Existing::Yes { object }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Existing::No),
+                    Err(e) => Err(err(e.to_string())),
+                }
+            }
         }
     }
 
@@ -637,5 +718,38 @@ impl Upload {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_unbuilt_schemes_are_refused_by_name() {
+        for (text, says) in [
+            ("ftp://x/y", "ftp:// is not a scheme this tool knows"),
+            ("gs://bucket/p/", "gs:// targets are not built"),
+            ("HTTPS://host/p", "HTTPS:// is not a scheme"),
+        ] {
+            let err = Location::parse(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_and_file_urls_parse_as_local_targets() {
+        assert!(matches!(
+            Location::parse("file:///srv/snaps/").unwrap(),
+            Location::Dir { .. }
+        ));
+        assert!(matches!(
+            Location::parse("./weird://name.snap").unwrap(),
+            Location::File { .. }
+        ));
+        assert!(matches!(
+            Location::parse("out/").unwrap(),
+            Location::Dir { .. }
+        ));
     }
 }

@@ -41,8 +41,10 @@ pub const MIN_SNAPSHOT_BYTES: u64 = 1024;
 /// Why a snapshot operation failed. Messages name locations and sizes, never data.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("`{0}` is not a snapshot location: {1}")]
+    #[error("`{0}` is not a snapshot location: {1}; nothing was changed")]
     ParseLocation(String, String),
+    #[error("cannot save to {target}: {reason}; nothing was streamed")]
+    Unwritable { target: String, reason: String },
     #[error("could not write {object}: {reason}")]
     Write { object: String, reason: String },
     #[error("could not read {object}: {reason}")]

@@ -58,6 +58,11 @@ impl Env {
         }
     }
 
+    /// The plugin's HOME and working folder.
+    pub fn home(&self) -> &std::path::Path {
+        self.home.path()
+    }
+
     pub async fn client(&self) -> kube::Client {
         self.cluster.client().await.expect("client")
     }

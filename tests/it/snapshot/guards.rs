@@ -354,3 +354,58 @@ async fn an_interrupted_recover_goes_on_with_another_snapshot_before_applying() 
     assert_eq!(env.read_kv(&token, "probe").await, "second");
     assert!(!env.checkpoint_exists().await);
 }
+
+/// Issue 15, item 1: `--to ftp://x/y` exited 0 after writing a local folder
+/// `./ftp:/x/y`; `--to ./existing-file` silently replaced it; `--to
+/// /proc/nope/` and `--to afile/` (afile a file) streamed the whole snapshot
+/// and then failed with exit 2. Each target is now checked first: exit 1,
+/// nothing written. An existing file is replaced only with --yes.
+#[tokio::test]
+async fn save_targets_are_checked_before_anything_streams() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    init(&env).await;
+    let dir = tempfile::tempdir().unwrap();
+    let afile = dir.path().join("afile");
+    std::fs::write(&afile, b"not a folder").unwrap();
+    let existing = dir.path().join("existing.snap");
+    std::fs::write(&existing, b"someone's file").unwrap();
+
+    for (to, says) in [
+        ("ftp://x/y".to_owned(), "ftp:// is not a scheme"),
+        ("/proc/nope/".to_owned(), "cannot save to /proc/nope/"),
+        (format!("{}/", afile.display()), "cannot save to"),
+        (existing.display().to_string(), "re-run with --yes"),
+    ] {
+        let run = env.plugin(&["snapshot", "save", "--to", &to]).await;
+        assert_eq!(run.code, 1, "{to}: {run:?}");
+        assert!(run.stderr.contains(says), "{to}: {run:?}");
+    }
+    assert!(
+        std::fs::read_dir(env.home()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("ftp")),
+        "no local folder named after the URL"
+    );
+    assert_eq!(std::fs::read(&afile).unwrap(), b"not a folder");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"someone's file");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "no partial or probe file left: {left:?}");
+
+    // --yes replaces the existing file with a real snapshot.
+    env.plugin(&[
+        "snapshot",
+        "save",
+        "--to",
+        existing.to_str().unwrap(),
+        "--yes",
+    ])
+    .await
+    .ok();
+    let replaced = std::fs::read(&existing).unwrap();
+    assert_eq!(&replaced[..2], &[0x1f, 0x8b], "a gzip raft snapshot");
+}
