@@ -1,7 +1,8 @@
 //! The StatefulSet controller and kubelet of the sandbox: which pods exist,
 //! their processes, restarts and cached health.
 //!
-//! Owns pod lifecycle (create, restart, wipe, remove, scale), the
+//! Owns pod lifecycle (create, restart, wipe, remove, scale, and deletion
+//! the way the charts' pods go: Terminating, Pending, Running), the
 //! OrderedReady/Parallel rule, crash restarts and the 200 ms health poll.
 //! Rendering pods as JSON is [`crate::render`]'s job; how a process is
 //! launched is [`crate::pod`]'s and [`crate::spawner`]'s.
@@ -28,6 +29,10 @@ struct PodRuntime {
     last_crash_restart: Option<Instant>,
     /// Consecutive probes without an HTTP answer.
     misses: u32,
+    /// Deleted: since when, and whether SIGTERM was sent.
+    terminating: Option<(Instant, bool)>,
+    /// Pending: when its container starts.
+    start_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -36,6 +41,10 @@ struct FleetState {
     removed: BTreeSet<u32>,
     pods: BTreeMap<u32, PodRuntime>,
     ips: BTreeMap<u32, Ipv4Addr>,
+    /// Deleted pods the StatefulSet creates again, Pending first.
+    recreating: BTreeSet<u32>,
+    /// Ordinals whose next IP is a new one, not this old one.
+    new_ip: BTreeMap<u32, Ipv4Addr>,
     closed: bool,
 }
 
@@ -55,6 +64,12 @@ pub struct Fleet {
 }
 
 const PROBE_FAILURE_THRESHOLD: u32 = 3;
+/// The charts' shutdown: a preStop hook `sleep 5 && kill -SIGTERM`, and
+/// SIGKILL at terminationGracePeriodSeconds (10).
+const PRE_STOP: Duration = Duration::from_secs(5);
+const GRACE: Duration = Duration::from_secs(10);
+/// How long a recreated pod stays Pending (ContainerCreating).
+const CONTAINER_CREATING: Duration = Duration::from_secs(1);
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Fleet {
@@ -126,8 +141,18 @@ impl Fleet {
         }
         let layout = self.layout(&self.opts.pod_name(ordinal));
         let taken: Vec<Ipv4Addr> = st.ips.values().copied().collect();
-        let preferred = layout.previous_ip().filter(|ip| !taken.contains(ip));
-        let ip = pod::allocate_ip(preferred)?;
+        let ip = match st.new_ip.remove(&ordinal) {
+            Some(old) => loop {
+                let ip = pod::allocate_ip(None)?;
+                if ip != old && !taken.contains(&ip) {
+                    break ip;
+                }
+            },
+            None => {
+                let preferred = layout.previous_ip().filter(|ip| !taken.contains(ip));
+                pod::allocate_ip(preferred)?
+            }
+        };
         st.ips.insert(ordinal, ip);
         Ok(ip)
     }
@@ -220,18 +245,30 @@ impl Fleet {
             .context("reset the new pod's emptyDir and /tmp")?;
         let (process, ip) = self.start_process(ordinal)?;
         let now = meta::now();
+        // A Pending pod keeps its identity when its container starts.
+        let (uid, created) = self
+            .lock()
+            .pods
+            .get(&ordinal)
+            .filter(|p| p.view.pending)
+            .map_or_else(
+                || (meta::new_uid(), now),
+                |p| (p.view.uid.clone(), p.view.created),
+            );
         let view = PodView {
             ordinal,
             name: self.opts.pod_name(ordinal),
-            uid: meta::new_uid(),
+            uid,
             ip,
-            created: now,
+            created,
             started_at: now,
             restart_count: 0,
             health: Health::Unknown,
             running: true,
             resource_version: self.revisions.next(),
             pid: Some(process.pid()),
+            pending: false,
+            deleting: None,
         };
         let old = self.lock().pods.insert(
             ordinal,
@@ -241,6 +278,8 @@ impl Fleet {
                 generation: 0,
                 last_crash_restart: None,
                 misses: 0,
+                terminating: None,
+                start_at: None,
             },
         );
         if let Some(p) = old.and_then(|p| p.process) {
@@ -325,12 +364,63 @@ impl Fleet {
         self.create_pod(ordinal).await
     }
 
-    /// Deletes the pod (as `kubectl delete pod`): the StatefulSet recreates it with its data.
-    pub async fn recreate_pod(&self, ordinal: u32) -> anyhow::Result<()> {
-        let _guard = self.lifecycle.lock().await;
-        self.require(ordinal)?;
-        self.kill(ordinal);
-        self.create_pod(ordinal).await
+    /// Deletes the pod as `kubectl delete pod` does on the charts' pods. It
+    /// stays Terminating (phase Running, a deletionTimestamp) while the
+    /// preStop hook sleeps, then gets SIGTERM, and is gone once its server
+    /// exited (SIGKILL at the grace period). The StatefulSet then creates it
+    /// again with its data: Pending for a moment, then Running, with a new
+    /// IP when raft addresses are DNS names (with IPs, a new one would
+    /// strand the raft member, which the charts avoid by using names).
+    /// Returns the pod as the DELETE answers it; [`Fleet::tick`] does the rest.
+    pub fn delete_pod(&self, ordinal: u32) -> anyhow::Result<PodView> {
+        let mut st = self.lock();
+        let Some(p) = st.pods.get_mut(&ordinal) else {
+            bail!("pod {} does not exist", self.opts.pod_name(ordinal));
+        };
+        if p.view.deleting.is_none() {
+            p.view.deleting = Some(meta::now());
+            p.terminating = Some((Instant::now(), false));
+            p.view.resource_version = self.revisions.next();
+        }
+        Ok(p.view.clone())
+    }
+
+    /// Moves deleted pods along: SIGTERM after the preStop hook, gone once
+    /// the server exited or the grace period is over.
+    fn advance_deletions(&self) {
+        let mut gone = Vec::new();
+        {
+            let mut st = self.lock();
+            let mut done = Vec::new();
+            for p in st.pods.values_mut() {
+                let Some((since, sigterm)) = p.terminating.as_mut() else {
+                    continue;
+                };
+                if !*sigterm && since.elapsed() >= PRE_STOP {
+                    if let Some(process) = &p.process {
+                        process.terminate();
+                    }
+                    *sigterm = true;
+                }
+                let exited = p.process.as_mut().is_none_or(|proc| proc.has_exited());
+                if exited || since.elapsed() >= GRACE {
+                    done.push(p.view.ordinal);
+                }
+            }
+            for o in done {
+                if let Some(p) = st.pods.remove(&o) {
+                    gone.extend(p.process);
+                    st.recreating.insert(o);
+                    if self.opts.cluster_dns {
+                        st.ips.remove(&o);
+                        st.new_ip.insert(o, p.view.ip);
+                    }
+                }
+            }
+        }
+        for process in gone {
+            process.kill();
+        }
     }
 
     /// The pod disappears until `scale` or `restore_pod`; its data stays.
@@ -373,13 +463,21 @@ impl Fleet {
     pub async fn reconcile(&self) -> anyhow::Result<()> {
         let _guard = self.lifecycle.lock().await;
         let to_create: Vec<u32> = {
-            let st = self.lock();
+            let mut st = self.lock();
             if st.closed {
                 return Ok(());
             }
             let mut out = Vec::new();
             for o in 0..st.desired {
                 match (st.pods.get(&o), st.removed.contains(&o)) {
+                    (Some(p), _) if p.view.pending => {
+                        if p.start_at.is_some_and(|t| Instant::now() >= t) {
+                            out.push(o);
+                        }
+                        if self.opts.pod_management == PodManagement::OrderedReady {
+                            break;
+                        }
+                    }
                     (Some(p), _) => {
                         if self.opts.pod_management == PodManagement::OrderedReady
                             && !p.view.health.is_ready()
@@ -388,6 +486,12 @@ impl Fleet {
                         }
                     }
                     (None, true) => {
+                        if self.opts.pod_management == PodManagement::OrderedReady {
+                            break;
+                        }
+                    }
+                    (None, false) if st.recreating.contains(&o) => {
+                        self.insert_pending(&mut st, o);
                         if self.opts.pod_management == PodManagement::OrderedReady {
                             break;
                         }
@@ -408,8 +512,43 @@ impl Fleet {
         Ok(())
     }
 
-    /// Probes every pod's health once, restarts crashed servers, then reconciles.
+    /// A deleted pod's successor: scheduled, its container not started yet.
+    fn insert_pending(&self, st: &mut FleetState, ordinal: u32) {
+        st.recreating.remove(&ordinal);
+        let now = meta::now();
+        let view = PodView {
+            ordinal,
+            name: self.opts.pod_name(ordinal),
+            uid: meta::new_uid(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            created: now,
+            started_at: now,
+            restart_count: 0,
+            health: Health::Unknown,
+            running: false,
+            resource_version: self.revisions.next(),
+            pid: None,
+            pending: true,
+            deleting: None,
+        };
+        st.pods.insert(
+            ordinal,
+            PodRuntime {
+                view,
+                process: None,
+                generation: 0,
+                last_crash_restart: None,
+                misses: 0,
+                terminating: None,
+                start_at: Some(Instant::now() + CONTAINER_CREATING),
+            },
+        );
+    }
+
+    /// Probes every pod's health once, moves deletions along, restarts
+    /// crashed servers, then reconciles.
     pub async fn tick(&self) {
+        self.advance_deletions();
         let targets: Vec<(u32, Ipv4Addr, u64)> = {
             let st = self.lock();
             st.pods
@@ -445,7 +584,8 @@ impl Fleet {
                 }
             }
             for p in st.pods.values_mut() {
-                let dead = p.process.as_mut().is_some_and(|proc| proc.has_exited());
+                let dead = p.terminating.is_none()
+                    && p.process.as_mut().is_some_and(|proc| proc.has_exited());
                 let recent = p
                     .last_crash_restart
                     .is_some_and(|t| t.elapsed() < Duration::from_secs(2));

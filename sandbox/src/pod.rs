@@ -254,6 +254,11 @@ pub struct PodView {
     pub resource_version: u64,
     /// Server pid, if running.
     pub pid: Option<u32>,
+    /// Created but not started yet: phase Pending, no IP, containers
+    /// waiting in ContainerCreating.
+    pub pending: bool,
+    /// metadata.deletionTimestamp: deleted, still Running while it terminates.
+    pub deleting: Option<Timestamp>,
 }
 
 /// Which container of the pod an exec targets.

@@ -113,7 +113,8 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
         );
     }
     let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": created});
-    json!({
+    let ready = ready && p.deleting.is_none();
+    let mut pod = json!({
         "kind": "Pod",
         "apiVersion": "v1",
         "metadata": {
@@ -157,7 +158,28 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
             ],
             "containerStatuses": statuses,
         },
-    })
+    });
+    if let Some(at) = p.deleting {
+        pod["metadata"]["deletionTimestamp"] = json!(meta::rfc3339(at));
+        pod["metadata"]["deletionGracePeriodSeconds"] = json!(10);
+    }
+    if p.pending {
+        // Scheduled, containers being created: no IP, nothing ready.
+        pod["status"]["phase"] = json!("Pending");
+        for key in ["podIP", "podIPs", "startTime"] {
+            if let Some(status) = pod["status"].as_object_mut() {
+                status.remove(key);
+            }
+        }
+        pod["status"]["conditions"] = json!([
+            cond("PodReadyToStartContainers", false),
+            cond("Initialized", true),
+            cond("Ready", false),
+            cond("ContainersReady", false),
+            cond("PodScheduled", true),
+        ]);
+    }
+    pod
 }
 
 /// The StatefulSet object.

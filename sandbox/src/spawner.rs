@@ -96,6 +96,17 @@ impl ServerProcess {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGTERMs the process group, as the kubelet does once a pod's preStop
+    /// hook has run; the server shuts down on its own.
+    pub fn terminate(&self) {
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            // SAFETY: plain syscall on a process group we created.
+            unsafe {
+                libc::kill(-pgid, libc::SIGTERM);
+            }
+        }
+    }
+
     /// SIGKILLs the whole process group and waits for the server to be reaped.
     pub fn kill(mut self) {
         if let Ok(pgid) = i32::try_from(self.child.id()) {

@@ -13,7 +13,8 @@ pub struct UnsealArgs {
     /// How often --watch looks for sealed pods.
     #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub interval: std::time::Duration,
-    /// How long to wait for an active leader once every pod is unsealed (0s: do not wait).
+    /// How long to wait for pods being replaced (deleted, Terminating, Pending)
+    /// and then for an active leader (0s: one pass over the running pods, no waiting).
     #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
     pub timeout: std::time::Duration,
 }

@@ -11,9 +11,10 @@ use crate::ops::keyring::Keyring;
 use crate::ops::node::{seal_status, VaultNode};
 use crate::ops::reconcile::{reconcile, wait_for_leader, Timeouts};
 use crate::ops::store::CredentialStore;
-use crate::ops::unseal::{unseal_with_any, UnsealOutcome};
+use crate::ops::unseal::{unseal_with_any, KeySet, UnsealOutcome};
 use crate::output::table;
 use crate::transport::discover::KubeCluster;
+use crate::transport::pod::PodNode;
 use std::time::Duration;
 
 #[derive(Debug, serde::Serialize)]
@@ -24,6 +25,9 @@ struct PodUnseal {
     #[serde(skip_serializing_if = "Option::is_none")]
     generation: Option<u32>,
     error: Option<String>,
+    /// The pod object this result is about (a successor has another).
+    #[serde(skip)]
+    uid: String,
 }
 
 impl PodUnseal {
@@ -33,6 +37,7 @@ impl PodUnseal {
             result: result.to_owned(),
             generation: None,
             error,
+            uid: String::new(),
         }
     }
 }
@@ -92,39 +97,113 @@ async fn unseal_pass(
     let sets = keys.key_sets();
     let sets = &sets;
     let results = futures::future::join_all(nodes.iter().map(|node| async move {
-        let status = match seal_status(node).await {
-            Ok(s) => s,
-            Err(e) => return PodUnseal::new(node.name(), "unreachable", Some(e.to_string())),
-        };
-        if !status.initialized {
-            return PodUnseal::new(
-                node.name(),
-                "not initialized",
-                Some("run `kubectl vault join`".into()),
-            );
-        }
-        match unseal_with_any(node, sets).await {
-            Ok((UnsealOutcome::AlreadyUnsealed, _)) => {
-                PodUnseal::new(node.name(), "already unsealed", None)
-            }
-            Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
-                tracing::info!(
-                    pod = node.name(),
-                    shares_submitted,
-                    generation = generation.unwrap_or_default(),
-                    "unsealed"
-                );
-                PodUnseal {
-                    generation,
-                    ..PodUnseal::new(node.name(), "unsealed", None)
-                }
-            }
-            Err(e) => PodUnseal::new(node.name(), "failed", Some(e.to_string())),
+        PodUnseal {
+            uid: node.uid().to_owned(),
+            ..unseal_node(node, sets).await
         }
     }))
     .await;
     let failed = results.iter().any(|r| r.error.is_some());
     Ok((results, failed))
+}
+
+/// Unseals one pod with the first key set it accepts.
+async fn unseal_node(node: &PodNode, sets: &[KeySet<'_>]) -> PodUnseal {
+    let status = match seal_status(node).await {
+        Ok(s) => s,
+        Err(e) => return PodUnseal::new(node.name(), "unreachable", Some(e.to_string())),
+    };
+    if !status.initialized {
+        return PodUnseal::new(
+            node.name(),
+            "not initialized",
+            Some("run `kubectl vault join`".into()),
+        );
+    }
+    match unseal_with_any(node, sets).await {
+        Ok((UnsealOutcome::AlreadyUnsealed, _)) => {
+            PodUnseal::new(node.name(), "already unsealed", None)
+        }
+        Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
+            tracing::info!(
+                pod = node.name(),
+                shares_submitted,
+                generation = generation.unwrap_or_default(),
+                "unsealed"
+            );
+            PodUnseal {
+                generation,
+                ..PodUnseal::new(node.name(), "unsealed", None)
+            }
+        }
+        Err(e) => PodUnseal::new(node.name(), "failed", Some(e.to_string())),
+    }
+}
+
+/// Unseal passes until the pod of every replica has been unsealed.
+///
+/// # Expected flow
+/// A pod being replaced (deleted: Terminating, then Pending, then Running
+/// with a new IP) is not there to unseal, or stops answering mid-pass. It is
+/// waited for, up to `timeout`, and its successor is unsealed: after a
+/// rollout or a node drain every replica ends unsealed, not only the pods
+/// that happened to be running when the command started.
+///
+/// # Guarantees
+/// - A pod that answered with a failure (wrong keys, not initialized) is
+///   reported at once, never waited for.
+/// - A replica with no running pod at the deadline is reported "missing".
+/// - With `timeout` zero, exactly one pass over the pods running now.
+async fn unseal_every_replica(
+    cluster: &KubeCluster,
+    keys: &Keyring,
+    timeout: Duration,
+) -> Result<(Vec<PodUnseal>, bool), Failure> {
+    let deadline = std::time::Instant::now() + timeout;
+    let expected: Vec<String> = (0..cluster.replicas())
+        .map(|o| format!("{}-{o}", cluster.workload_name()))
+        .collect();
+    loop {
+        let (mut results, failed) = unseal_pass(cluster, keys).await?;
+        if timeout.is_zero() {
+            return Ok((results, failed));
+        }
+        // A result about a pod that is being replaced (Terminating now, or
+        // already succeeded by a pod of the same name) says nothing about
+        // its successor, which is waited for.
+        let running: Vec<(String, String)> = cluster
+            .nodes()
+            .await
+            .map_err(Failure::refused)?
+            .iter()
+            .map(|n| (n.name().to_owned(), n.uid().to_owned()))
+            .collect();
+        results.retain(|r| running.contains(&(r.pod.clone(), r.uid.clone())));
+        let failed = failed && results.iter().any(|r| r.error.is_some());
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|pod| !results.iter().any(|r| &&r.pod == pod))
+            .collect();
+        if failed || missing.is_empty() {
+            return Ok((results, failed));
+        }
+        if std::time::Instant::now() >= deadline {
+            for pod in missing {
+                results.push(PodUnseal::new(
+                    pod,
+                    "missing",
+                    Some(format!(
+                        "no running pod after {}s; `kubectl get pod {pod}` tells why",
+                        timeout.as_secs()
+                    )),
+                ));
+            }
+            return Ok((results, true));
+        }
+        let names: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
+        tracing::info!(pods = %names.join(", "), "waiting for pods being replaced");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// One unseal pass with every candidate generation, for the hook when it
@@ -160,7 +239,7 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
         return watch(ctx, &cluster, &store, args.interval).await;
     }
     let (keys, pending) = keyring_and_checkpoint(&store).await?;
-    let (results, failed) = unseal_pass(&cluster, &keys).await?;
+    let (results, failed) = unseal_every_replica(&cluster, &keys, args.timeout).await?;
     ctx.printer
         .value(&results, |rows| {
             let rows: Vec<Vec<String>> = rows

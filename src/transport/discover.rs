@@ -134,7 +134,11 @@ impl KubeCluster {
             .map(|port| PortForwardNode::new(self.pods.clone(), name.clone(), port));
         let exec = ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
             .with_data_dir(data_dir(pod, &self.container));
-        Some(PodNode::new(exec, forward).with_hosts(pod_hosts(pod, &self.namespace)))
+        Some(
+            PodNode::new(exec, forward)
+                .with_hosts(pod_hosts(pod, &self.namespace))
+                .with_uid(pod.metadata.uid.clone().unwrap_or_default()),
+        )
     }
 
     /// Switches to the port-forward transport, to the port of the
@@ -169,6 +173,9 @@ impl VaultCluster for KubeCluster {
         Ok(pods
             .into_iter()
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            // A Terminating pod is still Running until its server stops; it is
+            // on its way out (its successor gets the work), as Endpoints see it.
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter_map(|p| self.node(&p))
             .collect())
     }

@@ -27,6 +27,8 @@ pub struct PodNode {
     forward: Option<PortForwardNode>,
     /// The pod's IPs and DNS names, to recognise it among raft peers.
     hosts: Vec<String>,
+    /// metadata.uid: tells a pod from its successor of the same name.
+    uid: String,
 }
 
 impl PodNode {
@@ -35,7 +37,19 @@ impl PodNode {
             exec,
             forward,
             hosts: Vec::new(),
+            uid: String::new(),
         }
+    }
+
+    /// Sets the pod's metadata.uid.
+    pub fn with_uid(mut self, uid: String) -> Self {
+        self.uid = uid;
+        self
+    }
+
+    /// The pod's metadata.uid ("" when unknown).
+    pub fn uid(&self) -> &str {
+        &self.uid
     }
 
     /// Sets the hosts the pod is known by (see [`VaultNode::hosts`]).

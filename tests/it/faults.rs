@@ -283,7 +283,7 @@ async fn a_pod_that_disappears_mid_unseal_is_reported() {
     env.cluster.restart_all().await.unwrap();
     // The run pauses after it listed the pods; the pod goes away meanwhile.
     let unseal = env.plugin_with_env(
-        &["unseal"],
+        &["unseal", "--timeout", "10s"],
         &[("FAILPOINTS", "unseal::after_listing_pods=sleep(3000)")],
     );
     let remove = async {
@@ -297,6 +297,7 @@ async fn a_pod_that_disappears_mid_unseal_is_reported() {
         "names the pod: {}",
         run.stderr
     );
+    assert!(run.stdout.contains("missing"), "waited for it: {run:?}");
     // The other pods were still unsealed.
     assert_eq!(env.seal_status(0).await["sealed"], false);
     assert_eq!(env.seal_status(1).await["sealed"], false);

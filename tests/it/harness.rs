@@ -183,6 +183,11 @@ impl Env {
         api.get_opt(name).await.expect("get secret").is_some()
     }
 
+    /// Whether the final credentials Secret exists.
+    pub async fn has_stored_credentials(&self) -> bool {
+        self.secret_exists(&self.secret_name()).await
+    }
+
     pub async fn checkpoint_exists(&self) -> bool {
         self.secret_exists(&format!("{}-checkpoint", self.secret_name()))
             .await

@@ -11,6 +11,7 @@ mod hook;
 mod interleave;
 mod lifecycle;
 mod meet;
+mod pod_deletion;
 mod recipients;
 mod release;
 mod rotate;

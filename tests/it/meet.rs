@@ -163,11 +163,7 @@ async fn init_killed_after_sys_init_then_pod_0_deleted_recovers_the_keys() {
         keys_only_in_the_pod(&env).await,
         "the failpoint fired after sys/init"
     );
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
-        kube::Api::namespaced(env.client().await, env.cluster.namespace());
-    pods.delete("openbao-0", &Default::default())
-        .await
-        .expect("delete pod 0");
+    crate::pod_deletion::delete_and_follow(&env, "openbao-0").await;
     let home = env
         .cluster
         .dir()

@@ -171,14 +171,11 @@ async fn pods(
                 .pod(&i.name)
                 .filter(|_| in_ns)
                 .ok_or_else(|| ApiError::not_found("", "pods", &i.name))?;
-            let mut obj = render::pod(&s.fleet, &p);
-            obj["metadata"]["deletionTimestamp"] = json!(crate::meta::rfc3339(crate::meta::now()));
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            s.fleet
-                .recreate_pod(p.ordinal)
-                .await
+            let deleting = s
+                .fleet
+                .delete_pod(p.ordinal)
                 .map_err(|e| ApiError::internal(format!("{e:#}")))?;
-            Ok(Reply::Json(200, obj))
+            Ok(Reply::Json(200, render::pod(&s.fleet, &deleting)))
         }
         "watch" => Err(ApiError::method_not_allowed()),
         _ => Err(ApiError::method_not_allowed()),
