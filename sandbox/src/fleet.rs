@@ -3,7 +3,8 @@
 //!
 //! Owns pod lifecycle (create, restart, wipe, remove, scale, and deletion
 //! the way the charts' pods go: Terminating, Pending, Running), the
-//! OrderedReady/Parallel rule, crash restarts and the 200 ms health poll.
+//! OrderedReady/Parallel rule, crash restarts, and the readiness probe
+//! (every 5 s, as the charts probe; the fleet itself ticks every 200 ms).
 //! Rendering pods as JSON is [`crate::render`]'s job; how a process is
 //! launched is [`crate::pod`]'s and [`crate::spawner`]'s.
 
@@ -27,8 +28,10 @@ struct PodRuntime {
     process: Option<ServerProcess>,
     generation: u64,
     last_crash_restart: Option<Instant>,
-    /// Consecutive probes without an HTTP answer.
+    /// Consecutive failed readiness probes of a Ready pod.
     misses: u32,
+    /// When readiness was last probed (None: probe at the next tick).
+    last_probe: Option<Instant>,
     /// Deleted: since when, and whether SIGTERM was sent.
     terminating: Option<(Instant, bool)>,
     /// Pending: when its container starts.
@@ -63,7 +66,11 @@ pub struct Fleet {
     pub created: Timestamp,
 }
 
-const PROBE_FAILURE_THRESHOLD: u32 = 3;
+/// The charts' readiness probe: `vault status` every 5 s; a Ready pod turns
+/// NotReady after two failures in a row, a NotReady one Ready at the first
+/// success.
+const PROBE_PERIOD: Duration = Duration::from_secs(5);
+const PROBE_FAILURE_THRESHOLD: u32 = 2;
 /// The charts' shutdown: a preStop hook `sleep 5 && kill -SIGTERM`, and
 /// SIGKILL at terminationGracePeriodSeconds (10).
 const PRE_STOP: Duration = Duration::from_secs(5);
@@ -278,6 +285,7 @@ impl Fleet {
                 generation: 0,
                 last_crash_restart: None,
                 misses: 0,
+                last_probe: None,
                 terminating: None,
                 start_at: None,
             },
@@ -296,6 +304,7 @@ impl Fleet {
             p.view.pid = None;
             p.view.health = Health::Unknown;
             p.misses = 0;
+            p.last_probe = None;
             p.generation += 1;
             p.process.take()
         };
@@ -539,6 +548,7 @@ impl Fleet {
                 generation: 0,
                 last_crash_restart: None,
                 misses: 0,
+                last_probe: None,
                 terminating: None,
                 start_at: Some(Instant::now() + CONTAINER_CREATING),
             },
@@ -550,11 +560,15 @@ impl Fleet {
     pub async fn tick(&self) {
         self.advance_deletions();
         let targets: Vec<(u32, Ipv4Addr, u64)> = {
-            let st = self.lock();
+            let mut st = self.lock();
             st.pods
-                .values()
+                .values_mut()
                 .filter(|p| p.view.running)
-                .map(|p| (p.view.ordinal, p.view.ip, p.generation))
+                .filter(|p| p.last_probe.is_none_or(|t| t.elapsed() >= PROBE_PERIOD))
+                .map(|p| {
+                    p.last_probe = Some(Instant::now());
+                    (p.view.ordinal, p.view.ip, p.generation)
+                })
                 .collect()
         };
         let probes = targets
@@ -566,10 +580,9 @@ impl Fleet {
             let mut st = self.lock();
             for (o, g, h) in results {
                 if let Some(p) = st.pods.get_mut(&o).filter(|p| p.generation == g) {
-                    // Like a probe's failureThreshold: a loaded machine may
-                    // miss an answer; only the third miss in a row counts.
-                    // Any HTTP answer takes effect at once.
-                    if h == Health::Unreachable && matches!(p.view.health, Health::Code(_)) {
+                    // failureThreshold: a Ready pod stays Ready through one
+                    // failed probe; anything else takes effect at once.
+                    if p.view.health.is_ready() && !h.is_ready() {
                         p.misses += 1;
                         if p.misses < PROBE_FAILURE_THRESHOLD {
                             continue;

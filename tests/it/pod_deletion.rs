@@ -1,8 +1,9 @@
-//! Pods deleted the way the charts' pods go (issue 17): Terminating while the
-//! preStop hook sleeps, then gone, then Pending, then Running with a new IP
-//! (raft addresses are `<pod>.<sts>-internal` names, as the charts render
-//! them). A run that meets a deletion finishes, and every replica ends
-//! unsealed, the successor included.
+//! Pods that come and go the way the charts' pods do (issue 17): deleted,
+//! they are Terminating while the preStop hook sleeps, then gone, then
+//! Pending, then Running with a new IP (raft addresses are
+//! `<pod>.<sts>-internal` names, as the charts render them); readiness is
+//! probed every 5 s with failureThreshold 2. A run that meets a deletion
+//! finishes, and every replica ends unsealed, the successor included.
 
 use crate::harness::Env;
 use k8s_openapi::api::core::v1::Pod;
@@ -150,4 +151,53 @@ async fn a_pod_deleted_mid_init_comes_back_with_a_new_ip_and_init_finishes() {
     env.assert_whole(3).await;
     assert_eq!(env.sys_inits(), 1);
     env.assert_no_secret_exposed().await;
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The charts probe readiness with `vault status` every 5 s, failureThreshold
+/// 2: a Ready pod that seals stays Ready through one failed probe. The
+/// sandbox used to probe every 200 ms and flip it at once.
+#[tokio::test]
+async fn readiness_lags_the_server_like_the_charts_probe() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    env.plugin(&["init", "--yes", "--key-shares", "1", "--key-threshold", "1"])
+        .await
+        .ok();
+    let api = pods(&env, env.client().await);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !is_ready(&api.get("openbao-0").await.unwrap()) {
+        assert!(Instant::now() < deadline, "an unsealed pod turns Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out) = env.bao(0, Some(&token), &["operator", "seal"], None).await;
+    assert_eq!(code, 0, "{out}");
+    let sealed_at = Instant::now();
+    assert_eq!(env.seal_status(0).await["sealed"], true);
+    // One probe at most has seen it sealed within the first 5 s.
+    while sealed_at.elapsed() < Duration::from_secs(4) {
+        assert!(
+            is_ready(&api.get("openbao-0").await.unwrap()),
+            "still Ready {:?} after sealing",
+            sealed_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    while is_ready(&api.get("openbao-0").await.unwrap()) {
+        assert!(
+            sealed_at.elapsed() < Duration::from_secs(15),
+            "NotReady after two failed probes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
