@@ -69,6 +69,10 @@ impl Cluster {
                     .tempdir()
                     .context("create a temp dir")?;
                 let d = t.path().to_path_buf();
+                // The pods' user walks through it to its volumes.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+                    .context("open the sandbox folder to the pods' user")?;
                 (Some(t), d)
             }
         };

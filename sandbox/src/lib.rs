@@ -39,5 +39,5 @@ pub use cluster::Cluster;
 pub use control::Control;
 pub use faults::SecretFault;
 pub use options::{ClusterOptions, Flavour, PodManagement, Storage};
-pub use pod::{API_PORT, CLUSTER_PORT};
+pub use pod::{running_as_root, API_PORT, CLUSTER_PORT};
 pub use tls::install_default_crypto_provider;

@@ -17,6 +17,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::options::{ClusterOptions, Flavour, Storage};
 
+/// The charts' container user and group (`vault`/`openbao`, uid 100, and
+/// the pod's fsGroup 1000): exec'd commands run as them.
+pub const CONTAINER_UID: u32 = 100;
+pub const CONTAINER_GID: u32 = 1000;
+
+/// Whether the sandbox can run commands as another user.
+pub fn running_as_root() -> bool {
+    // SAFETY: a plain syscall without arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Vault API port inside the pod.
 pub const API_PORT: u16 = 8200;
 /// Raft cluster port inside the pod.
@@ -98,6 +109,7 @@ impl PodLayout {
         std::fs::create_dir_all(self.bin())?;
         std::fs::create_dir_all(self.home())?;
         std::fs::create_dir_all(self.tmp())?;
+        self.grant_volumes()?;
         std::fs::write(self.ip_file(), ip.to_string())?;
         std::fs::write(
             self.config(),
@@ -112,6 +124,21 @@ impl PodLayout {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755))?;
             }
+        }
+        Ok(())
+    }
+
+    /// The volumes a container writes (the PVC, HOME, `/tmp`) belong to the
+    /// charts' container user, as `fsGroup` and the image arrange it; the
+    /// pod folder itself, the exec'd commands' working directory, stays
+    /// root's and is not writable to them. Only when the sandbox runs as
+    /// root, the only way it can hand files to another user.
+    fn grant_volumes(&self) -> io::Result<()> {
+        if !running_as_root() {
+            return Ok(());
+        }
+        for dir in [self.data(), self.home(), self.tmp()] {
+            std::os::unix::fs::chown(&dir, Some(CONTAINER_UID), Some(CONTAINER_GID))?;
         }
         Ok(())
     }

@@ -243,3 +243,61 @@ async fn generated_node_ids_rotate_snapshot_save_and_recover() {
     assert_eq!(env.read_kv(&token, "probe").await, "before-loss");
     env.assert_no_secret_exposed().await;
 }
+
+/// The charts' containers run as uid 100 (fsGroup 1000) with `/` as the
+/// working directory, which that user cannot write; HOME, `/tmp` and the
+/// data volume it can. The sandbox ran exec'd commands as root in a
+/// writable pod folder, so a command that wrote into its working directory
+/// passed here and failed on every real install.
+#[tokio::test]
+async fn exec_runs_as_the_charts_user_in_a_working_directory_it_cannot_write() {
+    if !sandbox::running_as_root() {
+        eprintln!("skipped: the sandbox needs root to run commands as uid 100");
+        return;
+    }
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
+    let exec = |script: &str| {
+        let out = std::process::Command::new(crate::harness::deps_bin().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(env.cluster.kubeconfig_path())
+            .args(["-n", env.cluster.namespace(), "exec", "openbao-0", "--"])
+            .args(["/bin/sh", "-c", script])
+            .output()
+            .expect("run kubectl");
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, out) = exec("id -u; id -g; id -G");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["100", "1000", "1000"]
+    );
+    // As runc does, the exec's stdio pipes are handed to that user, so the
+    // CLI can write a snapshot to /dev/stdout.
+    let (code, out) = exec("echo through > /dev/stdout");
+    assert_eq!((code, out.trim()), (Some(0), "through"));
+    let (code, out) = exec("touch ./probe");
+    assert_ne!(
+        code,
+        Some(0),
+        "the working directory is not writable: {out}"
+    );
+    assert!(out.contains("Permission denied"), "{out}");
+    let data = env.cluster.dir().join("pods/openbao-0/data");
+    let (code, out) = exec(&format!(
+        "touch \"$HOME/h\" \"${{TMPDIR:-/tmp}}/t\" '{}/d' && echo ok",
+        data.display()
+    ));
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "ok"),
+        "HOME, /tmp and the data volume are"
+    );
+}

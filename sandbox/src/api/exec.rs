@@ -98,6 +98,39 @@ pub fn handle(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Rep
     Ok(Reply::Raw(response))
 }
 
+/// Becomes the charts' container user (uid 100, fsGroup 1000, no other
+/// groups), as runc starts an exec'd process. Like runc, it first hands the
+/// stdio pipes to that user, so that the process can open `/dev/stdout`
+/// (`bao operator raft snapshot save /dev/stdout`); `/dev/null` and other
+/// devices are left alone.
+fn become_container_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    for fd in 0..3 {
+        // SAFETY: fstat on a descriptor this process owns, into a local.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            continue;
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK {
+            // SAFETY: plain syscall on our own descriptor.
+            check(unsafe { libc::fchown(fd, uid, gid) })?;
+        }
+    }
+    // SAFETY: plain syscalls; order matters: groups and gid before uid.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setgid(gid))?;
+        check(libc::setuid(uid))
+    }
+}
+
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
@@ -188,6 +221,13 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
         }
     });
     let mut cmd = tokio::process::Command::new(&plan.argv[0]);
+    if pod::running_as_root() {
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(|| become_container_user(pod::CONTAINER_UID, pod::CONTAINER_GID));
+        }
+    }
     cmd.args(&plan.argv[1..])
         .env_clear()
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
