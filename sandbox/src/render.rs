@@ -26,7 +26,7 @@ fn labels(opts: &ClusterOptions) -> Value {
 /// `data_path` is where the PVC is mounted as the container sees it: the
 /// host folder for a pod (exec'd commands run on the host), the charts' path
 /// in the StatefulSet template.
-fn container_spec(opts: &ClusterOptions, ip: &str, data_path: &str) -> Value {
+fn container_spec(opts: &ClusterOptions, data_path: &str) -> Value {
     json!({
         "name": opts.container(),
         "image": opts.image(),
@@ -38,7 +38,8 @@ fn container_spec(opts: &ClusterOptions, ip: &str, data_path: &str) -> Value {
             {"containerPort": CLUSTER_PORT, "name": "https-internal", "protocol": "TCP"},
         ],
         "env": [
-            {"name": opts.flavour.addr_env(), "value": format!("http://{ip}:{API_PORT}")},
+            // The charts point the CLI at its own server on loopback.
+            {"name": opts.flavour.addr_env(), "value": format!("http://127.0.0.1:{API_PORT}")},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
             {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
             {"name": "HOST_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
@@ -94,7 +95,7 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     lbl["apps.kubernetes.io/pod-index"] = json!(p.ordinal.to_string());
     lbl["controller-revision-hash"] = json!(format!("{}-5d8f9c7b6", opts.name));
     let data_path = fleet.layout(&p.name).data().display().to_string();
-    let mut containers = vec![container_spec(opts, &ip, &data_path)];
+    let mut containers = vec![container_spec(opts, &data_path)];
     let main_status = container_status(
         opts.container(),
         opts.image(),
@@ -191,7 +192,7 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
         .filter(|p| p.running && p.health.is_ready())
         .count();
     let chart_data_path = format!("/{}/data", opts.flavour.app_name());
-    let mut template_containers = vec![container_spec(opts, "$(POD_IP)", &chart_data_path)];
+    let mut template_containers = vec![container_spec(opts, &chart_data_path)];
     if opts.sidecar {
         template_containers.insert(0, sidecar_spec());
     }
