@@ -35,6 +35,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The ServiceAccount of the long-running workloads (the auto-unseal Deployment
+and the snapshot CronJob): they only read the stored keys, so they do not
+share the hook's account, which may write and delete them.
+*/}}
+{{- define "vault-bootstrap.workloadServiceAccountName" -}}
+{{- printf "%s-workloads" (include "vault-bootstrap.serviceAccountName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vault-bootstrap.workloadsEnabled" -}}
+{{- if or .Values.autoUnseal.enabled .Values.snapshot.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
 The server StatefulSet, named the way the upstream charts name it: the
 release name when it contains the chart name, else `<release>-<chart>`
 (their `fullname` helper), unless target.statefulset overrides it.

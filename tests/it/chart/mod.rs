@@ -117,10 +117,36 @@ fn kind(doc: &Value) -> &str {
     doc["kind"].as_str().unwrap_or_default()
 }
 
-/// The only object of `kind`.
+/// Whether `doc` belongs to the long-running workloads' account (the
+/// auto-unseal Deployment's and the snapshot CronJob's RBAC).
+fn is_workloads_rbac(doc: &Value) -> bool {
+    doc["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.ends_with("-workloads"))
+}
+
+/// The only object of `kind` that is not the workloads' RBAC: for
+/// ServiceAccount, Role and RoleBinding, the hook's.
 fn one<'a>(docs: &'a [Value], wanted: &str) -> &'a Value {
-    let found: Vec<&Value> = docs.iter().filter(|d| kind(d) == wanted).collect();
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| kind(d) == wanted && !is_workloads_rbac(d))
+        .collect();
     assert_eq!(found.len(), 1, "want exactly one {wanted}, got {found:?}");
+    found[0]
+}
+
+/// The workloads' only object of `kind` (ServiceAccount, Role, RoleBinding).
+fn workloads_one<'a>(docs: &'a [Value], wanted: &str) -> &'a Value {
+    let found: Vec<&Value> = docs
+        .iter()
+        .filter(|d| kind(d) == wanted && is_workloads_rbac(d))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "want exactly one workloads {wanted}, got {found:?}"
+    );
     found[0]
 }
 

@@ -39,7 +39,10 @@ fn chart_renders_the_hook_rbac_and_nothing_cluster_scoped() {
         kinds(&all),
         [
             "ServiceAccount",
+            "ServiceAccount",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Deployment",
             "CronJob",

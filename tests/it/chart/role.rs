@@ -1,7 +1,9 @@
 //! The Role grants exactly what the README promises: no wildcard, no
 //! cluster scope, names wherever RBAC can check them.
 
-use super::{job_args, kind, kinds, one, render, strings, validate, Values, ALL, DEFAULTS};
+use super::{
+    job_args, kind, kinds, one, render, strings, validate, workloads_one, Values, ALL, DEFAULTS,
+};
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 
@@ -65,10 +67,12 @@ fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> 
     for v in ["get", "create"] {
         want.insert(grant("", "pods/exec", v, None));
     }
-    for v in ["get", "update", "patch", "delete"] {
+    for v in ["get", "update", "patch"] {
         want.insert(grant("", "secrets", v, Some(secret)));
         want.insert(grant("", "secrets", v, Some(&checkpoint)));
     }
+    // Only the checkpoint is ever deleted.
+    want.insert(grant("", "secrets", "delete", Some(&checkpoint)));
     want.insert(grant("", "secrets", "create", None));
     if let Some(identity) = identity {
         want.insert(grant("", "secrets", "get", Some(identity)));
@@ -81,6 +85,57 @@ fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> 
     want.insert(grant("events.k8s.io", "events", "create", None));
     want.insert(grant("apps", "statefulsets", "get", Some(sts)));
     want
+}
+
+/// What the auto-unseal Deployment and the snapshot CronJob may do: read the
+/// keys (and the identity), never create, replace or delete a Secret.
+fn promised_to_workloads(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> {
+    let lease = format!("{sts}-kubectl-vault");
+    let mut want = BTreeSet::new();
+    for v in ["get", "list", "watch"] {
+        want.insert(grant("", "pods", v, None));
+    }
+    for v in ["get", "create"] {
+        want.insert(grant("", "pods/exec", v, None));
+    }
+    for name in [
+        Some(secret.to_owned()),
+        Some(format!("{secret}-checkpoint")),
+    ]
+    .into_iter()
+    .chain([identity.map(str::to_owned)])
+    .flatten()
+    {
+        want.insert(grant("", "secrets", "get", Some(&name)));
+    }
+    for v in ["get", "update", "delete"] {
+        want.insert(grant("coordination.k8s.io", "leases", v, Some(&lease)));
+    }
+    want.insert(grant("coordination.k8s.io", "leases", "create", None));
+    want.insert(grant("", "events", "create", None));
+    want.insert(grant("events.k8s.io", "events", "create", None));
+    want.insert(grant("apps", "statefulsets", "get", Some(sts)));
+    want
+}
+
+#[test]
+fn the_workloads_only_read_the_keys_under_an_account_of_their_own() {
+    // Without a Deployment or a CronJob there is no second account.
+    assert!(!render(DEFAULTS).iter().any(super::is_workloads_rbac));
+    let docs = render(ALL);
+    let role = workloads_one(&docs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "vault-system");
+    assert_eq!(
+        grants(role),
+        promised_to_workloads("openbao", "openbao-keys", Some("sops-age"))
+    );
+    let binding = workloads_one(&docs, "RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let sa = workloads_one(&docs, "ServiceAccount");
+    assert_eq!(sa["metadata"]["name"], "bootstrapper-workloads");
+    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["namespace"], "ops");
+    assert_eq!(binding["subjects"].as_sequence().map(Vec::len), Some(1));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! pins the Role from both sides.
 
 use super::role::{grants, Grant};
-use super::{job_args, one, render, Values};
+use super::{job_args, one, render, workloads_one, Values};
 use crate::harness::{deps_bin, plugin_binary, Env};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -248,6 +248,10 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
     let role = one(&docs, "Role");
     assert_eq!(role["metadata"]["namespace"], ns.as_str());
     let allowed = grants(role);
+    // The auto-unseal Deployment and the snapshot CronJob run under their
+    // own, read-only Role.
+    let workloads_allowed = grants(workloads_one(&docs, "Role"));
+    let mut workload_requests = BTreeSet::new();
     let mut args = job_args(&docs);
     if !has_hook {
         // `hook` takes init's arguments; until it exists, run init the way
@@ -303,7 +307,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     watcher.kill().await.expect("stop unseal --watch");
-    requests.extend(audited(&audit, before));
+    workload_requests.extend(audited(&audit, before));
 
     // The snapshot CronJob's command, into a local folder instead of S3.
     if has_subcommand("snapshot").await {
@@ -316,7 +320,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         let before = lines(&audit);
         let (code, stderr) = run_job(&env, &args, home.path()).await;
         assert_eq!(code, 0, "snapshot save failed:\n{stderr}");
-        requests.extend(audited(&audit, before));
+        workload_requests.extend(audited(&audit, before));
         let saved = std::fs::read_dir(home.path().join("snapshots"))
             .expect("snapshot folder")
             .count();
@@ -326,6 +330,14 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
     }
 
     assert_all_allowed(&requests, &allowed, &ns);
+    assert_all_allowed(&workload_requests, &workloads_allowed, &ns);
+    for resource in ["pods/exec", "secrets", "leases"] {
+        assert!(
+            workload_requests.iter().any(|r| r.resource == resource),
+            "no {resource} request of the workloads audited: {workload_requests:#?}"
+        );
+    }
+    let requests: BTreeSet<_> = requests.union(&workload_requests).cloned().collect();
     // The run did exercise the Role: exec, the Secret and the Lease, the
     // hook's Events on the StatefulSet, and the identity Secret.
     let mut exercised = vec!["pods/exec", "secrets", "leases"];
