@@ -59,14 +59,7 @@ fn grant(g: &str, r: &str, v: &str, name: Option<&str>) -> Grant {
 /// an optional age identity Secret.
 fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> {
     let checkpoint = format!("{secret}-checkpoint");
-    let lease = format!("{sts}-kubectl-vault");
-    let mut want = BTreeSet::new();
-    for v in ["get", "list", "watch"] {
-        want.insert(grant("", "pods", v, None));
-    }
-    for v in ["get", "create"] {
-        want.insert(grant("", "pods/exec", v, None));
-    }
+    let mut want = beside_secrets(sts);
     for v in ["get", "update", "patch"] {
         want.insert(grant("", "secrets", v, Some(secret)));
         want.insert(grant("", "secrets", v, Some(&checkpoint)));
@@ -76,6 +69,20 @@ fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> 
     want.insert(grant("", "secrets", "create", None));
     if let Some(identity) = identity {
         want.insert(grant("", "secrets", "get", Some(identity)));
+    }
+    want
+}
+
+/// What the hook and the workloads both may do: find and exec into the
+/// pods, take the Lease, report Events, read the StatefulSet.
+fn beside_secrets(sts: &str) -> BTreeSet<Grant> {
+    let lease = format!("{sts}-kubectl-vault");
+    let mut want = BTreeSet::new();
+    for v in ["get", "list", "watch"] {
+        want.insert(grant("", "pods", v, None));
+    }
+    for v in ["get", "create"] {
+        want.insert(grant("", "pods/exec", v, None));
     }
     for v in ["get", "update", "delete"] {
         want.insert(grant("coordination.k8s.io", "leases", v, Some(&lease)));
@@ -90,14 +97,7 @@ fn promised(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> 
 /// What the auto-unseal Deployment and the snapshot CronJob may do: read the
 /// keys (and the identity), never create, replace or delete a Secret.
 fn promised_to_workloads(sts: &str, secret: &str, identity: Option<&str>) -> BTreeSet<Grant> {
-    let lease = format!("{sts}-kubectl-vault");
-    let mut want = BTreeSet::new();
-    for v in ["get", "list", "watch"] {
-        want.insert(grant("", "pods", v, None));
-    }
-    for v in ["get", "create"] {
-        want.insert(grant("", "pods/exec", v, None));
-    }
+    let mut want = beside_secrets(sts);
     for name in [
         Some(secret.to_owned()),
         Some(format!("{secret}-checkpoint")),
@@ -108,13 +108,6 @@ fn promised_to_workloads(sts: &str, secret: &str, identity: Option<&str>) -> BTr
     {
         want.insert(grant("", "secrets", "get", Some(&name)));
     }
-    for v in ["get", "update", "delete"] {
-        want.insert(grant("coordination.k8s.io", "leases", v, Some(&lease)));
-    }
-    want.insert(grant("coordination.k8s.io", "leases", "create", None));
-    want.insert(grant("", "events", "create", None));
-    want.insert(grant("events.k8s.io", "events", "create", None));
-    want.insert(grant("apps", "statefulsets", "get", Some(sts)));
     want
 }
 
