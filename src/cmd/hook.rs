@@ -6,11 +6,10 @@
 //! (data loss, lost credentials, missing permissions) end at once with exit
 //! 1: retrying cannot fix them, and Helm must see the failure.
 
+use super::events::record as event;
 use crate::cli::init::InitArgs;
 use crate::cmd::{Context, Exit, Failure};
 use crate::ops::init::InitError;
-use k8s_openapi::api::core::v1::{Event, ObjectReference};
-use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::{Duration, Instant};
 
 pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
@@ -119,47 +118,5 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
         timeout: deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(5)),
-    }
-}
-
-/// Records a core/v1 Event on the StatefulSet; a failure to record is logged, not fatal.
-async fn event(
-    ctx: &Context<'_>,
-    workload: Option<&str>,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) {
-    let Some(workload) = workload else { return };
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{workload}-kubectl-vault-")),
-            namespace: Some(ctx.namespace.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("StatefulSet".into()),
-            name: Some(workload.to_owned()),
-            namespace: Some(ctx.namespace.clone()),
-            ..ObjectReference::default()
-        },
-        reason: Some(reason.to_owned()),
-        message: Some(message.chars().take(1024).collect()),
-        type_: Some(type_.to_owned()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some("kubectl-vault".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("kubectl-vault".into()),
-            ..Default::default()
-        }),
-        ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::warn!(error = %e, reason, "could not record an Event");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod credentials;
+pub mod events;
 pub mod hook;
 pub mod init;
 pub mod recover;
@@ -213,20 +214,28 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 global: &global,
                 printer,
             };
-            match command {
-                Command::Status(args) => status::run(&ctx, args).await,
-                Command::Init(args) => init::run(&ctx, args).await,
-                Command::Unseal(args) => unseal::run_unseal(&ctx, args).await,
-                Command::Join(args) => unseal::run_join(&ctx, args).await,
-                Command::Credentials(command) => credentials::run(&ctx, command).await,
-                Command::Hook(args) => hook::run(&ctx, args).await,
-                Command::Rotate(args) => rotate::run(&ctx, args).await,
-                Command::Snapshot(command) => snapshot::run(&ctx, command).await,
-                Command::Recover(args) => recover::run(&ctx, args).await,
-                Command::Checkpoint(command) => checkpoint::run(&ctx, command).await,
-                Command::Version | Command::Completion { .. } => Ok(()),
+            match events::operation(&command) {
+                Some(operation) => events::recorded(&ctx, operation, dispatch(&ctx, command)).await,
+                None => dispatch(&ctx, command).await,
             }
         }
+    }
+}
+
+/// Runs one command that talks to the cluster.
+async fn dispatch(ctx: &Context<'_>, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Status(args) => status::run(ctx, args).await,
+        Command::Init(args) => init::run(ctx, args).await,
+        Command::Unseal(args) => unseal::run_unseal(ctx, args).await,
+        Command::Join(args) => unseal::run_join(ctx, args).await,
+        Command::Credentials(command) => credentials::run(ctx, command).await,
+        Command::Hook(args) => hook::run(ctx, args).await,
+        Command::Rotate(args) => rotate::run(ctx, args).await,
+        Command::Snapshot(command) => snapshot::run(ctx, command).await,
+        Command::Recover(args) => recover::run(ctx, args).await,
+        Command::Checkpoint(command) => checkpoint::run(ctx, command).await,
+        Command::Version | Command::Completion { .. } => Ok(()),
     }
 }
 

@@ -425,6 +425,19 @@ impl Env {
                 }
             }
         }
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(self.client().await, self.cluster.namespace());
+        let events = serde_json::to_string(
+            &events
+                .list(&Default::default())
+                .await
+                .expect("events")
+                .items,
+        )
+        .expect("events as JSON");
+        for s in &secrets {
+            assert!(!events.contains(s.as_str()), "a secret appears in an Event");
+        }
         let audit = std::fs::read_to_string(self.cluster.audit_log_path()).expect("audit log");
         assert!(audit.contains("exec"), "audit log records exec requests");
         let outputs = self.outputs.lock().unwrap().join("\n");

@@ -5,6 +5,7 @@ mod chart;
 mod crash;
 mod credentials;
 mod defaults;
+mod events;
 mod faults;
 mod harness;
 mod hook;
