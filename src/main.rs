@@ -7,7 +7,18 @@ use kubectl_vault::output::{log, Printer};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors are refusals (exit 1), never clap's 2, which means "re-run".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(usage) => {
+            let _ = usage.print();
+            return ExitCode::from(if usage.use_stderr() {
+                Exit::Refused as u8
+            } else {
+                0
+            });
+        }
+    };
     // Two rustls providers are compiled in (object_store brings aws-lc-rs); pick one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     log::init(

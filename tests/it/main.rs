@@ -16,3 +16,4 @@ mod release;
 mod rotate;
 mod snapshot;
 mod sops;
+mod usage;
