@@ -169,11 +169,13 @@ impl Context<'_> {
                 "{question} {without_terminal}"
             )));
         }
-        dialoguer::Confirm::new()
-            .with_prompt(question)
-            .default(false)
-            .interact()
-            .map_err(Failure::failed)
+        crate::output::log::suspend(|| {
+            dialoguer::Confirm::new()
+                .with_prompt(question)
+                .default(false)
+                .interact()
+        })
+        .map_err(Failure::failed)
     }
 }
 

@@ -2,6 +2,8 @@
 //! YAML) and the stderr log/progress set-up.
 //!
 //! Owns formatting only; commands hand it rows and serializable values.
+//! Whatever it writes comes after the progress bars have ended
+//! ([`log::settle`]), so no redraw can overwrite a result.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod log;
@@ -23,8 +25,9 @@ impl Printer {
         self.format
     }
 
-    /// One line of plain text on stdout.
+    /// One line of plain text on stdout, after the progress bars have ended.
     pub fn line(&self, text: &str) {
+        log::settle(log::Settle::Done);
         println!("{text}");
     }
 
@@ -41,6 +44,7 @@ impl Printer {
             }
             OutputFormat::Yaml => serde_yaml::to_string(value).map_err(std::io::Error::other)?,
         };
+        log::settle(log::Settle::Done);
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()
