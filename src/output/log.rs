@@ -14,7 +14,7 @@
 use crate::cli::LogFormat;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -117,25 +117,25 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
 #[derive(Clone)]
 pub struct Transfer {
     bar: ProgressBar,
+    /// How long the stream took, set when the reader reaches its end.
+    took: Arc<OnceLock<Duration>>,
 }
 
 impl Transfer {
     /// A transfer line named `label`; `total` when the size is known.
     pub fn start(label: &str, total: Option<u64>) -> Transfer {
+        let hidden = || Transfer {
+            bar: ProgressBar::hidden(),
+            took: Arc::default(),
+        };
         let Some(progress) = PROGRESS.get() else {
-            return Transfer {
-                bar: ProgressBar::hidden(),
-            };
+            return hidden();
         };
         let Ok(mut state) = progress.state.lock() else {
-            return Transfer {
-                bar: ProgressBar::hidden(),
-            };
+            return hidden();
         };
         if state.settled {
-            return Transfer {
-                bar: ProgressBar::hidden(),
-            };
+            return hidden();
         }
         let (bar, template) = match total {
             Some(total) => (
@@ -155,14 +155,15 @@ impl Transfer {
         );
         bar.set_prefix(label.to_owned());
         bar.enable_steady_tick(TICK);
+        let took = Arc::<OnceLock<Duration>>::default();
         state.lines.push(Line {
             key: label.to_owned(),
             bar: bar.clone(),
             text: String::new(),
             failed: false,
-            transfer: true,
+            took: Some(took.clone()),
         });
-        Transfer { bar }
+        Transfer { bar, took }
     }
 
     /// Counts `n` more bytes.
@@ -196,6 +197,8 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<R> {
         let read = buf.filled().len() - before;
         if read > 0 {
             self.transfer.advance(read);
+        } else if matches!(polled, std::task::Poll::Ready(Ok(()))) && buf.remaining() > 0 {
+            let _ = self.transfer.took.set(self.transfer.bar.elapsed());
         }
         polled
     }
@@ -232,16 +235,21 @@ struct Line {
     bar: ProgressBar,
     text: String,
     failed: bool,
-    transfer: bool,
+    /// For a transfer: how long it took, once it ended.
+    took: Option<Arc<OnceLock<Duration>>>,
 }
 
 impl Line {
     fn final_text(&self) -> String {
-        if !self.transfer {
+        let Some(took) = &self.took else {
             return self.text.clone();
-        }
+        };
         let bytes = self.bar.position();
-        let secs = self.bar.elapsed().as_secs_f64();
+        let secs = took
+            .get()
+            .copied()
+            .unwrap_or_else(|| self.bar.elapsed())
+            .as_secs_f64();
         let rate = if secs > 0.0 {
             format!(
                 ", {}/s",
@@ -336,7 +344,7 @@ impl<S: Subscriber> Layer<S> for ProgressLayer {
                     bar,
                     text,
                     failed: false,
-                    transfer: false,
+                    took: None,
                 });
             }
             pod => {
