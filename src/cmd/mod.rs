@@ -3,6 +3,7 @@
 //!
 //! Owns the exit-code contract and everything interactive (confirmations).
 
+pub mod api_error;
 pub mod checkpoint;
 pub mod credentials;
 pub mod hook;
@@ -208,14 +209,14 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
         command => {
             let mut global = cli.global;
             recipients_from_env(&mut global.envelope)?;
-            let (client, namespace) = connect(&global).await?;
+            let (client, namespace, connection) = connect(&global).await?;
             let ctx = Context {
                 client,
                 namespace,
                 global: &global,
                 printer,
             };
-            match command {
+            let result = match command {
                 Command::Status(args) => status::run(&ctx, args).await,
                 Command::Init(args) => init::run(&ctx, args).await,
                 Command::Unseal(args) => unseal::run_unseal(&ctx, args).await,
@@ -227,6 +228,10 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
                 Command::Recover(args) => recover::run(&ctx, args).await,
                 Command::Checkpoint(command) => checkpoint::run(&ctx, command).await,
                 Command::Version | Command::Completion { .. } => Ok(()),
+            };
+            match result {
+                Err(failure) => Err(api_error::explain(&ctx, &connection, failure).await),
+                ok => ok,
             }
         }
     }
@@ -250,12 +255,16 @@ fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config or in-cluster.
-async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure> {
+/// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config
+/// or in-cluster, and says where it connects, for messages.
+async fn connect(
+    global: &GlobalArgs,
+) -> Result<(kube::Client, String, api_error::Connection), Failure> {
     let options = kube::config::KubeConfigOptions {
         context: global.context.clone(),
         ..Default::default()
     };
+    let connection = connection(global)?;
     let config = match &global.kubeconfig {
         Some(path) => match kube::config::Kubeconfig::read_from(path) {
             Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -277,6 +286,70 @@ async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure>
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let connection = api_error::Connection {
+        server: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+        ..connection
+    };
     let client = kube::Client::try_from(config).map_err(Failure::failed)?;
-    Ok((client, namespace))
+    Ok((client, namespace, connection))
+}
+
+/// The kubeconfig's file, context and user for this run, without the
+/// server (known once the configuration is built). Refuses a --context
+/// that the kubeconfig does not have, naming the ones it has.
+fn connection(global: &GlobalArgs) -> Result<api_error::Connection, Failure> {
+    let (kubeconfig, file) = match &global.kubeconfig {
+        Some(path) => (
+            kube::config::Kubeconfig::read_from(path).ok(),
+            path.display().to_string(),
+        ),
+        None => (
+            kube::config::Kubeconfig::read().ok(),
+            std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".to_owned()),
+        ),
+    };
+    let Some(kubeconfig) = kubeconfig else {
+        return Ok(api_error::Connection {
+            kubeconfig: file,
+            context: global.context.clone(),
+            ..Default::default()
+        });
+    };
+    let context = global
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone());
+    let named = |name: &str| kubeconfig.contexts.iter().find(|c| c.name == name);
+    if let Some(wanted) = &global.context {
+        if named(wanted).is_none() {
+            let known: Vec<&str> = kubeconfig
+                .contexts
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(Failure::refused(anyhow::anyhow!(
+                "context {wanted} is not in {file}; pass --context with one of: {}",
+                if known.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    let user = context
+        .as_deref()
+        .and_then(named)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    Ok(api_error::Connection {
+        server: String::new(),
+        kubeconfig: file,
+        context,
+        user,
+    })
 }

@@ -30,8 +30,11 @@ pub fn init(verbose: u8, format: LogFormat, no_progress: bool) {
         1 => "debug",
         _ => "trace",
     };
+    // The client's own error events repeat what the command reports in a
+    // sentence; they show from -v on.
+    let quiet = if verbose == 0 { ",kube_client=off" } else { "" };
     let filter = EnvFilter::try_from_env("KUBECTL_VAULT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,kubectl_vault={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn{quiet},kubectl_vault={level}")));
     let registry = tracing_subscriber::registry().with(filter);
     let bars = !no_progress && format == LogFormat::Text && std::io::stderr().is_terminal();
     let result = match (format, bars) {
