@@ -701,7 +701,10 @@ impl ServerRestart for PodRestart {
                 reason: s.message,
             }),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ClusterError::List(format!("delete pod {pod}: {e}"))),
+            Err(e) => Err(ClusterError::List(format!(
+                "delete pod {pod}: {}",
+                crate::transport::api_reason(&e)
+            ))),
         }
     }
 }

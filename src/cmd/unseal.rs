@@ -286,13 +286,7 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
             let rows: Vec<Vec<String>> = r
                 .pods
                 .iter()
-                .map(|p| {
-                    vec![
-                        p.pod.clone(),
-                        p.joined.to_string(),
-                        format!("{:?}", p.unseal),
-                    ]
-                })
+                .map(|p| vec![p.pod.clone(), p.joined.to_string(), p.unseal.to_string()])
                 .collect();
             table(&["POD", "JOINED", "UNSEAL"], &rows)
         })

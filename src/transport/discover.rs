@@ -77,7 +77,7 @@ impl KubeCluster {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(statefulset = %name, error = %e, "could not read the StatefulSet; using the pods found as the replica count")
+                    tracing::warn!(statefulset = %name, error = %super::api_reason(&e), "could not read the StatefulSet; using the pods found as the replica count")
                 }
             }
         }
