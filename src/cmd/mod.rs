@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod credentials;
 pub mod hook;
 pub mod init;
+pub mod next;
 pub mod recover;
 pub mod rotate;
 pub mod snapshot;

@@ -25,6 +25,8 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     pub peers: Option<Vec<PeerStatus>>,
     pub credentials: CredentialsState,
+    /// The command to run next, and why; none when the cluster is whole.
+    pub next: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -91,6 +93,17 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     let nodes = nodes.map_err(Failure::refused)?;
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
+    let next = crate::cmd::next::next_step(
+        &observations,
+        crate::cmd::next::Stored {
+            credentials: matches!(credentials, Ok(Some(_))),
+            resume: checkpoint
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(|c| c.resume_command()),
+        },
+    );
 
     let storage = observations
         .iter()
@@ -164,6 +177,7 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         leader: leader_pod,
         peers,
         credentials: credentials_state(&store, credentials, checkpoint),
+        next,
     };
     ctx.printer.value(&status, render).map_err(Failure::failed)
 }
@@ -369,6 +383,9 @@ fn render(s: &ClusterStatus) -> String {
                 opt(&cp.resume_command)
             )),
         }
+    }
+    if let Some(next) = &s.next {
+        text.push_str(&format!("Next:        {next}\n"));
     }
     text
 }

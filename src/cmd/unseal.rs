@@ -123,6 +123,14 @@ async fn unseal_pass(
         }
     }))
     .await;
+    let mut results = results;
+    // Keys are stored (the keyring loaded) but no pod holds data: joining
+    // would have nothing to join; only a recover brings the data back.
+    if !results.is_empty() && results.iter().all(|r| r.result == "not initialized") {
+        for r in &mut results {
+            r.error = Some(crate::cmd::next::RECOVER.to_owned());
+        }
+    }
     let failed = results.iter().any(|r| r.error.is_some());
     Ok((results, failed))
 }
@@ -276,10 +284,13 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
         .fenced(reconcile(&cluster, &keys, &timeouts))
         .await
         .map_err(Failure::failed)?;
-    let report = result.map_err(|e| {
-        Failure::failed(
+    let report = result.map_err(|e| match e {
+        crate::ops::reconcile::ReconcileError::NothingInitialized => {
+            Failure::refused(anyhow::anyhow!("{}", crate::cmd::next::RECOVER))
+        }
+        e => Failure::failed(
             anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`"),
-        )
+        ),
     })?;
     ctx.printer
         .value(&report, |r| {

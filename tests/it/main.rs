@@ -8,6 +8,7 @@ mod credentials;
 mod defaults;
 mod faults;
 mod harness;
+mod hints;
 mod hook;
 mod interleave;
 mod lifecycle;
