@@ -91,6 +91,10 @@ pub fn settle(how: Settle) {
         line.bar.finish_and_clear();
     }
     let _ = progress.multi.clear();
+    // Pods in name order (they report concurrently), transfers after them.
+    state
+        .lines
+        .sort_by(|a, b| (a.took.is_some(), &a.key).cmp(&(b.took.is_some(), &b.key)));
     for line in state.lines.drain(..) {
         let text = line.final_text();
         let mark = match (line.failed, how) {

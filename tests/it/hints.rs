@@ -33,6 +33,7 @@ async fn walk(
     let mut path = vec![];
     for _ in 0..8 {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
         let run = match crash {
             Some((command, failpoint)) if args[0] == command => {
                 crash = None;
@@ -40,7 +41,12 @@ async fn walk(
             }
             _ => env.plugin(&argv).await,
         };
-        path.push(format!("{} (exit {})", args.join(" "), run.code));
+        path.push(format!(
+            "{} (exit {}, {:.1}s)",
+            args.join(" "),
+            run.code,
+            started.elapsed().as_secs_f64()
+        ));
         let error_line = run
             .stderr
             .lines()
@@ -52,7 +58,10 @@ async fn walk(
                 let status = env.plugin(&["status"]).await.ok();
                 let next = status.stdout.lines().find(|l| l.starts_with("Next:"));
                 match next {
-                    None => return path,
+                    None => {
+                        eprintln!("{path:#?}");
+                        return path;
+                    }
                     Some(line) => {
                         path.push(format!("status: {line}"));
                         named_command(line).expect("the next step names a command")

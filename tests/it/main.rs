@@ -18,4 +18,5 @@ mod release;
 mod rotate;
 mod snapshot;
 mod sops;
+mod terminal;
 mod usage;
