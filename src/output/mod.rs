@@ -31,6 +31,14 @@ impl Printer {
         println!("{text}");
     }
 
+    /// Text exactly as given (a document to pipe on), after the bars have ended.
+    pub fn raw(&self, text: &str) -> std::io::Result<()> {
+        log::settle(log::Settle::Done);
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
     /// A value in the chosen machine format; `table` renders with `to_table`.
     pub fn value<T: Serialize>(
         &self,
