@@ -82,6 +82,49 @@ pub struct CheckpointState {
 }
 
 pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
+    if args.watch {
+        return watch(ctx, &args).await;
+    }
+    let status = gather(ctx, &args).await?;
+    ctx.printer.value(&status, render).map_err(Failure::failed)
+}
+
+/// Reads the status again every `--interval` and shows it when it changed:
+/// in place on a terminal (table output), one after another otherwise.
+/// Ends with Ctrl-C, leaving the last status on screen. A read that fails
+/// is logged and retried.
+async fn watch(ctx: &Context<'_>, args: &StatusArgs) -> Result<(), Failure> {
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut last = String::new();
+    loop {
+        let read = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            read = gather(ctx, args) => read,
+        };
+        match read {
+            Ok(status) => {
+                let text = serde_json::to_string(&status).map_err(Failure::failed)?;
+                if text != last {
+                    ctx.printer
+                        .value_in_place(&status, render)
+                        .map_err(Failure::failed)?;
+                    last = text;
+                }
+            }
+            Err(failure) => {
+                ctx.printer.forget_in_place();
+                tracing::warn!(error = %failure.error, "could not read the status; trying again");
+            }
+        }
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            () = tokio::time::sleep(args.interval) => {}
+        }
+    }
+}
+
+/// One reading of every pod, the peers and the store.
+async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.secret_name.as_deref());
     let (nodes, infos, credentials, checkpoint) = tokio::join!(
@@ -179,7 +222,7 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         credentials: credentials_state(&store, credentials, checkpoint),
         next,
     };
-    ctx.printer.value(&status, render).map_err(Failure::failed)
+    Ok(status)
 }
 
 /// Standalone when a server says it is not HA (`sys/leader`), or, while

@@ -3,7 +3,9 @@
 //! it wrote are replayed through a terminal emulator, and the final screen
 //! is checked: every row of the result is there, no spinner is left, no
 //! Debug structure. Without a terminal the same commands write no escape
-//! sequence at all. One 3-pod cluster serves every command in turn.
+//! sequence at all. `status --watch` redraws one table in place while a pod
+//! restarts sealed and is unsealed, and Ctrl-C leaves it whole. One 3-pod
+//! cluster serves every command in turn.
 
 use crate::harness::{plugin_binary, Env};
 use sandbox::ClusterOptions;
@@ -19,49 +21,88 @@ struct Screen {
     text: String,
 }
 
-fn on_terminal(env: &Env, args: &[&str]) -> Screen {
-    let (mut pty, pts) = pty_process::blocking::open().expect("open a pty");
-    pty.resize(pty_process::Size::new(ROWS, COLS))
-        .expect("resize the pty");
-    let mut child = pty_process::blocking::Command::new(plugin_binary())
-        .arg("--kubeconfig")
-        .arg(env.cluster.kubeconfig_path())
-        .args(["-n", env.cluster.namespace()])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBECTL_VAULT_LOG")
-        .env("TERM", "xterm-256color")
-        .current_dir(env.cluster.dir())
-        .spawn(pts)
-        .expect("spawn the plugin on the pty");
-    // Reads until the child's side closes (EIO on Linux).
-    let reader = std::thread::spawn(move || {
-        let mut bytes = vec![];
-        let mut buf = [0u8; 8192];
-        loop {
-            match pty.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+/// A run on a pseudo-terminal, with what it wrote so far.
+struct Live {
+    child: std::process::Child,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Live {
+    fn start(env: &Env, args: &[&str]) -> Live {
+        let (mut pty, pts) = pty_process::blocking::open().expect("open a pty");
+        pty.resize(pty_process::Size::new(ROWS, COLS))
+            .expect("resize the pty");
+        let child = pty_process::blocking::Command::new(plugin_binary())
+            .arg("--kubeconfig")
+            .arg(env.cluster.kubeconfig_path())
+            .args(["-n", env.cluster.namespace()])
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBECTL_VAULT_LOG")
+            .env("TERM", "xterm-256color")
+            .current_dir(env.cluster.dir())
+            .spawn(pts)
+            .expect("spawn the plugin on the pty");
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let sink = bytes.clone();
+        // Reads until the child's side closes (EIO on Linux).
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pty.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
             }
+        });
+        Live {
+            child,
+            bytes,
+            reader,
         }
-        bytes
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the plugin") {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "{args:?} timed out");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let bytes = reader.join().expect("pty reader");
-    let mut parser = vt100::Parser::new(ROWS.try_into().unwrap(), COLS.try_into().unwrap(), 0);
-    parser.process(&bytes);
-    let text = parser.screen().contents();
-    Screen {
-        code: status.code().unwrap_or(-1),
-        text: text.trim_end().to_owned(),
     }
+
+    /// The screen as a terminal shows it now.
+    fn screen(&self) -> String {
+        let mut parser = vt100::Parser::new(ROWS.try_into().unwrap(), COLS.try_into().unwrap(), 0);
+        parser.process(&self.bytes.lock().unwrap());
+        parser.screen().contents().trim_end().to_owned()
+    }
+
+    /// Waits up to `secs` for `ready` to hold on the screen.
+    fn wait_for(&self, what: &str, secs: u64, ready: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !ready(&self.screen()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never showed:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn finish(mut self) -> Screen {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the plugin") {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let reader = std::mem::replace(&mut self.reader, std::thread::spawn(|| ()));
+        reader.join().expect("pty reader");
+        Screen {
+            code: status.code().unwrap_or(-1),
+            text: self.screen(),
+        }
+    }
+}
+
+fn on_terminal(env: &Env, args: &[&str]) -> Screen {
+    Live::start(env, args).finish()
 }
 
 /// The same command with stdout and stderr piped, progress not disabled.
@@ -174,6 +215,72 @@ async fn final_screens_are_whole_and_clean_and_pipes_get_no_escapes() {
     assert_clean("snapshot save", &save);
     assert!(save.text.contains("✓ snapshot"), "{}", save.text);
     insta::assert_snapshot!("snapshot_save", redact(&save.text, &dir));
+
+    // status --watch redraws in place as a pod restarts sealed and is
+    // unsealed again, and Ctrl-C leaves one whole table.
+    let watch = {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            Live::start(&env, &["status", "--watch", "--interval", "1s"])
+        })
+        .await
+        .unwrap()
+    };
+    let sealed_column = |screen: &str, pod: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with(&format!("{pod} ")))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+    };
+    let watch = tokio::task::spawn_blocking(move || {
+        watch.wait_for("the first table", 60, |s| s.contains("Leader:"));
+        watch
+    })
+    .await
+    .unwrap();
+    env.cluster.restart_pod(1).await.unwrap();
+    let watch = tokio::task::spawn_blocking(move || {
+        watch.wait_for("openbao-1 sealed", 60, |s| {
+            sealed_column(s, "openbao-1").as_deref() == Some("true")
+        });
+        watch
+    })
+    .await
+    .unwrap();
+    env.plugin(&["unseal"]).await.ok();
+    let watched = tokio::task::spawn_blocking(move || {
+        watch.wait_for("openbao-1 unsealed", 60, |s| {
+            sealed_column(s, "openbao-1").as_deref() == Some("false")
+        });
+        let pid = watch.child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        watch.finish()
+    })
+    .await
+    .unwrap();
+    assert_clean("status --watch", &watched);
+    assert_eq!(
+        watched
+            .text
+            .lines()
+            .filter(|l| l.starts_with("POD "))
+            .count(),
+        1,
+        "one table after the redraws:\n{}",
+        watched.text
+    );
+    for pod in env.cluster.pod_names() {
+        assert_eq!(
+            sealed_column(&watched.text, &pod).as_deref(),
+            Some("false"),
+            "{pod} unsealed in the last table:\n{}",
+            watched.text
+        );
+    }
 
     let env2 = env.clone();
     let piped = tokio::task::spawn_blocking(move || {
