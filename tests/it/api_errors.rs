@@ -4,7 +4,7 @@
 //! sandbox fault.
 
 use crate::harness::{plugin_binary, Env};
-use sandbox::ClusterOptions;
+use sandbox::{ClusterOptions, SecretFault};
 use std::path::Path;
 
 struct Case<'a> {
@@ -165,4 +165,17 @@ async fn api_failures_are_one_sentence_with_a_hint_and_exit_1() {
         stderr.contains("\"code\":401"),
         "raw status at -v:\n{stderr}"
     );
+    // A Secret write that keeps failing names the server's message and code
+    // in each retry line and in the error, never the client's Status dump.
+    let checkpoint = format!("{}-checkpoint", env.secret_name());
+    env.cluster
+        .fail_secret_writes(&checkpoint, 30, SecretFault::ServerError);
+    let (code, stderr) = run(&good, &ns, &["init", "--yes"]);
+    env.cluster
+        .fail_secret_writes(&checkpoint, 0, SecretFault::ServerError);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("(500 InternalError)"), "{stderr}");
+    for dump in ["{", "Status", "ApiError"] {
+        assert!(!stderr.contains(dump), "no {dump:?}:\n{stderr}");
+    }
 }
