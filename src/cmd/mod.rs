@@ -3,11 +3,13 @@
 //!
 //! Owns the exit-code contract and everything interactive (confirmations).
 
+pub mod api_error;
 pub mod checkpoint;
 pub mod credentials;
 pub mod events;
 pub mod hook;
 pub mod init;
+pub mod next;
 pub mod recover;
 pub mod rotate;
 pub mod snapshot;
@@ -170,11 +172,13 @@ impl Context<'_> {
                 "{question} {without_terminal}"
             )));
         }
-        dialoguer::Confirm::new()
-            .with_prompt(question)
-            .default(false)
-            .interact()
-            .map_err(Failure::failed)
+        crate::output::log::suspend(|| {
+            dialoguer::Confirm::new()
+                .with_prompt(question)
+                .default(false)
+                .interact()
+        })
+        .map_err(Failure::failed)
     }
 }
 
@@ -207,16 +211,20 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
         command => {
             let mut global = cli.global;
             recipients_from_env(&mut global.envelope)?;
-            let (client, namespace) = connect(&global).await?;
+            let (client, namespace, connection) = connect(&global).await?;
             let ctx = Context {
                 client,
                 namespace,
                 global: &global,
                 printer,
             };
-            match events::operation(&command) {
+            let result = match events::operation(&command) {
                 Some(operation) => events::recorded(&ctx, operation, dispatch(&ctx, command)).await,
                 None => dispatch(&ctx, command).await,
+            };
+            match result {
+                Err(failure) => Err(api_error::explain(&ctx, &connection, failure).await),
+                ok => ok,
             }
         }
     }
@@ -257,12 +265,16 @@ fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config or in-cluster.
-async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure> {
+/// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config
+/// or in-cluster, and says where it connects, for messages.
+async fn connect(
+    global: &GlobalArgs,
+) -> Result<(kube::Client, String, api_error::Connection), Failure> {
     let options = kube::config::KubeConfigOptions {
         context: global.context.clone(),
         ..Default::default()
     };
+    let connection = connection(global)?;
     let config = match &global.kubeconfig {
         Some(path) => match kube::config::Kubeconfig::read_from(path) {
             Ok(kubeconfig) => kube::Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -284,6 +296,70 @@ async fn connect(global: &GlobalArgs) -> Result<(kube::Client, String), Failure>
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let connection = api_error::Connection {
+        server: config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_owned(),
+        ..connection
+    };
     let client = kube::Client::try_from(config).map_err(Failure::failed)?;
-    Ok((client, namespace))
+    Ok((client, namespace, connection))
+}
+
+/// The kubeconfig's file, context and user for this run, without the
+/// server (known once the configuration is built). Refuses a --context
+/// that the kubeconfig does not have, naming the ones it has.
+fn connection(global: &GlobalArgs) -> Result<api_error::Connection, Failure> {
+    let (kubeconfig, file) = match &global.kubeconfig {
+        Some(path) => (
+            kube::config::Kubeconfig::read_from(path).ok(),
+            path.display().to_string(),
+        ),
+        None => (
+            kube::config::Kubeconfig::read().ok(),
+            std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".to_owned()),
+        ),
+    };
+    let Some(kubeconfig) = kubeconfig else {
+        return Ok(api_error::Connection {
+            kubeconfig: file,
+            context: global.context.clone(),
+            ..Default::default()
+        });
+    };
+    let context = global
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone());
+    let named = |name: &str| kubeconfig.contexts.iter().find(|c| c.name == name);
+    if let Some(wanted) = &global.context {
+        if named(wanted).is_none() {
+            let known: Vec<&str> = kubeconfig
+                .contexts
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return Err(Failure::refused(anyhow::anyhow!(
+                "context {wanted} is not in {file}; pass --context with one of: {}",
+                if known.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    let user = context
+        .as_deref()
+        .and_then(named)
+        .and_then(|c| c.context.as_ref())
+        .and_then(|c| c.user.clone());
+    Ok(api_error::Connection {
+        server: String::new(),
+        kubeconfig: file,
+        context,
+        user,
+    })
 }

@@ -77,13 +77,23 @@ async fn rotate(
 ) -> Result<crate::ops::rotate::RotateOutcome, Failure> {
     let _ = ctx;
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
-    let (leader_name, _) = wait_for_leader(&nodes, Duration::from_secs(30))
-        .await
-        .map_err(|_| {
-            Failure::refused(anyhow::anyhow!(
-                "no pod is the active leader; run `kubectl vault unseal` first, then rotate"
-            ))
-        })?;
+    // A cluster that is not whole cannot be rotated: say what comes first,
+    // without waiting for a leader that cannot appear.
+    let observed = crate::ops::status::observe(&nodes).await;
+    let stored = crate::cmd::next::Stored {
+        credentials: matches!(store.load_credentials().await, Ok(Some(_))),
+        resume: None,
+    };
+    if let Some(next) = crate::cmd::next::next_step(&observed, stored) {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "the cluster is not ready to rotate; {next}"
+        )));
+    }
+    let Ok((leader_name, _)) = wait_for_leader(&nodes, Duration::from_secs(30)).await else {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "no pod is the active leader, so there is nothing to rotate; check `kubectl vault status`"
+        )));
+    };
     let leader = nodes
         .iter()
         .find(|n| n.name() == leader_name)

@@ -19,6 +19,7 @@ use crate::ops::reconcile::{wait_for_leader, Timeouts};
 use crate::ops::restore::{for_generation, FeedError, RestoreError, RestoreOptions, SnapshotFeed};
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{CredentialStore, RetryBudget};
+use crate::output::log::Transfer;
 use crate::output::{table, Printer};
 use crate::snapshot::location::{Entry, Existing, Location, Verification};
 use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
@@ -147,7 +148,13 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         }
     };
     let pumped = match streaming.stdout.take() {
-        Some(stdout) => pump(stdout, &mut upload).await,
+        Some(stdout) => {
+            pump(
+                Transfer::start("snapshot", None).reader(stdout),
+                &mut upload,
+            )
+            .await
+        }
         None => Err(SnapshotError::Short { size: 0 }),
     };
     let exit = streaming.wait().await;
@@ -642,6 +649,7 @@ impl ExecFeed {
             .open(&self.name)
             .await
             .map_err(|e| FeedError::Rejected(NodeError::Unreachable(e.to_string())))?;
+        let reader = Transfer::start("restore", Some(self.expected.size)).reader(reader);
         let (reader, cut) = VerifyingReader::new(reader, self.expected.clone());
         let mut args = vec!["operator", "raft", "snapshot", "restore"];
         if force {
@@ -704,7 +712,10 @@ impl ServerRestart for PodRestart {
                 reason: s.message,
             }),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(ClusterError::List(format!("delete pod {pod}: {e}"))),
+            Err(e) => Err(ClusterError::List(format!(
+                "delete pod {pod}: {}",
+                crate::transport::api_reason(&e)
+            ))),
         }
     }
 }

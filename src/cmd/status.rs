@@ -25,6 +25,8 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     pub peers: Option<Vec<PeerStatus>>,
     pub credentials: CredentialsState,
+    /// The command to run next, and why; none when the cluster is whole.
+    pub next: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -80,6 +82,49 @@ pub struct CheckpointState {
 }
 
 pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
+    if args.watch {
+        return watch(ctx, &args).await;
+    }
+    let status = gather(ctx, &args).await?;
+    ctx.printer.value(&status, render).map_err(Failure::failed)
+}
+
+/// Reads the status again every `--interval` and shows it when it changed:
+/// in place on a terminal (table output), one after another otherwise.
+/// Ends with Ctrl-C, leaving the last status on screen. A read that fails
+/// is logged and retried.
+async fn watch(ctx: &Context<'_>, args: &StatusArgs) -> Result<(), Failure> {
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut last = String::new();
+    loop {
+        let read = tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            read = gather(ctx, args) => read,
+        };
+        match read {
+            Ok(status) => {
+                let text = serde_json::to_string(&status).map_err(Failure::failed)?;
+                if text != last {
+                    ctx.printer
+                        .value_in_place(&status, render)
+                        .map_err(Failure::failed)?;
+                    last = text;
+                }
+            }
+            Err(failure) => {
+                ctx.printer.forget_in_place();
+                tracing::warn!(error = %failure.error, "could not read the status; trying again");
+            }
+        }
+        tokio::select! {
+            _ = &mut interrupted => return Ok(()),
+            () = tokio::time::sleep(args.interval) => {}
+        }
+    }
+}
+
+/// One reading of every pod, the peers and the store.
+async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, Failure> {
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.secret_name.as_deref());
     let (nodes, infos, credentials, checkpoint) = tokio::join!(
@@ -91,6 +136,17 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
     let nodes = nodes.map_err(Failure::refused)?;
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
+    let next = crate::cmd::next::next_step(
+        &observations,
+        crate::cmd::next::Stored {
+            credentials: matches!(credentials, Ok(Some(_))),
+            resume: checkpoint
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(|c| c.resume_command()),
+        },
+    );
 
     let storage = observations
         .iter()
@@ -164,8 +220,9 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         leader: leader_pod,
         peers,
         credentials: credentials_state(&store, credentials, checkpoint),
+        next,
     };
-    ctx.printer.value(&status, render).map_err(Failure::failed)
+    Ok(status)
 }
 
 /// Standalone when a server says it is not HA (`sys/leader`), or, while
@@ -369,6 +426,9 @@ fn render(s: &ClusterStatus) -> String {
                 opt(&cp.resume_command)
             )),
         }
+    }
+    if let Some(next) = &s.next {
+        text.push_str(&format!("Next:        {next}\n"));
     }
     text
 }

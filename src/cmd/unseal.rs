@@ -103,6 +103,14 @@ async fn unseal_pass(
         }
     }))
     .await;
+    let mut results = results;
+    // Keys are stored (the keyring loaded) but no pod holds data: joining
+    // would have nothing to join; only a recover brings the data back.
+    if !results.is_empty() && results.iter().all(|r| r.result == "not initialized") {
+        for r in &mut results {
+            r.error = Some(crate::cmd::next::RECOVER.to_owned());
+        }
+    }
     let failed = results.iter().any(|r| r.error.is_some());
     Ok((results, failed))
 }
@@ -355,23 +363,20 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
         .fenced(reconcile(&cluster, &keys, &timeouts))
         .await
         .map_err(Failure::failed)?;
-    let report = result.map_err(|e| {
-        Failure::failed(
+    let report = result.map_err(|e| match e {
+        crate::ops::reconcile::ReconcileError::NothingInitialized => {
+            Failure::refused(anyhow::anyhow!("{}", crate::cmd::next::RECOVER))
+        }
+        e => Failure::failed(
             anyhow::Error::new(e).context("join did not finish; re-run `kubectl vault join`"),
-        )
+        ),
     })?;
     ctx.printer
         .value(&report, |r| {
             let rows: Vec<Vec<String>> = r
                 .pods
                 .iter()
-                .map(|p| {
-                    vec![
-                        p.pod.clone(),
-                        p.joined.to_string(),
-                        format!("{:?}", p.unseal),
-                    ]
-                })
+                .map(|p| vec![p.pod.clone(), p.joined.to_string(), p.unseal.to_string()])
                 .collect();
             table(&["POD", "JOINED", "UNSEAL"], &rows)
         })

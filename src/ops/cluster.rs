@@ -18,6 +18,14 @@ pub enum ClusterError {
     Forbidden { action: String, reason: String },
     #[error("could not list pods: {0}")]
     List(String),
+    /// A request to the cluster's API failed; the source says how, and the
+    /// command layer turns it into a sentence with a hint.
+    #[error("could not {action}")]
+    Api {
+        action: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 pub trait VaultCluster: Send + Sync {

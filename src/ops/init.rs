@@ -61,7 +61,7 @@ pub enum InitError {
     ReadStatus { pod: String, source: NodeError },
     #[error("{object} could not be read: {source}")]
     LoadStore { object: String, source: StoreError },
-    #[error("no pod is initialized, but {object} holds credentials (generation {generation}): the cluster's data was lost while its keys survived; refusing to initialize over surviving keys. Restore a snapshot with `kubectl vault recover`")]
+    #[error("no pod is initialized, but {object} holds credentials (generation {generation}): the cluster's data was lost while its keys survived; refusing to initialize over surviving keys. Choose a snapshot and run `kubectl vault recover --from LOCATION`")]
     DataLoss { object: String, generation: u32 },
     #[error(transparent)]
     OtherOperation(#[from] OtherOperation),

@@ -82,9 +82,9 @@ pub enum ReconcileError {
     NoLeader { waited: Duration },
     #[error("no pod is initialized, so there is no leader to join; run `kubectl vault init`")]
     NothingInitialized,
-    #[error("pods {pods:?} are not initialized and cannot join: the servers are standalone (not HA); a standalone install has one replica, and moving it to raft is `kubectl vault migrate`")]
+    #[error("pods {} are not initialized and cannot join: the servers are standalone (not HA); a standalone install has one replica, and moving it to raft is `kubectl vault migrate`", pods.join(", "))]
     StandaloneCannotJoin { pods: Vec<String> },
-    #[error("pods {missing:?} are not in the raft peer set after {waited:?}; check `kubectl vault status`")]
+    #[error("pods {} are not in the raft peer set after {waited:?}; check `kubectl vault status`", missing.join(", "))]
     PeersIncomplete {
         missing: Vec<String>,
         waited: Duration,

@@ -69,7 +69,7 @@ pub enum RotateError {
     NoCredentials { object: String },
     #[error("{object} could not be read: {source}")]
     LoadStore { object: String, source: StoreError },
-    #[error("pods {pods:?} are sealed; run `kubectl vault unseal` first, then rotate")]
+    #[error("pods {} are sealed; run `kubectl vault unseal` first, then rotate", pods.join(", "))]
     Sealed { pods: Vec<String> },
     #[error("the stored credentials do not match the cluster: {reason}; check `kubectl vault status` and `kubectl vault credentials show`")]
     Mismatch { reason: String },

@@ -17,6 +17,17 @@ pub enum UnsealOutcome {
     Unsealed { shares_submitted: usize },
 }
 
+impl std::fmt::Display for UnsealOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnsealOutcome::AlreadyUnsealed => f.write_str("already unsealed"),
+            UnsealOutcome::Unsealed { shares_submitted } => {
+                write!(f, "unsealed with {shares_submitted} shares")
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum UnsealError {
     #[error(

@@ -419,7 +419,7 @@ impl SecretStore {
             other => StoreError::Unavailable {
                 object,
                 verb,
-                reason: other.to_string(),
+                reason: crate::transport::api_reason(&other),
             },
         }
     }

@@ -248,7 +248,7 @@ impl LeaseLock {
             },
             other => LockError::Unavailable {
                 object: self.object(),
-                reason: other.to_string(),
+                reason: crate::transport::api_reason(&other),
             },
         }
     }

@@ -77,7 +77,7 @@ impl KubeCluster {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(statefulset = %name, error = %e, "could not read the StatefulSet; using the pods found as the replica count")
+                    tracing::warn!(statefulset = %name, error = %super::api_reason(&e), "could not read the StatefulSet; using the pods found as the replica count")
                 }
             }
         }
@@ -203,12 +203,9 @@ async fn list_pods(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, ClusterE
     let mut list = pods
         .list(&ListParams::default().labels(selector))
         .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden {
-                action: "list pods".into(),
-                reason: s.message,
-            },
-            other => ClusterError::List(other.to_string()),
+        .map_err(|e| ClusterError::Api {
+            action: "list pods".into(),
+            source: Box::new(e),
         })?;
     list.items.sort_by_key(|p| {
         p.metadata

@@ -427,7 +427,10 @@ fn kube_error(pod: &str, e: kube::Error) -> NodeError {
         kube::Error::Api(s) if s.code == 404 => {
             NodeError::PodGone(format!("pod {pod}: {}", s.message))
         }
-        other => NodeError::Unreachable(format!("exec into pod {pod}: {other}")),
+        other => NodeError::Unreachable(format!(
+            "exec into pod {pod}: {}",
+            super::api_reason(&other)
+        )),
     }
 }
 

@@ -9,3 +9,22 @@ pub mod exec;
 pub mod init_copy;
 pub mod pod;
 pub mod portforward;
+
+/// A Kubernetes client error as a short phrase for a message: the API
+/// server's own message and code, or the innermost cause of a failed
+/// connection; never the client's Debug dump of the Status.
+pub fn api_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        kube::Error::Service(_) | kube::Error::HyperError(_) => {
+            let mut cause: &(dyn std::error::Error + 'static) = e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            format!("the API server could not be reached: {cause}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -49,9 +49,11 @@ impl PortForwardNode {
                 kube::Error::Api(s) if s.code == 404 => {
                     NodeError::PodGone(format!("pod {}: {}", self.pod, s.message))
                 }
-                other => {
-                    NodeError::Unreachable(format!("port-forward to pod {}: {other}", self.pod))
-                }
+                other => NodeError::Unreachable(format!(
+                    "port-forward to pod {}: {}",
+                    self.pod,
+                    super::api_reason(&other)
+                )),
             })?;
         let mut stream = forwarder.take_stream(self.port).ok_or_else(|| {
             NodeError::Unreachable(format!("port-forward to pod {} opened no stream", self.pod))

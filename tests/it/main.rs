@@ -1,6 +1,7 @@
 //! The one integration test binary: the real plugin binary against sandbox
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
+mod api_errors;
 mod chart;
 mod crash;
 mod credentials;
@@ -8,6 +9,7 @@ mod defaults;
 mod events;
 mod faults;
 mod harness;
+mod hints;
 mod hook;
 mod interleave;
 mod lifecycle;
@@ -18,3 +20,5 @@ mod release;
 mod rotate;
 mod snapshot;
 mod sops;
+mod terminal;
+mod usage;

@@ -143,7 +143,9 @@ async fn pods(
     rv: &str,
 ) -> Result<Reply, ApiError> {
     let i = &ctx.info;
-    if !i.namespace.is_empty() {
+    // As the real server: a list in a namespace that does not exist is
+    // empty; a named pod there is a 404.
+    if !i.namespace.is_empty() && verb != "list" && verb != "watch" {
         require_namespace(s, &i.namespace)?;
     }
     let in_ns = i.namespace.is_empty() || i.namespace == s.namespace();

@@ -42,10 +42,7 @@ pub(super) async fn run(ctx: &Context<'_>, args: ExportArgs) -> Result<(), Failu
             tracing::info!(file = %path.display(), "wrote the credentials manifest ({encryption})");
         }
         None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(Failure::failed)?;
+            ctx.printer.raw(&text).map_err(Failure::failed)?;
             tracing::info!("printed the credentials manifest ({encryption})");
         }
     }
