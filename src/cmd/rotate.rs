@@ -80,8 +80,11 @@ async fn rotate(
     // A cluster that is not whole cannot be rotated: say what comes first,
     // without waiting for a leader that cannot appear.
     let observed = crate::ops::status::observe(&nodes).await;
+    // A store that cannot be read (tampered recipients, a foreign envelope)
+    // says why itself; it is not "no credentials".
+    let credentials = store.load_credentials().await.map_err(Failure::refused)?;
     let stored = crate::cmd::next::Stored {
-        credentials: matches!(store.load_credentials().await, Ok(Some(_))),
+        credentials: credentials.is_some(),
         resume: None,
     };
     if let Some(next) = crate::cmd::next::next_step(&observed, stored) {

@@ -53,9 +53,9 @@ fn launch_script() -> String {
 [ -s "$f" ] && exit 0
 if [ -e "$f.run" ]; then p=$(cat "$f.run"); p=${{p##* }}; kill -0 "$p" 2>/dev/null && exit 0; fi
 rm -f "$f.failed"
-echo "starting $$" > "$f.run" || exit 71
+echo "starting $$" > "$f.run.$$" && mv "$f.run.$$" "$f.run" || exit 71
 cat > "$f.req" || exit 71
-setsid sh -c 'f="$1"; echo $$ > "$f.run"; p="$f.part.$$"; if "$0" write -format=json sys/init - < "$f.req" > "$p" 2> "$f.err.$$" && [ -s "$p" ]; then sync; mv "$p" "$f"; sync; else mv "$f.err.$$" "$f.failed"; rm -f "$p"; fi; rm -f "$f.err.$$"; [ "$(cat "$f.run" 2>/dev/null)" = "$$" ] && rm -f "$f.run" "$f.req"' "$0" "$f" < /dev/null > /dev/null 2>&1 &
+setsid sh -c 'f="$1"; echo $$ > "$f.run.$$" && mv "$f.run.$$" "$f.run"; p="$f.part.$$"; if "$0" write -format=json sys/init - < "$f.req" > "$p" 2> "$f.err.$$" && [ -s "$p" ]; then sync; mv "$p" "$f"; sync; else mv "$f.err.$$" "$f.failed"; rm -f "$p"; fi; rm -f "$f.err.$$"; [ "$(cat "$f.run" 2>/dev/null)" = "$$" ] && rm -f "$f.run" "$f.req"' "$0" "$f" < /dev/null > /dev/null 2>&1 &
 i=0; while [ $i -lt 100 ]; do case "$(cat "$f.run" 2>/dev/null)" in starting*) sleep 0.05 2>/dev/null || sleep 1; i=$((i+1));; *) exit 0;; esac; done
 exit 0"#
     )
@@ -77,7 +77,7 @@ fn poll_script() -> String {
 for d in "$@"; do [ -n "$d" ] || continue; f="$d/{INIT_COPY}"
   [ -s "$f" ] && exec cat "$f"
   if [ -e "$f.run" ]; then r=$(cat "$f.run"); p=${{r##* }}
-    if kill -0 "$p" 2>/dev/null; then state=75; continue; fi
+    if [ -z "$p" ] || kill -0 "$p" 2>/dev/null; then state=75; continue; fi
     [ -s "$f" ] && exec cat "$f"
     case "$r" in
       starting*) ;;
@@ -200,7 +200,10 @@ pub async fn clear(node: &ExecNode) -> Result<(), NodeError> {
             ["", ".req", ".part", ".run", ".failed", ".err"]
                 .map(|suffix| format!("\"{d}/{INIT_COPY}{suffix}\""))
                 .into_iter()
-                .chain([".part.*", ".err.*"].map(|glob| format!("\"{d}/{INIT_COPY}\"{glob}")))
+                .chain(
+                    [".part.*", ".err.*", ".run.*"]
+                        .map(|glob| format!("\"{d}/{INIT_COPY}\"{glob}")),
+                )
         })
         .collect();
     let out = node
@@ -317,5 +320,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(poll(&dir).0, NOTHING);
+        // An empty run file is one being written (the writers rename it into
+        // place now, but an older launcher truncated and wrote): in flight,
+        // never "vanished". A poll that read it between the two steps used
+        // to fail init with "ended without an answer".
+        std::fs::write(tmp.path().join(format!("{INIT_COPY}.run")), "").unwrap();
+        assert_eq!(poll(&dir).0, RUNNING);
+    }
+
+    #[test]
+    fn polls_racing_a_launch_never_see_a_vanished_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cli = fake_cli(tmp.path(), "sleep 0.3; cat");
+        let dir = tmp.path().display().to_string();
+        let launcher = {
+            let (cli, dir) = (cli.clone(), dir.clone());
+            std::thread::spawn(move || sh(&launch_script(), &[&cli, &dir], "{}"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (code, out, err) = poll(&dir);
+            assert_ne!(code, VANISHED, "{err}");
+            if code == 0 {
+                assert_eq!(out, "{}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no answer: {code}");
+        }
+        assert_eq!(launcher.join().unwrap().0, 0);
     }
 }
