@@ -230,7 +230,10 @@ fn dockerfile_matches_what_the_pods_expect() {
         .rsplit_once("\nFROM ")
         .map(|(_, stage)| stage)
         .expect("a multi-stage Dockerfile");
-    assert!(last_stage.starts_with("scratch\n"), "final stage: {last_stage}");
+    assert!(
+        last_stage.starts_with("scratch\n"),
+        "final stage: {last_stage}"
+    );
     assert!(last_stage.contains("\nUSER 65532:65532\n"), "{last_stage}");
     assert!(
         last_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/kubectl-vault"]"#),

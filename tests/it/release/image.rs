@@ -238,7 +238,8 @@ fn kubeconfig(cluster: &Cluster, server: &str, ca: Option<&str>) -> String {
 
 /// The Dockerfile's final stage, instruction by instruction (continuations joined).
 fn dockerfile_final_stage() -> (String, Vec<(String, String)>) {
-    let dockerfile = std::fs::read_to_string(manifest_dir().join("Dockerfile")).expect("Dockerfile");
+    let dockerfile =
+        std::fs::read_to_string(manifest_dir().join("Dockerfile")).expect("Dockerfile");
     let joined = dockerfile.replace("\\\n", " ");
     let (build, last) = joined
         .rsplit_once("\nFROM ")
@@ -254,10 +255,7 @@ fn dockerfile_final_stage() -> (String, Vec<(String, String)>) {
         })
         .collect();
     (
-        format!(
-            "{build}\nFROM {}",
-            last.lines().next().unwrap_or_default()
-        ),
+        format!("{build}\nFROM {}", last.lines().next().unwrap_or_default()),
         instructions,
     )
 }
@@ -297,7 +295,11 @@ fn assert_dockerfile_matches(config: &Value) {
     let mut copies = Vec::new();
     for (op, rest) in &stage {
         match op.as_str() {
-            "ENV" => env.extend(dockerfile_pairs(rest).into_iter().map(|(k, v)| format!("{k}={v}"))),
+            "ENV" => env.extend(
+                dockerfile_pairs(rest)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}")),
+            ),
             "LABEL" => labels.extend(dockerfile_pairs(rest).into_iter().map(|(k, _)| k)),
             "USER" => assert_eq!(c["User"], rest.as_str(), "USER"),
             "WORKDIR" => assert_eq!(c["WorkingDir"], rest.as_str(), "WORKDIR"),
@@ -343,7 +345,10 @@ async fn release_image_runs_as_nonroot_with_only_its_own_files() {
     let run = release(out.path(), &plugin_binary(), &["--image"]);
     let build_time = started.elapsed();
     let stderr = text(&run.stderr);
-    assert!(run.status.success(), "scripts/release --image failed:\n{stderr}");
+    assert!(
+        run.status.success(),
+        "scripts/release --image failed:\n{stderr}"
+    );
     let (os, arch) = host();
     let name = format!("kubectl-vault-{VERSION}-{os}-{arch}");
     let layout = out.path().join(format!("{name}-oci"));
@@ -591,7 +596,10 @@ async fn release_image_runs_as_nonroot_with_only_its_own_files() {
     let cluster = Cluster::start(ClusterOptions::openbao().tls(true).replicas(1))
         .await
         .expect("start sandbox");
-    let ca = cluster.ca_pem().expect("the sandbox serves HTTPS").to_owned();
+    let ca = cluster
+        .ca_pem()
+        .expect("the sandbox serves HTTPS")
+        .to_owned();
     let port = cluster
         .server_url()
         .rsplit_once(':')
@@ -648,7 +656,11 @@ async fn release_image_runs_as_nonroot_with_only_its_own_files() {
     let stall = format!("{home}/.kube/stall");
     image.write_as_user(
         &stall,
-        &kubeconfig(&cluster, &format!("https://localhost:{stall_port}"), Some(&ca)),
+        &kubeconfig(
+            &cluster,
+            &format!("https://localhost:{stall_port}"),
+            Some(&ca),
+        ),
     );
     let mut child = image
         .command(&["--no-progress", "--kubeconfig", &stall, "status"])
@@ -670,10 +682,7 @@ async fn release_image_runs_as_nonroot_with_only_its_own_files() {
     let user = USER.to_string();
     assert_eq!(field("Uid"), vec![user.as_str(); 4], "{proc_status}");
     assert_eq!(field("Gid"), vec![user.as_str(); 4], "{proc_status}");
-    assert!(
-        field("Groups").iter().all(|g| *g == user),
-        "{proc_status}"
-    );
+    assert!(field("Groups").iter().all(|g| *g == user), "{proc_status}");
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/root")).expect("proc root"),
         std::fs::canonicalize(&rootfs).expect("rootfs"),
