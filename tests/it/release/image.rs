@@ -7,15 +7,19 @@
 //! The script packs the test-built binary (`--binary`), so CI compiles
 //! nothing more for it; the release itself builds the release binary.
 
+mod dockerfile;
+mod runtime;
+
 use super::{host, release, text, VERSION};
 use crate::harness::plugin_binary;
-use base64::Engine;
+use dockerfile::assert_dockerfile_matches;
+use runtime::{chroot, kubeconfig, Image};
 use sandbox::{Cluster, ClusterOptions};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The user the chart's pods run as (`runAsUser`) and the image declares.
@@ -55,17 +59,6 @@ fn blob(layout: &Path, descriptor: &Value) -> PathBuf {
         "blob {digest} size"
     );
     path
-}
-
-/// coreutils' `chroot`, found on this process's PATH: the runs clear the
-/// environment to the image's, whose PATH is the image's own.
-fn chroot() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("chroot"))
-        .find(|p| p.is_file())
-        .expect("chroot (coreutils) on PATH")
 }
 
 fn json_file(path: &Path) -> Value {
@@ -131,210 +124,6 @@ fn allowed(path: &Path) -> bool {
             "etc/nsswitch.conf",
         ]
         .contains(&p.as_ref())
-}
-
-/// The unpacked image and the config a runtime would run it with.
-struct Image {
-    rootfs: PathBuf,
-    config: Value,
-}
-
-impl Image {
-    /// `config.User` as uid:gid.
-    fn user(&self) -> (u32, u32) {
-        let user = self.config["config"]["User"].as_str().expect("User");
-        let (u, g) = user.split_once(':').expect("uid:gid");
-        (u.parse().expect("uid"), g.parse().expect("gid"))
-    }
-
-    /// The user's home from the image's own /etc/passwd, as a runtime sets HOME.
-    fn home(&self) -> String {
-        let (uid, _) = self.user();
-        let passwd = std::fs::read_to_string(self.rootfs.join("etc/passwd")).expect("passwd");
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() == 7 && f[2] == uid.to_string())
-            .map(|f| f[5].to_owned())
-            .unwrap_or_else(|| panic!("no uid {uid} in the image's /etc/passwd:\n{passwd}"))
-    }
-
-    /// `chroot` into the image as its user, running its entrypoint with
-    /// `args`, in its environment (and HOME) only.
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let (uid, gid) = self.user();
-        let mut command = tokio::process::Command::new(chroot());
-        command
-            .arg(format!("--userspec={uid}:{gid}"))
-            .arg(&self.rootfs)
-            .args(
-                self.config["config"]["Entrypoint"]
-                    .as_array()
-                    .expect("Entrypoint")
-                    .iter()
-                    .map(|a| a.as_str().expect("entrypoint arg")),
-            )
-            .args(args)
-            .env_clear()
-            .env("HOME", self.home())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for kv in self.config["config"]["Env"].as_array().expect("Env") {
-            let (k, v) = kv.as_str().expect("K=V").split_once('=').expect("K=V");
-            command.env(k, v);
-        }
-        command
-    }
-
-    /// Runs the entrypoint with `args`: (exit code, stdout, stderr).
-    async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
-            .await
-            .expect("the image's binary ran past 120 s")
-            .expect("run chroot");
-        (
-            out.status.code().unwrap_or(-1),
-            text(&out.stdout),
-            text(&out.stderr),
-        )
-    }
-
-    /// Writes `contents` at `path` in the image's filesystem, owned by its
-    /// user (0600), with the user's directories on the way.
-    fn write_as_user(&self, path: &str, contents: &str) {
-        let (uid, gid) = self.user();
-        let target = self.rootfs.join(path.trim_start_matches('/'));
-        let dir = target.parent().expect("a parent");
-        std::fs::create_dir_all(dir).expect("mkdir");
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("chown dir");
-        std::fs::write(&target, contents).expect("write");
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        std::os::unix::fs::chown(&target, Some(uid), Some(gid)).expect("chown");
-    }
-}
-
-/// A kubeconfig for `server` with the sandbox's token and namespace, and the
-/// CA inline when given.
-fn kubeconfig(cluster: &Cluster, server: &str, ca: Option<&str>) -> String {
-    let ca = ca
-        .map(|pem| {
-            format!(
-                "    certificate-authority-data: {}\n",
-                base64::engine::general_purpose::STANDARD.encode(pem)
-            )
-        })
-        .unwrap_or_default();
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sandbox\n  cluster:\n    server: {server}\n{ca}\
-         users:\n- name: hook\n  user:\n    token: {}\n\
-         contexts:\n- name: sandbox\n  context:\n    cluster: sandbox\n    user: hook\n    namespace: {}\n\
-         current-context: sandbox\n",
-        cluster.token(),
-        cluster.namespace()
-    )
-}
-
-/// The Dockerfile's final stage, instruction by instruction (continuations joined).
-fn dockerfile_final_stage() -> (String, Vec<(String, String)>) {
-    let dockerfile =
-        std::fs::read_to_string(manifest_dir().join("Dockerfile")).expect("Dockerfile");
-    let joined = dockerfile.replace("\\\n", " ");
-    let (build, last) = joined
-        .rsplit_once("\nFROM ")
-        .expect("a multi-stage Dockerfile");
-    let instructions = last
-        .lines()
-        .skip(1)
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (op, rest) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
-            (op.to_owned(), rest.trim().to_owned())
-        })
-        .collect();
-    (
-        format!("{build}\nFROM {}", last.lines().next().unwrap_or_default()),
-        instructions,
-    )
-}
-
-/// `KEY=VALUE KEY2="VALUE 2"` (ENV, LABEL) into pairs.
-fn dockerfile_pairs(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=').expect("KEY=VALUE");
-        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
-            let (v, a) = quoted.split_once('"').expect("closing quote");
-            (v.to_owned(), a)
-        } else {
-            let (v, a) = after.split_once(char::is_whitespace).unwrap_or((after, ""));
-            (v.to_owned(), a)
-        };
-        out.push((key.trim().to_owned(), value));
-        rest = after.trim();
-    }
-    out
-}
-
-/// The Dockerfile builds the same image: its build stage lays out the files
-/// with scripts/image-rootfs, its final stage is `scratch` plus those files
-/// with the config the release writes (labels' values come from build args).
-fn assert_dockerfile_matches(config: &Value) {
-    let (build, stage) = dockerfile_final_stage();
-    assert!(build.ends_with("\nFROM scratch"), "final stage: {build}");
-    assert!(
-        build.contains("scripts/image-rootfs target/release/kubectl-vault /rootfs"),
-        "the build stage lays out the files with scripts/image-rootfs"
-    );
-    let c = &config["config"];
-    let mut env = BTreeSet::new();
-    let mut labels = BTreeSet::new();
-    let mut copies = Vec::new();
-    for (op, rest) in &stage {
-        match op.as_str() {
-            "ENV" => env.extend(
-                dockerfile_pairs(rest)
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={v}")),
-            ),
-            "LABEL" => labels.extend(dockerfile_pairs(rest).into_iter().map(|(k, _)| k)),
-            "USER" => assert_eq!(c["User"], rest.as_str(), "USER"),
-            "WORKDIR" => assert_eq!(c["WorkingDir"], rest.as_str(), "WORKDIR"),
-            "ENTRYPOINT" => assert_eq!(
-                c["Entrypoint"],
-                serde_json::from_str::<Value>(rest).expect("ENTRYPOINT is JSON")
-            ),
-            "CMD" => assert_eq!(
-                c["Cmd"],
-                serde_json::from_str::<Value>(rest).expect("CMD is JSON")
-            ),
-            "COPY" => copies.push(rest.clone()),
-            "ARG" => {}
-            other => panic!("unexpected {other} in the Dockerfile's final stage"),
-        }
-    }
-    let want_env: BTreeSet<String> = c["Env"]
-        .as_array()
-        .expect("Env")
-        .iter()
-        .map(|v| v.as_str().expect("env").to_owned())
-        .collect();
-    assert_eq!(env, want_env, "ENV");
-    let want_labels: BTreeSet<String> = c["Labels"]
-        .as_object()
-        .expect("Labels")
-        .keys()
-        .cloned()
-        .collect();
-    assert_eq!(labels, want_labels, "LABEL keys");
-    assert_eq!(
-        copies.first().map(String::as_str),
-        Some("--from=build /rootfs/ /"),
-        "{copies:?}"
-    );
 }
 
 #[tokio::test]
