@@ -2,6 +2,9 @@
 //! the packed binary runs, and the real kubectl discovers it as `kubectl vault`.
 //!
 //! The script packs the test-built binary (`--binary`) so no release build runs.
+//! `image` checks the container image `--image` adds.
+
+mod image;
 
 use crate::harness::{deps_bin, plugin_binary};
 use serde_yaml::Value;
@@ -45,8 +48,16 @@ fn release(out: &Path, binary: &Path, extra: &[&str]) -> Output {
         .arg("--binary")
         .arg(binary)
         .args(extra)
+        // The tools scripts/install-deps provides (umoci, skopeo) first.
+        .env("PATH", tools_path())
         .output()
         .expect("run scripts/release")
+}
+
+fn tools_path() -> std::ffi::OsString {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(deps_bin()).chain(std::env::split_paths(&inherited)))
+        .expect("PATH")
 }
 
 fn text(bytes: &[u8]) -> String {
