@@ -46,10 +46,9 @@ use crate::ops::restore::{
     adopt, for_generation, save_checkpoint, token_works, wait_for_reseal, working_token,
     CheckpointWriteError, FeedError, RestoreError, RestoreOptions, SnapshotFeed,
 };
-use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::secret::SecretBytes;
 use crate::ops::store::{persist, CredentialStore, Record, StoreError};
 use crate::ops::unseal::{unseal_node, UnsealError};
-use serde::Deserialize;
 use std::time::Duration;
 
 #[derive(Debug, serde::Serialize)]
@@ -161,7 +160,7 @@ pub fn snapshot_replaceable(checkpoint: Option<&Checkpoint>) -> bool {
 /// Where a run starts.
 enum Start {
     Fresh,
-    TempInit(Credentials),
+    TempInit(Box<Credentials>),
     Applied,
 }
 
@@ -243,7 +242,7 @@ where
                     Some(temp) => {
                         store_temporary(store, snapshot, &temp, opts).await?;
                         clear_copy(&first).await;
-                        Start::TempInit(temp)
+                        Start::TempInit(Box::new(temp))
                     }
                     None => {
                         return Err(RecoverError::TemporaryKeysLost {
@@ -262,7 +261,7 @@ where
                         if switching {
                             store_temporary(store, snapshot, temporary, opts).await?;
                         }
-                        Start::TempInit(temporary.clone())
+                        Start::TempInit(Box::new(temporary.clone()))
                     }
                 }
                 _ => Start::Applied,
@@ -279,7 +278,7 @@ where
 
     let temp = match start {
         Start::Applied => None,
-        Start::TempInit(temp) => Some(temp),
+        Start::TempInit(temp) => Some(*temp),
         Start::Fresh => {
             let pending = Checkpoint::new(
                 &opts.holder,
@@ -470,58 +469,29 @@ async fn store_temporary(
     save_checkpoint::<RecoverError>(store, &checkpoint, opts.budget).await
 }
 
-#[derive(Deserialize)]
-struct TemporaryAnswer {
-    #[serde(default)]
-    keys_base64: Vec<Secret>,
-    #[serde(default)]
-    keys_b64: Vec<Secret>,
-    root_token: Secret,
-}
-
+/// The temporary keys from a `sys/init` answer, shaped like `shape` (the
+/// snapshot's generation: same seal, share count and threshold).
 fn temporary_from(
     answer: serde_json::Value,
     shape: &Credentials,
     pod: &str,
 ) -> Result<Credentials, RecoverError> {
-    let malformed = |why: &str| RecoverError::TemporaryInit {
-        pod: pod.to_owned(),
-        source: NodeError::Malformed(why.to_owned()),
-    };
-    let a: TemporaryAnswer = serde_json::from_value(answer)
-        .map_err(|_| malformed("the sys/init answer lacks keys or root_token"))?;
-    let keys = if a.keys_base64.is_empty() {
-        a.keys_b64
-    } else {
-        a.keys_base64
-    };
-    let c = Credentials {
-        root_token: a.root_token,
-        key_shares: shape.key_shares,
-        unseal_keys_b64: keys,
-        key_threshold: shape.key_threshold,
-        generation: 0,
-        cluster_id: String::new(),
-        created_at: crate::ops::checkpoint::now_rfc3339(),
-        server_version: String::new(),
-        history: vec![],
-    };
-    c.validate().map_err(|e| {
-        malformed(&format!(
-            "the temporary sys/init answered credentials that {e}"
-        ))
-    })?;
-    Ok(c)
+    crate::ops::seal::credentials_from_init(answer, &shape.seal, Some(shape.key_threshold), 0, "")
+        .map_err(|source| RecoverError::TemporaryInit {
+            pod: pod.to_owned(),
+            source,
+        })
 }
 
 async fn temporary_init(
     node: &impl VaultNode,
     shape: &Credentials,
 ) -> Result<Credentials, RecoverError> {
-    let body = SecretBytes::json(&serde_json::json!({
-        "secret_shares": shape.key_shares,
-        "secret_threshold": shape.key_threshold,
-    }))
+    let body = SecretBytes::json(&crate::ops::seal::init_body(
+        &shape.seal,
+        shape.key_shares,
+        shape.key_threshold,
+    ))
     .map_err(|e| RecoverError::TemporaryInit {
         pod: node.name().to_owned(),
         source: NodeError::Malformed(e.to_string()),
