@@ -1,6 +1,7 @@
 //! The one integration test binary: the real plugin binary against sandbox
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
+mod autounseal;
 mod chart;
 mod crash;
 mod credentials;

@@ -1,0 +1,297 @@
+//! Auto-unseal clusters (OpenBao's `seal "static"`): init stores recovery
+//! keys, pods unseal themselves and the plugin never submits anything to
+//! `sys/unseal`, `rotate --recovery` and `--only-root-token` work with the
+//! recovery keys, a crash at every rotate boundary loses nothing, and a
+//! cluster initialized without recovery keys gets them.
+
+use crate::harness::Env;
+use sandbox::{ClusterOptions, Seal};
+use std::time::Duration;
+
+fn static_seal(replicas: u32) -> ClusterOptions {
+    ClusterOptions::openbao()
+        .parallel()
+        .replicas(replicas)
+        .seal(Seal::Static)
+}
+
+/// How often the audit log shows an exec that wrote to `sys/unseal`.
+fn unseal_writes(env: &Env) -> usize {
+    let audit = std::fs::read_to_string(env.cluster.audit_log_path()).expect("audit log");
+    audit
+        .lines()
+        .filter(|l| l.contains("exec") && (l.contains("sys/unseal") || l.contains("sys%2Funseal")))
+        .count()
+}
+
+/// Every pod of a restarted cluster is unsealed again without any help.
+async fn restart_all_and_see_them_unseal_themselves(env: &Env, replicas: u32) {
+    env.cluster.restart_all().await.expect("restart all");
+    for i in 0..replicas {
+        let mut status = env.seal_status(i).await;
+        for _ in 0..120 {
+            if status["sealed"] == false {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            status = env.seal_status(i).await;
+        }
+        assert_eq!(status["sealed"], false, "pod {i} unsealed itself: {status}");
+        assert_eq!(status["type"], "static", "{status}");
+    }
+}
+
+async fn token_works(env: &Env, token: &str) -> bool {
+    let leader = env.active_ordinal().await;
+    env.bao(
+        leader,
+        Some(token),
+        &["token", "lookup", "-format=json"],
+        None,
+    )
+    .await
+    .0 == 0
+}
+
+/// A 3-pod static-seal cluster, initialized with the default 5/3 recovery
+/// keys, a KV secret written.
+async fn initialized() -> (Env, serde_json::Value) {
+    let env = Env::start(static_seal(3)).await;
+    let before = env.seal_status(0).await;
+    assert_eq!(
+        (before["type"].as_str(), before["recovery_seal"].as_bool()),
+        (Some("static"), Some(true)),
+        "{before}"
+    );
+    env.plugin(&["init", "--yes"]).await.ok();
+    assert_eq!(env.sys_inits(), 1);
+    let creds = env.stored_credentials().await.unwrap();
+    env.write_kv(creds["root_token"].as_str().unwrap(), "before", "intact")
+        .await;
+    (env, creds)
+}
+
+#[tokio::test]
+async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
+    let (env, creds) = initialized().await;
+    assert_eq!(creds["seal"], "static", "{creds:#}");
+    assert_eq!(creds["schema"], 2);
+    assert_eq!(creds["unseal_keys_b64"].as_array().unwrap().len(), 0);
+    assert_eq!(creds["recovery_keys_b64"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        (
+            creds["key_shares"].as_u64(),
+            creds["key_threshold"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
+    env.assert_whole(3).await;
+    assert_eq!(
+        unseal_writes(&env),
+        0,
+        "init submitted nothing to sys/unseal"
+    );
+
+    // Restarted pods unseal themselves; `unseal` only reports, and a pod
+    // that is still sealed when it looks is waited for, never sent a key.
+    restart_all_and_see_them_unseal_themselves(&env, 3).await;
+    env.cluster.restart_pod(1).await.unwrap();
+    let unsealed = env.plugin(&["unseal", "-o", "json"]).await.ok().json();
+    let pod1 = unsealed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pod"] == "openbao-1")
+        .unwrap()
+        .clone();
+    assert!(
+        matches!(
+            pod1["result"].as_str(),
+            Some("already unsealed" | "unsealed itself (static seal)")
+        ),
+        "{unsealed}"
+    );
+    assert_eq!(unseal_writes(&env), 0, "unseal submitted nothing");
+
+    let status = env.plugin(&["status", "-o", "json"]).await.ok().json();
+    for pod in status["pods"].as_array().unwrap() {
+        assert_eq!(pod["seal"], "static", "{status}");
+    }
+    assert_eq!(status["credentials"]["seal"], "static");
+    assert_eq!(status["credentials"]["recovery_keys"], 5);
+    let table = env.plugin(&["status"]).await.ok().stdout;
+    assert!(
+        table.contains("SEAL") && table.contains("recovery keys stored"),
+        "{table}"
+    );
+
+    // A plain rotate has no unseal shares to rekey here: refused, with the way.
+    let plain = env.plugin(&["rotate", "--yes"]).await;
+    assert_eq!(plain.code, 1, "{plain:?}");
+    assert!(
+        plain.stderr.contains("rotate --recovery"),
+        "{}",
+        plain.stderr
+    );
+
+    let out = env
+        .plugin(&["rotate", "--yes", "--recovery", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (out["rekeyed"].as_bool(), out["api"].as_str()),
+        (Some(true), Some("sys/rotate/recovery"))
+    );
+    let rotated = env.stored_credentials().await.unwrap();
+    assert_eq!(rotated["generation"], 2);
+    assert_ne!(rotated["recovery_keys_b64"], creds["recovery_keys_b64"]);
+    assert_eq!(
+        rotated["history"][0]["recovery_keys_b64"],
+        creds["recovery_keys_b64"]
+    );
+    assert!(!env.checkpoint_exists().await);
+
+    // The root token rotation is authorised by the new recovery keys.
+    env.plugin(&["rotate", "--yes", "--only-root-token"])
+        .await
+        .ok();
+    let after = env.stored_credentials().await.unwrap();
+    assert_ne!(after["root_token"], rotated["root_token"]);
+    assert_eq!(after["recovery_keys_b64"], rotated["recovery_keys_b64"]);
+
+    restart_all_and_see_them_unseal_themselves(&env, 3).await;
+    env.assert_whole(3).await;
+    let token = after["root_token"].as_str().unwrap();
+    assert!(token_works(&env, token).await);
+    assert!(
+        !token_works(&env, creds["root_token"].as_str().unwrap()).await,
+        "old token revoked"
+    );
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+    // The stored recovery keys are the current ones: a probe rotation with
+    // them is taken (and a fresh rotate works).
+    env.plugin(&["rotate", "--yes", "--recovery"]).await.ok();
+    assert_eq!(env.stored_credentials().await.unwrap()["generation"], 3);
+    assert_eq!(unseal_writes(&env), 0);
+    env.assert_no_secret_exposed().await;
+}
+
+/// `rotate --recovery` killed at every boundary, on one cluster: each time a
+/// re-run finishes (or reports that nothing changed and a fresh run does),
+/// and the stored recovery keys then authorise a root token rotation.
+#[tokio::test]
+async fn rotate_recovery_crash_matrix() {
+    let (env, creds) = initialized().await;
+    let mut generation = 1;
+    for failpoint in [
+        "rotate::after_update",
+        "rotate::after_checkpoint",
+        "rotate::after_verify",
+        "rotate::after_final_write",
+    ] {
+        let crashed = env
+            .plugin_crashing_at(&["rotate", "--yes", "--recovery"], failpoint)
+            .await;
+        assert_eq!(
+            crashed.code, 101,
+            "{failpoint} must kill the run: {crashed:?}"
+        );
+        assert!(
+            crashed.stderr.contains(failpoint) || crashed.stderr.contains("panicked"),
+            "{failpoint}: {}",
+            crashed.stderr
+        );
+        let rerun = env.plugin(&["rotate", "--yes", "--recovery"]).await;
+        if rerun.code == 1 && rerun.stderr.contains("Nothing changed") {
+            env.plugin(&["rotate", "--yes", "--recovery"]).await.ok();
+        } else {
+            assert_eq!(rerun.code, 0, "{failpoint}: {rerun:?}");
+        }
+        assert!(!env.checkpoint_exists().await, "{failpoint}");
+        let stored = env.stored_credentials().await.unwrap();
+        let now = stored["generation"].as_u64().unwrap();
+        assert!(
+            now > generation,
+            "{failpoint}: generation {now} after {generation}"
+        );
+        generation = now;
+        assert!(
+            stored["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["recovery_keys_b64"] == creds["recovery_keys_b64"]),
+            "{failpoint}: the first generation stays in the history"
+        );
+        // The stored keys are the cluster's: they authorise a root token rotation.
+        env.plugin(&["rotate", "--yes", "--only-root-token"])
+            .await
+            .ok();
+    }
+    restart_all_and_see_them_unseal_themselves(&env, 3).await;
+    let token = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(env.read_kv(&token, "before").await, "intact");
+    env.assert_whole(3).await;
+    env.assert_no_secret_exposed().await;
+}
+
+/// OpenBao's default (no recovery keys) only on request, and `rotate
+/// --recovery` then creates them, and they authorise a root token rotation.
+#[tokio::test]
+async fn recovery_keys_on_openbaos_default_are_created_by_rotate_recovery() {
+    let env = Env::start(static_seal(1)).await;
+    let refused = env.plugin(&["init", "--recovery-shares", "0"]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
+    assert_eq!(env.sys_inits(), 0, "nothing initialized");
+
+    let init = env
+        .plugin(&["init", "--yes", "--recovery-shares", "0"])
+        .await
+        .ok();
+    assert!(
+        init.stderr.contains("rotate --recovery"),
+        "warns: {}",
+        init.stderr
+    );
+    let creds = env.stored_credentials().await.unwrap();
+    assert!(creds.get("recovery_keys_b64").is_none(), "{creds:#}");
+    assert_eq!(creds["key_shares"], 0);
+    let status = env.plugin(&["status"]).await.ok().stdout;
+    assert!(status.contains("no recovery keys stored"), "{status}");
+    env.write_kv(creds["root_token"].as_str().unwrap(), "before", "intact")
+        .await;
+
+    let root = env.plugin(&["rotate", "--yes", "--only-root-token"]).await;
+    assert_eq!(root.code, 1, "{root:?}");
+    assert!(root.stderr.contains("rotate --recovery"), "{}", root.stderr);
+
+    env.plugin(&["rotate", "--yes", "--recovery"]).await.ok();
+    let created = env.stored_credentials().await.unwrap();
+    assert_eq!(created["recovery_keys_b64"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        (
+            created["key_shares"].as_u64(),
+            created["key_threshold"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
+    assert_eq!(env.seal_status(0).await["n"], 5, "the server has them too");
+
+    env.plugin(&["rotate", "--yes", "--only-root-token"])
+        .await
+        .ok();
+    let after = env.stored_credentials().await.unwrap();
+    assert_ne!(after["root_token"], creds["root_token"]);
+    restart_all_and_see_them_unseal_themselves(&env, 1).await;
+    assert_eq!(
+        env.read_kv(after["root_token"].as_str().unwrap(), "before")
+            .await,
+        "intact"
+    );
+    env.assert_no_secret_exposed().await;
+}
