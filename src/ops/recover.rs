@@ -17,7 +17,9 @@
 //! 5. Force-restore the snapshot with the temporary root token.
 //! 6. Checkpoint `restore_applied` (the temporary keys are dropped).
 //! 7. [`reconcile`] with the stored shares of the snapshot's generation
-//!    (pod 0 reseals with the snapshot's keyring; the others join).
+//!    (pod 0 reseals with the snapshot's keyring; the others join). On an
+//!    auto-unseal cluster pod 0 is restarted first and unseals itself from
+//!    the restored data; nothing is submitted to `sys/unseal`.
 //! 8. Find the stored root token the restored data accepts; [`converge`]
 //!    every pod onto the restored keyring (a read on each pod proves it).
 //! 9. When the snapshot's generation or token is not the stored current one,
@@ -332,6 +334,30 @@ where
         fail::fail_point!("recover::after_applied_checkpoint");
     }
     wait_for_reseal(&first, &unseal_with.root_token, Duration::from_secs(30)).await;
+    if unseal_with.seal.is_auto() {
+        // An auto-unseal node keeps serving raft with the temporary init's
+        // TLS keyring after the forced restore, so followers that join it
+        // never unseal (`tls: unrecognized name`). Restarted, it reads the
+        // restored data from disk and unseals itself through its seal.
+        tracing::info!(
+            pod = first.name(),
+            "restarting the restored auto-unseal pod"
+        );
+        restart
+            .restart(first.name())
+            .await
+            .map_err(|source| ConvergeError::Restart {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+        fail::fail_point!("recover::after_auto_unseal_restart");
+        seal_status_when_up(&first, opts.timeouts.pod_appear)
+            .await
+            .map_err(|source| RecoverError::ReadStatus {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+    }
     tracing::info!(
         generation = unseal_with.generation,
         "unsealing with the stored shares of the snapshot's key generation"

@@ -118,9 +118,88 @@ pub fn credentials_from_init(
     Ok(credentials)
 }
 
+/// Why a snapshot cannot be restored into a cluster because of its seal.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealMismatch {
+    #[error("the snapshot was taken on a cluster that unseals with its {source_seal} seal, and this cluster unseals with its {target_seal} seal: its data would not unseal here")]
+    Kind {
+        source_seal: String,
+        target_seal: String,
+    },
+    #[error("this cluster unseals itself through its {seal} seal, and the snapshot comes from another cluster ({source_cluster}): its root key is wrapped by that cluster's seal key, which cannot be compared from here, and data wrapped by another key never unseals (vault#15448). Restore it only into a cluster configured with the same seal key, and say so with --same-seal-key")]
+    ForeignKey {
+        seal: String,
+        source_cluster: String,
+    },
+}
+
+/// Whether a snapshot taken on a cluster with seal `source_seal` (the
+/// manifest's; empty: not recorded) and id `source_cluster` can be restored
+/// into a cluster with seal `target` and id `target_cluster`.
+///
+/// # Guarantees
+/// Pure: decided before anything is written. A seal of another kind is
+/// always refused. On an auto-unseal target, a snapshot of another cluster
+/// is refused unless the user asserts the same seal key; a snapshot of the
+/// cluster itself (same id) is taken.
+pub fn restore_fits(
+    source_seal: &str,
+    source_cluster: &str,
+    target: &SealKind,
+    target_cluster: &str,
+    same_seal_key: bool,
+) -> Result<(), SealMismatch> {
+    if !source_seal.is_empty() && SealKind::from_type(source_seal) != *target {
+        return Err(SealMismatch::Kind {
+            source_seal: source_seal.to_owned(),
+            target_seal: target.name().to_owned(),
+        });
+    }
+    let same_cluster = !source_cluster.is_empty() && source_cluster == target_cluster;
+    if target.is_auto() && !same_cluster && !same_seal_key {
+        return Err(SealMismatch::ForeignKey {
+            seal: target.name().to_owned(),
+            source_cluster: if source_cluster.is_empty() {
+                "unknown".to_owned()
+            } else {
+                source_cluster.to_owned()
+            },
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_restores_only_where_its_seal_fits() {
+        let auto = SealKind::Auto("static".into());
+        assert_eq!(restore_fits("static", "c1", &auto, "c1", false), Ok(()));
+        assert!(matches!(
+            restore_fits("static", "c1", &auto, "c2", false),
+            Err(SealMismatch::ForeignKey { .. })
+        ));
+        assert_eq!(restore_fits("static", "c1", &auto, "c2", true), Ok(()));
+        assert!(matches!(
+            restore_fits("shamir", "c1", &auto, "c1", true),
+            Err(SealMismatch::Kind { .. })
+        ));
+        assert!(matches!(
+            restore_fits("static", "c1", &SealKind::Shamir, "c2", true),
+            Err(SealMismatch::Kind { .. })
+        ));
+        // Shamir into Shamir, across clusters, and old manifests: as before.
+        assert_eq!(
+            restore_fits("shamir", "c1", &SealKind::Shamir, "c2", false),
+            Ok(())
+        );
+        assert_eq!(
+            restore_fits("", "c1", &SealKind::Shamir, "c2", false),
+            Ok(())
+        );
+    }
 
     #[test]
     fn the_seal_comes_from_type_and_recovery_seal() {

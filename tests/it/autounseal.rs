@@ -295,3 +295,111 @@ async fn recovery_keys_on_openbaos_default_are_created_by_rotate_recovery() {
     );
     env.assert_no_secret_exposed().await;
 }
+
+/// Every pod of a static-seal cluster loses its data; `recover` brings the
+/// snapshot back, the pods unseal themselves through the (same) seal key,
+/// and the stored recovery keys and root token still work.
+#[tokio::test]
+async fn recover_after_every_pod_is_wiped_on_a_static_seal_cluster() {
+    let (env, creds) = initialized().await;
+    let dir = tempfile::tempdir().unwrap();
+    let to_dir = format!("{}/", dir.path().display());
+    env.plugin(&["snapshot", "save", "--to", &to_dir])
+        .await
+        .ok();
+    for i in 0..3 {
+        env.cluster.wipe_pod(i).await.unwrap();
+    }
+    assert_eq!(env.seal_status(0).await["initialized"], false);
+    let recovered = env
+        .plugin(&["recover", "--from", &to_dir, "--yes"])
+        .await
+        .ok();
+    assert!(recovered.stdout.contains("generation 1"), "{recovered:?}");
+    env.assert_whole(3).await;
+    let token = creds["root_token"].as_str().unwrap();
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+    assert_eq!(
+        env.stored_credentials().await.unwrap(),
+        creds,
+        "credentials untouched"
+    );
+    assert!(!env.checkpoint_exists().await);
+    assert_eq!(
+        unseal_writes(&env),
+        0,
+        "nothing was submitted to sys/unseal"
+    );
+    restart_all_and_see_them_unseal_themselves(&env, 3).await;
+    // The stored recovery keys authorise the restored data's root token rotation.
+    env.plugin(&["rotate", "--yes", "--only-root-token"])
+        .await
+        .ok();
+    let after = env.stored_credentials().await.unwrap();
+    assert_eq!(
+        env.read_kv(after["root_token"].as_str().unwrap(), "before")
+            .await,
+        "intact"
+    );
+    env.assert_no_secret_exposed().await;
+}
+
+/// A snapshot of one static-seal cluster is refused, before anything is
+/// written, by a cluster with another seal key, with the reason and the
+/// flag that asserts the same key; the target's data and keys are untouched.
+#[tokio::test]
+async fn restore_into_a_cluster_with_another_seal_key_is_refused_clearly() {
+    let (source, source_creds) = initialized().await;
+    let dir = tempfile::tempdir().unwrap();
+    let to_dir = format!("{}/", dir.path().display());
+    let saved = source
+        .plugin(&["snapshot", "save", "--to", &to_dir, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(saved["manifest"]["seal"], "static", "{saved}");
+    let name = saved["manifest"]["snapshot"].as_str().unwrap().to_owned();
+    drop(source);
+
+    let target = Env::start(static_seal(1)).await;
+    target.plugin(&["init", "--yes"]).await.ok();
+    let target_creds = target.stored_credentials().await.unwrap();
+    target
+        .write_kv(target_creds["root_token"].as_str().unwrap(), "mine", "kept")
+        .await;
+    let creds_file = dir.path().join("source-credentials.json");
+    std::fs::write(&creds_file, serde_json::to_vec(&source_creds).unwrap()).unwrap();
+    let refused = target
+        .plugin(&[
+            "snapshot",
+            "restore",
+            "--from",
+            &to_dir,
+            "--snapshot",
+            &name,
+            "--credentials",
+            creds_file.to_str().unwrap(),
+            "--allow-foreign-cluster",
+            "--yes",
+        ])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("seal key") && refused.stderr.contains("--same-seal-key"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!target.checkpoint_exists().await);
+    assert_eq!(target.stored_credentials().await.unwrap(), target_creds);
+    assert_eq!(
+        target
+            .read_kv(target_creds["root_token"].as_str().unwrap(), "mine")
+            .await,
+        "kept"
+    );
+}
