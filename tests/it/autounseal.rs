@@ -125,6 +125,34 @@ async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
         "{table}"
     );
 
+    // The seal refuses (its key is not the one the data was sealed with):
+    // the pod stays sealed, `unseal` says why, exits 1 and submits nothing;
+    // with the key back the pod unseals itself again.
+    let key = env.cluster.static_seal_key_path();
+    let good = std::fs::read(&key).unwrap();
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    env.cluster.restart_pod(2).await.unwrap();
+    let refused = env.plugin(&["unseal"]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("unreachable or refusing") && refused.stderr.contains("openbao-2"),
+        "{}",
+        refused.stderr
+    );
+    let table = env.plugin(&["status"]).await.ok().stdout;
+    assert!(
+        table.contains("Sealed:      openbao-2: it unseals itself through its static seal"),
+        "{table}"
+    );
+    assert_eq!(
+        unseal_writes(&env),
+        0,
+        "nothing submitted while the seal refused"
+    );
+    std::fs::write(&key, &good).unwrap();
+    env.cluster.restart_pod(2).await.unwrap();
+    restart_all_and_see_them_unseal_themselves(&env, 3).await;
+
     // A plain rotate has no unseal shares to rekey here: refused, with the way.
     let plain = env.plugin(&["rotate", "--yes"]).await;
     assert_eq!(plain.code, 1, "{plain:?}");
@@ -311,6 +339,22 @@ async fn recover_after_every_pod_is_wiped_on_a_static_seal_cluster() {
         env.cluster.wipe_pod(i).await.unwrap();
     }
     assert_eq!(env.seal_status(0).await["initialized"], false);
+    // Killed right after the restored pod 0 was restarted: the re-run finishes.
+    let crashed = env
+        .plugin_crashing_at(
+            &["recover", "--from", &to_dir, "--yes"],
+            "recover::after_auto_unseal_restart",
+        )
+        .await;
+    assert_eq!(crashed.code, 101, "{crashed:?}");
+    assert!(
+        crashed
+            .stderr
+            .contains("recover::after_auto_unseal_restart"),
+        "{}",
+        crashed.stderr
+    );
+    assert!(env.checkpoint_exists().await);
     let recovered = env
         .plugin(&["recover", "--from", &to_dir, "--yes"])
         .await
@@ -402,4 +446,40 @@ async fn restore_into_a_cluster_with_another_seal_key_is_refused_clearly() {
             .await,
         "kept"
     );
+}
+
+/// init killed after `sys/init` answered, before the answer was stored: the
+/// re-run finds the pod-local copy and stores its recovery keys; they then
+/// authorise a root token rotation. No second `sys/init`.
+#[tokio::test]
+async fn init_killed_after_sys_init_keeps_the_recovery_keys() {
+    let env = Env::start(static_seal(1)).await;
+    let crashed = env
+        .plugin_crashing_at(&["init", "--yes"], "init::after_sys_init")
+        .await;
+    assert_eq!(crashed.code, 101, "{crashed:?}");
+    assert!(
+        crashed.stderr.contains("init::after_sys_init"),
+        "{}",
+        crashed.stderr
+    );
+    assert!(env.stored_credentials().await.is_none());
+    env.plugin(&["init", "--yes"]).await.ok();
+    assert_eq!(env.sys_inits(), 1, "one sys/init");
+    let creds = env.stored_credentials().await.unwrap();
+    assert_eq!(creds["recovery_keys_b64"].as_array().unwrap().len(), 5);
+    assert_eq!(creds["key_threshold"], 3);
+    env.write_kv(creds["root_token"].as_str().unwrap(), "before", "intact")
+        .await;
+    env.plugin(&["rotate", "--yes", "--only-root-token"])
+        .await
+        .ok();
+    restart_all_and_see_them_unseal_themselves(&env, 1).await;
+    let after = env.stored_credentials().await.unwrap();
+    assert_eq!(
+        env.read_kv(after["root_token"].as_str().unwrap(), "before")
+            .await,
+        "intact"
+    );
+    env.assert_no_secret_exposed().await;
 }
