@@ -107,11 +107,11 @@ async fn unseal_pass(
             Ok((UnsealOutcome::AlreadyUnsealed, _)) => {
                 PodUnseal::new(node.name(), "already unsealed", None)
             }
-            Ok((UnsealOutcome::SelfUnsealed, _)) => PodUnseal::new(
-                node.name(),
-                &format!("unsealed itself ({} seal)", status.seal()),
-                None,
-            ),
+            Ok((UnsealOutcome::SelfUnsealed, _)) => {
+                let seal = status.seal();
+                tracing::info!(pod = node.name(), %seal, "unsealed itself through its seal; nothing submitted");
+                PodUnseal::new(node.name(), &format!("unsealed itself ({seal} seal)"), None)
+            }
             Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
                 tracing::info!(
                     pod = node.name(),

@@ -56,7 +56,11 @@ async fn token_works(env: &Env, token: &str) -> bool {
 /// A 3-pod static-seal cluster, initialized with the default 5/3 recovery
 /// keys, a KV secret written.
 async fn initialized() -> (Env, serde_json::Value) {
-    let env = Env::start(static_seal(3)).await;
+    initialized_with(static_seal(3)).await
+}
+
+async fn initialized_with(opts: ClusterOptions) -> (Env, serde_json::Value) {
+    let env = Env::start(opts).await;
     let before = env.seal_status(0).await;
     assert_eq!(
         (before["type"].as_str(), before["recovery_seal"].as_bool()),
@@ -210,7 +214,15 @@ async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
 /// and the stored recovery keys then authorise a root token rotation.
 #[tokio::test]
 async fn rotate_recovery_crash_matrix() {
-    let (env, creds) = initialized().await;
+    // The hashicorp/vault chart's shape (a `vault` CLI, VAULT_* env), so
+    // both flavours are covered without another cluster.
+    let (env, creds) = initialized_with(
+        ClusterOptions::vault()
+            .parallel()
+            .replicas(3)
+            .seal(Seal::Static),
+    )
+    .await;
     let mut generation = 1;
     for failpoint in [
         "rotate::after_update",
@@ -475,6 +487,30 @@ async fn init_killed_after_sys_init_keeps_the_recovery_keys() {
         .await
         .ok();
     restart_all_and_see_them_unseal_themselves(&env, 1).await;
+
+    // The hook after an upgrade: nothing to do, nothing submitted.
+    env.plugin(&crate::hook::HOOK).await.ok();
+    // `unseal --watch` waits on a pod whose seal refuses, and reports it
+    // once the pod unsealed itself.
+    let key = env.cluster.static_seal_key_path();
+    let good = std::fs::read(&key).unwrap();
+    std::fs::write(&key, [9u8; 32]).unwrap();
+    env.cluster.restart_pod(0).await.unwrap();
+    let mut watcher = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(env.seal_status(0).await["sealed"], true, "the seal refuses");
+    std::fs::write(&key, &good).unwrap();
+    env.cluster.restart_pod(0).await.unwrap();
+    restart_all_and_see_them_unseal_themselves(&env, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watcher.start_kill().unwrap();
+    let watched = env.finish_spawned(watcher).await;
+    assert!(
+        watched.stderr.contains("unsealed itself through its seal"),
+        "{}",
+        watched.stderr
+    );
+    assert_eq!(unseal_writes(&env), 0, "hook and watcher submitted nothing");
     let after = env.stored_credentials().await.unwrap();
     assert_eq!(
         env.read_kv(after["root_token"].as_str().unwrap(), "before")
