@@ -519,3 +519,120 @@ async fn init_killed_after_sys_init_keeps_the_recovery_keys() {
     );
     env.assert_no_secret_exposed().await;
 }
+
+/// Recovery keys in the SOPS envelope from the first write; `credentials
+/// show` lists them by fingerprint only, `export` encrypts them, and after
+/// the Secret is deleted `import` proves them by a recovery-key rekey probe
+/// (cancelled) and stores them again, encrypted.
+#[tokio::test]
+async fn recovery_keys_travel_encrypted_through_show_export_and_import() {
+    let env = Env::start(static_seal(1)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = crate::credentials::keygen(keys.path(), "ops");
+    let identity = key.file.to_str().unwrap();
+    env.plugin(&[
+        "init",
+        "--yes",
+        "--age-recipient",
+        &key.recipient,
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    let creds = env.stored_credentials_sops(&key.file).await.unwrap();
+    let recovery: Vec<String> = creds["recovery_keys_b64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 5);
+    let raw = env
+        .secret_data(&env.secret_name(), "credentials.json")
+        .await
+        .unwrap();
+    for k in &recovery {
+        assert!(
+            !raw.contains(k.as_str()),
+            "a recovery key in plaintext in the Secret"
+        );
+    }
+
+    let shown = env
+        .plugin(&[
+            "credentials",
+            "show",
+            "--age-identity",
+            identity,
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["seal"], "static");
+    assert_eq!(
+        shown["recovery_keys"].as_array().unwrap().len(),
+        5,
+        "{shown}"
+    );
+    assert!(shown["recovery_keys"][0]["sha256"].is_string());
+    assert!(shown["recovery_keys"][0]
+        .get("value")
+        .is_none_or(|v| v.is_null()));
+
+    let file = keys.path().join("unseal.sops.yaml");
+    env.plugin(&[
+        "credentials",
+        "export",
+        "-f",
+        file.to_str().unwrap(),
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    let exported = std::fs::read_to_string(&file).unwrap();
+    for k in &recovery {
+        assert!(
+            !exported.contains(k.as_str()),
+            "a recovery key in plaintext in the export"
+        );
+    }
+
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client().await, env.cluster.namespace());
+    api.delete(&env.secret_name(), &Default::default())
+        .await
+        .unwrap();
+    let imported = env
+        .plugin(&[
+            "credentials",
+            "import",
+            "-f",
+            file.to_str().unwrap(),
+            "--age-identity",
+            identity,
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(imported["proof"]["proof"], "rekey_probe", "{imported}");
+    let back = env.stored_credentials_sops(&key.file).await.unwrap();
+    assert_eq!(back["recovery_keys_b64"], creds["recovery_keys_b64"]);
+    assert_eq!(back["seal"], "static");
+    // The imported keys still authorise a root token rotation.
+    env.plugin(&[
+        "rotate",
+        "--yes",
+        "--only-root-token",
+        "--age-identity",
+        identity,
+    ])
+    .await
+    .ok();
+    env.assert_no_secret_exposed_in(&creds).await;
+}
