@@ -210,8 +210,10 @@ async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
 }
 
 /// `rotate --recovery` killed at every boundary, on one cluster: each time a
-/// re-run finishes (or reports that nothing changed and a fresh run does),
-/// and the stored recovery keys then authorise a root token rotation.
+/// re-run finishes (or reports that nothing changed and a fresh run does).
+/// After each, a root token rotation (authorised by the stored recovery
+/// keys) is killed at one of its boundaries and re-run: the stored token
+/// works every time.
 #[tokio::test]
 async fn rotate_recovery_crash_matrix() {
     // The hashicorp/vault chart's shape (a `vault` CLI, VAULT_* env), so
@@ -224,11 +226,11 @@ async fn rotate_recovery_crash_matrix() {
     )
     .await;
     let mut generation = 1;
-    for failpoint in [
-        "rotate::after_update",
-        "rotate::after_checkpoint",
-        "rotate::after_verify",
-        "rotate::after_final_write",
+    for (failpoint, root_failpoint) in [
+        ("rotate::after_update", "root::after_generate"),
+        ("rotate::after_checkpoint", "root::after_checkpoint"),
+        ("rotate::after_verify", "root::after_final_write"),
+        ("rotate::after_final_write", "root::after_revoke"),
     ] {
         let crashed = env
             .plugin_crashing_at(&["rotate", "--yes", "--recovery"], failpoint)
@@ -238,8 +240,8 @@ async fn rotate_recovery_crash_matrix() {
             "{failpoint} must kill the run: {crashed:?}"
         );
         assert!(
-            crashed.stderr.contains(failpoint) || crashed.stderr.contains("panicked"),
-            "{failpoint}: {}",
+            crashed.stderr.contains(failpoint),
+            "{failpoint} fired: {}",
             crashed.stderr
         );
         let rerun = env.plugin(&["rotate", "--yes", "--recovery"]).await;
@@ -264,10 +266,29 @@ async fn rotate_recovery_crash_matrix() {
                 .any(|g| g["recovery_keys_b64"] == creds["recovery_keys_b64"]),
             "{failpoint}: the first generation stays in the history"
         );
-        // The stored keys are the cluster's: they authorise a root token rotation.
+        // The stored keys are the cluster's: they authorise a root token
+        // rotation, which is killed too and finished by a re-run.
+        let crashed = env
+            .plugin_crashing_at(&["rotate", "--yes", "--only-root-token"], root_failpoint)
+            .await;
+        assert_eq!(crashed.code, 101, "{root_failpoint}: {crashed:?}");
+        assert!(
+            crashed.stderr.contains(root_failpoint),
+            "{root_failpoint} fired: {}",
+            crashed.stderr
+        );
         env.plugin(&["rotate", "--yes", "--only-root-token"])
             .await
             .ok();
+        assert!(!env.checkpoint_exists().await, "{root_failpoint}");
+        let token = env.stored_credentials().await.unwrap()["root_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            token_works(&env, &token).await,
+            "{root_failpoint}: stored token works"
+        );
     }
     restart_all_and_see_them_unseal_themselves(&env, 3).await;
     let token = env.stored_credentials().await.unwrap()["root_token"]
