@@ -357,17 +357,37 @@ async fn recovery_keys_on_openbaos_default_are_created_by_rotate_recovery() {
     env.assert_no_secret_exposed().await;
 }
 
-/// Every pod of a static-seal cluster loses its data; `recover` brings the
+/// A static-seal cluster restores a snapshot of itself in place; then every
+/// pod loses its data, and `recover` brings the
 /// snapshot back, the pods unseal themselves through the (same) seal key,
 /// and the stored recovery keys and root token still work.
 #[tokio::test]
-async fn recover_after_every_pod_is_wiped_on_a_static_seal_cluster() {
+async fn restore_in_place_then_recover_after_every_pod_is_wiped_on_a_static_seal_cluster() {
     let (env, creds) = initialized().await;
     let dir = tempfile::tempdir().unwrap();
     let to_dir = format!("{}/", dir.path().display());
     env.plugin(&["snapshot", "save", "--to", &to_dir])
         .await
         .ok();
+    // A restore into the same, running cluster: the data written after the
+    // snapshot is gone, every pod reads through the restored keyring.
+    let token = creds["root_token"].as_str().unwrap();
+    env.write_kv(token, "after", "later").await;
+    env.plugin(&["snapshot", "restore", "--from", &to_dir, "--yes"])
+        .await
+        .ok();
+    env.assert_whole(3).await;
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+    let leader = env.active_ordinal().await;
+    let (code, _) = env
+        .bao(
+            leader,
+            Some(token),
+            &["kv", "get", "-format=json", "kv/after"],
+            None,
+        )
+        .await;
+    assert_ne!(code, 0, "kv/after was written after the snapshot");
     for i in 0..3 {
         env.cluster.wipe_pod(i).await.unwrap();
     }
