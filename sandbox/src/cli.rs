@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sandbox::{Cluster, ClusterOptions, Control, Flavour, PodManagement};
+use sandbox::{Cluster, ClusterOptions, Control, Flavour, PodManagement, Seal};
 use serde::{Deserialize, Serialize};
 
 /// A Kubernetes API server double whose pods are real OpenBao processes.
@@ -38,6 +38,15 @@ enum ModeArg {
     Ha,
     /// File storage, one pod, not HA (the charts' default `server.standalone`).
     Standalone,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SealArg {
+    /// Shamir unseal shares (the charts' default).
+    Shamir,
+    /// OpenBao's `seal "static"`: a generated 32-byte key file, mounted as
+    /// a Secret; pods unseal themselves.
+    Static,
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +88,9 @@ struct UpArgs {
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
+    /// How the pods unseal.
+    #[arg(long, value_enum, default_value = "shamir")]
+    seal: SealArg,
     /// Add the `agent` sidecar container.
     #[arg(long)]
     sidecar: bool,
@@ -230,6 +242,10 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .set_node_id(up.set_node_id)
         .cluster_dns(up.cluster_dns)
         .tls(up.tls)
+        .seal(match up.seal {
+            SealArg::Shamir => Seal::Shamir,
+            SealArg::Static => Seal::Static,
+        })
         .sidecar(up.sidecar)
         .dir(&up.dir);
     if matches!(up.mode, ModeArg::Standalone) {

@@ -309,6 +309,12 @@ impl Cluster {
         self.sandbox.faults.allow_all();
     }
 
+    /// The key file of a `Seal::Static` cluster (the Secret every pod mounts).
+    /// Replacing its bytes and restarting a pod makes that pod's seal refuse.
+    pub fn static_seal_key_path(&self) -> PathBuf {
+        crate::seal::key_file(&self.dir, self.name())
+    }
+
     /// `<dir>/audit.jsonl`.
     pub fn audit_log_path(&self) -> PathBuf {
         self.dir.join("audit.jsonl")

@@ -94,6 +94,9 @@ impl Fleet {
             )
         })?;
         let desired = opts.replicas;
+        if opts.seal == crate::seal::Seal::Static {
+            crate::seal::ensure_static_key(dir, &opts.name).context("write the static seal key")?;
+        }
         Ok(Self {
             opts,
             dir: dir.to_path_buf(),

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::seal::Seal;
+
 /// Which chart the cluster imitates: names, labels, container and CLI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -116,6 +118,8 @@ pub struct ClusterOptions {
     pub cluster_dns: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
+    /// Shamir (the default) or an auto-unseal stanza in every pod's config.
+    pub seal: Seal,
     /// Adds a first container `agent` without any vault CLI.
     pub sidecar: bool,
     /// Where pod folders, the kubeconfig and the audit log live; `None` = a temp dir removed on drop.
@@ -150,6 +154,7 @@ impl ClusterOptions {
             set_node_id: false,
             cluster_dns: false,
             tls: false,
+            seal: Seal::Shamir,
             sidecar: false,
             dir: None,
             bin_dir: None,
@@ -245,6 +250,13 @@ impl ClusterOptions {
     /// Serves the API over HTTPS.
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Pods unseal with `seal` (`Seal::Static`: a generated key file, mounted
+    /// as a Secret volume).
+    pub fn seal(mut self, seal: Seal) -> Self {
+        self.seal = seal;
         self
     }
 

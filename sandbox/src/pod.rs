@@ -77,6 +77,15 @@ impl PodLayout {
         reset_dir(&self.tmp())
     }
 
+    /// The cluster folder this pod's folder sits in (`<dir>`).
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.dir
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// `config.hcl`.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.hcl")
@@ -229,8 +238,12 @@ fn server_config(
     } else {
         ip.to_string()
     };
+    let seal = crate::seal::stanza(
+        opts.seal,
+        &crate::seal::key_file(&layout.cluster_dir(), &opts.name),
+    );
     format!(
-        "{storage}\n\
+        "{storage}\n{seal}\
          listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
          api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
     )
@@ -485,6 +498,13 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("cluster_address = \"127.70.1.2:8201\""), "{c}");
+        assert!(!c.contains("seal"), "{c}");
+        let sealed = ClusterOptions::openbao().seal(crate::seal::Seal::Static);
+        let c = server_config(&l, &sealed, "openbao-0", ip, None);
+        assert!(
+            c.contains("current_key = \"file:///x/secrets/openbao-seal/static.key\""),
+            "{c}"
+        );
     }
 
     #[test]

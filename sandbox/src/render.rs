@@ -10,6 +10,7 @@ use crate::fleet::{Fleet, PodView};
 use crate::meta;
 use crate::options::ClusterOptions;
 use crate::pod::{API_PORT, CLUSTER_PORT};
+use crate::seal::Seal;
 
 /// The sidecar container's name.
 pub const SIDECAR: &str = "agent";
@@ -26,7 +27,11 @@ fn labels(opts: &ClusterOptions) -> Value {
 /// `data_path` is where the PVC is mounted as the container sees it: the
 /// host folder for a pod (exec'd commands run on the host), the charts' path
 /// in the StatefulSet template.
-fn container_spec(opts: &ClusterOptions, data_path: &str) -> Value {
+fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Value {
+    let mut mounts = vec![json!({"name": "data", "mountPath": data_path})];
+    if opts.seal == Seal::Static {
+        mounts.push(json!({"name": "seal-key", "mountPath": seal_path, "readOnly": true}));
+    }
     json!({
         "name": opts.container(),
         "image": opts.image(),
@@ -54,8 +59,23 @@ fn container_spec(opts: &ClusterOptions, data_path: &str) -> Value {
             "exec": {"command": ["/bin/sh", "-ec", format!("{} status -tls-skip-verify", opts.flavour.cli())]},
             "periodSeconds": 5, "failureThreshold": 2, "successThreshold": 1, "timeoutSeconds": 3,
         },
-        "volumeMounts": [{"name": "data", "mountPath": data_path}],
+        "volumeMounts": mounts,
     })
+}
+
+/// The pod's volumes: the PVC, and with a static seal the Secret holding its
+/// key (`<sts>-seal`, mode 0400), as a chart's `server.volumes` adds it.
+fn volumes(opts: &ClusterOptions, claim: Value) -> Value {
+    let mut v = vec![json!({"name": "data", "persistentVolumeClaim": claim})];
+    if opts.seal == Seal::Static {
+        v.push(json!({"name": "seal-key", "secret": {"secretName": format!("{}-seal", opts.name), "defaultMode": 256}}));
+    }
+    Value::Array(v)
+}
+
+/// Where the chart would mount the seal Secret.
+fn chart_seal_path(opts: &ClusterOptions) -> String {
+    format!("/{}/userconfig/{}-seal", opts.flavour.app_name(), opts.name)
 }
 
 fn sidecar_spec() -> Value {
@@ -95,7 +115,10 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     lbl["apps.kubernetes.io/pod-index"] = json!(p.ordinal.to_string());
     lbl["controller-revision-hash"] = json!(format!("{}-5d8f9c7b6", opts.name));
     let data_path = fleet.layout(&p.name).data().display().to_string();
-    let mut containers = vec![container_spec(opts, &data_path)];
+    let seal_path = crate::seal::secret_dir(&fleet.layout(&p.name).cluster_dir(), &opts.name)
+        .display()
+        .to_string();
+    let mut containers = vec![container_spec(opts, &data_path, &seal_path)];
     let main_status = container_status(
         opts.container(),
         opts.image(),
@@ -140,7 +163,7 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
             "nodeName": "sandbox",
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 10,
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{}", p.name)}}],
+            "volumes": volumes(opts, json!({"claimName": format!("data-{}", p.name)})),
         },
         "status": {
             "phase": "Running",
@@ -192,9 +215,22 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
         .filter(|p| p.running && p.health.is_ready())
         .count();
     let chart_data_path = format!("/{}/data", opts.flavour.app_name());
-    let mut template_containers = vec![container_spec(opts, &chart_data_path)];
+    let mut template_containers = vec![container_spec(
+        opts,
+        &chart_data_path,
+        &chart_seal_path(opts),
+    )];
     if opts.sidecar {
         template_containers.insert(0, sidecar_spec());
+    }
+    let mut template_spec = json!({"containers": template_containers, "serviceAccountName": opts.name, "terminationGracePeriodSeconds": 10});
+    if opts.seal == Seal::Static {
+        // The PVC comes from volumeClaimTemplates; only the Secret is a volume.
+        let mut v = volumes(opts, Value::Null);
+        if let Some(list) = v.as_array_mut() {
+            list.retain(|vol| vol["name"] != "data");
+        }
+        template_spec["volumes"] = v;
     }
     let rev = format!("{}-5d8f9c7b6", opts.name);
     json!({
@@ -213,7 +249,7 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
             "selector": {"matchLabels": labels(opts)},
             "template": {
                 "metadata": {"labels": labels(opts), "annotations": {"kubectl.kubernetes.io/default-container": opts.container()}},
-                "spec": {"containers": template_containers, "serviceAccountName": opts.name, "terminationGracePeriodSeconds": 10},
+                "spec": template_spec,
             },
             "updateStrategy": {"type": "OnDelete"},
             "volumeClaimTemplates": [{

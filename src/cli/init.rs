@@ -11,6 +11,15 @@ pub struct InitArgs {
     /// Shares needed to unseal.
     #[arg(long, default_value_t = 3)]
     pub key_threshold: u8,
+    /// Number of recovery keys on an auto-unseal cluster (the pods name a
+    /// seal provider). 0 leaves the cluster without any (OpenBao's default
+    /// since 2.4) and needs --yes: root token generation and recovery mode
+    /// then need `kubectl vault rotate --recovery` first.
+    #[arg(long, default_value_t = 5)]
+    pub recovery_shares: u8,
+    /// Recovery keys needed to authorise a root token generation or a rotation.
+    #[arg(long, default_value_t = 3)]
+    pub recovery_threshold: u8,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Print the keys and root token after init. Asks on a terminal even

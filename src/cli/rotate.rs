@@ -14,6 +14,10 @@ pub struct RotateArgs {
     /// Also rotate the root token after the rekey.
     #[arg(long, conflicts_with = "only_root_token")]
     pub root_token: bool,
+    /// Rotate the recovery keys of an auto-unseal cluster (with verification,
+    /// checkpointed); creates them when the cluster has none.
+    #[arg(long, conflicts_with = "only_root_token")]
+    pub recovery: bool,
     /// Rotate only the root token; the unseal shares stay as they are.
     #[arg(long)]
     pub only_root_token: bool,

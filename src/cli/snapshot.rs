@@ -72,6 +72,12 @@ pub struct RestoreArgs {
     /// another cluster than the stored credentials.
     #[arg(long)]
     pub allow_foreign_cluster: bool,
+    /// On an auto-unseal cluster, restore a snapshot of another cluster:
+    /// you assert that both use the same seal key (the same static key, the
+    /// same transit key); the plugin cannot compare keys, and data wrapped by
+    /// another key never unseals here.
+    #[arg(long)]
+    pub same_seal_key: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Give up on pods that do not elect a leader or unseal within this time.

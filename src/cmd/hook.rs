@@ -111,6 +111,8 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
     InitArgs {
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,
+        recovery_shares: args.recovery_shares,
+        recovery_threshold: args.recovery_threshold,
         store: args.store.clone(),
         show_keys: false,
         reveal_keys_noninteractive: false,

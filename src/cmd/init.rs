@@ -18,6 +18,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
             args.key_shares
         )));
     }
+    let (recovery_shares, recovery_threshold) = recovery_shape(ctx, &args)?;
     if args.show_keys && !args.reveal_keys_noninteractive && !ctx.has_terminal() {
         return Err(Failure::refused(anyhow::anyhow!(
             "--show-keys prints the keys only after asking a person at a terminal, and there is none; nothing was changed. Add --reveal-keys-noninteractive to print them anyway, or leave --show-keys out and read them later with `kubectl vault credentials show --reveal`"
@@ -51,6 +52,8 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     let opts = InitOptions {
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,
+        recovery_shares,
+        recovery_threshold,
         holder,
         budget: RetryBudget::default(),
         timeouts: Timeouts {
@@ -95,6 +98,28 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
     }
 }
 
+/// `--recovery-shares`/`--recovery-threshold`, checked: 0 shares (no recovery
+/// keys at all) only with --yes, and with a warning.
+fn recovery_shape(ctx: &Context<'_>, args: &InitArgs) -> Result<(u8, u8), Failure> {
+    if args.recovery_shares == 0 {
+        if !ctx.global.yes {
+            return Err(Failure::refused(anyhow::anyhow!(
+                "--recovery-shares 0 initializes an auto-unseal cluster without recovery keys: a root token generation and recovery mode then need `kubectl vault rotate --recovery` first; re-run with --yes to do that anyway; nothing was changed"
+            )));
+        }
+        tracing::warn!("--recovery-shares 0: an auto-unseal cluster gets no recovery keys; root token generation and recovery mode need `kubectl vault rotate --recovery` first");
+        return Ok((0, 0));
+    }
+    if args.recovery_threshold == 0 || args.recovery_threshold > args.recovery_shares {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "--recovery-threshold {} must be between 1 and --recovery-shares {}",
+            args.recovery_threshold,
+            args.recovery_shares
+        )));
+    }
+    Ok((args.recovery_shares, args.recovery_threshold))
+}
+
 async fn report(
     ctx: &Context<'_>,
     store: &impl CredentialStore,
@@ -117,6 +142,10 @@ async fn report(
             for (i, share) in c.unseal_keys_b64.iter().enumerate() {
                 ctx.printer
                     .line(&format!("Unseal key {}: {}", i + 1, share.expose()));
+            }
+            for (i, key) in c.recovery_keys_b64.iter().enumerate() {
+                ctx.printer
+                    .line(&format!("Recovery key {}: {}", i + 1, key.expose()));
             }
             ctx.printer
                 .line(&format!("Root token: {}", c.root_token.expose()));

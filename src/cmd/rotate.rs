@@ -29,6 +29,8 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
     };
     let what = if args.only_root_token {
         "Rotate the root token"
+    } else if args.recovery {
+        "Rotate the recovery keys"
     } else {
         "Rekey the unseal shares"
     };
@@ -57,7 +59,8 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
                 text.push_str("Finished an interrupted rotate.\n");
             }
             if o.rekeyed {
-                text.push_str(&format!("Unseal shares rekeyed: generation {} is current (via {}); the previous generation is kept in the history.\n", o.generation, o.api));
+                let keys = if o.api.contains("recovery") { "Recovery keys rotated" } else { "Unseal shares rekeyed" };
+                text.push_str(&format!("{keys}: generation {} is current (via {}); the previous generation is kept in the history.\n", o.generation, o.api));
             }
             if o.root_token_rotated {
                 text.push_str("Root token rotated; the old one is revoked.\n");
@@ -105,6 +108,7 @@ async fn rotate(
         key_shares: args.key_shares,
         key_threshold: args.key_threshold,
         rekey: !args.only_root_token,
+        recovery: args.recovery,
         root_token: args.root_token || args.only_root_token,
         keep_generations: usize::from(args.keep_generations),
         holder,

@@ -180,6 +180,7 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     };
     fail::fail_point!("snapshot::before_finish");
     upload.finish().await.map_err(Failure::failed)?;
+    let seal = status.seal().name().to_owned();
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA,
         snapshot: name.clone(),
@@ -192,6 +193,7 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         generation: credentials.generation,
         created_at: now_rfc3339(),
         source_pod: leader_pod.clone(),
+        seal,
     };
     location
         .write_manifest(&manifest)
@@ -403,6 +405,24 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
         None => pick(&location, args.snapshot.as_deref()).await?,
     };
     let (manifest, _) = location.verify(&name).await.map_err(nothing_changed)?;
+    let nodes = cluster.nodes().await.map_err(Failure::refused)?;
+    let target = futures::future::join_all(nodes.iter().map(seal_status))
+        .await
+        .into_iter()
+        .find_map(Result::ok)
+        .ok_or_else(|| {
+            Failure::refused(anyhow!(
+                "no pod answers its seal status; nothing was changed"
+            ))
+        })?;
+    crate::ops::seal::restore_fits(
+        &manifest.seal,
+        &manifest.cluster_id,
+        &target.seal(),
+        &target.cluster_id,
+        args.same_seal_key,
+    )
+    .map_err(|e| Failure::refused(anyhow::Error::new(e).context("nothing was changed")))?;
     let explicit = match &args.credentials {
         Some(path) => Some(read_credentials(ctx, path).await?),
         None => None,

@@ -54,6 +54,8 @@ pub struct PodStatus {
     pub restarts: i32,
     pub initialized: Option<bool>,
     pub sealed: Option<bool>,
+    /// `shamir`, or the auto-unseal provider the pod names (`static`, `transit`, ...).
+    pub seal: Option<String>,
     pub unseal_progress: Option<String>,
     pub raft_role: Option<String>,
     pub voter: Option<bool>,
@@ -68,6 +70,10 @@ pub struct CredentialsState {
     pub generation: Option<u32>,
     pub key_shares: Option<u8>,
     pub key_threshold: Option<u8>,
+    /// The seal the stored document is for (`shamir`, `static`, ...).
+    pub seal: Option<String>,
+    /// How many recovery keys are stored (auto-unseal clusters; 0: none).
+    pub recovery_keys: Option<usize>,
     pub error: Option<String>,
     pub checkpoint: Option<CheckpointState>,
 }
@@ -271,8 +277,9 @@ fn pod_status(
         restarts: info.restarts,
         initialized: seal.map(|s| s.initialized),
         sealed: seal.map(|s| s.sealed),
+        seal: seal.map(|s| s.seal().name().to_owned()),
         unseal_progress: seal
-            .filter(|s| s.sealed && s.threshold > 0)
+            .filter(|s| s.sealed && s.threshold > 0 && !s.auto_unseal())
             .map(|s| format!("{}/{}", s.progress, s.threshold)),
         raft_role: role,
         voter: peer.map(|p| p.voter),
@@ -308,6 +315,13 @@ fn credentials_state(
             error: Some(e.to_string()),
         }),
     };
+    let (seal, recovery_keys) = match &credentials {
+        Ok(Some(c)) => (
+            Some(c.seal.name().to_owned()),
+            c.seal.is_auto().then_some(c.recovery_keys_b64.len()),
+        ),
+        _ => (None, None),
+    };
     let (present, generation, key_shares, key_threshold, error) = match credentials {
         Ok(Some(c)) => (
             true,
@@ -325,6 +339,8 @@ fn credentials_state(
         generation,
         key_shares,
         key_threshold,
+        seal,
+        recovery_keys,
         error,
         checkpoint,
     }
@@ -345,6 +361,7 @@ fn render(s: &ClusterStatus) -> String {
                 p.ready.to_string(),
                 opt(&p.initialized),
                 opt(&p.sealed),
+                opt(&p.seal),
                 opt(&p.unseal_progress),
                 opt(&p.raft_role),
                 opt(&p.voter),
@@ -359,6 +376,7 @@ fn render(s: &ClusterStatus) -> String {
             "READY",
             "INITIALIZED",
             "SEALED",
+            "SEAL",
             "PROGRESS",
             "ROLE",
             "VOTER",
@@ -403,16 +421,44 @@ fn render(s: &ClusterStatus) -> String {
     for p in s.pods.iter().filter(|p| p.error.is_some()) {
         text.push_str(&format!("Unreachable: {}: {}\n", p.name, opt(&p.error)));
     }
+    for p in s.pods.iter().filter(|p| {
+        p.sealed == Some(true)
+            && p.initialized == Some(true)
+            && p.seal.as_deref().is_some_and(|k| k != "shamir")
+    }) {
+        text.push_str(&format!(
+            "Sealed:      {}: it unseals itself through its {} seal, so the seal provider is unreachable or refusing; no unseal keys apply (check the provider and `kubectl logs {}`)\n",
+            p.name,
+            opt(&p.seal),
+            p.name
+        ));
+    }
     let c = &s.credentials;
     match (c.present, &c.error) {
         (_, Some(e)) => text.push_str(&format!("Credentials: {e}\n")),
-        (true, None) => text.push_str(&format!(
-            "Credentials: {} (generation {}, threshold {} of {})\n",
-            c.object,
-            opt(&c.generation),
-            opt(&c.key_threshold),
-            opt(&c.key_shares)
-        )),
+        (true, None) => match c.recovery_keys {
+            None => text.push_str(&format!(
+                "Credentials: {} (generation {}, threshold {} of {})\n",
+                c.object,
+                opt(&c.generation),
+                opt(&c.key_threshold),
+                opt(&c.key_shares)
+            )),
+            Some(0) => text.push_str(&format!(
+                "Credentials: {} (generation {}, {} seal, no recovery keys stored: the cluster has none; `kubectl vault rotate --recovery` creates them)\n",
+                c.object,
+                opt(&c.generation),
+                opt(&c.seal)
+            )),
+            Some(_) => text.push_str(&format!(
+                "Credentials: {} (generation {}, {} seal, recovery keys stored: threshold {} of {})\n",
+                c.object,
+                opt(&c.generation),
+                opt(&c.seal),
+                opt(&c.key_threshold),
+                opt(&c.key_shares)
+            )),
+        },
         (false, None) => text.push_str(&format!("Credentials: none in {}\n", c.object)),
     }
     if let Some(cp) = &c.checkpoint {

@@ -132,6 +132,11 @@ async fn unseal_node(node: &PodNode, sets: &[KeySet<'_>]) -> PodUnseal {
         Ok((UnsealOutcome::AlreadyUnsealed, _)) => {
             PodUnseal::new(node.name(), "already unsealed", None)
         }
+        Ok((UnsealOutcome::SelfUnsealed, _)) => {
+            let seal = status.seal();
+            tracing::info!(pod = node.name(), %seal, "unsealed itself through its seal; nothing submitted");
+            PodUnseal::new(node.name(), &format!("unsealed itself ({seal} seal)"), None)
+        }
         Ok((UnsealOutcome::Unsealed { shares_submitted }, generation)) => {
             tracing::info!(
                 pod = node.name(),

@@ -17,7 +17,8 @@
 //! 2. A pod whose reads fail: `sys/seal` with the token, then unseal it with
 //!    the restored shares. When the seal is refused (as it is on a standby
 //!    with the old keyring), restart it, wait for it to come back sealed,
-//!    and unseal it.
+//!    and unseal it. An auto-unseal pod is restarted at once (after
+//!    `sys/seal` it would stay sealed until a restart) and unseals itself.
 //! 3. Read again; a pod that still fails is an error naming it.
 //!
 //! # Guarantees
@@ -173,7 +174,16 @@ where
             continue;
         };
         tracing::warn!(pod = %pod, error = %e, "the pod does not read through the restored keyring; sealing it");
-        let remedy = match seal(&node, token).await {
+        // An auto-unseal pod sealed through `sys/seal` stays sealed until it
+        // restarts; a restart is its remedy (it then unseals itself).
+        let sealed_by_api = if restored.seal.is_auto() {
+            Err(NodeError::Malformed(
+                "an auto-unseal pod is restarted, not sealed".into(),
+            ))
+        } else {
+            seal(&node, token).await
+        };
+        let remedy = match sealed_by_api {
             Ok(()) => Remedy::Resealed,
             Err(e) => {
                 tracing::info!(pod = %pod, error = %e, "sys/seal refused; restarting the pod");
@@ -192,8 +202,10 @@ where
         } else {
             SETTLE
         };
+        // A restarted auto-unseal pod may be unsealed again before we look.
+        let auto = restored.seal.is_auto();
         let sealed = poll_until(waited, Duration::from_millis(300), || async {
-            seal_status(&node).await.ok().filter(|s| s.sealed)
+            seal_status(&node).await.ok().filter(|s| s.sealed || auto)
         })
         .await;
         if sealed.is_none() {

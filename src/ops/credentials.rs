@@ -7,13 +7,101 @@
 use crate::ops::secret::Secret;
 use serde::{Deserialize, Serialize};
 
-/// Unseal shares, root token and the facts that go with them.
+/// The schema this build writes. Schema 1 (no `schema` field) is every
+/// document of earlier releases: Shamir only. Schema 2 adds `seal` and
+/// `recovery_keys_b64`; a schema-1 document loads as a Shamir one.
+pub const CREDENTIALS_SCHEMA: u32 = 2;
+
+fn schema_1() -> u32 {
+    1
+}
+
+/// Every document this build writes is in its schema, whatever it was read as.
+fn write_current_schema<S: serde::Serializer>(_: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(CREDENTIALS_SCHEMA)
+}
+
+/// How the cluster unseals, as `sys/seal-status` names it (`type`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum SealKind {
+    /// Unseal shares submitted to `sys/unseal`.
+    #[default]
+    Shamir,
+    /// The server unseals itself through a provider (`static`, `transit`,
+    /// `awskms`, `pkcs11`, ...); `sys/init` returns recovery keys instead of
+    /// unseal shares.
+    Auto(String),
+}
+
+impl SealKind {
+    /// From `sys/seal-status`'s `type` (`shamir` or the provider's name).
+    pub fn from_type(kind: &str) -> Self {
+        match kind {
+            "" | "shamir" => SealKind::Shamir,
+            other => SealKind::Auto(other.to_owned()),
+        }
+    }
+
+    pub fn is_auto(&self) -> bool {
+        matches!(self, SealKind::Auto(_))
+    }
+
+    fn is_shamir(&self) -> bool {
+        !self.is_auto()
+    }
+
+    /// `shamir` or the provider's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SealKind::Shamir => "shamir",
+            SealKind::Auto(kind) => kind,
+        }
+    }
+}
+
+impl From<String> for SealKind {
+    fn from(s: String) -> Self {
+        SealKind::from_type(&s)
+    }
+}
+
+impl From<SealKind> for String {
+    fn from(s: SealKind) -> Self {
+        s.name().to_owned()
+    }
+}
+
+impl std::fmt::Display for SealKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Unseal shares (or, on an auto-unseal cluster, recovery keys), root token
+/// and the facts that go with them.
 ///
 /// Serialized as the JSON document in data key `credentials.json`.
+///
+/// On an auto-unseal cluster (`seal` is not `shamir`) `unseal_keys_b64` is
+/// empty, the recovery keys are in `recovery_keys_b64`, and `key_shares` /
+/// `key_threshold` describe the recovery keys, as `sys/seal-status` reports
+/// them there (`n`, `t`). Both are 0 when the cluster has no recovery keys
+/// (`init --recovery-shares 0`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Credentials {
+    /// 1 for documents of earlier releases (no field), [`CREDENTIALS_SCHEMA`] when written now.
+    #[serde(default = "schema_1", serialize_with = "write_current_schema")]
+    pub schema: u32,
+    /// `shamir` when absent.
+    #[serde(default, skip_serializing_if = "SealKind::is_shamir")]
+    pub seal: SealKind,
     pub root_token: Secret,
+    #[serde(default)]
     pub unseal_keys_b64: Vec<Secret>,
+    /// The recovery keys of an auto-unseal cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_keys_b64: Vec<Secret>,
     pub key_threshold: u8,
     pub key_shares: u8,
     /// 1 after init, +1 on every rekey.
@@ -40,7 +128,11 @@ pub struct Credentials {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyGeneration {
     pub generation: u32,
+    #[serde(default)]
     pub unseal_keys_b64: Vec<Secret>,
+    /// The recovery keys of this generation (auto-unseal clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_keys_b64: Vec<Secret>,
     pub key_threshold: u8,
     pub key_shares: u8,
     pub retired_at: String,
@@ -58,6 +150,7 @@ impl KeyGeneration {
     pub fn same_secrets(&self, other: &KeyGeneration) -> bool {
         self.generation == other.generation
             && same_shares(&self.unseal_keys_b64, &other.unseal_keys_b64)
+            && same_shares(&self.recovery_keys_b64, &other.recovery_keys_b64)
             && match (&self.root_token, &other.root_token) {
                 (Some(a), Some(b)) => a.same_as(b),
                 (None, None) => true,
@@ -82,11 +175,18 @@ pub enum InvalidCredentials {
     NoRootToken,
     #[error("share {index} is empty")]
     EmptyShare { index: usize },
+    #[error("it is for an auto-unseal cluster ({seal}) but holds unseal shares")]
+    SharesOnAutoUnseal { seal: String },
+    #[error("it holds {have} recovery keys but says {shares}")]
+    RecoveryKeyCount { have: usize, shares: u8 },
 }
 
 impl Credentials {
     /// Checks the invariants a usable document must hold.
     pub fn validate(&self) -> Result<(), InvalidCredentials> {
+        if self.seal.is_auto() {
+            return self.validate_auto();
+        }
         if self.unseal_keys_b64.is_empty() {
             return Err(InvalidCredentials::NoShares);
         }
@@ -110,6 +210,57 @@ impl Credentials {
         Ok(())
     }
 
+    /// An auto-unseal document: recovery keys (possibly none) and a root token.
+    fn validate_auto(&self) -> Result<(), InvalidCredentials> {
+        if !self.unseal_keys_b64.is_empty() {
+            return Err(InvalidCredentials::SharesOnAutoUnseal {
+                seal: self.seal.name().to_owned(),
+            });
+        }
+        if self.root_token.expose().is_empty() {
+            return Err(InvalidCredentials::NoRootToken);
+        }
+        let have = self.recovery_keys_b64.len();
+        if have != usize::from(self.key_shares) {
+            return Err(InvalidCredentials::RecoveryKeyCount {
+                have,
+                shares: self.key_shares,
+            });
+        }
+        if have > 0 && (self.key_threshold == 0 || usize::from(self.key_threshold) > have) {
+            return Err(InvalidCredentials::Threshold {
+                threshold: self.key_threshold,
+                shares: have,
+            });
+        }
+        if let Some(index) = self
+            .recovery_keys_b64
+            .iter()
+            .position(|s| s.expose().is_empty())
+        {
+            return Err(InvalidCredentials::EmptyShare { index });
+        }
+        Ok(())
+    }
+
+    /// The keys that authorise a rekey, a root token generation or a probe:
+    /// the unseal shares on Shamir, the recovery keys on auto-unseal; the
+    /// first `threshold` of them.
+    pub fn authorising_keys(&self) -> &[Secret] {
+        let keys = if self.seal.is_auto() {
+            &self.recovery_keys_b64
+        } else {
+            &self.unseal_keys_b64
+        };
+        let n = usize::from(self.key_threshold).min(keys.len());
+        &keys[..n]
+    }
+
+    /// An auto-unseal cluster initialized without recovery keys.
+    pub fn lacks_recovery_keys(&self) -> bool {
+        self.seal.is_auto() && self.recovery_keys_b64.is_empty()
+    }
+
     /// The shares to submit when unsealing: the first `threshold` of them.
     pub fn unseal_shares(&self) -> &[Secret] {
         let n = usize::from(self.key_threshold).min(self.unseal_keys_b64.len());
@@ -121,6 +272,7 @@ impl Credentials {
         KeyGeneration {
             generation: self.generation,
             unseal_keys_b64: self.unseal_keys_b64.clone(),
+            recovery_keys_b64: self.recovery_keys_b64.clone(),
             key_threshold: self.key_threshold,
             key_shares: self.key_shares,
             retired_at: crate::ops::checkpoint::now_rfc3339(),
@@ -203,6 +355,7 @@ impl Credentials {
     pub fn same_secrets(&self, other: &Credentials) -> bool {
         self.root_token.same_as(&other.root_token)
             && same_shares(&self.unseal_keys_b64, &other.unseal_keys_b64)
+            && same_shares(&self.recovery_keys_b64, &other.recovery_keys_b64)
             && self.generation == other.generation
     }
 
@@ -221,10 +374,13 @@ impl Credentials {
 #[cfg(test)]
 pub(crate) fn sample(shares: u8, threshold: u8) -> Credentials {
     Credentials {
+        schema: CREDENTIALS_SCHEMA,
+        seal: SealKind::Shamir,
         root_token: Secret::new("s.root"),
         unseal_keys_b64: (0..shares)
             .map(|i| Secret::new(format!("share-{i}")))
             .collect(),
+        recovery_keys_b64: vec![],
         key_threshold: threshold,
         key_shares: shares,
         generation: 1,
@@ -276,6 +432,54 @@ mod tests {
         c.truncate_history(1);
         assert_eq!(c.history.len(), 1);
         assert_eq!(c.history[0].generation, 2);
+    }
+
+    #[test]
+    fn an_auto_unseal_document_holds_recovery_keys_and_round_trips() {
+        let mut c = sample(0, 0);
+        c.seal = SealKind::Auto("static".into());
+        assert!(c.validate().is_ok(), "no recovery keys is valid");
+        assert!(c.lacks_recovery_keys());
+        c.recovery_keys_b64 = vec![Secret::new("r0"), Secret::new("r1"), Secret::new("r2")];
+        assert_eq!(
+            c.validate(),
+            Err(InvalidCredentials::RecoveryKeyCount { have: 3, shares: 0 })
+        );
+        c.key_shares = 3;
+        c.key_threshold = 2;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.authorising_keys().len(), 2);
+        assert!(c.unseal_shares().is_empty());
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["seal"], "static");
+        assert_eq!(json["schema"], CREDENTIALS_SCHEMA);
+        assert_eq!(json["recovery_keys_b64"][2], "r2");
+        assert!(format!("{c:?}").contains("****") && !format!("{c:?}").contains("r2"));
+        let back: Credentials = serde_json::from_value(json).unwrap();
+        assert!(back.same_secrets(&c));
+        let mut other = back.clone();
+        other.recovery_keys_b64[0] = Secret::new("x");
+        assert!(!other.same_secrets(&c), "recovery keys are compared");
+        c.unseal_keys_b64 = vec![Secret::new("u")];
+        assert!(matches!(
+            c.validate(),
+            Err(InvalidCredentials::SharesOnAutoUnseal { .. })
+        ));
+    }
+
+    #[test]
+    fn a_schema_1_document_loads_as_shamir() {
+        let old = r#"{"root_token":"s.r","unseal_keys_b64":["a"],"key_threshold":1,"key_shares":1,
+            "generation":1,"created_at":"x"}"#;
+        let c: Credentials = serde_json::from_str(old).unwrap();
+        assert_eq!((c.schema, &c.seal), (1, &SealKind::Shamir));
+        assert!(c.recovery_keys_b64.is_empty());
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(json.get("seal").is_none() && json.get("recovery_keys_b64").is_none());
+        assert_eq!(
+            json["schema"], CREDENTIALS_SCHEMA,
+            "written in this build's schema"
+        );
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub async fn prove<C: VaultCluster>(
     if sealed.is_empty() && unsealed.is_empty() {
         return Err(ProveError::NotInitialized);
     }
-    if !sealed.is_empty() {
+    if !sealed.is_empty() && !candidate.seal.is_auto() {
         // Every sealed pod at once, each directly: a raft follower may only
         // report unsealed once enough peers are up to elect a leader.
         let threshold = usize::from(candidate.key_threshold);
@@ -90,6 +90,14 @@ pub async fn prove<C: VaultCluster>(
             match result {
                 Ok(UnsealOutcome::Unsealed { .. } | UnsealOutcome::AlreadyUnsealed) => {
                     pods.push(node.name().to_owned());
+                }
+                Ok(UnsealOutcome::SelfUnsealed) => {
+                    return Err(ProveError::Unproven {
+                        reason: format!(
+                            "pod {} unseals itself through a seal provider, so unsealing proves nothing about shares",
+                            node.name()
+                        ),
+                    })
                 }
                 Err(e) => return Err(ProveError::SharesRejected(e)),
             }
@@ -142,13 +150,20 @@ pub fn matching_generation(candidate: &Credentials, stored: &Credentials) -> Opt
     let same = |a: &[Secret], b: &[Secret]| {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
     };
-    if same(&candidate.unseal_keys_b64, &stored.unseal_keys_b64) {
+    let keys = |unseal: &[Secret], recovery: &[Secret]| -> Vec<Secret> {
+        unseal.iter().chain(recovery).cloned().collect()
+    };
+    let mine = keys(&candidate.unseal_keys_b64, &candidate.recovery_keys_b64);
+    if same(
+        &mine,
+        &keys(&stored.unseal_keys_b64, &stored.recovery_keys_b64),
+    ) {
         return Some(stored.generation);
     }
     stored
         .history
         .iter()
-        .find(|g| same(&candidate.unseal_keys_b64, &g.unseal_keys_b64))
+        .find(|g| same(&mine, &keys(&g.unseal_keys_b64, &g.recovery_keys_b64)))
         .map(|g| g.generation)
 }
 
@@ -171,6 +186,7 @@ mod tests {
         let mut with_history = sample(3, 2);
         with_history.generation = 2;
         with_history.history.push(KeyGeneration {
+            recovery_keys_b64: vec![],
             generation: 1,
             unseal_keys_b64: older.unseal_keys_b64.clone(),
             key_threshold: 2,

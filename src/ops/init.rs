@@ -9,8 +9,13 @@
 //! 1. Preflight: write the checkpoint in phase `init_pending` (proves the store is writable).
 //! 2. `sys/init` on pod 0 only. The transport keeps a pod-local copy of the
 //!    response until step 3 succeeds, so a crash between the two loses nothing.
+//!    On an auto-unseal cluster (the pods' `sys/seal-status` names a seal
+//!    provider) it asks for recovery keys instead of unseal shares, and the
+//!    answer's recovery keys are what is stored.
 //! 3. Store the response in the checkpoint (one write, retried, read back).
-//! 4. [`reconcile`]: unseal pod 0, wait for it to lead, join and unseal the rest.
+//! 4. [`reconcile`]: unseal pod 0, wait for it to lead, join and unseal the
+//!    rest. On an auto-unseal cluster nothing is submitted: each pod is
+//!    waited for until it reports unsealed through its own seal.
 //! 5. Store the final credentials (read back), then delete the checkpoint.
 //!
 //! # Guarantees
@@ -18,21 +23,26 @@
 //! are stored. Every re-run after a crash at any step boundary ends with the
 //! same keys stored that the cluster was initialized with.
 
-use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase};
+use crate::ops::checkpoint::{Checkpoint, Phase};
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::credentials::Credentials;
 use crate::ops::keyring::Keyring;
 use crate::ops::node::{seal_status, seal_status_when_up, NodeError, SealStatus, VaultNode};
 use crate::ops::operation::{claim, Claim, Operation, OtherOperation};
 use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
-use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::seal::credentials_from_init;
+use crate::ops::secret::SecretBytes;
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
-use serde::Deserialize;
 
 #[derive(Clone, Debug)]
 pub struct InitOptions {
     pub key_shares: u8,
     pub key_threshold: u8,
+    /// Recovery keys on an auto-unseal cluster (`sys/init`'s
+    /// `recovery_shares`/`recovery_threshold`); 0/0 asks for none. Whether
+    /// none may be asked for is the caller's decision.
+    pub recovery_shares: u8,
+    pub recovery_threshold: u8,
     /// Who runs this, recorded in the checkpoint.
     pub holder: String,
     pub budget: RetryBudget,
@@ -113,15 +123,6 @@ impl InitError {
     }
 }
 
-#[derive(Deserialize)]
-struct InitResponse {
-    #[serde(default)]
-    keys_base64: Vec<Secret>,
-    #[serde(default)]
-    keys_b64: Vec<Secret>,
-    root_token: Secret,
-}
-
 /// Runs `init` to completion, resuming or refusing as the stored state demands.
 pub async fn run<C: VaultCluster>(
     cluster: &C,
@@ -132,6 +133,16 @@ pub async fn run<C: VaultCluster>(
         return Err(InitError::InvalidOptions(format!(
             "--key-threshold {} must be between 1 and --key-shares {}",
             opts.key_threshold, opts.key_shares
+        )));
+    }
+    let recovery_ok = match (opts.recovery_shares, opts.recovery_threshold) {
+        (0, 0) => true,
+        (shares, threshold) => threshold >= 1 && threshold <= shares,
+    };
+    if !recovery_ok {
+        return Err(InitError::InvalidOptions(format!(
+            "--recovery-threshold {} must be between 1 and --recovery-shares {}",
+            opts.recovery_threshold, opts.recovery_shares
         )));
     }
     let stored = store
@@ -223,6 +234,17 @@ pub async fn run<C: VaultCluster>(
     }
 
     // A fresh cluster: every pod answered, none is initialized.
+    let seal = statuses
+        .iter()
+        .zip(&nodes)
+        .find(|(_, n)| n.name() == target)
+        .map(|(s, _)| s.seal())
+        .unwrap_or_default();
+    let (shares, threshold) = if seal.is_auto() {
+        (opts.recovery_shares, opts.recovery_threshold)
+    } else {
+        (opts.key_shares, opts.key_threshold)
+    };
     let first =
         nodes
             .iter()
@@ -233,8 +255,8 @@ pub async fn run<C: VaultCluster>(
     let pending = Checkpoint::new(
         &opts.holder,
         Phase::InitPending {
-            key_shares: opts.key_shares,
-            key_threshold: opts.key_threshold,
+            key_shares: shares,
+            key_threshold: threshold,
             pod: Some(target.clone()),
         },
     );
@@ -243,12 +265,9 @@ pub async fn run<C: VaultCluster>(
         .map_err(|source| InitError::Preflight { source })?;
     fail::fail_point!("init::after_preflight");
 
-    let body = SecretBytes::json(&serde_json::json!({
-        "secret_shares": opts.key_shares,
-        "secret_threshold": opts.key_threshold,
-    }))
-    .map_err(|e| InitError::InvalidOptions(e.to_string()))?;
-    tracing::info!(pod = first.name(), "initializing");
+    let body = SecretBytes::json(&crate::ops::seal::init_body(&seal, shares, threshold))
+        .map_err(|e| InitError::InvalidOptions(e.to_string()))?;
+    tracing::info!(pod = first.name(), seal = %seal, "initializing");
     let answer = first
         .init(body)
         .await
@@ -257,12 +276,13 @@ pub async fn run<C: VaultCluster>(
             source,
         })?;
     fail::fail_point!("init::after_sys_init");
-    let credentials = credentials_from(answer, Some(opts.key_threshold), "").map_err(|source| {
-        InitError::SysInit {
-            pod: first.name().to_owned(),
-            source,
-        }
-    })?;
+    let credentials =
+        credentials_from_init(answer, &seal, Some(threshold), 1, "").map_err(|source| {
+            InitError::SysInit {
+                pod: first.name().to_owned(),
+                source,
+            }
+        })?;
     let credentials = with_facts(credentials, &statuses);
     store_keys(store, &credentials, opts).await?;
     fail::fail_point!("init::after_checkpoint");
@@ -339,44 +359,6 @@ async fn read_statuses<N: VaultNode>(
         .collect()
 }
 
-/// Builds generation-1 credentials from a `sys/init` answer. `threshold`
-/// `None` takes it from the number of keys (a recovered answer whose request
-/// is gone). Errors name the problem, never the values.
-fn credentials_from(
-    answer: serde_json::Value,
-    threshold: Option<u8>,
-    version: &str,
-) -> Result<Credentials, NodeError> {
-    let r: InitResponse = serde_json::from_value(answer).map_err(|e| {
-        NodeError::Malformed(format!(
-            "the sys/init answer lacks keys or root_token (line {} column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let keys = if r.keys_base64.is_empty() {
-        r.keys_b64
-    } else {
-        r.keys_base64
-    };
-    let shares = u8::try_from(keys.len()).unwrap_or(u8::MAX);
-    let credentials = Credentials {
-        root_token: r.root_token,
-        key_shares: shares,
-        unseal_keys_b64: keys,
-        key_threshold: threshold.unwrap_or(shares),
-        generation: 1,
-        cluster_id: String::new(),
-        created_at: now_rfc3339(),
-        server_version: version.to_owned(),
-        history: vec![],
-    };
-    credentials
-        .validate()
-        .map_err(|e| NodeError::Malformed(format!("sys/init answered credentials that {e}")))?;
-    Ok(credentials)
-}
-
 fn with_facts(mut credentials: Credentials, statuses: &[SealStatus]) -> Credentials {
     if let Some(s) = statuses.first() {
         credentials.server_version.clone_from(&s.version);
@@ -397,7 +379,7 @@ async fn recover_response(node: &impl VaultNode) -> Result<Option<Credentials>, 
         .await
         .map_err(|source| InitError::ReadStatus { pod: pod(), source })?;
     let threshold = u8::try_from(status.threshold).ok().filter(|t| *t > 0);
-    let credentials = credentials_from(answer, threshold, &status.version)
+    let credentials = credentials_from_init(answer, &status.seal(), threshold, 1, &status.version)
         .map_err(|source| InitError::SysInit { pod: pod(), source })?;
     tracing::info!(
         pod = node.name(),

@@ -132,6 +132,9 @@ mod tests {
 
     fn creds(generation: u32, shares: &[&str]) -> Credentials {
         Credentials {
+            schema: crate::ops::credentials::CREDENTIALS_SCHEMA,
+            seal: Default::default(),
+            recovery_keys_b64: vec![],
             root_token: Secret::new(format!("token-{generation}")),
             unseal_keys_b64: shares.iter().map(|s| Secret::new(*s)).collect(),
             key_threshold: 2,
@@ -189,6 +192,7 @@ mod tests {
     fn the_same_shares_in_another_order_are_offered_once() {
         let mut stored = creds(2, &["a", "b", "c"]);
         let retired = |generation, shares: &[&str]| crate::ops::credentials::KeyGeneration {
+            recovery_keys_b64: vec![],
             generation,
             unseal_keys_b64: shares.iter().map(|s| Secret::new(*s)).collect(),
             key_threshold: 2,

@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod recover;
 pub mod restore;
 pub mod rotate;
+pub mod seal;
 pub mod secret;
 pub mod status;
 pub mod store;

@@ -134,6 +134,13 @@ pub struct SealStatus {
     /// `raft`, `file`, ...; empty when the server does not say (old versions).
     #[serde(default)]
     pub storage_type: String,
+    /// `shamir`, or the auto-unseal provider (`static`, `transit`, ...); see
+    /// [`SealStatus::seal`].
+    #[serde(default, rename = "type")]
+    pub seal_type: String,
+    /// True on an auto-unseal server: `t`/`n` then describe its recovery keys.
+    #[serde(default)]
+    pub recovery_seal: bool,
 }
 
 /// What a server keeps its data in, as far as the operations care.

@@ -17,7 +17,9 @@
 //! 5. Force-restore the snapshot with the temporary root token.
 //! 6. Checkpoint `restore_applied` (the temporary keys are dropped).
 //! 7. [`reconcile`] with the stored shares of the snapshot's generation
-//!    (pod 0 reseals with the snapshot's keyring; the others join).
+//!    (pod 0 reseals with the snapshot's keyring; the others join). On an
+//!    auto-unseal cluster pod 0 is restarted first and unseals itself from
+//!    the restored data; nothing is submitted to `sys/unseal`.
 //! 8. Find the stored root token the restored data accepts; [`converge`]
 //!    every pod onto the restored keyring (a read on each pod proves it).
 //! 9. When the snapshot's generation or token is not the stored current one,
@@ -46,10 +48,9 @@ use crate::ops::restore::{
     adopt, for_generation, save_checkpoint, token_works, wait_for_reseal, working_token,
     CheckpointWriteError, FeedError, RestoreError, RestoreOptions, SnapshotFeed,
 };
-use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::secret::SecretBytes;
 use crate::ops::store::{persist, CredentialStore, Record, StoreError};
 use crate::ops::unseal::{unseal_node, UnsealError};
-use serde::Deserialize;
 use std::time::Duration;
 
 #[derive(Debug, serde::Serialize)]
@@ -161,7 +162,7 @@ pub fn snapshot_replaceable(checkpoint: Option<&Checkpoint>) -> bool {
 /// Where a run starts.
 enum Start {
     Fresh,
-    TempInit(Credentials),
+    TempInit(Box<Credentials>),
     Applied,
 }
 
@@ -243,7 +244,7 @@ where
                     Some(temp) => {
                         store_temporary(store, snapshot, &temp, opts).await?;
                         clear_copy(&first).await;
-                        Start::TempInit(temp)
+                        Start::TempInit(Box::new(temp))
                     }
                     None => {
                         return Err(RecoverError::TemporaryKeysLost {
@@ -262,7 +263,7 @@ where
                         if switching {
                             store_temporary(store, snapshot, temporary, opts).await?;
                         }
-                        Start::TempInit(temporary.clone())
+                        Start::TempInit(Box::new(temporary.clone()))
                     }
                 }
                 _ => Start::Applied,
@@ -279,7 +280,7 @@ where
 
     let temp = match start {
         Start::Applied => None,
-        Start::TempInit(temp) => Some(temp),
+        Start::TempInit(temp) => Some(*temp),
         Start::Fresh => {
             let pending = Checkpoint::new(
                 &opts.holder,
@@ -333,6 +334,30 @@ where
         fail::fail_point!("recover::after_applied_checkpoint");
     }
     wait_for_reseal(&first, &unseal_with.root_token, Duration::from_secs(30)).await;
+    if unseal_with.seal.is_auto() {
+        // An auto-unseal node keeps serving raft with the temporary init's
+        // TLS keyring after the forced restore, so followers that join it
+        // never unseal (`tls: unrecognized name`). Restarted, it reads the
+        // restored data from disk and unseals itself through its seal.
+        tracing::info!(
+            pod = first.name(),
+            "restarting the restored auto-unseal pod"
+        );
+        restart
+            .restart(first.name())
+            .await
+            .map_err(|source| ConvergeError::Restart {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+        fail::fail_point!("recover::after_auto_unseal_restart");
+        seal_status_when_up(&first, opts.timeouts.pod_appear)
+            .await
+            .map_err(|source| RecoverError::ReadStatus {
+                pod: first.name().to_owned(),
+                source,
+            })?;
+    }
     tracing::info!(
         generation = unseal_with.generation,
         "unsealing with the stored shares of the snapshot's key generation"
@@ -470,58 +495,29 @@ async fn store_temporary(
     save_checkpoint::<RecoverError>(store, &checkpoint, opts.budget).await
 }
 
-#[derive(Deserialize)]
-struct TemporaryAnswer {
-    #[serde(default)]
-    keys_base64: Vec<Secret>,
-    #[serde(default)]
-    keys_b64: Vec<Secret>,
-    root_token: Secret,
-}
-
+/// The temporary keys from a `sys/init` answer, shaped like `shape` (the
+/// snapshot's generation: same seal, share count and threshold).
 fn temporary_from(
     answer: serde_json::Value,
     shape: &Credentials,
     pod: &str,
 ) -> Result<Credentials, RecoverError> {
-    let malformed = |why: &str| RecoverError::TemporaryInit {
-        pod: pod.to_owned(),
-        source: NodeError::Malformed(why.to_owned()),
-    };
-    let a: TemporaryAnswer = serde_json::from_value(answer)
-        .map_err(|_| malformed("the sys/init answer lacks keys or root_token"))?;
-    let keys = if a.keys_base64.is_empty() {
-        a.keys_b64
-    } else {
-        a.keys_base64
-    };
-    let c = Credentials {
-        root_token: a.root_token,
-        key_shares: shape.key_shares,
-        unseal_keys_b64: keys,
-        key_threshold: shape.key_threshold,
-        generation: 0,
-        cluster_id: String::new(),
-        created_at: crate::ops::checkpoint::now_rfc3339(),
-        server_version: String::new(),
-        history: vec![],
-    };
-    c.validate().map_err(|e| {
-        malformed(&format!(
-            "the temporary sys/init answered credentials that {e}"
-        ))
-    })?;
-    Ok(c)
+    crate::ops::seal::credentials_from_init(answer, &shape.seal, Some(shape.key_threshold), 0, "")
+        .map_err(|source| RecoverError::TemporaryInit {
+            pod: pod.to_owned(),
+            source,
+        })
 }
 
 async fn temporary_init(
     node: &impl VaultNode,
     shape: &Credentials,
 ) -> Result<Credentials, RecoverError> {
-    let body = SecretBytes::json(&serde_json::json!({
-        "secret_shares": shape.key_shares,
-        "secret_threshold": shape.key_threshold,
-    }))
+    let body = SecretBytes::json(&crate::ops::seal::init_body(
+        &shape.seal,
+        shape.key_shares,
+        shape.key_threshold,
+    ))
     .map_err(|e| RecoverError::TemporaryInit {
         pod: node.name().to_owned(),
         source: NodeError::Malformed(e.to_string()),

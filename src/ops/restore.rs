@@ -180,6 +180,7 @@ pub fn for_generation(
     };
     let mut c = stored.clone();
     c.unseal_keys_b64.clone_from(&chosen.unseal_keys_b64);
+    c.recovery_keys_b64.clone_from(&chosen.recovery_keys_b64);
     c.key_threshold = chosen.key_threshold;
     c.key_shares = chosen.key_shares;
     c.generation = chosen.generation;
@@ -223,10 +224,13 @@ pub fn adopt(
 ) -> Option<Credentials> {
     let base = explicit.unwrap_or(stored);
     let mut next = Credentials {
+        schema: crate::ops::credentials::CREDENTIALS_SCHEMA,
+        seal: restored.seal.clone(),
         root_token: token
             .cloned()
             .unwrap_or_else(|| restored.root_token.clone()),
         unseal_keys_b64: restored.unseal_keys_b64.clone(),
+        recovery_keys_b64: restored.recovery_keys_b64.clone(),
         key_threshold: restored.key_threshold,
         key_shares: restored.key_shares,
         generation: restored.generation,
@@ -542,6 +546,7 @@ mod tests {
 
     fn entry(generation: u32, share: &str, token: Option<&str>, cluster: &str) -> KeyGeneration {
         KeyGeneration {
+            recovery_keys_b64: vec![],
             generation,
             unseal_keys_b64: vec![Secret::new(share)],
             key_threshold: 1,

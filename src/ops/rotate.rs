@@ -39,10 +39,14 @@ use serde_json::{json, Value};
 
 #[derive(Clone, Debug)]
 pub struct RotateOptions {
-    /// New share count and threshold; `None` keeps the current ones.
+    /// New share count and threshold (of the recovery keys on an auto-unseal
+    /// cluster); `None` keeps the current ones.
     pub key_shares: Option<u8>,
     pub key_threshold: Option<u8>,
     pub rekey: bool,
+    /// The rekey is of the recovery keys (`--recovery`): required on an
+    /// auto-unseal cluster, refused on a Shamir one.
+    pub recovery: bool,
     pub root_token: bool,
     /// Older generations to keep in the history.
     pub keep_generations: usize,
@@ -118,6 +122,24 @@ impl RotateError {
     }
 }
 
+/// What a rekey changes: the unseal shares (Shamir) or the recovery keys
+/// (auto-unseal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Barrier,
+    Recovery,
+}
+
+impl Target {
+    fn of(credentials: &Credentials) -> Self {
+        if credentials.seal.is_auto() {
+            Target::Recovery
+        } else {
+            Target::Barrier
+        }
+    }
+}
+
 /// Which endpoints this server offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Api {
@@ -130,18 +152,17 @@ enum Api {
 }
 
 impl Api {
-    fn name(self) -> &'static str {
-        match self {
-            Api::Legacy | Api::LegacyWithToken => "sys/rekey",
-            Api::TokenOnly => "sys/rotate/root",
+    fn name(self, target: Target) -> &'static str {
+        match (self, target) {
+            (Api::Legacy | Api::LegacyWithToken, Target::Barrier) => "sys/rekey",
+            (Api::Legacy | Api::LegacyWithToken, Target::Recovery) => "sys/rekey-recovery-key",
+            (Api::TokenOnly, Target::Barrier) => "sys/rotate/root",
+            (Api::TokenOnly, Target::Recovery) => "sys/rotate/recovery",
         }
     }
 
-    fn rekey(self, op: &str) -> String {
-        match self {
-            Api::Legacy | Api::LegacyWithToken => format!("sys/rekey/{op}"),
-            Api::TokenOnly => format!("sys/rotate/root/{op}"),
-        }
+    fn rekey(self, target: Target, op: &str) -> String {
+        format!("{}/{op}", self.name(target))
     }
 
     fn generate_root(self, op: &str) -> String {
@@ -160,6 +181,7 @@ impl Api {
 struct Session<'a, N: VaultNode> {
     node: &'a N,
     api: Api,
+    target: Target,
     token: Secret,
 }
 
@@ -199,7 +221,7 @@ impl<N: VaultNode> Session<'_, N> {
             .call(
                 "cancel a stale rekey",
                 crate::ops::node::Method::Delete,
-                &self.api.rekey("init"),
+                &self.api.rekey(self.target, "init"),
                 None,
             )
             .await
@@ -229,7 +251,7 @@ impl<N: VaultNode> Session<'_, N> {
             .call(
                 "start the rekey",
                 crate::ops::node::Method::Write,
-                &self.api.rekey("init"),
+                &self.api.rekey(self.target, "init"),
                 Some(body),
             )
             .await?;
@@ -238,14 +260,21 @@ impl<N: VaultNode> Session<'_, N> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let mut last = Value::Null;
+        // A cluster without recovery keys answers the init with the new keys
+        // at once (no share to submit); a cluster with keys never does.
+        let done_at_start = started.get("complete").and_then(Value::as_bool) == Some(true);
+        if done_at_start != shares.is_empty() {
+            self.cancel_rekey().await?;
+            return Ok(None);
+        }
+        let mut last = started;
         for share in shares {
             let body = json!({ "key": share.expose(), "nonce": nonce });
             match self
                 .call(
                     "submit a share to the rekey",
                     crate::ops::node::Method::Write,
-                    &self.api.rekey("update"),
+                    &self.api.rekey(self.target, "update"),
                     Some(body),
                 )
                 .await
@@ -291,7 +320,7 @@ impl<N: VaultNode> Session<'_, N> {
     async fn accepts(&self, credentials: &Credentials) -> Result<bool, RotateError> {
         let accepted = self
             .rekey_with(
-                credentials.unseal_shares(),
+                credentials.authorising_keys(),
                 credentials.key_shares,
                 credentials.key_threshold,
             )
@@ -307,7 +336,7 @@ impl<N: VaultNode> Session<'_, N> {
             .call(
                 "read the rekey verification",
                 crate::ops::node::Method::Read,
-                &self.api.rekey("verify"),
+                &self.api.rekey(self.target, "verify"),
                 None,
             )
             .await
@@ -338,14 +367,14 @@ impl<N: VaultNode> Session<'_, N> {
     ) -> Result<(), RotateError> {
         let skip = usize::try_from(progress).unwrap_or(0);
         let mut submitted = skip;
-        for share in next.unseal_shares().iter().skip(skip) {
+        for share in next.authorising_keys().iter().skip(skip) {
             submitted += 1;
             let body = json!({ "key": share.expose(), "nonce": nonce });
             let v = self
                 .call(
                     "verify the new shares",
                     crate::ops::node::Method::Write,
-                    &self.api.rekey("verify"),
+                    &self.api.rekey(self.target, "verify"),
                     Some(body),
                 )
                 .await?;
@@ -374,6 +403,7 @@ pub async fn probe_shares<N: VaultNode>(
     let session = Session {
         node: leader,
         api,
+        target: Target::of(candidate),
         token: token.clone(),
     };
     session.accepts(candidate).await
@@ -441,10 +471,13 @@ pub async fn run<N: VaultNode>(
             },
         ));
     }
+    let target = Target::of(&current);
+    check_target(&current, target, opts)?;
     let api = detect_api(leader, &current.root_token).await?;
     let mut session = Session {
         node: leader,
         api,
+        target,
         token: current.root_token.clone(),
     };
 
@@ -453,7 +486,7 @@ pub async fn run<N: VaultNode>(
         rekeyed: false,
         root_token_rotated: false,
         resumed: false,
-        api: api.name(),
+        api: api.name(target),
     };
     let mut credentials = current.clone();
     match checkpoint.map(|c| c.phase) {
@@ -495,13 +528,50 @@ pub async fn run<N: VaultNode>(
     Ok(outcome)
 }
 
+/// `--recovery` on the cluster's seal: recovery keys exist only on an
+/// auto-unseal cluster, and only they authorise anything there.
+fn check_target(
+    current: &Credentials,
+    target: Target,
+    opts: &RotateOptions,
+) -> Result<(), RotateError> {
+    match target {
+        Target::Barrier if opts.recovery => Err(RotateError::InvalidOptions(
+            "--recovery: this cluster unseals with Shamir shares and has no recovery keys; `kubectl vault rotate` rekeys its unseal shares".into(),
+        )),
+        Target::Recovery if opts.rekey && !opts.recovery => Err(RotateError::InvalidOptions(format!(
+            "this cluster unseals itself through its {} seal and has no unseal shares to rekey; `kubectl vault rotate --recovery` rotates its recovery keys, `kubectl vault rotate --only-root-token` its root token",
+            current.seal
+        ))),
+        Target::Recovery if opts.root_token && !opts.rekey && current.lacks_recovery_keys() => {
+            Err(RotateError::InvalidOptions(
+                "this cluster has no recovery keys (initialized with --recovery-shares 0), and a root token generation needs them; run `kubectl vault rotate --recovery` first to create them".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The share count and threshold the rekey asks for: the options, else the
+/// current ones; recovery keys that do not exist yet default to 5 and 3.
+fn new_shape(current: &Credentials, opts: &RotateOptions) -> (u8, u8) {
+    let (shares, threshold) = if current.lacks_recovery_keys() {
+        (5, 3)
+    } else {
+        (current.key_shares, current.key_threshold)
+    };
+    (
+        opts.key_shares.unwrap_or(shares),
+        opts.key_threshold.unwrap_or(threshold),
+    )
+}
+
 async fn preflight<N: VaultNode>(
     nodes: &[N],
     current: &Credentials,
     opts: &RotateOptions,
 ) -> Result<(), RotateError> {
-    let shares = opts.key_shares.unwrap_or(current.key_shares);
-    let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
+    let (shares, threshold) = new_shape(current, opts);
     if shares == 0 || threshold == 0 || threshold > shares {
         return Err(RotateError::InvalidOptions(format!(
             "--key-threshold {threshold} must be between 1 and --key-shares {shares}"
@@ -546,22 +616,26 @@ async fn rekey<N: VaultNode>(
     current: &Credentials,
     opts: &RotateOptions,
 ) -> Result<Credentials, RotateError> {
-    let shares = opts.key_shares.unwrap_or(current.key_shares);
-    let threshold = opts.key_threshold.unwrap_or(current.key_threshold);
+    let (shares, threshold) = new_shape(current, opts);
     tracing::info!(
         pod = session.node.name(),
         shares,
         threshold,
+        api = session.api.name(session.target),
         "starting the rekey"
     );
     let (keys, verification_nonce) = session
-        .rekey_with(current.unseal_shares(), shares, threshold)
+        .rekey_with(current.authorising_keys(), shares, threshold)
         .await?
         .ok_or_else(|| RotateError::SharesRejected {
             reason: "the rekey did not complete with the stored shares".into(),
         })?;
     fail::fail_point!("rotate::after_update");
     let next = next_generation(current, keys, shares, threshold, opts.keep_generations);
+    tracing::info!(
+        generation = next.generation,
+        "new keys issued, not active until verified"
+    );
     let checkpoint = Checkpoint::new(
         &opts.holder,
         Phase::RotatePending {
@@ -662,8 +736,14 @@ fn next_generation(
     threshold: u8,
     keep: usize,
 ) -> Credentials {
+    let (unseal_keys_b64, recovery_keys_b64) = if current.seal.is_auto() {
+        (vec![], keys)
+    } else {
+        (keys, vec![])
+    };
     let mut next = Credentials {
-        unseal_keys_b64: keys,
+        unseal_keys_b64,
+        recovery_keys_b64,
         key_shares: shares,
         key_threshold: threshold,
         // Above every number used: after a restore of an older generation the
@@ -723,7 +803,7 @@ async fn rotate_root_token<N: VaultNode>(
         .unwrap_or_default()
         .to_owned();
     let mut encoded = None;
-    for share in current.unseal_shares() {
+    for share in current.authorising_keys() {
         let v = session
             .call(
                 "submit a share to the root token generation",
@@ -782,6 +862,7 @@ async fn rotate_root_token<N: VaultNode>(
     let new_session = Session {
         node: session.node,
         api: session.api,
+        target: session.target,
         token: next.root_token.clone(),
     };
     finish_root_token(&new_session, store, &current.root_token, &next, opts).await
@@ -812,6 +893,7 @@ async fn finish_root_token<N: VaultNode>(
         let old = Session {
             node: session.node,
             api: session.api,
+            target: session.target,
             token: previous.clone(),
         };
         match old
@@ -912,7 +994,15 @@ mod tests {
         let api = detect(403, 200).await.unwrap();
         assert_eq!(api, Api::LegacyWithToken);
         assert!(api.needs_token());
-        assert_eq!(api.rekey("init"), "sys/rekey/init");
+        assert_eq!(api.rekey(Target::Barrier, "init"), "sys/rekey/init");
+        assert_eq!(
+            api.rekey(Target::Recovery, "init"),
+            "sys/rekey-recovery-key/init"
+        );
+        assert_eq!(
+            Api::TokenOnly.rekey(Target::Recovery, "verify"),
+            "sys/rotate/recovery/verify"
+        );
         assert_eq!(api.generate_root("attempt"), "sys/generate-root/attempt");
         // A 403 that the token cannot lift is reported, not guessed around.
         assert!(matches!(

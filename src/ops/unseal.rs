@@ -14,7 +14,12 @@ use std::time::Duration;
 #[serde(rename_all = "snake_case")]
 pub enum UnsealOutcome {
     AlreadyUnsealed,
-    Unsealed { shares_submitted: usize },
+    Unsealed {
+        shares_submitted: usize,
+    },
+    /// An auto-unseal pod that was sealed unsealed itself through its seal
+    /// provider while we waited; nothing was submitted.
+    SelfUnsealed,
 }
 
 impl std::fmt::Display for UnsealOutcome {
@@ -24,6 +29,7 @@ impl std::fmt::Display for UnsealOutcome {
             UnsealOutcome::Unsealed { shares_submitted } => {
                 write!(f, "unsealed with {shares_submitted} shares")
             }
+            UnsealOutcome::SelfUnsealed => f.write_str("unsealed itself through its seal"),
         }
     }
 }
@@ -50,6 +56,41 @@ pub enum UnsealError {
     },
     #[error("could not unseal pod {pod}: {source}")]
     Node { pod: String, source: NodeError },
+    #[error("pod {pod} unseals itself through its {seal} seal, and it is still sealed after {waited:?}: the seal provider is unreachable or refusing. Nothing was submitted (auto-unseal clusters take no unseal shares); check the provider and `kubectl logs {pod}`")]
+    SealProvider {
+        pod: String,
+        seal: String,
+        waited: Duration,
+    },
+}
+
+/// How long an auto-unseal pod gets to unseal itself (a pod that just
+/// started or joined needs a few seconds).
+pub const SELF_UNSEAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for an auto-unseal pod to unseal itself; never submits anything.
+async fn wait_for_self_unseal(
+    node: &impl VaultNode,
+    seal: &str,
+    waited: Duration,
+) -> Result<UnsealOutcome, UnsealError> {
+    tracing::info!(
+        pod = node.name(),
+        seal,
+        "sealed; waiting for it to unseal itself through its seal"
+    );
+    let unsealed = poll_until(waited, Duration::from_millis(250), || async {
+        seal_status(node).await.ok().filter(|s| !s.sealed)
+    })
+    .await;
+    match unsealed {
+        Some(_) => Ok(UnsealOutcome::SelfUnsealed),
+        None => Err(UnsealError::SealProvider {
+            pod: node.name().to_owned(),
+            seal: seal.to_owned(),
+            waited,
+        }),
+    }
 }
 
 /// Unseals `node` with `shares`.
@@ -60,7 +101,8 @@ pub enum UnsealError {
 ///
 /// # Guarantees
 /// A node that is already unsealed is left alone. A refused share stops the
-/// attempt and leaves the node's progress reset.
+/// attempt and leaves the node's progress reset. An auto-unseal node is never
+/// sent anything: it is given [`SELF_UNSEAL_WAIT`] to unseal itself.
 pub async fn unseal_node(
     node: &impl VaultNode,
     shares: &[Secret],
@@ -77,6 +119,9 @@ pub async fn unseal_node(
     }
     if !status.initialized {
         return Err(UnsealError::NotInitialized { pod });
+    }
+    if status.auto_unseal() {
+        return wait_for_self_unseal(node, status.seal().name(), SELF_UNSEAL_WAIT).await;
     }
     if status.progress > 0 {
         tracing::debug!(pod = %pod, progress = status.progress, "resetting stale unseal progress");
@@ -176,11 +221,16 @@ pub async fn unseal_with_any(
     node: &impl VaultNode,
     sets: &[KeySet<'_>],
 ) -> Result<(UnsealOutcome, Option<u32>), UnsealError> {
+    if sets.is_empty() {
+        // No shares (an auto-unseal cluster): only waiting can help.
+        let outcome = unseal_node(node, &[], 0).await?;
+        return Ok((outcome, None));
+    }
     let mut last = None;
     for set in sets {
         match unseal_node(node, set.shares, set.threshold).await {
-            Ok(UnsealOutcome::AlreadyUnsealed) => {
-                return Ok((UnsealOutcome::AlreadyUnsealed, None))
+            Ok(outcome @ (UnsealOutcome::AlreadyUnsealed | UnsealOutcome::SelfUnsealed)) => {
+                return Ok((outcome, None))
             }
             Ok(outcome) => return Ok((outcome, Some(set.generation))),
             Err(

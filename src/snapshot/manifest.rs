@@ -38,6 +38,10 @@ pub struct Manifest {
     /// The pod (the active node) the snapshot came from.
     #[serde(default)]
     pub source_pod: String,
+    /// How the source cluster unsealed (`shamir`, `static`, `transit`, ...);
+    /// empty in manifests of earlier releases.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seal: String,
 }
 
 impl Manifest {
@@ -72,6 +76,7 @@ mod tests {
 
     fn sample() -> Manifest {
         Manifest {
+            seal: String::new(),
             schema: MANIFEST_SCHEMA,
             snapshot: "openbao-20261125T000000Z.snap".into(),
             sha256: "a".repeat(64),

@@ -2,6 +2,7 @@
 //! clusters of real OpenBao processes, with real kubectl and sops.
 
 mod api_errors;
+mod autounseal;
 mod chart;
 mod crash;
 mod credentials;

@@ -476,6 +476,9 @@ async fn a_write_based_on_a_stale_read_is_refused() {
     use kubectl_vault::store::kube_secret::SecretStore;
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
     let creds = |generation: u32, share: &str| Credentials {
+        schema: kubectl_vault::ops::credentials::CREDENTIALS_SCHEMA,
+        seal: Default::default(),
+        recovery_keys_b64: vec![],
         root_token: Secret::new(format!("token-{generation}")),
         unseal_keys_b64: vec![Secret::new(share)],
         key_threshold: 1,

@@ -240,6 +240,7 @@ pub(super) mod tests {
         let mut c = sample(3, 2);
         c.generation = 2;
         c.history.push(KeyGeneration {
+            recovery_keys_b64: vec![],
             generation: 1,
             unseal_keys_b64: vec![Secret::new("old-0"), Secret::new("old-1")],
             key_threshold: 1,

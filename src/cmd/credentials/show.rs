@@ -35,6 +35,8 @@ struct GenerationView {
     key_shares: u8,
     retired_at: String,
     shares: Vec<SecretView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    recovery_keys: Vec<SecretView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,7 +50,11 @@ struct CredentialsView {
     cluster_id: String,
     created_at: String,
     server_version: String,
+    /// `shamir`, or the auto-unseal provider.
+    seal: String,
     shares: Vec<SecretView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    recovery_keys: Vec<SecretView>,
     root_token: SecretView,
     history: Vec<GenerationView>,
 }
@@ -65,6 +71,12 @@ impl CredentialsView {
             cluster_id: c.cluster_id.clone(),
             created_at: c.created_at.clone(),
             server_version: c.server_version.clone(),
+            seal: c.seal.name().to_owned(),
+            recovery_keys: c
+                .recovery_keys_b64
+                .iter()
+                .map(|s| SecretView::of(s, reveal))
+                .collect(),
             shares: c
                 .unseal_keys_b64
                 .iter()
@@ -79,6 +91,11 @@ impl CredentialsView {
                     key_threshold: g.key_threshold,
                     key_shares: g.key_shares,
                     retired_at: g.retired_at.clone(),
+                    recovery_keys: g
+                        .recovery_keys_b64
+                        .iter()
+                        .map(|s| SecretView::of(s, reveal))
+                        .collect(),
                     shares: g
                         .unseal_keys_b64
                         .iter()
@@ -117,8 +134,18 @@ fn show_table(v: &CredentialsView) -> String {
         "plaintext JSON".to_owned()
     };
     let mut text = format!(
-        "Credentials in {} ({envelope})\nGeneration {}: threshold {} of {} shares; cluster {}; created {}\n\n",
-        v.object, v.generation, v.key_threshold, v.key_shares, v.cluster_id, v.created_at
+        "Credentials in {} ({envelope})\nGeneration {}: threshold {} of {} {}; cluster {}; created {}\n\n",
+        v.object,
+        v.generation,
+        v.key_threshold,
+        v.key_shares,
+        if v.seal == "shamir" {
+            "shares".to_owned()
+        } else {
+            format!("recovery keys ({} seal)", v.seal)
+        },
+        v.cluster_id,
+        v.created_at
     );
     let reveal = v.root_token.value.is_some();
     let mut rows = Vec::new();
@@ -133,11 +160,21 @@ fn show_table(v: &CredentialsView) -> String {
     for (i, s) in v.shares.iter().enumerate() {
         row(v.generation, format!("share {}", i + 1), s);
     }
+    for (i, s) in v.recovery_keys.iter().enumerate() {
+        row(v.generation, format!("recovery key {}", i + 1), s);
+    }
     for g in &v.history {
         for (i, s) in g.shares.iter().enumerate() {
             row(
                 g.generation,
                 format!("share {} (retired {})", i + 1, g.retired_at),
+                s,
+            );
+        }
+        for (i, s) in g.recovery_keys.iter().enumerate() {
+            row(
+                g.generation,
+                format!("recovery key {} (retired {})", i + 1, g.retired_at),
                 s,
             );
         }
@@ -166,6 +203,7 @@ pub(super) mod tests {
         let mut c = sample(3, 2);
         c.generation = 2;
         c.history.push(KeyGeneration {
+            recovery_keys_b64: vec![],
             generation: 1,
             unseal_keys_b64: vec![Secret::new("old-0"), Secret::new("old-1")],
             key_threshold: 1,
