@@ -718,15 +718,57 @@ impl PodRestart {
     }
 }
 
+/// How long a deleted pod may take to be replaced: its grace period (the
+/// charts' 10 s), scheduling and the container's start.
+const REPLACEMENT_DEADLINE: Duration = Duration::from_secs(180);
+
+impl PodRestart {
+    /// Waits until pod `pod` is a new object (not `old_uid`), Running and
+    /// not itself being deleted: a deleted pod stays Terminating for its
+    /// grace period, then Pending, before its successor runs.
+    async fn wait_for_successor(&self, pod: &str, old_uid: &str) -> Result<(), ClusterError> {
+        let replaced = crate::ops::wait::poll_until(
+            REPLACEMENT_DEADLINE,
+            Duration::from_millis(500),
+            || async {
+                let p = self.pods.get_opt(pod).await.ok()??;
+                let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                (p.metadata.uid.as_deref() != Some(old_uid)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && running)
+                    .then_some(())
+            },
+        )
+        .await;
+        replaced.ok_or_else(|| ClusterError::PodMissing {
+            pod: pod.to_owned(),
+            waited: REPLACEMENT_DEADLINE,
+        })
+    }
+}
+
 impl ServerRestart for PodRestart {
+    /// Deletes the pod and returns once its successor runs.
     async fn restart(&self, pod: &str) -> Result<(), ClusterError> {
         tracing::info!(pod, "deleting the pod so that it restarts sealed");
+        let old_uid = match self.pods.get_opt(pod).await {
+            Ok(found) => found.and_then(|p| p.metadata.uid).unwrap_or_default(),
+            Err(e) => {
+                return Err(ClusterError::List(format!(
+                    "get pod {pod}: {}",
+                    crate::transport::api_reason(&e)
+                )))
+            }
+        };
         match self
             .pods
             .delete(pod, &kube::api::DeleteParams::default())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                tracing::info!(pod, "waiting for the pod's successor to run");
+                self.wait_for_successor(pod, &old_uid).await
+            }
             Err(kube::Error::Api(s)) if s.code == 403 => Err(ClusterError::Forbidden {
                 action: format!("delete pod {pod}"),
                 reason: s.message,
