@@ -65,7 +65,7 @@ async fn dropped_exec_stream_has_no_status() {
         &pods,
         "openbao-0",
         None,
-        &["sh", "-c", "echo ran > ran.txt"],
+        &["sh", "-c", "echo ran > \"$HOME/ran.txt\""],
         None,
     )
     .await
@@ -76,7 +76,7 @@ async fn dropped_exec_stream_has_no_status() {
         out.status
     );
     assert!(
-        c.dir().join("pods/openbao-0/ran.txt").exists(),
+        c.dir().join("pods/openbao-0/home/ran.txt").exists(),
         "the command itself ran"
     );
     let out = exec(&pods, "openbao-0", None, &["true"], None)

@@ -207,6 +207,19 @@ async fn deleting_a_pod_recreates_it_with_its_data() {
     init(&pods, "openbao-0").await.unwrap();
     let before = pods.get("openbao-0").await.unwrap();
     pods.delete("openbao-0", &Default::default()).await.unwrap();
+    // Terminating while the charts' preStop hook sleeps, then replaced.
+    let terminating = pods.get("openbao-0").await.unwrap();
+    assert_eq!(terminating.metadata.uid, before.metadata.uid);
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    wait_until(Duration::from_secs(60), "a successor that runs", || async {
+        pods.get_opt("openbao-0").await.unwrap().is_some_and(|p| {
+            p.metadata.uid != before.metadata.uid
+                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+        })
+    })
+    .await
+    .unwrap();
+    c.wait_for_pods(1, Duration::from_secs(30)).await.unwrap();
     let after = pods.get("openbao-0").await.unwrap();
     assert_ne!(after.metadata.uid, before.metadata.uid);
     assert_eq!(restart_count(&after), 0);

@@ -331,12 +331,12 @@ async fn a_vanished_exec_client_kills_its_command() {
     let proc = pods
         .exec(
             "openbao-0",
-            vec!["sh", "-c", "sleep 600 & echo $! > pid; wait"],
+            vec!["sh", "-c", "sleep 600 & echo $! > \"$HOME/pid\"; wait"],
             &ap,
         )
         .await
         .unwrap();
-    let pid_file = c.dir().join("pods/openbao-0/pid");
+    let pid_file = c.dir().join("pods/openbao-0/home/pid");
     wait_until(std::time::Duration::from_secs(10), "pid file", || async {
         pid_file.exists()
     })
