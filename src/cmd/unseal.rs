@@ -166,16 +166,22 @@ async fn unseal_node(node: &PodNode, sets: &[KeySet<'_>]) -> PodUnseal {
 /// - A pod that answered with a failure (wrong keys, not initialized) is
 ///   reported at once, never waited for.
 /// - A replica with no running pod at the deadline is reported "missing".
-/// - With `timeout` zero, exactly one pass over the pods running now.
+/// - With `timeout` zero, or pods that no StatefulSet owns, exactly one
+///   pass over the pods running now.
 async fn unseal_every_replica(
     cluster: &KubeCluster,
     keys: &Keyring,
     timeout: Duration,
 ) -> Result<(Vec<PodUnseal>, bool), Failure> {
     let deadline = std::time::Instant::now() + timeout;
-    let expected: Vec<String> = (0..cluster.replicas())
-        .map(|o| format!("{}-{o}", cluster.workload_name()))
-        .collect();
+    // Pods named `<statefulset>-<ordinal>` only when a StatefulSet owns
+    // them; without one there is nothing to wait for beyond the pods found.
+    let expected: Vec<String> = match cluster.statefulset() {
+        Some(sts) => (0..cluster.replicas())
+            .map(|o| format!("{sts}-{o}"))
+            .collect(),
+        None => Vec::new(),
+    };
     loop {
         let (mut results, failed) = unseal_pass(cluster, keys).await?;
         if timeout.is_zero() {

@@ -100,6 +100,11 @@ impl KubeCluster {
     }
 
     /// The StatefulSet's name, or the pods' common prefix.
+    /// The StatefulSet that owns the pods, when they have one.
+    pub fn statefulset(&self) -> Option<&str> {
+        self.statefulset.as_deref()
+    }
+
     pub fn workload_name(&self) -> String {
         self.statefulset
             .clone()
