@@ -20,6 +20,11 @@
 //!    and unseal it. An auto-unseal pod is restarted at once (after
 //!    `sys/seal` it would stay sealed until a restart) and unseals itself.
 //! 3. Read again; a pod that still fails is an error naming it.
+//! 4. When any pod was sealed or restarted, read every pod once more. A
+//!    restarted voter can cost the others their quorum or their leader for a
+//!    while (on two voters, always), so a pod that read before the change
+//!    is not proof that it reads after it. With HA, the pass also waits for
+//!    an active node.
 //!
 //! # Guarantees
 //! On `Ok`, every pod answered both reads after the last change made here.
@@ -93,6 +98,14 @@ pub enum ConvergeError {
         remedy: &'static str,
         source: NodeError,
     },
+    #[error(
+        "pod {pod} stopped reading after another pod was sealed or restarted, and did not read again within {waited:?}: {source}"
+    )]
+    Unsettled {
+        pod: String,
+        waited: Duration,
+        source: NodeError,
+    },
 }
 
 /// True for the answer of a server whose in-memory keyring does not open
@@ -106,9 +119,14 @@ pub fn is_stale_keyring(e: &NodeError) -> bool {
     }
 }
 
-/// One read through the pod's own keyring, and one with `token`.
+/// One read through the pod's own keyring, and one with `token`. With HA,
+/// the pod must also know an active node: requests to a standby are
+/// forwarded there.
 pub async fn reads(node: &impl VaultNode, token: Option<&Secret>) -> Result<(), NodeError> {
-    leader(node).await?;
+    let l = leader(node).await?;
+    if l.ha_enabled && !l.is_self && l.leader_address.is_empty() {
+        return Err(NodeError::Malformed("no active node yet".into()));
+    }
     if let Some(t) = token {
         node.call(Request::read("auth/token/lookup-self").with_token(t))
             .await?;
@@ -234,6 +252,17 @@ where
         tracing::info!(pod = %pod, %remedy, "the pod reads through the restored keyring");
         out.push(PodReading { pod, remedy });
     }
+    if out.iter().any(|r| r.remedy != Remedy::None) {
+        for node in cluster.nodes().await? {
+            reads_settled(&node, token, SETTLE)
+                .await
+                .map_err(|source| ConvergeError::Unsettled {
+                    pod: node.name().to_owned(),
+                    waited: SETTLE,
+                    source,
+                })?;
+        }
+    }
     Ok(out)
 }
 
@@ -265,6 +294,10 @@ mod tests {
     /// keyring it lacks).
     #[derive(Debug, Default)]
     struct State {
+        /// Reads that fail before this pod answers again, as a voter does
+        /// while a restarted peer costs it its quorum.
+        unsettled: u32,
+        reads_after_restart: u32,
         sealed: bool,
         stale: bool,
         seal_refused: bool,
@@ -312,7 +345,14 @@ mod tests {
                     500,
                     "decryption failed: cipher: message authentication failed",
                 )),
-                "sys/leader" => Ok(json!({"ha_enabled": true})),
+                _ if s.unsettled > 0 => {
+                    s.unsettled -= 1;
+                    Err(NodeError::Unreachable("EOF".into()))
+                }
+                "sys/leader" => {
+                    s.reads_after_restart += 1;
+                    Ok(json!({"ha_enabled": true, "leader_address": "http://vault-0:8200"}))
+                }
                 "auth/token/lookup-self" => Ok(json!({"id": "x"})),
                 other => Err(api(404, other)),
             }
@@ -340,6 +380,11 @@ mod tests {
 
     impl ServerRestart for FakeCluster {
         async fn restart(&self, pod: &str) -> Result<(), ClusterError> {
+            for other in self.0.iter().filter(|n| n.name != pod) {
+                let mut s = other.state.lock().unwrap();
+                s.unsettled = 2;
+                s.reads_after_restart = 0;
+            }
             let node = self.0.iter().find(|n| n.name == pod).unwrap();
             let mut s = node.state.lock().unwrap();
             s.restarts += 1;
@@ -385,6 +430,51 @@ mod tests {
             assert_eq!(s.restarts, u32::from(i == 1), "pod {i}");
             assert_eq!(s.seals, 0, "pod {i}");
         }
+    }
+
+    /// Pod 0 read before pod 1 was restarted; the restart cost it its
+    /// quorum for a while. `Ok` means it was read again afterwards.
+    #[tokio::test]
+    async fn pods_that_read_before_a_restart_are_read_again_after_it() {
+        let c = cluster(vec![
+            State::default(),
+            State {
+                stale: true,
+                seal_refused: true,
+                ..State::default()
+            },
+        ]);
+        let token = Secret::new("t");
+        converge(&c, &c, &sample(1, 1), Some(&token), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let s = c.0[0].state.lock().unwrap();
+        assert_eq!(s.unsettled, 0, "pod 0's failing reads were waited out");
+        assert!(s.reads_after_restart >= 1, "pod 0 read after the restart");
+    }
+
+    #[tokio::test]
+    async fn a_standby_that_knows_no_active_node_does_not_count_as_reading() {
+        let c = cluster(vec![State::default()]);
+        // A standby answers sys/leader without an active node while an
+        // election runs.
+        struct NoLeader(FakeNode);
+        impl VaultNode for NoLeader {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+                match req.path {
+                    "sys/leader" => {
+                        Ok(json!({"ha_enabled": true, "is_self": false, "leader_address": ""}))
+                    }
+                    _ => self.0.call(req).await,
+                }
+            }
+        }
+        let err = reads(&NoLeader(c.0[0].clone()), None).await.unwrap_err();
+        assert!(err.to_string().contains("no active node"), "{err}");
+        reads(&c.0[0], None).await.unwrap();
     }
 
     #[tokio::test]
