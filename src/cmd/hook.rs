@@ -83,7 +83,7 @@ async fn unseal_for_other_operation(
     let Some(InitError::OtherOperation(other)) = failure.error.downcast_ref::<InitError>() else {
         return failure;
     };
-    let resume = other.operation.resume_command();
+    let resume = other.resume.clone();
     let Ok(cluster) = ctx.cluster().await else {
         return failure;
     };

@@ -18,11 +18,10 @@ pub async fn run(ctx: &Context<'_>, args: RotateArgs) -> Result<(), Failure> {
         checkpoint.as_ref(),
         crate::ops::operation::Operation::Rotate,
     ) {
-        crate::ops::operation::Claim::Busy(operation) => {
-            return Err(Failure::refused(crate::ops::operation::OtherOperation {
-                checkpoint: store.checkpoint_object(),
-                operation,
-            }))
+        crate::ops::operation::Claim::Busy(found) => {
+            return Err(Failure::refused(
+                crate::ops::operation::OtherOperation::new(store.checkpoint_object(), found),
+            ))
         }
         crate::ops::operation::Claim::Resume(_) => true,
         crate::ops::operation::Claim::Free => false,

@@ -90,10 +90,9 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     // the stored one (a verified rekey, a restore): the manifest would name
     // shares that do not open the snapshot.
     if let Ok(Some(c)) = store.load_checkpoint().await {
-        return Err(Failure::refused(crate::ops::operation::OtherOperation {
-            checkpoint: store.checkpoint_object(),
-            operation: c.operation(),
-        }));
+        return Err(Failure::refused(
+            crate::ops::operation::OtherOperation::new(store.checkpoint_object(), &c),
+        ));
     }
     let nodes = cluster.nodes().await.map_err(Failure::refused)?;
     let (leader_pod, _) = wait_for_leader(&nodes, Duration::from_secs(30))

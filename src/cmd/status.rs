@@ -142,15 +142,16 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
     let nodes = nodes.map_err(Failure::refused)?;
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
+    let resume = checkpoint
+        .as_ref()
+        .ok()
+        .and_then(Option::as_ref)
+        .map(|c| c.resume_command());
     let next = crate::cmd::next::next_step(
         &observations,
         crate::cmd::next::Stored {
             credentials: matches!(credentials, Ok(Some(_))),
-            resume: checkpoint
-                .as_ref()
-                .ok()
-                .and_then(Option::as_ref)
-                .map(|c| c.resume_command()),
+            resume: resume.as_deref(),
         },
     );
 

@@ -358,10 +358,9 @@ pub async fn run_join(ctx: &Context<'_>, args: JoinArgs) -> Result<(), Failure> 
         use crate::ops::operation::Operation;
         if matches!(c.operation(), Operation::Restore | Operation::Recover) {
             guard.release().await;
-            return Err(Failure::refused(crate::ops::operation::OtherOperation {
-                checkpoint: store.checkpoint_object(),
-                operation: c.operation(),
-            }));
+            return Err(Failure::refused(
+                crate::ops::operation::OtherOperation::new(store.checkpoint_object(), &c),
+            ));
         }
     }
     let keys = keyring(&store).await?;

@@ -101,9 +101,44 @@ impl Checkpoint {
         }
     }
 
-    /// The command that resumes the operation, for `status` and error hints.
-    pub fn resume_command(&self) -> &'static str {
-        self.operation().resume_command()
+    /// The command that resumes the operation, for `status` and error
+    /// hints: for a restore or recover, with the snapshot it works from, so
+    /// that the command runs as printed.
+    pub fn resume_command(&self) -> String {
+        let base = self.operation().resume_command();
+        let snapshot = match &self.phase {
+            Phase::RestorePending { snapshot }
+            | Phase::RecoverPending { snapshot }
+            | Phase::RecoverTempInit { snapshot, .. }
+            | Phase::RestoreApplied { snapshot, .. } => snapshot,
+            _ => return base.to_owned(),
+        };
+        let location = snapshot.location.as_str();
+        let remote = location.contains("://");
+        let names_the_file = !remote
+            && std::path::Path::new(location)
+                .file_name()
+                .is_some_and(|f| f == snapshot.name.as_str())
+            && !location.ends_with('/');
+        use crate::ops::operation::Operation;
+        match self.operation() {
+            // A bucket prefix or folder, and the name within it.
+            Operation::Restore if !names_the_file => format!(
+                "{base} --from {} --snapshot {}",
+                shell_word(location),
+                shell_word(&snapshot.name)
+            ),
+            // recover takes one file, or the newest in a bucket prefix.
+            Operation::Recover if !names_the_file && !remote => format!(
+                "{base} --from {}",
+                shell_word(&format!(
+                    "{}/{}",
+                    location.trim_end_matches('/'),
+                    snapshot.name
+                ))
+            ),
+            _ => format!("{base} --from {}", shell_word(location)),
+        }
     }
 
     /// What abandoning this checkpoint would lose: `Some` when it holds key
@@ -153,6 +188,19 @@ impl Checkpoint {
             | Phase::RecoverTempInit { .. }
             | Phase::RestoreApplied { .. } => vec![],
         }
+    }
+}
+
+/// `word` as one shell word: unchanged when it is plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._:@%+=,-".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

@@ -160,11 +160,11 @@ pub async fn run<C: VaultCluster>(
             source,
         })?;
     let resumed = match claim(checkpoint.as_ref(), Operation::Init) {
-        Claim::Busy(operation) => {
-            return Err(InitError::OtherOperation(OtherOperation {
-                checkpoint: store.checkpoint_object(),
-                operation,
-            }))
+        Claim::Busy(found) => {
+            return Err(InitError::OtherOperation(OtherOperation::new(
+                store.checkpoint_object(),
+                found,
+            )))
         }
         Claim::Resume(c) => Some(c),
         Claim::Free => None,

@@ -71,7 +71,7 @@ pub enum Claim<'a> {
     /// This command's own operation was interrupted here; resume it.
     Resume(&'a Checkpoint),
     /// Another operation is in flight: refuse, and name it.
-    Busy(Operation),
+    Busy(&'a Checkpoint),
 }
 
 /// Decides whether `mine` may run with `checkpoint` in place.
@@ -79,16 +79,29 @@ pub fn claim(checkpoint: Option<&Checkpoint>, mine: Operation) -> Claim<'_> {
     match checkpoint {
         None => Claim::Free,
         Some(c) if c.phase.operation() == mine => Claim::Resume(c),
-        Some(c) => Claim::Busy(c.phase.operation()),
+        Some(c) => Claim::Busy(c),
     }
 }
 
 /// The refusal a command gives when [`claim`] answers [`Claim::Busy`].
 #[derive(Debug, thiserror::Error)]
-#[error("{checkpoint} holds an interrupted {operation}; finish it with `{}` first (`kubectl vault checkpoint show` shows what it holds)", operation.resume_command())]
+#[error("{checkpoint} holds an interrupted {operation}; finish it with `{resume}` first (`kubectl vault checkpoint show` shows what it holds)")]
 pub struct OtherOperation {
     pub checkpoint: String,
     pub operation: Operation,
+    /// The command that finishes it, as the user would type it.
+    pub resume: String,
+}
+
+impl OtherOperation {
+    /// The refusal for `found`, kept in the object named `checkpoint`.
+    pub fn new(checkpoint: String, found: &Checkpoint) -> Self {
+        OtherOperation {
+            checkpoint,
+            operation: found.operation(),
+            resume: found.resume_command(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,17 +131,60 @@ mod tests {
         });
         assert_eq!(claim(None, Operation::Init), Claim::Free);
         assert_eq!(claim(Some(&init), Operation::Init), Claim::Resume(&init));
-        assert_eq!(
-            claim(Some(&init), Operation::Rotate),
-            Claim::Busy(Operation::Init)
-        );
+        assert_eq!(claim(Some(&init), Operation::Rotate), Claim::Busy(&init));
         assert_eq!(
             claim(Some(&restore), Operation::Init),
-            Claim::Busy(Operation::Restore)
+            Claim::Busy(&restore)
         );
         assert_eq!(
             claim(Some(&restore), Operation::Recover),
-            Claim::Busy(Operation::Restore)
+            Claim::Busy(&restore)
+        );
+    }
+
+    fn restore_of(location: &str, name: &str, recover: bool) -> Checkpoint {
+        checkpoint(Phase::RestoreApplied {
+            snapshot: SnapshotRef {
+                location: location.into(),
+                name: name.into(),
+                sha256: "00".into(),
+                generation: 1,
+            },
+            recover,
+        })
+    }
+
+    /// The printed resume command runs as printed: it names the snapshot.
+    #[test]
+    fn restore_and_recover_resume_with_their_snapshot() {
+        let cmd = |l, n, r| restore_of(l, n, r).resume_command();
+        assert_eq!(
+            cmd("/s/", "a.snap", false),
+            "kubectl vault snapshot restore --from /s/ --snapshot a.snap"
+        );
+        assert_eq!(
+            cmd("/s/a.snap", "a.snap", false),
+            "kubectl vault snapshot restore --from /s/a.snap"
+        );
+        assert_eq!(
+            cmd("s3://b/p/", "a.snap", false),
+            "kubectl vault snapshot restore --from s3://b/p/ --snapshot a.snap"
+        );
+        assert_eq!(
+            cmd("/my dir", "a.snap", true),
+            "kubectl vault recover --from '/my dir/a.snap'"
+        );
+        assert_eq!(
+            cmd("/s/a.snap", "a.snap", true),
+            "kubectl vault recover --from /s/a.snap"
+        );
+        assert_eq!(
+            cmd("s3://b/p/", "a.snap", true),
+            "kubectl vault recover --from s3://b/p/"
+        );
+        assert_eq!(
+            cmd("/it's", "a.snap", true),
+            "kubectl vault recover --from '/it'\\''s/a.snap'"
         );
     }
 }

@@ -78,11 +78,12 @@ pub enum RecoverError {
     #[error("{checkpoint} holds another interrupted operation; finish it first with `{resume}`")]
     OtherOperation { checkpoint: String, resume: String },
     #[error(
-        "{checkpoint} records a recover from {recorded}, which may already be applied; re-run with --from naming that location"
+        "{checkpoint} records a recover from {recorded}, which may already be applied; finish it with `{resume}`"
     )]
     OtherSnapshot {
         checkpoint: String,
         recorded: String,
+        resume: String,
     },
     #[error("pod {pod} was initialized by an interrupted recover, but its temporary keys were lost (neither the checkpoint nor the pod-local copy holds them); delete pod {pod}'s data (its PVC) and re-run `kubectl vault recover`")]
     TemporaryKeysLost { pod: String },
@@ -228,6 +229,10 @@ where
             let switching = recorded.sha256 != snapshot.sha256;
             let other = || RecoverError::OtherSnapshot {
                 checkpoint: store.checkpoint_object(),
+                resume: checkpoint
+                    .as_ref()
+                    .map(|c| c.resume_command())
+                    .unwrap_or_default(),
                 recorded: format!(
                     "{}/{}",
                     recorded.location.trim_end_matches('/'),

@@ -117,7 +117,7 @@ pub enum RestoreError {
     },
     #[error("{checkpoint} holds an interrupted operation; finish it first with `{resume}`")]
     OtherOperation { checkpoint: String, resume: String },
-    #[error("{checkpoint} records a restore of {recorded}, not of {requested}; finish it with `{resume}` and --from naming that snapshot")]
+    #[error("{checkpoint} records a restore of {recorded}, not of {requested}; finish it with `{resume}`")]
     OtherSnapshot {
         checkpoint: String,
         recorded: String,

@@ -460,15 +460,12 @@ pub async fn run<N: VaultNode>(
             object: store.checkpoint_object(),
             source,
         })?;
-    if let crate::ops::operation::Claim::Busy(operation) = crate::ops::operation::claim(
+    if let crate::ops::operation::Claim::Busy(found) = crate::ops::operation::claim(
         checkpoint.as_ref(),
         crate::ops::operation::Operation::Rotate,
     ) {
         return Err(RotateError::OtherOperation(
-            crate::ops::operation::OtherOperation {
-                checkpoint: store.checkpoint_object(),
-                operation,
-            },
+            crate::ops::operation::OtherOperation::new(store.checkpoint_object(), found),
         ));
     }
     let target = Target::of(&current);

@@ -5,7 +5,8 @@
 //!
 //! One 3-pod cluster walks the states in turn: uninitialized (with init
 //! killed once, leaving an init checkpoint), sealed, a rotate checkpoint,
-//! and wiped with the keys surviving.
+//! wiped with the keys surviving, a restore checkpoint, and a recover
+//! checkpoint.
 
 use crate::harness::Env;
 use sandbox::ClusterOptions;
@@ -157,6 +158,43 @@ async fn following_the_hints_from_each_state_ends_whole_without_a_cycle() {
     }
     let path = walk(&env, &["unseal"], None, location).await;
     assert_eq!(commands(&path), ["unseal", "recover"], "{path:#?}");
+    env.assert_whole(3).await;
+
+    // A restore killed once its snapshot is applied: rotate refuses and
+    // names the resume command, snapshot included, which runs as printed.
+    let crashed = env
+        .plugin_crashing_at(
+            &["snapshot", "restore", "--from", location, "--yes"],
+            "restore::after_applied_checkpoint",
+        )
+        .await;
+    assert_eq!(crashed.code, 101, "the failpoint fired: {crashed:?}");
+    assert!(env.checkpoint_exists().await);
+    let path = walk(&env, &["rotate", "--yes"], None, location).await;
+    assert_eq!(commands(&path), ["rotate", "snapshot"], "{path:#?}");
+    assert!(!env.checkpoint_exists().await, "{path:#?}");
+    env.assert_whole(3).await;
+
+    // A recover killed after its restore, on a wiped cluster: unseal points
+    // to finishing it, with the snapshot it was restoring.
+    for i in 0..3 {
+        env.cluster.wipe_pod(i).await.unwrap();
+    }
+    let crashed = env
+        .plugin_crashing_at(
+            &["recover", "--from", location, "--yes"],
+            "recover::after_restore",
+        )
+        .await;
+    assert_eq!(crashed.code, 101, "the failpoint fired: {crashed:?}");
+    assert!(env.checkpoint_exists().await);
+    let path = walk(&env, &["unseal"], None, location).await;
+    assert_eq!(commands(&path).last().unwrap(), "recover", "{path:#?}");
+    assert!(
+        path.iter().all(|s| !s.contains("LOCATION")),
+        "the resume names the snapshot: {path:#?}"
+    );
+    assert!(!env.checkpoint_exists().await, "{path:#?}");
     env.assert_whole(3).await;
     env.assert_no_secret_exposed().await;
 }

@@ -106,10 +106,7 @@ async fn import_locked(
     match store.load_checkpoint().await {
         Ok(None) => {}
         Ok(Some(c)) => {
-            return Err(Failure::refused(crate::ops::operation::OtherOperation {
-                checkpoint: store.checkpoint_object(),
-                operation: c.operation(),
-            }))
+            return Err(Failure::refused(crate::ops::operation::OtherOperation::new(store.checkpoint_object(), &c)))
         }
         Err(e) => {
             return Err(Failure::refused(anyhow::Error::new(e).context(
