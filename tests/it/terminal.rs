@@ -138,7 +138,11 @@ fn redact(text: &str, dir: &str) -> String {
         (r"openbao-\d: active leader", "openbao-N: active leader"),
         (r"from openbao-\d", "from openbao-N"),
         (r"size=\d+", "size=[N]"),
-        (r"openbao-\d(\s+)(saving|new shares)", "openbao-N$1$2"),
+        (
+            r"openbao-\d(\s+)(saving|new shares|active)",
+            "openbao-N$1$2",
+        ),
+        (r"leader openbao-\d", "leader openbao-N"),
     ];
     let mut text = text.replace(dir, "[DIR]");
     for (pattern, with) in rules {
@@ -216,6 +220,31 @@ async fn final_screens_are_whole_and_clean_and_pipes_get_no_escapes() {
     assert!(save.text.contains("✓ snapshot"), "{}", save.text);
     insta::assert_snapshot!("snapshot_save", redact(&save.text, &dir));
 
+    // The restore's stream bar ends in one line with size and rate, and the
+    // summary follows it.
+    let saved = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .expect("the saved snapshot");
+    let from = saved.to_str().unwrap();
+    let restore = on(owned(&["snapshot", "restore", "--from", from, "--yes"])).await;
+    assert_clean("snapshot restore", &restore);
+    let bar = restore
+        .text
+        .lines()
+        .position(|l| l.starts_with("✓ restore"));
+    let summary = restore
+        .text
+        .lines()
+        .position(|l| l.starts_with("Restored "));
+    assert!(
+        matches!((bar, summary), (Some(b), Some(s)) if b < s),
+        "snapshot restore: the stream's line, then the summary:\n{}",
+        restore.text
+    );
+    insta::assert_snapshot!("snapshot_restore", redact(&restore.text, &dir));
+
     // status --watch redraws in place as a pod restarts sealed and is
     // unsealed again, and Ctrl-C leaves one whole table.
     let watch = {
@@ -283,11 +312,13 @@ async fn final_screens_are_whole_and_clean_and_pipes_get_no_escapes() {
     }
 
     let env2 = env.clone();
+    let from = from.to_owned();
     let piped = tokio::task::spawn_blocking(move || {
         [
             vec!["unseal"],
             vec!["status"],
             vec!["snapshot", "save", "--to", &to],
+            vec!["snapshot", "restore", "--from", &from, "--yes"],
             vec!["-l", "app=nothing", "status"],
         ]
         .map(|args| (args.join(" "), without_terminal(&env2, &args)))
