@@ -47,6 +47,9 @@ enum SealArg {
     /// OpenBao's `seal "static"`: a generated 32-byte key file, mounted as
     /// a Secret; pods unseal themselves.
     Static,
+    /// `seal "transit"`: one more server outside the StatefulSet holds the
+    /// transit key; `seal-provider down|up` stops and starts it.
+    Transit,
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,6 +179,18 @@ enum Command {
     },
     /// Lift every `forbid`.
     AllowAll(DirArg),
+    /// Stop or start the transit seal provider of an `up --seal transit` cluster.
+    SealProvider {
+        state: ProviderState,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProviderState {
+    Down,
+    Up,
 }
 
 /// What `up` writes to `DIR/sandbox.json` for the other subcommands.
@@ -214,6 +229,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             dir,
         } => (dir.dir, Control::Forbid { verb, resource }),
         Command::AllowAll(d) => (d.dir, Control::AllowAll),
+        Command::SealProvider { state, dir } => (
+            dir.dir,
+            Control::SealProvider {
+                up: matches!(state, ProviderState::Up),
+            },
+        ),
     };
     send(&dir, control).await
 }
@@ -245,6 +266,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .seal(match up.seal {
             SealArg::Shamir => Seal::Shamir,
             SealArg::Static => Seal::Static,
+            SealArg::Transit => Seal::Transit,
         })
         .sidecar(up.sidecar)
         .dir(&up.dir);

@@ -315,6 +315,22 @@ impl Cluster {
         crate::seal::key_file(&self.dir, self.name())
     }
 
+    /// Stops the transit seal provider (`Seal::Transit`): pods that restart
+    /// stay sealed until [`Self::seal_provider_up`].
+    pub async fn seal_provider_down(&self) -> anyhow::Result<()> {
+        self.control(Control::SealProvider { up: false }).await
+    }
+
+    /// Starts the transit seal provider again; returns once it is unsealed.
+    pub async fn seal_provider_up(&self) -> anyhow::Result<()> {
+        self.control(Control::SealProvider { up: true }).await
+    }
+
+    /// `http://<ip>:8200` of the transit seal provider, if there is one.
+    pub fn seal_provider_address(&self) -> Option<String> {
+        self.sandbox.fleet.seal_provider_address()
+    }
+
     /// `<dir>/audit.jsonl`.
     pub fn audit_log_path(&self) -> PathBuf {
         self.dir.join("audit.jsonl")

@@ -42,6 +42,8 @@ pub enum Control {
     Forbid { verb: String, resource: String },
     /// Lift every denial.
     AllowAll,
+    /// Stop (`up: false`) or start the transit seal provider.
+    SealProvider { up: bool },
     /// Stop the server (the CLI's `down`).
     Shutdown,
 }
@@ -85,6 +87,7 @@ impl Sandbox {
                 self.faults.allow_all();
                 Ok(())
             }
+            Control::SealProvider { up } => self.fleet.seal_provider(up).await,
             Control::Shutdown => {
                 // Signal a moment later so the caller still gets its answer.
                 let tx = self.shutdown.clone();

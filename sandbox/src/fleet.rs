@@ -60,6 +60,8 @@ pub struct Fleet {
     revisions: Arc<Revisions>,
     state: Mutex<FleetState>,
     lifecycle: tokio::sync::Mutex<()>,
+    /// The transit seal's provider, once started (`Seal::Transit` only).
+    transit: std::sync::OnceLock<crate::transit::TransitProvider>,
     /// StatefulSet uid.
     pub uid: String,
     /// StatefulSet creationTimestamp.
@@ -108,6 +110,7 @@ impl Fleet {
                 ..FleetState::default()
             }),
             lifecycle: tokio::sync::Mutex::new(()),
+            transit: std::sync::OnceLock::new(),
             uid: meta::new_uid(),
             created: meta::now(),
         })
@@ -518,10 +521,51 @@ impl Fleet {
             }
             out
         };
+        if !to_create.is_empty() {
+            self.ensure_transit().await?;
+        }
         for o in to_create {
             self.create_pod(o).await?;
         }
         Ok(())
+    }
+
+    /// Starts the transit provider before the first pod that needs it.
+    /// Called with the lifecycle lock held, so it starts once.
+    async fn ensure_transit(&self) -> anyhow::Result<()> {
+        if self.opts.seal != crate::seal::Seal::Transit || self.transit.get().is_some() {
+            return Ok(());
+        }
+        let provider = crate::transit::TransitProvider::start(
+            &self.dir,
+            &crate::seal::secret_dir(&self.dir, &self.opts.name),
+            &self.bao,
+            &self.spawner,
+        )
+        .await
+        .context("start the transit seal provider")?;
+        let _ = self.transit.set(provider);
+        Ok(())
+    }
+
+    /// Stops (`up = false`) or starts the transit seal provider; pods that
+    /// restart meanwhile stay sealed until it is back.
+    pub async fn seal_provider(&self, up: bool) -> anyhow::Result<()> {
+        let provider = self
+            .transit
+            .get()
+            .context("this cluster has no transit seal provider (up --seal transit)")?;
+        if up {
+            provider.up(&self.spawner).await
+        } else {
+            provider.down();
+            Ok(())
+        }
+    }
+
+    /// The transit provider's address, if this cluster has one.
+    pub fn seal_provider_address(&self) -> Option<String> {
+        self.transit.get().map(|p| p.address())
     }
 
     /// A deleted pod's successor: scheduled, its container not started yet.
@@ -669,6 +713,9 @@ impl Fleet {
         };
         for p in processes {
             p.kill();
+        }
+        if let Some(t) = self.transit.get() {
+            t.down();
         }
         self.spawner.stop();
     }

@@ -35,6 +35,7 @@ mod status;
 mod store;
 mod table;
 mod tls;
+mod transit;
 
 pub use cluster::Cluster;
 pub use control::Control;

@@ -166,9 +166,29 @@ impl PodLayout {
         reset_dir(&self.data())
     }
 
-    /// The last lines of `server.log`, for error messages.
-    pub fn log_tail(&self) -> String {
+    /// What each start of the server container wrote, oldest first.
+    /// `server.log` keeps every start (tests count `sys/init`s in it); a
+    /// marker line before each start splits it into container instances,
+    /// as the kubelet keeps the current and the previous one.
+    pub fn container_logs(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let mut out = vec![String::new()];
+        for line in text.split_inclusive('\n') {
+            if line.trim_end() == START_MARKER {
+                out.push(String::new());
+            } else if let Some(last) = out.last_mut() {
+                last.push_str(line);
+            }
+        }
+        if out.len() > 1 && out[0].is_empty() {
+            out.remove(0);
+        }
+        out
+    }
+
+    /// The last lines of the current container's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = self.container_logs().pop().unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -178,10 +198,14 @@ impl PodLayout {
     /// where that file is `/etc/hosts` (`unshare -m` execs in place, so the
     /// pid and process group stay the server's).
     pub fn server_command(&self, bao: &Path, hosts: Option<&Path>) -> io::Result<Command> {
-        let log = std::fs::OpenOptions::new()
+        let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log())?;
+        {
+            use std::io::Write;
+            writeln!(log, "{START_MARKER}")?;
+        }
         let mut cmd = match hosts {
             None => Command::new(bao),
             Some(hosts) => {
@@ -206,6 +230,9 @@ impl PodLayout {
         Ok(cmd)
     }
 }
+
+/// The line `server.log` gets before each start of the server; never served.
+const START_MARKER: &str = "#kube-sandbox: container started";
 
 fn server_config(
     layout: &PodLayout,
@@ -240,7 +267,7 @@ fn server_config(
     };
     let seal = crate::seal::stanza(
         opts.seal,
-        &crate::seal::key_file(&layout.cluster_dir(), &opts.name),
+        &crate::seal::secret_dir(&layout.cluster_dir(), &opts.name),
     );
     format!(
         "{storage}\n{seal}\
@@ -458,6 +485,18 @@ fn reset_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_splits_into_container_instances_at_each_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = PodLayout::new(dir.path(), "openbao-0");
+        std::fs::create_dir_all(l.log().parent().unwrap()).unwrap();
+        assert_eq!(l.container_logs(), [""]);
+        let text = format!("{START_MARKER}\na\nb\n{START_MARKER}\nc\n");
+        std::fs::write(l.log(), text).unwrap();
+        assert_eq!(l.container_logs(), ["a\nb\n", "c\n"]);
+        assert_eq!(l.log_tail(), "c");
+    }
 
     #[test]
     fn config_has_raft_listener_and_optional_join() {

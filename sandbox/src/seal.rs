@@ -20,6 +20,16 @@ pub enum Seal {
     Shamir,
     /// `seal "static"`: each pod unseals itself with the cluster's key file.
     Static,
+    /// `seal "transit"`: each pod unseals itself through the transit key of
+    /// one more server outside the StatefulSet ([`crate::transit`]).
+    Transit,
+}
+
+impl Seal {
+    /// Whether pods unseal themselves (no shares are ever submitted).
+    pub fn is_auto(self) -> bool {
+        self != Seal::Shamir
+    }
 }
 
 /// The key id the stanza names (`current_key_id`).
@@ -41,11 +51,18 @@ pub fn key_file(cluster_dir: &Path, statefulset: &str) -> PathBuf {
 /// Creates the key file once (32 random bytes, mode 0400); an existing one is
 /// kept, so a later `up` of the same folder unseals the same data.
 pub fn ensure_static_key(cluster_dir: &Path, statefulset: &str) -> io::Result<PathBuf> {
-    let path = key_file(cluster_dir, statefulset);
+    ensure_key_file(&key_file(cluster_dir, statefulset))
+}
+
+/// Creates a 32-byte random key at `path` once (mode 0400); an existing one is kept.
+pub fn ensure_key_file(path: &Path) -> io::Result<PathBuf> {
+    let path = path.to_path_buf();
     if path.exists() {
         return Ok(path);
     }
-    std::fs::create_dir_all(secret_dir(cluster_dir, statefulset))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let key: [u8; 32] = rand::rng().random();
     let tmp = path.with_extension("part");
     {
@@ -63,14 +80,25 @@ pub fn ensure_static_key(cluster_dir: &Path, statefulset: &str) -> io::Result<Pa
     Ok(path)
 }
 
-/// The server config stanza for `seal`, empty for Shamir.
-pub fn stanza(seal: Seal, key_file: &Path) -> String {
+/// The server config stanza for `seal`, empty for Shamir. `seal_dir` is the
+/// seal Secret's folder ([`secret_dir`]): the static key, or the transit
+/// provider's address and the pods' token.
+pub fn stanza(seal: Seal, seal_dir: &Path) -> String {
     match seal {
         Seal::Shamir => String::new(),
         Seal::Static => format!(
             "seal \"static\" {{\n  current_key_id = \"{STATIC_KEY_ID}\"\n  current_key = \"file://{}\"\n}}\n\n",
-            key_file.display()
+            seal_dir.join("static.key").display()
         ),
+        Seal::Transit => {
+            let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+            format!(
+                "seal \"transit\" {{\n  address = \"{}\"\n  token = \"{}\"\n  key_name = \"{}\"\n  mount_path = \"transit/\"\n}}\n\n",
+                read(crate::transit::address_file(seal_dir)).trim(),
+                read(crate::transit::token_file(seal_dir)).trim(),
+                crate::transit::KEY_NAME,
+            )
+        }
     }
 }
 
@@ -100,10 +128,7 @@ mod tests {
 
     #[test]
     fn the_stanza_names_the_key_file() {
-        let s = stanza(
-            Seal::Static,
-            Path::new("/d/secrets/openbao-seal/static.key"),
-        );
+        let s = stanza(Seal::Static, Path::new("/d/secrets/openbao-seal"));
         assert!(s.starts_with("seal \"static\" {"), "{s}");
         assert!(s.contains("current_key = \"file:///d/secrets/openbao-seal/static.key\""));
         assert!(stanza(Seal::Shamir, Path::new("/x")).is_empty());

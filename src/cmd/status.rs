@@ -61,6 +61,8 @@ pub struct PodStatus {
     pub voter: Option<bool>,
     pub version: Option<String>,
     pub error: Option<String>,
+    /// The server does not run because its seal provider failed it.
+    pub seal_provider_failure: Option<crate::ops::seal::ProviderFailure>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +94,26 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         return watch(ctx, &args).await;
     }
     let status = gather(ctx, &args).await?;
-    ctx.printer.value(&status, render).map_err(Failure::failed)
+    ctx.printer
+        .value(&status, render)
+        .map_err(Failure::failed)?;
+    // Nothing here can bring a seal provider back: a person must.
+    let failed: Vec<String> = status
+        .pods
+        .iter()
+        .filter_map(|p| {
+            p.seal_provider_failure
+                .as_ref()
+                .map(|f| format!("{} ({} seal)", p.name, f.seal))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "{} cannot start: the seal provider is unreachable or refusing; bring it back and the pods unseal themselves (`kubectl vault unseal --watch` reports it)",
+            failed.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Reads the status again every `--interval` and shows it when it changed:
@@ -142,6 +163,7 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
     let nodes = nodes.map_err(Failure::refused)?;
     let infos = infos.map_err(Failure::refused)?;
     let observations = observe(&nodes).await;
+    let provider_failures = seal_provider_failures(&cluster, &observations).await;
     let resume = checkpoint
         .as_ref()
         .ok()
@@ -215,13 +237,18 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
         pods: infos
             .iter()
             .map(|i| {
-                pod_status(
+                let mut pod = pod_status(
                     i,
                     observations.iter().find(|o| o.pod == i.name),
                     peers.as_deref(),
                     leader_pod.as_deref(),
                     standalone,
-                )
+                );
+                pod.seal_provider_failure = provider_failures
+                    .iter()
+                    .find(|(name, _)| *name == i.name)
+                    .map(|(_, f)| f.clone());
+                pod
             })
             .collect(),
         leader: leader_pod,
@@ -286,7 +313,26 @@ fn pod_status(
         voter: peer.map(|p| p.voter),
         version: seal.map(|s| s.version.clone()),
         error: obs.and_then(|o| o.error.clone()),
+        seal_provider_failure: None,
     }
+}
+
+/// For each pod whose server does not answer: whether its log says its
+/// seal provider failed it at start (the server exits, the pod crash-loops).
+pub async fn seal_provider_failures(
+    cluster: &crate::transport::discover::KubeCluster,
+    observations: &[NodeObservation],
+) -> Vec<(String, crate::ops::seal::ProviderFailure)> {
+    let unreachable = observations.iter().filter(|o| o.seal.is_none());
+    let reads = unreachable.map(|o| async move {
+        let tail = cluster.server_log_tail(&o.pod, 20).await?;
+        crate::ops::seal::provider_failure(&tail).map(|f| (o.pod.clone(), f))
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn credentials_state(
@@ -420,7 +466,13 @@ fn render(s: &ClusterStatus) -> String {
         text.push_str(&format!("Raft peers:  {}\n", list.join(", ")));
     }
     for p in s.pods.iter().filter(|p| p.error.is_some()) {
-        text.push_str(&format!("Unreachable: {}: {}\n", p.name, opt(&p.error)));
+        match &p.seal_provider_failure {
+            Some(f) => text.push_str(&format!(
+                "Not running: {}: {f}; no unseal keys apply: bring the provider back\n",
+                p.name
+            )),
+            None => text.push_str(&format!("Unreachable: {}: {}\n", p.name, opt(&p.error))),
+        }
     }
     for p in s.pods.iter().filter(|p| {
         p.sealed == Some(true)

@@ -104,6 +104,17 @@ async fn unseal_pass(
     }))
     .await;
     let mut results = results;
+    // A server that does not answer may be one its seal provider failed at
+    // start: say so, since no key submitted here could help it.
+    for r in results.iter_mut().filter(|r| r.result == "unreachable") {
+        let tail = cluster.server_log_tail(&r.pod, 20).await;
+        if let Some(f) = tail.as_deref().and_then(crate::ops::seal::provider_failure) {
+            r.result = "seal provider failed".to_owned();
+            r.error = Some(format!(
+                "{f}; no unseal keys apply: bring the provider back and the pod unseals itself"
+            ));
+        }
+    }
     // Keys are stored (the keyring loaded) but no pod holds data: joining
     // would have nothing to join; only a recover brings the data back.
     if !results.is_empty() && results.iter().all(|r| r.result == "not initialized") {
@@ -320,6 +331,11 @@ async fn watch(
 ) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
     let lease = ctx.lease(cluster);
+    // The last result per pod: a pod is reported when its result changes,
+    // so a pod that comes back (unsealed by this pass, or by its own seal
+    // once the provider is back) is reported once, and a lasting failure
+    // does not repeat every pass.
+    let mut last: std::collections::HashMap<String, String> = Default::default();
     loop {
         match lease.acquire(Duration::ZERO).await {
             Ok(guard) => {
@@ -329,8 +345,23 @@ async fn watch(
                 };
                 match guard.fenced(pass).await {
                     Ok(Ok((results, _))) => {
-                        for r in results.iter().filter(|r| r.error.is_some()) {
-                            tracing::warn!(pod = %r.pod, "{}: {}", r.result, r.error.clone().unwrap_or_default());
+                        for r in &results {
+                            let before = last.insert(r.pod.clone(), r.result.clone());
+                            if before.as_deref() == Some(r.result.as_str()) {
+                                continue;
+                            }
+                            match (&r.error, before) {
+                                (Some(e), _) => {
+                                    tracing::warn!("{}: {}: {e}", r.pod, r.result)
+                                }
+                                (None, Some(was)) => {
+                                    tracing::info!("{}: {} (was: {was})", r.pod, r.result)
+                                }
+                                (None, None) if r.result != "already unsealed" => {
+                                    tracing::info!("{}: {}", r.pod, r.result)
+                                }
+                                (None, None) => {}
+                            }
                         }
                     }
                     Ok(Err(f)) => tracing::warn!(error = %f.error, "unseal pass failed"),

@@ -30,6 +30,44 @@ impl SealStatus {
     }
 }
 
+/// A server that cannot start because its seal provider failed it, as the
+/// last line of its log says.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProviderFailure {
+    /// The seal stanza's type (`transit`, `awskms`, ...).
+    pub seal: String,
+    /// The server's own words (the provider's URL and the error; never a
+    /// token: the server does not log it).
+    pub detail: String,
+}
+
+impl std::fmt::Display for ProviderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its {} seal provider failed it at start: {}",
+            self.seal, self.detail
+        )
+    }
+}
+
+/// Reads a [`ProviderFailure`] from the tail of a server's log: the server
+/// exits right after `Error configuring seal "<type>": <error>` (OpenBao
+/// 2.7 and Vault, when the provider is unreachable or refuses), so that
+/// line is the last one.
+pub fn provider_failure(log_tail: &str) -> Option<ProviderFailure> {
+    const MARK: &str = "Error configuring seal \"";
+    let last = log_tail.lines().rev().find(|l| !l.trim().is_empty())?;
+    let rest = &last[last.find(MARK)? + MARK.len()..];
+    let (seal, detail) = rest.split_once('"')?;
+    let detail = detail.trim_start_matches(':').trim();
+    let detail: String = detail.chars().take(300).collect();
+    Some(ProviderFailure {
+        seal: seal.to_owned(),
+        detail,
+    })
+}
+
 /// The `sys/init` request body: `secret_*` on Shamir, `recovery_*` on an
 /// auto-unseal cluster (never left to the server's default, which is 0 on
 /// OpenBao 2.4+).
@@ -172,6 +210,24 @@ pub fn restore_fits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As measured on OpenBao 2.7.2 with its transit provider down.
+    #[test]
+    fn a_server_failed_by_its_provider_is_read_from_its_last_log_line() {
+        let log = "2026-12-02T16:22:14.945Z [INFO]  proxy environment: http_proxy=\"\"\n\
+                   Error configuring seal \"transit\": Put \"http://127.1.2.3:8200/v1/transit/encrypt/autounseal\": dial tcp 127.1.2.3:8200: connect: connection refused\n";
+        let f = provider_failure(log).expect("a provider failure");
+        assert_eq!(f.seal, "transit");
+        assert!(
+            f.detail.starts_with("Put \"http://127.1.2.3:8200/"),
+            "{f:?}"
+        );
+        assert!(f.detail.ends_with("connection refused"), "{f:?}");
+        // A later line means the server went on: not a start failure.
+        let later = format!("{log}2026-12-02T16:23:00Z [INFO]  core: vault is unsealed\n");
+        assert_eq!(provider_failure(&later), None);
+        assert_eq!(provider_failure(""), None);
+    }
 
     #[test]
     fn a_snapshot_restores_only_where_its_seal_fits() {

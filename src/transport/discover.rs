@@ -123,6 +123,26 @@ impl KubeCluster {
         &self.container
     }
 
+    /// The last `lines` lines the server container of `pod` wrote: those of
+    /// its previous instance when it restarted (a crash loop), else its
+    /// current ones. `None` when the log cannot be read (e.g. no
+    /// `pods/log` grant): callers then know less, nothing more.
+    pub async fn server_log_tail(&self, pod: &str, lines: i64) -> Option<String> {
+        let mut params = kube::api::LogParams {
+            container: Some(self.container.clone()),
+            tail_lines: Some(lines),
+            previous: true,
+            ..Default::default()
+        };
+        match self.pods.logs(pod, &params).await {
+            Ok(text) if !text.trim().is_empty() => Some(text),
+            _ => {
+                params.previous = false;
+                self.pods.logs(pod, &params).await.ok()
+            }
+        }
+    }
+
     /// Kubernetes' view of every pod (readiness, restarts).
     pub async fn pod_infos(&self) -> Result<Vec<PodInfo>, ClusterError> {
         Ok(list_pods(&self.pods, &self.selector)

@@ -4,6 +4,8 @@
 //! recovery keys, a crash at every rotate boundary loses nothing, and a
 //! cluster initialized without recovery keys gets them.
 
+mod transit;
+
 use crate::harness::Env;
 use sandbox::{ClusterOptions, Seal};
 use std::time::Duration;
@@ -26,7 +28,16 @@ fn unseal_writes(env: &Env) -> usize {
 
 /// Every pod of a restarted cluster is unsealed again without any help.
 async fn restart_all_and_see_them_unseal_themselves(env: &Env, replicas: u32) {
+    restart_all_and_see_them_unseal_themselves_through(env, replicas, "static").await
+}
+
+async fn restart_all_and_see_them_unseal_themselves_through(env: &Env, replicas: u32, seal: &str) {
     env.cluster.restart_all().await.expect("restart all");
+    wait_until_unsealed_through(env, replicas, seal).await;
+}
+
+/// Waits up to 30 s for every pod to be unsealed through `seal`.
+async fn wait_until_unsealed_through(env: &Env, replicas: u32, seal: &str) {
     for i in 0..replicas {
         let mut status = env.seal_status(i).await;
         for _ in 0..120 {
@@ -37,7 +48,7 @@ async fn restart_all_and_see_them_unseal_themselves(env: &Env, replicas: u32) {
             status = env.seal_status(i).await;
         }
         assert_eq!(status["sealed"], false, "pod {i} unsealed itself: {status}");
-        assert_eq!(status["type"], "static", "{status}");
+        assert_eq!(status["type"], seal, "{status}");
     }
 }
 

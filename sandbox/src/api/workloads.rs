@@ -93,11 +93,27 @@ fn logs(s: &Sandbox, ctx: &Ctx) -> Result<Reply, ApiError> {
         .pod(&i.name)
         .filter(|_| i.namespace == opts.namespace)
         .ok_or_else(|| ApiError::not_found("", "pods", &i.name))?;
-    let text = match ctx.param("container").filter(|c| !c.is_empty()) {
-        None => std::fs::read_to_string(s.fleet.layout(&pod.name).log()).unwrap_or_default(),
-        Some(c) if c == opts.container() => {
-            std::fs::read_to_string(s.fleet.layout(&pod.name).log()).unwrap_or_default()
+    // The kubelet keeps the current container's log and, with
+    // `previous=true`, the one before it.
+    let previous = ctx.param("previous").is_some_and(|p| p == "true");
+    let instance = || {
+        let mut logs = s.fleet.layout(&pod.name).container_logs();
+        if previous {
+            logs.pop();
+            logs.pop().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "previous terminated container \"{}\" in pod \"{}\" not found",
+                    opts.container(),
+                    pod.name
+                ))
+            })
+        } else {
+            Ok(logs.pop().unwrap_or_default())
         }
+    };
+    let text = match ctx.param("container").filter(|c| !c.is_empty()) {
+        None => instance()?,
+        Some(c) if c == opts.container() => instance()?,
         Some(c) if opts.sidecar && c == crate::render::SIDECAR => String::new(),
         Some(c) => {
             return Err(ApiError::bad_request(format!(

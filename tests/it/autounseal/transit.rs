@@ -1,0 +1,130 @@
+//! Auto-unseal through a transit seal provider (one more server outside the
+//! StatefulSet, as another OpenBao cluster would be): pods unseal
+//! themselves; with the provider down a restarted pod cannot start, and
+//! `status` and `unseal` name the provider, exit 1 and change nothing; when
+//! it is back the pod unseals itself and `unseal --watch` reports it.
+
+use super::{token_works, unseal_writes, wait_until_unsealed_through};
+use crate::harness::Env;
+use sandbox::{ClusterOptions, Seal};
+use std::time::Duration;
+
+async fn transit_cluster(opts: ClusterOptions) -> (Env, serde_json::Value) {
+    let env = Env::start(opts.parallel().replicas(3).seal(Seal::Transit)).await;
+    let before = env.seal_status(0).await;
+    assert_eq!(
+        (before["type"].as_str(), before["recovery_seal"].as_bool()),
+        (Some("transit"), Some(true)),
+        "{before}"
+    );
+    env.plugin(&["init", "--yes"]).await.ok();
+    assert_eq!(env.sys_inits(), 1);
+    let creds = env.stored_credentials().await.unwrap();
+    assert_eq!(creds["seal"], "transit", "{creds:#}");
+    assert_eq!(creds["recovery_keys_b64"].as_array().unwrap().len(), 5);
+    assert_eq!(creds["unseal_keys_b64"].as_array().unwrap().len(), 0);
+    env.write_kv(creds["root_token"].as_str().unwrap(), "before", "intact")
+        .await;
+    (env, creds)
+}
+
+#[tokio::test]
+async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_reported() {
+    let (env, creds) = transit_cluster(ClusterOptions::openbao()).await;
+    env.assert_whole(3).await;
+    super::restart_all_and_see_them_unseal_themselves_through(&env, 3, "transit").await;
+
+    // The provider goes away; a pod that restarts now cannot start (the
+    // server exits on `Error configuring seal "transit"`, as measured).
+    env.cluster.seal_provider_down().await.unwrap();
+    let restarted = env.cluster.restart_pod(0).await;
+    let err = restarted.expect_err("the server cannot start without its provider");
+    assert!(
+        format!("{err:#}").contains("Error configuring seal \"transit\""),
+        "{err:#}"
+    );
+    let status = env.plugin(&["status"]).await;
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("Not running: openbao-0: its transit seal provider failed it at start"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stderr.contains("bring it back"), "{}", status.stderr);
+    let json = env.plugin(&["status", "-o", "json"]).await;
+    assert_eq!(json.code, 1);
+    let pod0 = &json.json()["pods"][0];
+    assert_eq!(pod0["seal_provider_failure"]["seal"], "transit", "{pod0:#}");
+    let unseal = env.plugin(&["unseal"]).await;
+    assert_eq!(unseal.code, 1, "{unseal:?}");
+    assert!(
+        unseal.stdout.contains("seal provider failed") && unseal.stdout.contains("openbao-0"),
+        "{}",
+        unseal.stdout
+    );
+    assert_eq!(
+        env.stored_credentials().await.unwrap(),
+        creds,
+        "nothing stored changed"
+    );
+    assert!(!env.checkpoint_exists().await);
+    assert_eq!(unseal_writes(&env), 0, "nothing was submitted");
+
+    // The watcher reports the failure once, and the pod's return.
+    let watch = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.cluster.seal_provider_up().await.unwrap();
+    wait_until_unsealed_through(&env, 3, "transit").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = watch.id().expect("watch pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let watched = env.finish_spawned(watch).await;
+    assert_eq!(watched.code, 0, "{watched:?}");
+    let failed = watched
+        .stderr
+        .lines()
+        .filter(|l| l.contains("openbao-0: seal provider failed"))
+        .count();
+    assert_eq!(failed, 1, "reported once: {}", watched.stderr);
+    assert!(
+        watched
+            .stderr
+            .contains("openbao-0: already unsealed (was: seal provider failed)"),
+        "{}",
+        watched.stderr
+    );
+
+    // Recovery keys authorise a rotation and a root token rotation here too.
+    env.plugin(&["rotate", "--yes", "--recovery"]).await.ok();
+    env.plugin(&["rotate", "--yes", "--only-root-token"])
+        .await
+        .ok();
+    let after = env.stored_credentials().await.unwrap();
+    assert_eq!(after["generation"], 2);
+    assert_ne!(after["root_token"], creds["root_token"]);
+    let token = after["root_token"].as_str().unwrap();
+    assert!(token_works(&env, token).await);
+    super::restart_all_and_see_them_unseal_themselves_through(&env, 3, "transit").await;
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+    assert_eq!(unseal_writes(&env), 0);
+    env.assert_no_secret_exposed().await;
+}
+
+/// The Vault flavour: init stores recovery keys; restarted pods unseal
+/// themselves through the provider.
+#[tokio::test]
+async fn transit_seal_on_vault_inits_and_restarts_unsealed() {
+    let (env, creds) = transit_cluster(ClusterOptions::vault()).await;
+    super::restart_all_and_see_them_unseal_themselves_through(&env, 3, "transit").await;
+    env.assert_whole(3).await;
+    let token = creds["root_token"].as_str().unwrap();
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+    assert_eq!(unseal_writes(&env), 0);
+    env.assert_no_secret_exposed().await;
+}
