@@ -65,6 +65,17 @@ pub struct PodStatus {
     pub seal_provider_failure: Option<crate::ops::seal::ProviderFailure>,
 }
 
+impl PodStatus {
+    /// Initialized, sealed, and unsealing itself through a provider: the
+    /// provider is unreachable or refusing (or the pod is a moment from
+    /// unsealing itself after a restart).
+    fn sealed_by_its_provider(&self) -> bool {
+        self.sealed == Some(true)
+            && self.initialized == Some(true)
+            && self.seal.as_deref().is_some_and(|k| k != "shamir")
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct CredentialsState {
     pub object: String,
@@ -111,6 +122,22 @@ pub async fn run(ctx: &Context<'_>, args: StatusArgs) -> Result<(), Failure> {
         return Err(Failure::refused(anyhow::anyhow!(
             "{} cannot start: the seal provider is unreachable or refusing; bring it back and the pods unseal themselves (`kubectl vault unseal --watch` reports it)",
             failed.join(", ")
+        )));
+    }
+    let refused: Vec<String> = status
+        .pods
+        .iter()
+        .filter(|p| p.sealed_by_its_provider())
+        .map(|p| format!("{} ({} seal)", p.name, opt(&p.seal)))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Failure::refused(anyhow::anyhow!(
+            "{} sealed: the seal provider is unreachable or refusing; no unseal keys apply (check the provider and `kubectl logs POD`)",
+            if refused.len() == 1 {
+                format!("{} is", refused[0])
+            } else {
+                format!("{} are", refused.join(", "))
+            }
         )));
     }
     Ok(())
@@ -474,11 +501,7 @@ fn render(s: &ClusterStatus) -> String {
             None => text.push_str(&format!("Unreachable: {}: {}\n", p.name, opt(&p.error))),
         }
     }
-    for p in s.pods.iter().filter(|p| {
-        p.sealed == Some(true)
-            && p.initialized == Some(true)
-            && p.seal.as_deref().is_some_and(|k| k != "shamir")
-    }) {
+    for p in s.pods.iter().filter(|p| p.sealed_by_its_provider()) {
         text.push_str(&format!(
             "Sealed:      {}: it unseals itself through its {} seal, so the seal provider is unreachable or refusing; no unseal keys apply (check the provider and `kubectl logs {}`)\n",
             p.name,

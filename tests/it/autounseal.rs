@@ -154,7 +154,17 @@ async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
         "{}",
         refused.stderr
     );
-    let table = env.plugin(&["status"]).await.ok().stdout;
+    let status = env.plugin(&["status"]).await;
+    assert_eq!(
+        status.code, 1,
+        "a refusing provider is not a healthy cluster: {status:?}"
+    );
+    assert!(
+        status.stderr.contains("openbao-2 (static seal) is sealed"),
+        "{}",
+        status.stderr
+    );
+    let table = status.stdout;
     assert!(
         table.contains("Sealed:      openbao-2: it unseals itself through its static seal"),
         "{table}"

@@ -3,6 +3,8 @@
 //! themselves; with the provider down a restarted pod cannot start, and
 //! `status` and `unseal` name the provider, exit 1 and change nothing; when
 //! it is back the pod unseals itself and `unseal --watch` reports it.
+//! Recovery keys rotate, authorise a root token rotation, and a wiped
+//! cluster is recovered from a snapshot.
 
 use super::{token_works, unseal_writes, wait_until_unsealed_through};
 use crate::harness::Env;
@@ -111,6 +113,23 @@ async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_report
     let token = after["root_token"].as_str().unwrap();
     assert!(token_works(&env, token).await);
     super::restart_all_and_see_them_unseal_themselves_through(&env, 3, "transit").await;
+    assert_eq!(env.read_kv(token, "before").await, "intact");
+
+    // Every pod wiped, the provider's key intact: recover brings the data
+    // back, and the restored pods unseal through the provider.
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().to_str().unwrap();
+    env.plugin(&["snapshot", "save", "--to", location])
+        .await
+        .ok();
+    for i in 0..3 {
+        env.cluster.wipe_pod(i).await.unwrap();
+    }
+    env.plugin(&["recover", "--from", location, "--yes"])
+        .await
+        .ok();
+    wait_until_unsealed_through(&env, 3, "transit").await;
+    env.assert_whole(3).await;
     assert_eq!(env.read_kv(token, "before").await, "intact");
     assert_eq!(unseal_writes(&env), 0);
     env.assert_no_secret_exposed().await;
