@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod metrics;
 pub mod ops;
 pub mod output;
 pub mod snapshot;

@@ -13,6 +13,11 @@ pub struct UnsealArgs {
     /// How often --watch looks for sealed pods.
     #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub interval: std::time::Duration,
+    /// With --watch: serve Prometheus metrics at http://ADDR/metrics
+    /// (e.g. 0.0.0.0:9102): pods sealed/initialized/leader/voter, unseal
+    /// attempts and failures, the stored key generation, a waiting checkpoint.
+    #[arg(long, value_name = "ADDR", requires = "watch")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How long to wait for pods being replaced (deleted, Terminating, Pending)
     /// and then for an active leader (0s: one pass over the running pods, no waiting).
     #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]

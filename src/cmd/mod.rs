@@ -15,6 +15,7 @@ pub mod rotate;
 pub mod snapshot;
 pub mod status;
 pub mod unseal;
+mod unseal_metrics;
 
 use crate::cli::{Cli, Command, EnvelopeArgs, GlobalArgs};
 use crate::output::Printer;

@@ -266,7 +266,7 @@ pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failu
     let cluster = ctx.cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     if args.watch {
-        return watch(ctx, &cluster, &store, args.interval).await;
+        return watch(ctx, &cluster, &store, args.interval, args.metrics_addr).await;
     }
     let (keys, pending) = keyring_and_checkpoint(&store).await?;
     let (results, failed) = unseal_every_replica(&cluster, &keys, args.timeout).await?;
@@ -328,52 +328,95 @@ async fn watch(
     cluster: &KubeCluster,
     store: &impl CredentialStore,
     interval: Duration,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<(), Failure> {
     tracing::info!(interval = ?interval, "watching for sealed pods; Ctrl-C to stop");
+    let registry = crate::metrics::Registry::default();
+    let _server = match metrics_addr {
+        Some(addr) => {
+            // Bind now, so that a taken port is an error at start.
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                Failure::refused(anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))
+            })?;
+            let registry = registry.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(registry, listener).await {
+                    tracing::error!(error = %e, "the metrics endpoint stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let lease = ctx.lease(cluster);
     // The last result per pod: a pod is reported when its result changes,
     // so a pod that comes back (unsealed by this pass, or by its own seal
     // once the provider is back) is reported once, and a lasting failure
     // does not repeat every pass.
     let mut last: std::collections::HashMap<String, String> = Default::default();
+    // One Ctrl-C listener for the whole run: a signal that arrives during a
+    // pass is not lost (a fresh listener per sleep would miss it).
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
-        match lease.acquire(Duration::ZERO).await {
-            Ok(guard) => {
-                let pass = async {
-                    let keys = keyring(store).await?;
-                    unseal_pass(cluster, &keys).await
-                };
-                match guard.fenced(pass).await {
-                    Ok(Ok((results, _))) => {
-                        for r in &results {
-                            let before = last.insert(r.pod.clone(), r.result.clone());
-                            if before.as_deref() == Some(r.result.as_str()) {
-                                continue;
+        let pass = async {
+            match lease.acquire(Duration::ZERO).await {
+                Ok(guard) => {
+                    let pass = async {
+                        let keys = keyring(store).await?;
+                        unseal_pass(cluster, &keys).await
+                    };
+                    match guard.fenced(pass).await {
+                        Ok(Ok((results, _))) => {
+                            if metrics_addr.is_some() {
+                                super::unseal_metrics::record_results(
+                                    &registry,
+                                    results.iter().map(|r| {
+                                        (r.pod.as_str(), r.result.as_str(), r.error.is_some())
+                                    }),
+                                );
+                                super::unseal_metrics::record_state(&registry, cluster, store)
+                                    .await;
                             }
-                            match (&r.error, before) {
-                                (Some(e), _) => {
-                                    tracing::warn!("{}: {}: {e}", r.pod, r.result)
+                            for r in &results {
+                                let before = last.insert(r.pod.clone(), r.result.clone());
+                                if before.as_deref() == Some(r.result.as_str()) {
+                                    continue;
                                 }
-                                (None, Some(was)) => {
-                                    tracing::info!("{}: {} (was: {was})", r.pod, r.result)
+                                match (&r.error, before) {
+                                    (Some(e), _) => {
+                                        tracing::warn!("{}: {}: {e}", r.pod, r.result)
+                                    }
+                                    (None, Some(was)) => {
+                                        tracing::info!("{}: {} (was: {was})", r.pod, r.result)
+                                    }
+                                    (None, None) if r.result != "already unsealed" => {
+                                        tracing::info!("{}: {}", r.pod, r.result)
+                                    }
+                                    (None, None) => {}
                                 }
-                                (None, None) if r.result != "already unsealed" => {
-                                    tracing::info!("{}: {}", r.pod, r.result)
-                                }
-                                (None, None) => {}
                             }
                         }
+                        Ok(Err(f)) => tracing::warn!(error = %f.error, "unseal pass failed"),
+                        Err(lost) => tracing::warn!(error = %lost, "unseal pass stopped"),
                     }
-                    Ok(Err(f)) => tracing::warn!(error = %f.error, "unseal pass failed"),
-                    Err(lost) => tracing::warn!(error = %lost, "unseal pass stopped"),
+                }
+                Err(busy) => {
+                    tracing::info!(error = %busy, "skipping this pass: another operation holds the lock")
                 }
             }
-            Err(busy) => {
-                tracing::info!(error = %busy, "skipping this pass: another operation holds the lock")
-            }
+        };
+        let mut pass = std::pin::pin!(pass);
+        let stop = tokio::select! {
+            _ = &mut interrupted => true,
+            () = &mut pass => false,
+        };
+        if stop {
+            // The pass's calls are bounded: let it end, so that its Lease is
+            // released and no pod is left with part of a key set.
+            pass.await;
+            return Ok(());
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
             () = tokio::time::sleep(interval) => {}
         }
     }
