@@ -173,15 +173,16 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
     stream.shutdown().await
 }
 
-/// Replaces the metrics of `job` (and `instance`) on a Pushgateway at `url`
-/// (`PUT /metrics/job/<job>/instance/<instance>`).
+/// Sends the metrics of `job` (and `instance`) to a Pushgateway at `url`
+/// (`POST /metrics/job/<job>/instance/<instance>`: series of the same
+/// names are replaced, others in the group kept).
 pub async fn push(url: &str, job: &str, instance: &str, registry: &Registry) -> anyhow::Result<()> {
     let target = format!(
         "{}/metrics/job/{job}/instance/{instance}",
         url.trim_end_matches('/')
     );
     let response = reqwest::Client::new()
-        .put(&target)
+        .post(&target)
         .header("Content-Type", CONTENT_TYPE)
         .body(registry.render())
         .send()

@@ -31,6 +31,11 @@ pub struct SaveArgs {
     /// written 720h; never the newest verified one).
     #[arg(long, value_parser = crate::cli::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+    /// After the save, push its outcome to this Prometheus Pushgateway
+    /// (job kubectl_vault_snapshot): the last attempt, and on success the
+    /// last success's time and size.
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

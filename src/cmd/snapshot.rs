@@ -50,7 +50,14 @@ pub async fn run_offline(printer: &Printer, command: SnapshotCommand) -> Result<
 
 pub async fn run(ctx: &Context<'_>, command: SnapshotCommand) -> Result<(), Failure> {
     match command {
-        SnapshotCommand::Save(args) => save(ctx, args).await,
+        SnapshotCommand::Save(args) => {
+            let push = args.pushgateway.clone().map(|url| (url, args.to.clone()));
+            let saved = save(ctx, args).await;
+            if let Some((url, to)) = push {
+                push_outcome(ctx, &url, &to, saved.is_ok()).await;
+            }
+            saved
+        }
         SnapshotCommand::Restore(args) => restore(ctx, args).await,
         other => run_offline(ctx.printer, other).await,
     }
@@ -66,6 +73,51 @@ struct SaveReport {
     object: String,
     manifest: Manifest,
     pruned: Vec<String>,
+}
+
+/// Pushes a save's outcome to a Pushgateway (POST: the last success's
+/// series survive a failed attempt). A push that fails is a warning: the
+/// snapshot itself is what matters.
+async fn push_outcome(ctx: &Context<'_>, url: &str, to: &str, ok: bool) {
+    let registry = crate::metrics::Registry::default();
+    let now = jiff::Timestamp::now().as_second() as f64;
+    registry.set(
+        "kubectl_vault_snapshot_last_attempt_timestamp_seconds",
+        "When the last snapshot save ended (Unix time).",
+        &[],
+        now,
+    );
+    registry.set(
+        "kubectl_vault_snapshot_last_attempt_success",
+        "1 when the last snapshot save succeeded.",
+        &[],
+        if ok { 1.0 } else { 0.0 },
+    );
+    if ok {
+        registry.set(
+            "kubectl_vault_snapshot_last_success_timestamp_seconds",
+            "When the last successful snapshot save ended (Unix time).",
+            &[],
+            now,
+        );
+        let newest = match parse(to) {
+            Ok(l) if l.is_collection() => l.list().await.ok().and_then(|e| e.into_iter().next()),
+            _ => None,
+        };
+        if let Some(entry) = newest {
+            registry.set(
+                "kubectl_vault_snapshot_last_size_bytes",
+                "The size of the last saved snapshot.",
+                &[],
+                entry.size as f64,
+            );
+        }
+    }
+    if let Err(e) =
+        crate::metrics::push(url, "kubectl_vault_snapshot", &ctx.namespace, &registry).await
+    {
+        tracing::warn!("{e:#}");
+    }
 }
 
 async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {

@@ -1,7 +1,8 @@
 //! `unseal --watch --metrics-addr` serves Prometheus metrics that follow the
 //! cluster: parsed with a text-format parser after a pod restart (sealed,
 //! then unsealed by the watcher), a rotate killed with its checkpoint
-//! waiting, and the rotate finished.
+//! waiting, and the rotate finished. `snapshot save --pushgateway` posts
+//! its outcome (to a capturing HTTP endpoint standing in for the gateway).
 
 use crate::harness::Env;
 use sandbox::ClusterOptions;
@@ -141,5 +142,129 @@ async fn the_watchers_metrics_follow_restarts_checkpoints_and_rotations() {
         .unwrap();
     let watched = env.finish_spawned(watch).await;
     assert_eq!(watched.code, 0, "{watched:?}");
+
+    // A save posts its outcome; a refused one posts only the attempt.
+    let (gateway, pushed) = capture_pushes();
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("{}/", dir.path().display());
+    env.plugin(&["snapshot", "save", "--to", &to, "--pushgateway", &gateway])
+        .await
+        .ok();
+    let refused = env
+        .plugin(&[
+            "snapshot",
+            "save",
+            "--to",
+            &to,
+            "--keep",
+            "0",
+            "--pushgateway",
+            &gateway,
+        ])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let pushed = pushed.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 2, "{pushed:#?}");
+    let path = format!(
+        "/metrics/job/kubectl_vault_snapshot/instance/{}",
+        env.cluster.namespace()
+    );
+    let (line, body) = &pushed[0];
+    assert_eq!(line, &format!("POST {path} HTTP/1.1"));
+    let m = parse(body);
+    assert_eq!(
+        get(&m, "kubectl_vault_snapshot_last_attempt_success{}"),
+        Some(1.0)
+    );
+    let saved = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .unwrap();
+    assert_eq!(
+        get(&m, "kubectl_vault_snapshot_last_size_bytes{}"),
+        Some(std::fs::metadata(saved).unwrap().len() as f64)
+    );
+    assert!(get(
+        &m,
+        "kubectl_vault_snapshot_last_success_timestamp_seconds{}"
+    )
+    .is_some());
+    let m = parse(&pushed[1].1);
+    assert_eq!(
+        get(&m, "kubectl_vault_snapshot_last_attempt_success{}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(
+            &m,
+            "kubectl_vault_snapshot_last_success_timestamp_seconds{}"
+        ),
+        None,
+        "a failed attempt keeps the last success's series"
+    );
     env.assert_no_secret_exposed().await;
+}
+
+type Pushes = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// An HTTP endpoint that answers 200 to everything and keeps each request
+/// line and body: what a Pushgateway receives.
+fn capture_pushes() -> (String, Pushes) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let pushes: Pushes = Default::default();
+    let sink = pushes.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 8192];
+            // Headers, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break (String::from_utf8_lossy(&data).into_owned(), String::new());
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break (head.to_owned(), body.to_owned());
+                    }
+                }
+            };
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            sink.lock().unwrap().push((line, body));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, pushes)
+}
+
+fn parse(body: &str) -> HashMap<String, f64> {
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the exposition format parses");
+    parsed
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("{other:?}"),
+            };
+            (format!("{}{{}}", s.metric), v)
+        })
+        .collect()
 }
