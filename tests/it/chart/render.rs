@@ -44,8 +44,11 @@ fn chart_renders_the_hook_rbac_and_nothing_cluster_scoped() {
             "Role",
             "RoleBinding",
             "RoleBinding",
+            "Service",
             "Deployment",
             "CronJob",
+            "PrometheusRule",
+            "ServiceMonitor",
             "Job"
         ]
     );
@@ -211,4 +214,102 @@ fn notes_say_where_the_credentials_are_and_how_to_export_them() {
         notes.contains("kubectl vault credentials export -n vault --secret-name openbao-unseal"),
         "{notes}"
     );
+}
+
+/// Every alert names only metrics the plugin produces (their names appear
+/// in its sources), has a severity and a summary; the ServiceMonitor finds
+/// the watcher's Service by its labels and port, and the watcher serves on
+/// that port.
+#[test]
+fn prometheus_rules_and_the_service_monitor_fit_the_plugin() {
+    let all = render(ALL);
+    let mut sources = String::new();
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let rule = one(&all, "PrometheusRule");
+    let rules = rule["spec"]["groups"][0]["rules"].as_sequence().unwrap();
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "VaultPodSealed",
+            "VaultSnapshotMissing",
+            "VaultSnapshotNeverPushed",
+            "VaultCheckpointWaiting",
+            "VaultRaftNoFailureTolerance"
+        ]
+    );
+    let metric = regex_lite::Regex::new(r"kubectl_vault_[a-z_]+").unwrap();
+    for r in rules {
+        let expr = r["expr"].as_str().unwrap();
+        let names: Vec<&str> = metric.find_iter(expr).map(|m| m.as_str()).collect();
+        assert!(!names.is_empty(), "{expr}");
+        for name in names {
+            assert!(
+                sources.contains(&format!("\"{name}\"")),
+                "{name} in `{expr}` is never produced by the plugin"
+            );
+        }
+        assert!(
+            matches!(
+                r["labels"]["severity"].as_str(),
+                Some("critical" | "warning")
+            ),
+            "{r:?}"
+        );
+        assert!(r["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+    assert_eq!(
+        rules[0]["for"].as_str(),
+        Some("10m"),
+        "sealedFor is honoured"
+    );
+    assert!(
+        rules[0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("{{ $labels.pod }}"),
+        "Prometheus templates survive Helm's"
+    );
+    let monitor = one(&all, "ServiceMonitor");
+    let service = all
+        .iter()
+        .find(|d| kind(d) == "Service")
+        .expect("the metrics Service");
+    let want = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    for (k, v) in want {
+        assert_eq!(&service["metadata"]["labels"][k], v, "{k:?}");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9200);
+    let deployment = one(&all, "Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = strings(&container["args"]);
+    let at = args.iter().position(|a| a == "--metrics-addr").unwrap();
+    assert_eq!(args[at + 1], "0.0.0.0:9200");
+    assert_eq!(container["ports"][0]["containerPort"], 9200);
+    let cron = one(&all, "CronJob");
+    let args =
+        strings(&cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let at = args.iter().position(|a| a == "--pushgateway").unwrap();
+    assert_eq!(args[at + 1], "http://pushgateway.monitoring:9091");
+    // Off by default.
+    let defaults = render(DEFAULTS);
+    assert!(defaults
+        .iter()
+        .all(|d| !super::is_prometheus_operator(d) && kind(d) != "Service"));
 }
