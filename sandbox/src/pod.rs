@@ -182,12 +182,24 @@ impl PodLayout {
             .create(true)
             .append(true)
             .open(self.log())?;
+        // The server runs as the charts' container user, as exec'd commands
+        // do: what it writes on the PVC is theirs to read (a backup, a copy).
+        let as_root = running_as_root();
         let mut cmd = match hosts {
-            None => Command::new(bao),
+            None => {
+                let mut c = Command::new(bao);
+                if as_root {
+                    use std::os::unix::process::CommandExt;
+                    c.uid(CONTAINER_UID).gid(CONTAINER_GID);
+                }
+                c
+            }
             Some(hosts) => {
                 let mut c = Command::new("unshare");
                 c.args(["--mount", "--", "/bin/sh", "-c"])
-                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(format!(
+                        "mount --bind \"$0\" /etc/hosts && exec setpriv --reuid={CONTAINER_UID} --regid={CONTAINER_GID} --clear-groups \"$@\""
+                    ))
                     .arg(hosts)
                     .arg(bao);
                 c

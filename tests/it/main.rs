@@ -15,6 +15,7 @@ mod hook;
 mod interleave;
 mod lifecycle;
 mod meet;
+mod migrate;
 mod pod_deletion;
 mod recipients;
 mod release;
