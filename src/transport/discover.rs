@@ -17,6 +17,9 @@ use std::time::Duration;
 /// The selector the hashicorp/vault and openbao/openbao charts' server pods match.
 pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name in (vault,openbao),component=server";
 
+/// What an OpenBao 2.7+ server says before it exits on `storage "file"`.
+const FILE_STORAGE_REFUSED: &str = "unknown storage type file";
+
 /// Container names the charts use for the server.
 const SERVER_CONTAINERS: [&str; 2] = ["vault", "openbao"];
 
@@ -121,6 +124,24 @@ impl KubeCluster {
 
     pub fn container(&self) -> &str {
         &self.container
+    }
+
+    /// Whether `pod`'s server log ends in an OpenBao 2.7+ refusing file
+    /// storage (`unknown storage type file`): a standalone install whose
+    /// image was upgraded before it migrated, crash-looping.
+    pub async fn refuses_file_storage(&self, pod: &str) -> bool {
+        let params = kube::api::LogParams {
+            container: Some(self.container.clone()),
+            tail_lines: Some(20),
+            ..Default::default()
+        };
+        match self.pods.logs(pod, &params).await {
+            Ok(text) => text.contains(FILE_STORAGE_REFUSED),
+            Err(e) => {
+                tracing::debug!(pod, error = %e, "could not read the server log");
+                false
+            }
+        }
     }
 
     /// Kubernetes' view of every pod (readiness, restarts).

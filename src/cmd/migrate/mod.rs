@@ -93,9 +93,24 @@ pub async fn run(ctx: &Context<'_>, args: MigrateArgs) -> Result<(), Failure> {
                 "the raft values were applied before phase 1 finished; re-apply the standalone values and run `kubectl vault migrate --to raft` again (the file data is untouched)"
             )))
         }
-        (_, Stage::Unreachable) => Err(Failure::failed(anyhow!(
-            "the first pod does not answer; check `kubectl vault status` and re-run `kubectl vault migrate --to raft`"
-        ))),
+        (_, Stage::Unreachable) => {
+            let first = cluster
+                .pod_infos()
+                .await
+                .ok()
+                .and_then(|p| p.into_iter().next())
+                .map(|p| p.name)
+                .unwrap_or_default();
+            if cluster.refuses_file_storage(&first).await {
+                return Err(Failure::refused(anyhow!(
+                    "{}; nothing was changed",
+                    crate::cmd::next::pin_file_storage_image(&first)
+                )));
+            }
+            Err(Failure::failed(anyhow!(
+                "the first pod does not answer; check `kubectl vault status` and re-run `kubectl vault migrate --to raft`"
+            )))
+        }
         (Some(_), _) => Err(Failure::failed(anyhow!("unexpected checkpoint phase"))),
     }
 }
