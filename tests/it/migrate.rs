@@ -542,3 +542,65 @@ async fn an_upgraded_image_refusing_file_storage_is_recognised_and_pinning_back_
     assert_eq!(env.read_kv(&token, "probe").await, "intact");
     env.assert_no_secret_exposed().await;
 }
+
+/// A one-node raft cluster growing to 3 is phase 2 without the copy. Before
+/// it, `unseal` refuses the followers that have not joined (unsealing one
+/// first is a risk of the runbook) and changes nothing.
+#[tokio::test]
+async fn a_one_node_raft_cluster_grows_to_three_voters_and_unjoined_followers_are_not_unsealed() {
+    let env = Env::start(
+        ClusterOptions::openbao()
+            .parallel()
+            .replicas(1)
+            .cluster_dns(true),
+    )
+    .await;
+    must(&env.plugin(&["init", "--yes", "--timeout", "30s"]).await, 0);
+    let token = env.stored_credentials().await.unwrap()["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.write_kv(&token, "probe", "grown").await;
+    env.cluster
+        .reconfigure(Reconfigure {
+            replicas: Some(3),
+            ..Reconfigure::default()
+        })
+        .await
+        .unwrap();
+    env.cluster
+        .wait_for_pods(3, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let unseal = env.plugin(&["unseal", "--timeout", "20s"]).await;
+    must(&unseal, 1);
+    assert!(unseal.stderr.contains("join"), "{}", unseal.stderr);
+    for ordinal in [1, 2] {
+        assert_eq!(
+            env.seal_status(ordinal).await["initialized"],
+            false,
+            "pod {ordinal} untouched"
+        );
+    }
+    let even = env
+        .plugin(&["migrate", "--to", "raft", "--replicas", "4"])
+        .await;
+    must(&even, 1);
+    let grow = env
+        .plugin(&[
+            "migrate",
+            "--to",
+            "raft",
+            "--replicas",
+            "3",
+            "--timeout",
+            "120s",
+        ])
+        .await;
+    must(&grow, 0);
+    assert!(grow.stdout.contains("3 voters"), "{}", grow.stdout);
+    env.assert_whole(3).await;
+    assert_eq!(env.read_kv(&token, "probe").await, "grown");
+    assert_eq!(env.sys_inits(), 1);
+    env.assert_no_secret_exposed().await;
+}
