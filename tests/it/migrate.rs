@@ -604,3 +604,8 @@ async fn a_one_node_raft_cluster_grows_to_three_voters_and_unjoined_followers_ar
     assert_eq!(env.sys_inits(), 1);
     env.assert_no_secret_exposed().await;
 }
+
+#[tokio::test]
+async fn migrate_moves_a_standalone_vault_with_500_secrets_to_three_raft_voters() {
+    end_to_end(ClusterOptions::vault()).await;
+}
