@@ -261,6 +261,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 retry_join: retry_join.then_some(true),
                 set_node_id: set_node_id.then_some(true),
                 version,
+                blocked_cluster_ports: None,
             }),
         ),
         Command::FailSecretWrites {

@@ -133,6 +133,10 @@ pub struct ClusterOptions {
     /// storage's default: 2.6.2 for file (the openbao chart's app version,
     /// the last that serves file storage), 2.7.2 for raft.
     pub version: Option<String>,
+    /// Ordinals whose raft listener peers cannot reach: it binds another
+    /// port than the advertised 8201 (a NetworkPolicy or firewall between
+    /// pods, as far as the peers can tell).
+    pub blocked_cluster_ports: Vec<u32>,
 }
 
 /// What `helm upgrade` with other values changes in a running StatefulSet:
@@ -145,6 +149,9 @@ pub struct Reconfigure {
     pub retry_join: Option<bool>,
     pub set_node_id: Option<bool>,
     pub version: Option<String>,
+    /// Pods whose raft port 8201 peers cannot reach (a fault, not a value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_cluster_ports: Option<Vec<u32>>,
 }
 
 impl Reconfigure {
@@ -169,6 +176,9 @@ impl Reconfigure {
         }
         if let Some(version) = &self.version {
             options.version = Some(version.clone());
+        }
+        if let Some(blocked) = &self.blocked_cluster_ports {
+            options.blocked_cluster_ports = blocked.clone();
         }
         options
     }
@@ -204,6 +214,7 @@ impl ClusterOptions {
             bin_dir: None,
             port: None,
             version: None,
+            blocked_cluster_ports: Vec::new(),
         }
     }
 

@@ -126,7 +126,9 @@ pub enum MigrateError {
     NothingPending,
     #[error("phase 1 did not finish (checkpoint {phase}); run `kubectl vault migrate --to raft --backup-to ...` on the standalone server first")]
     NotPrepared { phase: &'static str },
-    #[error("{found} raft voters, {wanted} wanted: {}", missing.join(", "))]
+    #[error("{pod} joined the leader but did not come up within the deadline: raft traffic between the pods does not get through. Pods must reach each other on 8200 (API; the retry_join challenge goes there) and 8201 (raft), in both directions: check NetworkPolicies and firewalls, then run `kubectl vault migrate --to raft` again")]
+    PeerUnreachable { pod: String },
+    #[error("{found} raft voters, {wanted} wanted: {}; pods must reach each other on 8200 and 8201 in both directions", missing.join(", "))]
     Voters {
         found: usize,
         wanted: usize,
@@ -170,6 +172,7 @@ impl MigrateError {
                 | MigrateError::NotPrepared { .. }
                 | MigrateError::GenerationChanged { .. }
                 | MigrateError::SentinelLost { .. }
+                | MigrateError::PeerUnreachable { .. }
         )
     }
 }
@@ -490,7 +493,19 @@ where
         };
     }
     fail::fail_point!("migrate::before_reconcile");
-    let report = reconcile(cluster, &Keyring::of(&credentials), timeouts).await?;
+    let report = match reconcile(cluster, &Keyring::of(&credentials), timeouts).await {
+        Err(ReconcileError::Unseal(UnsealError::StillSealed { pod, .. }))
+            if pod != first.name() =>
+        {
+            return Err(MigrateError::PeerUnreachable { pod });
+        }
+        Err(ReconcileError::PeersIncomplete { missing, .. }) if !missing.is_empty() => {
+            return Err(MigrateError::PeerUnreachable {
+                pod: missing.join(", "),
+            });
+        }
+        other => other?,
+    };
     fail::fail_point!("migrate::after_reconcile");
     let nodes = cluster.nodes().await?;
     let leader = nodes

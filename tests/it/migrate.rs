@@ -609,3 +609,53 @@ async fn a_one_node_raft_cluster_grows_to_three_voters_and_unjoined_followers_ar
 async fn migrate_moves_a_standalone_vault_with_500_secrets_to_three_raft_voters() {
     end_to_end(ClusterOptions::vault()).await;
 }
+
+/// A follower whose raft port 8201 the leader cannot reach: the join is
+/// timed and ends with exit 1 and a hint naming 8200 and 8201, not a hang.
+#[tokio::test]
+async fn a_follower_the_leader_cannot_reach_on_8201_ends_in_a_timed_refusal_naming_the_ports() {
+    let env = Env::start(
+        ClusterOptions::openbao()
+            .parallel()
+            .replicas(1)
+            .cluster_dns(true),
+    )
+    .await;
+    must(&env.plugin(&["init", "--yes", "--timeout", "30s"]).await, 0);
+    env.cluster
+        .reconfigure(Reconfigure {
+            replicas: Some(3),
+            blocked_cluster_ports: Some(vec![1]),
+            ..Reconfigure::default()
+        })
+        .await
+        .unwrap();
+    let config =
+        std::fs::read_to_string(env.cluster.dir().join("pods/openbao-1/config.hcl")).unwrap();
+    assert!(config.contains(":18201"), "the fault is in place: {config}");
+    env.cluster
+        .wait_for_pods(3, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let run = env
+        .plugin(&[
+            "migrate",
+            "--to",
+            "raft",
+            "--replicas",
+            "3",
+            "--timeout",
+            "30s",
+        ])
+        .await;
+    must(&run, 1);
+    assert!(started.elapsed().as_secs() < 150, "timed, not a hang");
+    assert!(run.stderr.contains("openbao-1"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("8200") && run.stderr.contains("8201"),
+        "{}",
+        run.stderr
+    );
+    env.assert_no_secret_exposed().await;
+}
