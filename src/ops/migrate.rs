@@ -91,6 +91,10 @@ pub struct PrepareReport {
     pub keys: KeyCount,
     pub generation: u32,
     pub backup: BackupRef,
+    /// The audit devices the data declares (`sys/audit`), as `path (type:
+    /// file_path)`: their volumes must exist on every raft pod, or they
+    /// fail closed.
+    pub audit_devices: Vec<String>,
     /// Phase 1 had already finished; nothing was done again.
     pub already_prepared: bool,
 }
@@ -274,6 +278,33 @@ pub async fn sentinel_reads_back(
     }
 }
 
+/// `sys/audit` as `path (type: file_path)` lines.
+async fn audit_devices(
+    node: &impl VaultNode,
+    credentials: &Credentials,
+) -> Result<Vec<String>, MigrateError> {
+    #[derive(serde::Deserialize)]
+    struct Device {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        options: std::collections::BTreeMap<String, String>,
+    }
+    let value = node
+        .call(Request::read("sys/audit").with_token(&credentials.root_token))
+        .await
+        .map_err(node_err("list the audit devices", node))?;
+    let devices: std::collections::BTreeMap<String, Device> =
+        serde_json::from_value(value).unwrap_or_default();
+    Ok(devices
+        .into_iter()
+        .map(|(path, d)| match d.options.get("file_path") {
+            Some(file) => format!("{path} ({}: {file})", d.kind),
+            None => format!("{path} ({})", d.kind),
+        })
+        .collect())
+}
+
 async fn seal(node: &impl VaultNode, credentials: &Credentials) -> Result<(), MigrateError> {
     let body = SecretBytes::json(&serde_json::json!({}))
         .map_err(|e| NodeError::Malformed(e.to_string()))
@@ -337,6 +368,7 @@ where
             },
             generation: migration.generation,
             backup: migration.backup.clone(),
+            audit_devices: Vec::new(),
             already_prepared: true,
         });
     }
@@ -363,6 +395,7 @@ where
     }
     // Preflight: the stored shares open the data and the token works.
     unseal(node, &credentials).await?;
+    let audit_devices = audit_devices(node, &credentials).await?;
     let migration = match resumed {
         Some(m) => m,
         None => Migration {
@@ -413,6 +446,7 @@ where
         keys: counts,
         generation: migration.generation,
         backup: migration.backup,
+        audit_devices,
         already_prepared: false,
     })
 }

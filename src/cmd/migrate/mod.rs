@@ -237,8 +237,16 @@ async fn prepare(
                     r.backup.object, r.keys.copied, r.pod, r.pod, r.generation
                 )
             };
+            let audit = if r.audit_devices.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "Audit devices: {}. Declare the same `audit` stanzas in the raft config (OpenBao 2.x takes them only from the config), and give their volumes room on every raft pod: a full audit volume fails requests closed.\n",
+                    r.audit_devices.join(", ")
+                )
+            };
             format!(
-                "{done}. Checkpoint {}: awaiting_raft_values.\n\n{}",
+                "{done}. Checkpoint {}: awaiting_raft_values.\n{audit}\n{}",
                 store.checkpoint_object(),
                 values::raft_values(&sts, args.replicas, &data_path)
             )
