@@ -667,3 +667,57 @@ async fn a_follower_the_leader_cannot_reach_on_8201_ends_in_a_timed_refusal_nami
     );
     env.assert_no_secret_exposed().await;
 }
+
+/// `--rollback` before phase 2: refused while the raft values are applied
+/// (it says to re-apply the standalone values); with them back, the pod
+/// unseals on its untouched file data and the checkpoint goes.
+#[tokio::test]
+async fn rollback_after_phase_one_brings_the_file_storage_back() {
+    let (env, token) = standalone_with_data(ClusterOptions::openbao().parallel()).await;
+    env.write_kv(&token, "probe", "before").await;
+    let backup_to = format!("{}/", env.cluster.dir().join("backups").display());
+    must(
+        &env.plugin(&[
+            "migrate",
+            "--to",
+            "raft",
+            "--backup-to",
+            &backup_to,
+            "--yes",
+        ])
+        .await,
+        0,
+    );
+    env.cluster
+        .reconfigure(Reconfigure {
+            storage: Some(Storage::Raft),
+            replicas: Some(3),
+            ..Reconfigure::default()
+        })
+        .await
+        .unwrap();
+    let early = env.plugin(&["migrate", "--rollback", "--yes"]).await;
+    must(&early, 1);
+    assert!(
+        early.stderr.contains("re-apply the standalone values"),
+        "{}",
+        early.stderr
+    );
+    assert!(env.checkpoint_exists().await, "nothing changed");
+
+    env.cluster
+        .reconfigure(Reconfigure {
+            storage: Some(Storage::File),
+            replicas: Some(1),
+            ..Reconfigure::default()
+        })
+        .await
+        .unwrap();
+    let back = env.plugin(&["migrate", "--rollback", "--yes"]).await;
+    must(&back, 0);
+    assert!(back.stdout.contains("Rolled back"), "{}", back.stdout);
+    assert!(!env.checkpoint_exists().await);
+    assert_eq!(env.seal_status(0).await["storage_type"], "file");
+    assert_eq!(env.read_kv(&token, "probe").await, "before");
+    env.assert_no_secret_exposed().await;
+}
