@@ -64,8 +64,20 @@ pub struct KeyCount {
     pub copied: u64,
 }
 
+/// Space on a data volume, in KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Room {
+    /// What the file storage takes.
+    pub used: u64,
+    /// What is free on the volume.
+    pub free: u64,
+}
+
 /// The in-pod work on the data volume.
 pub trait FileData: Send + Sync {
+    /// What the file data of `pod` takes and what is free beside it.
+    fn room(&self, pod: &str) -> impl Future<Output = Result<Room, NodeError>> + Send;
+
     /// Writes raft storage beside the file data of `pod` with `operator
     /// migrate` (node id `pod`, `cluster_addr`), after discarding any earlier
     /// raft copy there. The server must be sealed.
@@ -116,6 +128,8 @@ pub enum MigrateError {
     NotInitialized { pod: String },
     #[error("{pod} runs OpenBao {version}, whose `operator migrate` loses data (openbao#2466); upgrade to 2.5.1 or later (2.6.x keeps file storage) first")]
     VersionTooOld { pod: String, version: String },
+    #[error("the data volume of {pod} has {} KiB free, and the raft copy needs about as much as the file data takes ({} KiB) beside it; grow the volume first. Nothing was changed", room.free, room.used)]
+    NoRoom { pod: String, room: Room },
     #[error("the workload has {pods} pods on file storage; a standalone server has one")]
     NotStandalone { pods: usize },
     #[error("the raft copy on {pod} holds {} keys, the file storage {}: the copy is incomplete; the file data is untouched and the pod is unsealed on it again", counts.copied, counts.source)]
@@ -169,6 +183,7 @@ impl MigrateError {
                 | MigrateError::NotInitialized { .. }
                 | MigrateError::VersionTooOld { .. }
                 | MigrateError::NotStandalone { .. }
+                | MigrateError::NoRoom { .. }
                 | MigrateError::RaftEmpty { .. }
                 | MigrateError::AwaitingValues { .. }
                 | MigrateError::RollbackNeedsStandalone { .. }
@@ -396,6 +411,19 @@ where
     // Preflight: the stored shares open the data and the token works.
     unseal(node, &credentials).await?;
     let audit_devices = audit_devices(node, &credentials).await?;
+    // A copy after a crash replaces the earlier one: only a fresh run checks.
+    if resumed.is_none() {
+        let room = data
+            .room(node.name())
+            .await
+            .map_err(node_err("measure the data volume", node))?;
+        if room.free < room.used {
+            return Err(MigrateError::NoRoom {
+                pod: node.name().to_owned(),
+                room,
+            });
+        }
+    }
     let migration = match resumed {
         Some(m) => m,
         None => Migration {

@@ -6,7 +6,7 @@
 //! the cluster address, never a secret: `operator migrate` needs no token
 //! (it copies encrypted storage entries as they are).
 
-use crate::ops::migrate::{FileData, KeyCount};
+use crate::ops::migrate::{FileData, KeyCount, Room};
 use crate::ops::node::{NodeError, VaultNode};
 use crate::transport::exec::{parse_cli_error, ExecNode, StreamStdin, Streaming};
 use crate::transport::pod::PodNode;
@@ -44,6 +44,13 @@ c=$(grep -c 'copied key' "$log" || true)
 printf '%s' "$pod" > node-id
 rm -f "$cfg" "$log"
 echo "{\"source\": $n, \"copied\": $c}""#;
+
+/// `$1`: data folder. Prints the KiB the file data takes (without an
+/// earlier raft copy) and the KiB free on its volume.
+const ROOM: &str = r#"cd "$1" || exit 71
+u=0; for f in * .[!.]*; do [ -e "$f" ] || continue; case "$f" in raft|vault.db) ;; *) k=$(du -sk "$f" | cut -f1); u=$((u + k));; esac; done
+f=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "{\"used\": $u, \"free\": $f}""#;
 
 /// `$1`: data folder. Exit 0 when file-storage data is there (`core/`).
 const HAS_FILE_DATA: &str = r#"[ -d "$1/core" ] && ls "$1/core" | grep -q ."#;
@@ -95,7 +102,41 @@ pub struct ExecFileData {
     pub nodes: Vec<PodNode>,
 }
 
+impl ExecFileData {
+    fn node(&self, pod: &str) -> Result<&PodNode, NodeError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name() == pod)
+            .ok_or_else(|| NodeError::PodGone(pod.to_owned()))
+    }
+}
+
 impl FileData for ExecFileData {
+    async fn room(&self, pod: &str) -> Result<Room, NodeError> {
+        let exec = self.node(pod)?.exec();
+        let dir = data_dir(exec, pod)?;
+        let out = exec
+            .run(
+                vec!["sh".into(), "-c".into(), ROOM.into(), "sh".into(), dir],
+                None,
+            )
+            .await?;
+        if out.exit_code != 0 {
+            return Err(parse_cli_error(&out.stderr, out.exit_code));
+        }
+        #[derive(serde::Deserialize)]
+        struct Sizes {
+            used: u64,
+            free: u64,
+        }
+        let sizes: Sizes = serde_json::from_slice(&out.stdout)
+            .map_err(|e| NodeError::Malformed(format!("the data volume's sizes: {e}")))?;
+        Ok(Room {
+            used: sizes.used,
+            free: sizes.free,
+        })
+    }
+
     async fn copy_to_raft(&self, pod: &str, cluster_addr: &str) -> Result<KeyCount, NodeError> {
         let node = self
             .nodes
