@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use sandbox::{Cluster, ClusterOptions, Control, Flavour, PodManagement, Seal};
+use sandbox::{
+    Cluster, ClusterOptions, Control, Flavour, PodManagement, Reconfigure, Seal, Storage,
+};
 use serde::{Deserialize, Serialize};
 
 /// A Kubernetes API server double whose pods are real OpenBao processes.
@@ -38,6 +40,23 @@ enum ModeArg {
     Ha,
     /// File storage, one pod, not HA (the charts' default `server.standalone`).
     Standalone,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StorageArg {
+    /// Integrated storage (the charts' `server.ha.raft`).
+    Raft,
+    /// `storage "file"` (the charts' default `server.standalone`).
+    File,
+}
+
+impl From<StorageArg> for Storage {
+    fn from(s: StorageArg) -> Self {
+        match s {
+            StorageArg::Raft => Storage::Raft,
+            StorageArg::File => Storage::File,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -78,8 +97,15 @@ struct UpArgs {
     #[arg(long)]
     retry_join: bool,
     /// `ha`: raft storage; `standalone`: file storage on OpenBao 2.6, one pod.
-    #[arg(long, value_enum, default_value = "ha")]
+    #[arg(long, value_enum, default_value = "ha", conflicts_with = "storage")]
     mode: ModeArg,
+    /// `file` is `--mode standalone` (one pod on OpenBao 2.6.2); `raft` is `--mode ha`.
+    #[arg(long, value_enum)]
+    storage: Option<StorageArg>,
+    /// OpenBao version the pods run: 2.6.2 or 2.7.2 (default: 2.6.2 on
+    /// file storage, 2.7.2 on raft).
+    #[arg(long)]
+    version: Option<String>,
     /// Set each raft node id to the pod name (the charts' `setNodeId: true`);
     /// by default OpenBao generates one, as the charts do.
     #[arg(long)]
@@ -146,6 +172,26 @@ enum Command {
         replicas: u32,
         #[command(flatten)]
         dir: DirArg,
+    },
+    /// Do what `helm upgrade` with other values does: change the storage,
+    /// replicas, joins or image, and recreate every pod on the new spec
+    /// (highest ordinal first; PVC folders kept).
+    Reconfigure {
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long, value_enum)]
+        storage: Option<StorageArg>,
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// Add `retry_join` (pointing at pod 0) to every pod's raft stanza.
+        #[arg(long)]
+        retry_join: bool,
+        /// Set each raft node id to the pod name (`setNodeId: true`).
+        #[arg(long)]
+        set_node_id: bool,
+        /// OpenBao version: 2.6.2 or 2.7.2 (default: unchanged).
+        #[arg(long)]
+        version: Option<String>,
     },
     /// Make the next writes to a Secret fail.
     FailSecretWrites {
@@ -215,6 +261,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::RestartAll(d) => (d.dir, Control::RestartAll),
         Command::RestorePod { pod, dir } => (dir.dir, Control::RestorePod { pod }),
         Command::Scale { replicas, dir } => (dir.dir, Control::Scale { replicas }),
+        Command::Reconfigure {
+            dir,
+            storage,
+            replicas,
+            retry_join,
+            set_node_id,
+            version,
+        } => (
+            dir.dir,
+            Control::Reconfigure(Reconfigure {
+                storage: storage.map(Storage::from),
+                replicas,
+                retry_join: retry_join.then_some(true),
+                set_node_id: set_node_id.then_some(true),
+                version,
+                blocked_cluster_ports: None,
+            }),
+        ),
         Command::FailSecretWrites {
             name,
             count,
@@ -270,8 +334,15 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         })
         .sidecar(up.sidecar)
         .dir(&up.dir);
-    if matches!(up.mode, ModeArg::Standalone) {
+    let standalone = match up.storage {
+        Some(storage) => matches!(storage, StorageArg::File),
+        None => matches!(up.mode, ModeArg::Standalone),
+    };
+    if standalone {
         opts = opts.standalone();
+    }
+    if let Some(version) = up.version {
+        opts = opts.version(version);
     }
     if let Some(port) = up.port {
         opts = opts.port(port);

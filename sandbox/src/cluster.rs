@@ -284,6 +284,18 @@ impl Cluster {
         self.control(Control::Scale { replicas }).await
     }
 
+    /// What `helm upgrade` with new values does: see [`crate::fleet::Fleet::reconfigure`].
+    /// Returns once the recreated pods were started (a server that cannot
+    /// start is left crash-looping).
+    pub async fn reconfigure(&self, change: crate::options::Reconfigure) -> anyhow::Result<()> {
+        self.control(Control::Reconfigure(change)).await
+    }
+
+    /// The options as last reconfigured (storage, version, replicas).
+    pub fn spec(&self) -> ClusterOptions {
+        self.sandbox.fleet.spec()
+    }
+
     /// The next `count` writes to Secret `secret` fail with `fault`.
     pub fn fail_secret_writes(&self, secret: &str, count: u32, fault: SecretFault) {
         self.sandbox.faults.fail_secret_writes(secret, count, fault);

@@ -28,6 +28,9 @@ pub enum Control {
     RestorePod { pod: String },
     /// Set spec.replicas.
     Scale { replicas: u32 },
+    /// `helm upgrade` with new values: config, replicas and image change,
+    /// every pod is recreated on the new spec with its PVC kept.
+    Reconfigure(crate::options::Reconfigure),
     /// The next `count` writes to Secret `name` fail (`mode`: 500, 409, drop).
     FailSecretWrites {
         name: String,
@@ -65,6 +68,7 @@ impl Sandbox {
             Control::RemovePod { pod } => self.fleet.remove_pod(self.ordinal(&pod)?).await,
             Control::RestorePod { pod } => self.fleet.restore_pod(self.ordinal(&pod)?).await,
             Control::Scale { replicas } => self.fleet.scale(replicas).await,
+            Control::Reconfigure(change) => self.fleet.reconfigure(&change).await,
             Control::FailSecretWrites { name, count, mode } => {
                 let fault = SecretFault::parse(&mode)
                     .with_context(|| format!("unknown fault mode {mode:?} (500, 409, drop)"))?;
@@ -118,6 +122,19 @@ mod tests {
                 count: 2,
                 mode: "drop".into()
             }
+        );
+        let c: Control = serde_json::from_str(
+            r#"{"op":"reconfigure","storage":"raft","replicas":3,"retry_join":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Control::Reconfigure(crate::options::Reconfigure {
+                storage: Some(crate::Storage::Raft),
+                replicas: Some(3),
+                retry_join: Some(true),
+                ..Default::default()
+            })
         );
         assert_eq!(
             serde_json::to_value(Control::AllowAll).unwrap(),

@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::meta::{self, Revisions};
-use crate::options::{ClusterOptions, PodManagement};
+use crate::options::{ClusterOptions, PodManagement, Reconfigure};
 pub use crate::pod::PodView;
 use crate::pod::{self, Health, PodLayout};
 use crate::spawner::{ServerProcess, Spawner};
@@ -53,9 +53,12 @@ struct FleetState {
 
 /// All pods of the StatefulSet and their processes.
 pub struct Fleet {
+    /// What the cluster was started with: its identity (names, flavour,
+    /// policy). The server spec that a chart upgrade changes is `spec`.
     opts: ClusterOptions,
+    /// The options as last reconfigured: storage, replicas, version, joins.
+    spec: Mutex<ClusterOptions>,
     dir: PathBuf,
-    bao: PathBuf,
     spawner: Spawner,
     revisions: Arc<Revisions>,
     state: Mutex<FleetState>,
@@ -88,21 +91,15 @@ impl Fleet {
         dir: &Path,
         revisions: Arc<Revisions>,
     ) -> anyhow::Result<Self> {
-        let bin = opts.server_binary();
-        let bao = std::fs::canonicalize(&bin).with_context(|| {
-            format!(
-                "find the bao binary at {} (run scripts/install-deps)",
-                bin.display()
-            )
-        })?;
+        server_binary(&opts)?;
         let desired = opts.replicas;
         if opts.seal == crate::seal::Seal::Static {
             crate::seal::ensure_static_key(dir, &opts.name).context("write the static seal key")?;
         }
         Ok(Self {
+            spec: Mutex::new(opts.clone()),
             opts,
             dir: dir.to_path_buf(),
-            bao,
             spawner: Spawner::new().context("start the spawner thread")?,
             revisions,
             state: Mutex::new(FleetState {
@@ -120,9 +117,15 @@ impl Fleet {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The options the fleet was built from.
+    /// The options the fleet was built from: names, flavour, policy. For
+    /// what a reconfigure changes (storage, version, replicas), see [`Self::spec`].
     pub fn options(&self) -> &ClusterOptions {
         &self.opts
+    }
+
+    /// The options as last reconfigured.
+    pub fn spec(&self) -> ClusterOptions {
+        self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The folder of pod `name`.
@@ -202,8 +205,10 @@ impl Fleet {
         let ip = self.ip_of(ordinal)?;
         let leader = self.ip_of(0)?;
         let layout = self.layout(&name);
+        let spec = self.spec();
+        let bao = server_binary(&spec)?;
         layout
-            .prepare(&self.opts, &name, ip, leader, &self.bao)
+            .prepare(&spec, &name, ip, leader, &bao)
             .with_context(|| format!("prepare {}", layout.dir.display()))?;
         let hosts = if self.opts.cluster_dns {
             self.write_hosts(ordinal)?;
@@ -211,7 +216,7 @@ impl Fleet {
         } else {
             None
         };
-        let cmd = layout.server_command(&self.bao, hosts.as_deref())?;
+        let cmd = layout.server_command(&bao, hosts.as_deref())?;
         let process = self
             .spawner
             .spawn(cmd)
@@ -473,6 +478,45 @@ impl Fleet {
         self.reconcile().await
     }
 
+    /// What `helm upgrade` with new values does, with the charts'
+    /// `updateStrategy: OnDelete` followed by deleting every pod: the
+    /// StatefulSet spec changes, every existing pod is recreated with the new
+    /// config and image (highest ordinal first, as a rolling update goes;
+    /// PVC folders kept), pods above the new replica count go away, and the
+    /// missing ones are created in the policy's order (OrderedReady: the
+    /// next one once the previous is Ready, so once it is unsealed).
+    ///
+    /// A server that cannot start on the new spec (OpenBao 2.7 on file
+    /// storage) is left crash-looping, as the kubelet would.
+    pub async fn reconfigure(&self, change: &Reconfigure) -> anyhow::Result<()> {
+        let spec = change.apply(self.spec());
+        server_binary(&spec)?;
+        {
+            let _guard = self.lifecycle.lock().await;
+            let existing: Vec<u32> = {
+                let mut st = self.lock();
+                st.desired = spec.replicas;
+                st.removed.clear();
+                st.pods.keys().copied().collect()
+            };
+            *self.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec.clone();
+            if self.opts.cluster_dns {
+                self.write_hosts(0)?;
+            }
+            for o in existing.into_iter().rev() {
+                self.kill(o);
+                self.lock().pods.remove(&o);
+                if o >= spec.replicas {
+                    continue;
+                }
+                if let Err(e) = self.create_pod(o).await {
+                    tracing::warn!("pod {o} does not start on the new spec: {e:#}");
+                }
+            }
+        }
+        self.reconcile().await
+    }
+
     /// Creates the pods the policy allows now. OrderedReady: the lowest missing
     /// ordinal, once every lower pod is Ready. Parallel: every missing ordinal.
     pub async fn reconcile(&self) -> anyhow::Result<()> {
@@ -539,7 +583,7 @@ impl Fleet {
         let provider = crate::transit::TransitProvider::start(
             &self.dir,
             &crate::seal::secret_dir(&self.dir, &self.opts.name),
-            &self.bao,
+            &server_binary(&self.spec())?,
             &self.spawner,
         )
         .await
@@ -719,6 +763,18 @@ impl Fleet {
         }
         self.spawner.stop();
     }
+}
+
+/// The server binary `opts` asks for, checked to exist.
+fn server_binary(opts: &ClusterOptions) -> anyhow::Result<PathBuf> {
+    let bin = opts.server_binary();
+    std::fs::canonicalize(&bin).with_context(|| {
+        format!(
+            "find the bao {} binary at {} (run scripts/install-deps)",
+            opts.server_version(),
+            bin.display()
+        )
+    })
 }
 
 impl Drop for Fleet {

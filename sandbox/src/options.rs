@@ -59,7 +59,8 @@ impl Flavour {
 }
 
 /// Where the servers keep their data, as the charts' two modes do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// `server.ha.raft`: integrated storage, one raft peer per pod.
     Raft,
@@ -128,6 +129,59 @@ pub struct ClusterOptions {
     pub bin_dir: Option<PathBuf>,
     /// Fixed API server port (the CLI's `--port`); `None` = any free port.
     pub port: Option<u16>,
+    /// The OpenBao version the pods run (`2.6.2` or `2.7.2`); `None` = the
+    /// storage's default: 2.6.2 for file (the openbao chart's app version,
+    /// the last that serves file storage), 2.7.2 for raft.
+    pub version: Option<String>,
+    /// Ordinals whose raft listener peers cannot reach: it binds another
+    /// port than the advertised 8201 (a NetworkPolicy or firewall between
+    /// pods, as far as the peers can tell).
+    pub blocked_cluster_ports: Vec<u32>,
+}
+
+/// What `helm upgrade` with other values changes in a running StatefulSet:
+/// the server config, the replica count and the image. Unset fields keep
+/// their value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reconfigure {
+    pub storage: Option<Storage>,
+    pub replicas: Option<u32>,
+    pub retry_join: Option<bool>,
+    pub set_node_id: Option<bool>,
+    pub version: Option<String>,
+    /// Pods whose raft port 8201 peers cannot reach (a fault, not a value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_cluster_ports: Option<Vec<u32>>,
+}
+
+impl Reconfigure {
+    /// `options` with this change applied.
+    pub fn apply(&self, mut options: ClusterOptions) -> ClusterOptions {
+        if let Some(storage) = self.storage {
+            // A chart upgrade keeps the image: a file → raft values change
+            // on 2.6.2 stays on 2.6.2.
+            if options.version.is_none() {
+                options.version = Some(options.server_version().to_owned());
+            }
+            options.storage = storage;
+        }
+        if let Some(replicas) = self.replicas {
+            options.replicas = replicas;
+        }
+        if let Some(on) = self.retry_join {
+            options.retry_join = on;
+        }
+        if let Some(on) = self.set_node_id {
+            options.set_node_id = on;
+        }
+        if let Some(version) = &self.version {
+            options.version = Some(version.clone());
+        }
+        if let Some(blocked) = &self.blocked_cluster_ports {
+            options.blocked_cluster_ports = blocked.clone();
+        }
+        options
+    }
 }
 
 impl ClusterOptions {
@@ -159,6 +213,8 @@ impl ClusterOptions {
             dir: None,
             bin_dir: None,
             port: None,
+            version: None,
+            blocked_cluster_ports: Vec::new(),
         }
     }
 
@@ -284,12 +340,27 @@ impl ClusterOptions {
         self
     }
 
-    /// The image reported in the pod spec and status: OpenBao 2.6.2 (the
-    /// openbao chart's app version) on file storage.
-    pub fn image(&self) -> &'static str {
-        match (self.storage, self.flavour) {
-            (Storage::File, Flavour::OpenBao) => "openbao/openbao:2.6.2",
-            _ => self.flavour.image(),
+    /// Runs OpenBao `version` (`2.6.2` or `2.7.2`).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// The OpenBao version the pods run: the option, else 2.6.2 on file
+    /// storage (the openbao chart's app version) and 2.7.2 on raft.
+    pub fn server_version(&self) -> &str {
+        match (&self.version, self.storage) {
+            (Some(v), _) => v,
+            (None, Storage::File) => "2.6.2",
+            (None, Storage::Raft) => "2.7.2",
+        }
+    }
+
+    /// The image reported in the pod spec and status.
+    pub fn image(&self) -> String {
+        match self.flavour {
+            Flavour::OpenBao => format!("openbao/openbao:{}", self.server_version()),
+            Flavour::Vault => self.flavour.image().to_owned(),
         }
     }
 
@@ -322,13 +393,15 @@ impl ClusterOptions {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.deps/bin"))
     }
 
-    /// The server binary the pods run: `bao` in the bin folder for raft,
-    /// OpenBao 2.6 next to it (`../bao-2.6/bin/bao`, from `scripts/install-deps`) for file storage.
+    /// The server binary the pods run: OpenBao 2.6 (`../bao-2.6/bin/bao`
+    /// next to the bin folder, from `scripts/install-deps`) for 2.6.x, else
+    /// `bao` in the bin folder (2.7.2).
     pub fn server_binary(&self) -> PathBuf {
         let bin = self.resolved_bin_dir();
-        match self.storage {
-            Storage::Raft => bin.join("bao"),
-            Storage::File => bin.join("..").join("bao-2.6").join("bin").join("bao"),
+        if self.server_version().starts_with("2.6") {
+            bin.join("..").join("bao-2.6").join("bin").join("bao")
+        } else {
+            bin.join("bao")
         }
     }
 }
@@ -369,6 +442,29 @@ mod tests {
         let v = ClusterOptions::vault().release("vault");
         assert_eq!((v.name.as_str(), v.instance()), ("vault", "vault"));
         assert_eq!(ClusterOptions::vault().instance(), "vault");
+    }
+
+    #[test]
+    fn a_storage_change_keeps_the_image_as_a_chart_upgrade_does() {
+        let file = ClusterOptions::openbao().standalone();
+        assert_eq!(file.image(), "openbao/openbao:2.6.2");
+        let raft = Reconfigure {
+            storage: Some(Storage::Raft),
+            replicas: Some(3),
+            ..Reconfigure::default()
+        }
+        .apply(file.clone());
+        assert_eq!((raft.storage, raft.replicas), (Storage::Raft, 3));
+        assert_eq!(raft.image(), "openbao/openbao:2.6.2");
+        let upgraded = Reconfigure {
+            version: Some("2.7.2".into()),
+            ..Reconfigure::default()
+        }
+        .apply(file);
+        assert_eq!(upgraded.storage, Storage::File);
+        assert_eq!(upgraded.image(), "openbao/openbao:2.7.2");
+        assert!(upgraded.server_binary().ends_with("bin/bao"));
+        assert_eq!(ClusterOptions::openbao().image(), "openbao/openbao:2.7.2");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub fn running_as_root() -> bool {
 pub const API_PORT: u16 = 8200;
 /// Raft cluster port inside the pod.
 pub const CLUSTER_PORT: u16 = 8201;
+/// Where a pod with a blocked cluster port listens for raft instead.
+const BLOCKED_CLUSTER_PORT: u16 = 18201;
 
 /// The folder of one pod.
 #[derive(Clone, Debug)]
@@ -206,12 +208,24 @@ impl PodLayout {
             use std::io::Write;
             writeln!(log, "{START_MARKER}")?;
         }
+        // The server runs as the charts' container user, as exec'd commands
+        // do: what it writes on the PVC is theirs to read (a backup, a copy).
+        let as_root = running_as_root();
         let mut cmd = match hosts {
-            None => Command::new(bao),
+            None => {
+                let mut c = Command::new(bao);
+                if as_root {
+                    use std::os::unix::process::CommandExt;
+                    c.uid(CONTAINER_UID).gid(CONTAINER_GID);
+                }
+                c
+            }
             Some(hosts) => {
                 let mut c = Command::new("unshare");
                 c.args(["--mount", "--", "/bin/sh", "-c"])
-                    .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+                    .arg(format!(
+                        "mount --bind \"$0\" /etc/hosts && exec setpriv --reuid={CONTAINER_UID} --regid={CONTAINER_GID} --clear-groups \"$@\""
+                    ))
                     .arg(hosts)
                     .arg(bao);
                 c
@@ -265,13 +279,24 @@ fn server_config(
     } else {
         ip.to_string()
     };
+    // A blocked cluster port: the raft listener sits elsewhere, so peers
+    // dialing the advertised :8201 are refused.
+    let cluster_listen = if opts
+        .blocked_cluster_ports
+        .iter()
+        .any(|o| opts.pod_name(*o) == name)
+    {
+        BLOCKED_CLUSTER_PORT
+    } else {
+        CLUSTER_PORT
+    };
     let seal = crate::seal::stanza(
         opts.seal,
         &crate::seal::secret_dir(&layout.cluster_dir(), &opts.name),
     );
     format!(
         "{storage}\n{seal}\
-         listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{CLUSTER_PORT}\"\n  tls_disable = true\n}}\n\n\
+         listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{cluster_listen}\"\n  tls_disable = true\n}}\n\n\
          api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
     )
 }

@@ -118,10 +118,11 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
     let seal_path = crate::seal::secret_dir(&fleet.layout(&p.name).cluster_dir(), &opts.name)
         .display()
         .to_string();
-    let mut containers = vec![container_spec(opts, &data_path, &seal_path)];
+    let spec = fleet.spec();
+    let mut containers = vec![container_spec(&spec, &data_path, &seal_path)];
     let main_status = container_status(
         opts.container(),
-        opts.image(),
+        &spec.image(),
         ready,
         p.restart_count,
         &started,
@@ -216,7 +217,7 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
         .count();
     let chart_data_path = format!("/{}/data", opts.flavour.app_name());
     let mut template_containers = vec![container_spec(
-        opts,
+        &fleet.spec(),
         &chart_data_path,
         &chart_seal_path(opts),
     )];

@@ -76,6 +76,14 @@ pub fn ensure_key_file(path: &Path) -> io::Result<PathBuf> {
         f.write_all(&key)?;
         f.sync_all()?;
     }
+    if crate::pod::running_as_root() {
+        // As kubelet hands a Secret volume to the pod's fsGroup.
+        std::os::unix::fs::chown(
+            &tmp,
+            Some(crate::pod::CONTAINER_UID),
+            Some(crate::pod::CONTAINER_GID),
+        )?;
+    }
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod credentials;
 pub mod init;
+pub mod migrate;
 pub mod recover;
 pub mod rotate;
 pub mod snapshot;
@@ -131,6 +132,10 @@ pub enum Command {
     /// temporary init, forced restore of the newest verified snapshot, unseal
     /// with the stored keys. Never overwrites them.
     Recover(recover::RecoverArgs),
+    /// Move a standalone server on file storage to a raft cluster with the
+    /// same keys and data (or grow a one-node raft cluster): phase 1 copies
+    /// and prints the values to apply, phase 2 joins and verifies.
+    Migrate(migrate::MigrateArgs),
     /// Show or abandon an interrupted operation's checkpoint.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),

@@ -22,6 +22,7 @@ pub fn operation(command: &Command) -> Option<&'static str> {
         Command::Join(_) => Some("Join"),
         Command::Rotate(_) => Some("Rotate"),
         Command::Recover(_) => Some("Recover"),
+        Command::Migrate(_) => Some("Migrate"),
         Command::Snapshot(SnapshotCommand::Save(_)) => Some("SnapshotSave"),
         Command::Snapshot(SnapshotCommand::Restore(_)) => Some("SnapshotRestore"),
         Command::Credentials(CredentialsCommand::Import(_)) => Some("CredentialsImport"),

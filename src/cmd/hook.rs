@@ -23,6 +23,21 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         printer: ctx.printer,
     };
     let deadline = Instant::now() + args.timeout;
+    // A pending migrate's phase 2 is what this upgrade applied the raft
+    // values for: finish it before anything else looks at the pods.
+    if let Err(failure) = super::migrate::finish_pending(&hook_ctx, &args.store, args.timeout).await
+    {
+        let workload = hook_ctx.cluster().await.ok().map(|c| c.workload_name());
+        event(
+            ctx,
+            workload.as_deref(),
+            "Warning",
+            "VaultHookFailed",
+            &failure.error.to_string(),
+        )
+        .await;
+        return Err(failure);
+    }
     let mut backoff = Duration::from_secs(2);
     let mut attempt = 1u32;
     loop {

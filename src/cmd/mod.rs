@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod events;
 pub mod hook;
 pub mod init;
+pub mod migrate;
 pub mod next;
 pub mod recover;
 pub mod rotate;
@@ -243,6 +244,7 @@ async fn dispatch(ctx: &Context<'_>, command: Command) -> Result<(), Failure> {
         Command::Rotate(args) => rotate::run(ctx, args).await,
         Command::Snapshot(command) => snapshot::run(ctx, command).await,
         Command::Recover(args) => recover::run(ctx, args).await,
+        Command::Migrate(args) => migrate::run(ctx, args).await,
         Command::Checkpoint(command) => checkpoint::run(ctx, command).await,
         Command::Version | Command::Completion { .. } => Ok(()),
     }

@@ -16,6 +16,14 @@ pub struct Stored<'a> {
     pub resume: Option<&'a str>,
 }
 
+/// The hint for a pod crash-looping because its image no longer serves
+/// file storage (OpenBao 2.7 removed it).
+pub fn pin_file_storage_image(pod: &str) -> String {
+    format!(
+        "pod {pod} crash-loops: its image (OpenBao 2.7 or later) refuses `storage \"file\"` (`unknown storage type file`). The data is intact on its volume. Pin the image back to 2.6.x (openbao chart: server.image.tag=2.6.2), then run `kubectl vault migrate --to raft --backup-to LOCATION` before upgrading"
+    )
+}
+
 /// The next command to run, with why; `None` when every pod is initialized
 /// and unsealed (or the pods could not be read: nothing to advise then).
 pub fn next_step(pods: &[NodeObservation], stored: Stored<'_>) -> Option<String> {

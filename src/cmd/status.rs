@@ -204,6 +204,16 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
         },
     );
 
+    // A pod that does not answer may be an upgraded standalone server that
+    // refuses its file storage: that hint beats any other.
+    let mut next = next;
+    for o in observations.iter().filter(|o| o.seal.is_none()) {
+        if cluster.refuses_file_storage(&o.pod).await {
+            next = Some(crate::cmd::next::pin_file_storage_image(&o.pod));
+            break;
+        }
+    }
+
     let storage = observations
         .iter()
         .filter_map(|o| o.seal.as_ref())

@@ -62,6 +62,42 @@ pub enum Phase {
         snapshot: SnapshotRef,
         recover: bool,
     },
+    /// `migrate` phase 1: the backup is verified; the pod may be sealed and
+    /// a raft copy may sit, complete or not, beside the file data.
+    MigratePending { migration: Migration },
+    /// `migrate` phase 1 is done: the raft copy holds every key and the pod
+    /// serves file storage again until the raft values are applied.
+    AwaitingRaftValues { migration: Migration },
+}
+
+/// What a file → raft migrate carries from phase 1 to phase 2.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Migration {
+    /// The verified backup of the file data: the way back.
+    pub backup: BackupRef,
+    /// The pod whose data is copied (pod 0).
+    pub pod: String,
+    /// Raft voters the cluster is to end with.
+    pub replicas: u8,
+    /// The stored key generation that unseals the data, before and after.
+    pub generation: u32,
+    /// Keys the raft copy holds (set once the copy is checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// A random value written to the root token's cubbyhole before the
+    /// copy; phase 2 reads it back (not a secret).
+    pub sentinel: String,
+}
+
+/// A backup of file-storage data: a tar.gz with a manifest beside it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupRef {
+    /// `--backup-to` as given (a path or a bucket URL; never holds credentials).
+    pub location: String,
+    /// The object as people name it.
+    pub object: String,
+    pub name: String,
+    pub sha256: String,
 }
 
 impl Phase {
@@ -76,6 +112,8 @@ impl Phase {
             Phase::RecoverPending { .. } => "recover_pending",
             Phase::RecoverTempInit { .. } => "recover_temp_init",
             Phase::RestoreApplied { .. } => "restore_applied",
+            Phase::MigratePending { .. } => "migrate_pending",
+            Phase::AwaitingRaftValues { .. } => "awaiting_raft_values",
         }
     }
 }
@@ -187,6 +225,8 @@ impl Checkpoint {
             | Phase::RecoverPending { .. }
             | Phase::RecoverTempInit { .. }
             | Phase::RestoreApplied { .. } => vec![],
+            // A migrate never changes the keys: the stored ones are the only ones.
+            Phase::MigratePending { .. } | Phase::AwaitingRaftValues { .. } => vec![],
         }
     }
 }

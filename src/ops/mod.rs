@@ -13,6 +13,7 @@ pub(crate) mod double;
 pub mod import;
 pub mod init;
 pub mod keyring;
+pub mod migrate;
 pub mod node;
 pub mod operation;
 pub mod peers;

@@ -22,6 +22,8 @@ pub enum Operation {
     Rotate,
     Restore,
     Recover,
+    /// File storage to raft, or a one-node raft cluster growing.
+    Migrate,
 }
 
 impl Operation {
@@ -32,6 +34,7 @@ impl Operation {
             Operation::Rotate => "kubectl vault rotate",
             Operation::Restore => "kubectl vault snapshot restore",
             Operation::Recover => "kubectl vault recover",
+            Operation::Migrate => "kubectl vault migrate --to raft",
         }
     }
 }
@@ -43,6 +46,7 @@ impl fmt::Display for Operation {
             Operation::Rotate => "rotate",
             Operation::Restore => "snapshot restore",
             Operation::Recover => "recover",
+            Operation::Migrate => "migrate",
         })
     }
 }
@@ -59,6 +63,7 @@ impl Phase {
             Phase::RecoverPending { .. }
             | Phase::RecoverTempInit { .. }
             | Phase::RestoreApplied { recover: true, .. } => Operation::Recover,
+            Phase::MigratePending { .. } | Phase::AwaitingRaftValues { .. } => Operation::Migrate,
         }
     }
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// The selector the hashicorp/vault and openbao/openbao charts' server pods match.
 pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name in (vault,openbao),component=server";
 
+/// What an OpenBao 2.7+ server says before it exits on `storage "file"`.
+const FILE_STORAGE_REFUSED: &str = "unknown storage type file";
+
 /// Container names the charts use for the server.
 const SERVER_CONTAINERS: [&str; 2] = ["vault", "openbao"];
 
@@ -128,19 +131,37 @@ impl KubeCluster {
     /// current ones. `None` when the log cannot be read (e.g. no
     /// `pods/log` grant): callers then know less, nothing more.
     pub async fn server_log_tail(&self, pod: &str, lines: i64) -> Option<String> {
-        let mut params = kube::api::LogParams {
+        let (previous, current) = self.server_log_tails(pod, lines).await;
+        previous.filter(|t| !t.trim().is_empty()).or(current)
+    }
+
+    /// The previous and the current container's last `lines` log lines.
+    async fn server_log_tails(&self, pod: &str, lines: i64) -> (Option<String>, Option<String>) {
+        let params = |previous| kube::api::LogParams {
             container: Some(self.container.clone()),
             tail_lines: Some(lines),
-            previous: true,
+            previous,
             ..Default::default()
         };
-        match self.pods.logs(pod, &params).await {
-            Ok(text) if !text.trim().is_empty() => Some(text),
-            _ => {
-                params.previous = false;
-                self.pods.logs(pod, &params).await.ok()
-            }
+        let (before, now) = (params(true), params(false));
+        let (previous, current) =
+            tokio::join!(self.pods.logs(pod, &before), self.pods.logs(pod, &now));
+        if let Err(e) = &current {
+            tracing::debug!(pod, error = %e, "could not read the server log");
         }
+        (previous.ok(), current.ok())
+    }
+
+    /// Whether `pod`'s server log ends in an OpenBao 2.7+ refusing file
+    /// storage (`unknown storage type file`): a standalone install whose
+    /// image was upgraded before it migrated, crash-looping. Both the
+    /// previous container (the last crash) and the current one are read.
+    pub async fn refuses_file_storage(&self, pod: &str) -> bool {
+        let (previous, current) = self.server_log_tails(pod, 20).await;
+        [previous, current]
+            .iter()
+            .flatten()
+            .any(|t| t.contains(FILE_STORAGE_REFUSED))
     }
 
     /// Kubernetes' view of every pod (readiness, restarts).

@@ -6,6 +6,7 @@
 
 pub mod discover;
 pub mod exec;
+pub mod file_data;
 pub mod init_copy;
 pub mod pod;
 pub mod portforward;

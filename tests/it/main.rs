@@ -16,6 +16,7 @@ mod interleave;
 mod lifecycle;
 mod meet;
 mod metrics;
+mod migrate;
 mod pod_deletion;
 mod recipients;
 mod release;

@@ -133,3 +133,110 @@ async fn up_control_and_down() {
     assert_eq!(bao_servers_under(&dir), 0, "down kills every bao");
     assert!(dir.join("pods/vault-0/data").is_dir(), "the folder is kept");
 }
+
+/// `up --storage file`, then `reconfigure` as `helm upgrade` with the raft
+/// values, then with a new image: pods are recreated on the new spec, the
+/// StatefulSet follows, and the PVC folder is kept.
+#[tokio::test]
+async fn reconfigure_moves_a_file_storage_pod_to_raft_replicas_keeping_its_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sb");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
+        .args([
+            "up",
+            "--dir",
+            &dir_s,
+            "--storage",
+            "file",
+            "--pod-management",
+            "Parallel",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap());
+    let mut first = String::new();
+    BufReader::new(up.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let kc = kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "vault");
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client, "vault");
+    let image = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    let before = pods.get("openbao-0").await.unwrap();
+    assert_eq!(image(&before), "openbao/openbao:2.6.2");
+    assert_eq!(pods.list(&Default::default()).await.unwrap().items.len(), 1);
+    let status = seal_status(&pods, "openbao-0").await.unwrap();
+    assert_eq!(status["storage_type"], "file", "{status}");
+    let (key, _root) = init(&pods, "openbao-0").await.unwrap();
+    unseal(&pods, "openbao-0", &key).await.unwrap();
+    let file_data = dir.join("pods/openbao-0/data/core");
+    assert!(file_data.is_dir(), "file storage writes under the PVC");
+
+    let out = sandbox(&[
+        "reconfigure",
+        "--dir",
+        &dir_s,
+        "--storage",
+        "raft",
+        "--replicas",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until(Duration::from_secs(30), "3 pods", || async {
+        pods.list(&Default::default()).await.unwrap().items.len() == 3
+    })
+    .await
+    .unwrap();
+    let after = pods.get("openbao-0").await.unwrap();
+    assert_ne!(
+        after.metadata.uid, before.metadata.uid,
+        "the pod is recreated"
+    );
+    assert_eq!(image(&after), "openbao/openbao:2.6.2", "the image is kept");
+    assert_eq!(sts.get("openbao").await.unwrap().spec.replicas, Some(3));
+    let status = seal_status(&pods, "openbao-0").await.unwrap();
+    assert_eq!(status["storage_type"], "raft", "{status}");
+    assert_eq!(
+        status["initialized"], false,
+        "raft starts empty beside the file data: {status}"
+    );
+    assert!(file_data.is_dir(), "the PVC folder is kept");
+    let config = std::fs::read_to_string(dir.join("pods/openbao-2/config.hcl")).unwrap();
+    assert!(
+        config.contains("storage \"raft\"") && !config.contains("retry_join"),
+        "{config}"
+    );
+
+    let out = sandbox(&[
+        "reconfigure",
+        "--dir",
+        &dir_s,
+        "--version",
+        "2.7.2",
+        "--retry-join",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = seal_status(&pods, "openbao-1").await.unwrap();
+    assert_eq!(status["version"], "2.7.2", "{status}");
+    assert_eq!(
+        image(&pods.get("openbao-1").await.unwrap()),
+        "openbao/openbao:2.7.2"
+    );
+    let config = std::fs::read_to_string(dir.join("pods/openbao-2/config.hcl")).unwrap();
+    assert!(config.contains("retry_join"), "{config}");
+    assert!(sandbox(&["down", "--dir", &dir_s]).status.success());
+    let _ = up.0.wait();
+}
