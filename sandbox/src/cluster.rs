@@ -309,6 +309,18 @@ impl Cluster {
         self.sandbox.faults.allow_all();
     }
 
+    /// `false`: answer `pods/portforward` WebSocket upgrades with 400, as an
+    /// API server without WebSocket port-forward (before Kubernetes 1.30)
+    /// does; kubectl's SPDY port-forward is not served here either way.
+    pub fn serve_websocket_portforward(&self, serve: bool) {
+        self.sandbox.faults.serve_websocket_portforward(serve);
+    }
+
+    /// How many port-forward upgrades were refused with 400.
+    pub fn refused_portforwards(&self) -> u32 {
+        self.sandbox.faults.refused_portforwards()
+    }
+
     /// The key file of a `Seal::Static` cluster (the Secret every pod mounts).
     /// Replacing its bytes and restarting a pod makes that pod's seal refuse.
     pub fn static_seal_key_path(&self) -> PathBuf {

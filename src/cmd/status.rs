@@ -60,6 +60,8 @@ pub struct PodStatus {
     pub raft_role: Option<String>,
     pub voter: Option<bool>,
     pub version: Option<String>,
+    /// How the plugin reached the pod (`direct` or `exec`).
+    pub transport: Option<crate::transport::pod::Used>,
     pub error: Option<String>,
 }
 
@@ -216,6 +218,10 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
             .map(|i| {
                 pod_status(
                     i,
+                    nodes
+                        .iter()
+                        .find(|n| n.name() == i.name)
+                        .and_then(|n| n.used()),
                     observations.iter().find(|o| o.pod == i.name),
                     peers.as_deref(),
                     leader_pod.as_deref(),
@@ -248,6 +254,7 @@ fn mode_of(storage: Option<&StorageKind>, ha_enabled: Option<bool>) -> Option<Mo
 
 fn pod_status(
     info: &PodInfo,
+    transport: Option<crate::transport::pod::Used>,
     obs: Option<&NodeObservation>,
     peers: Option<&[PeerStatus]>,
     leader: Option<&str>,
@@ -284,6 +291,7 @@ fn pod_status(
         raft_role: role,
         voter: peer.map(|p| p.voter),
         version: seal.map(|s| s.version.clone()),
+        transport,
         error: obs.and_then(|o| o.error.clone()),
     }
 }
@@ -367,6 +375,7 @@ fn render(s: &ClusterStatus) -> String {
                 opt(&p.voter),
                 opt(&p.version),
                 p.restarts.to_string(),
+                p.transport.map_or("-", |t| t.name()).to_owned(),
             ]
         })
         .collect();
@@ -382,6 +391,7 @@ fn render(s: &ClusterStatus) -> String {
             "VOTER",
             "VERSION",
             "RESTARTS",
+            "TRANSPORT",
         ],
         &rows,
     );

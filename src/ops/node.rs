@@ -2,7 +2,7 @@
 //!
 //! Owns the [`VaultNode`] seam (a request in, the response's JSON out) and the
 //! typed calls built on it. How a request reaches the server (exec into a pod,
-//! port-forward) is the transport's business; nothing here knows Kubernetes.
+//! the Vault API through port-forward) is the transport's business; nothing here knows Kubernetes.
 
 use crate::ops::secret::{Secret, SecretBytes};
 use serde::Deserialize;
@@ -65,6 +65,9 @@ pub enum NodeError {
     Forbidden(String),
     #[error("unexpected answer: {0}")]
     Malformed(String),
+    /// The server's identity could not be verified (TLS); never retried.
+    #[error("refused: {0}")]
+    Untrusted(String),
 }
 
 impl NodeError {

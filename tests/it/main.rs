@@ -22,4 +22,5 @@ mod rotate;
 mod snapshot;
 mod sops;
 mod terminal;
+mod transport;
 mod usage;

@@ -41,6 +41,11 @@ pub fn handle(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Rep
     if ports.is_empty() {
         return Err(ApiError::bad_request("at least one port must be specified"));
     }
+    if s.faults.take_portforward_refusal() {
+        return Err(ApiError::bad_request(
+            "Upgrade request required: this API server serves port-forward over SPDY only",
+        ));
+    }
     let (response, _) = websocket::accept(ctx, &[V4])?;
     let ip = pod.ip;
     let name = pod.name.clone();
