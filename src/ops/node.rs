@@ -91,6 +91,13 @@ pub trait VaultNode: Send + Sync {
         &[]
     }
 
+    /// The CA (PEM) the server's own container trusts for its TLS
+    /// listener, which the servers of one workload share: sent along when
+    /// this node joins a leader over https. `None` for plain HTTP.
+    fn listener_ca(&self) -> Option<&str> {
+        None
+    }
+
     /// Sends one request; returns the response's `data` (or the whole body when
     /// it has none, or `null` for an empty answer).
     fn call(&self, req: Request<'_>) -> impl Future<Output = Result<Value, NodeError>> + Send;
@@ -249,7 +256,14 @@ pub async fn reset_unseal(node: &impl VaultNode) -> Result<SealStatus, NodeError
 
 /// Joins an uninitialized node to the raft cluster led by `leader_api_addr`.
 pub async fn raft_join(node: &impl VaultNode, leader_api_addr: &str) -> Result<(), NodeError> {
-    let body = body(&serde_json::json!({ "leader_api_addr": leader_api_addr }))?;
+    let mut request = serde_json::json!({ "leader_api_addr": leader_api_addr });
+    if let Some(ca) = node
+        .listener_ca()
+        .filter(|_| leader_api_addr.starts_with("https://"))
+    {
+        request["leader_ca_cert"] = Value::String(ca.to_owned());
+    }
+    let body = body(&request)?;
     let answer = node
         .call(Request::write("sys/storage/raft/join", body))
         .await?;

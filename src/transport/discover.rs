@@ -37,6 +37,8 @@ pub struct KubeCluster {
     tls: ContainerTls,
     /// How requests reach the pods (see [`KubeCluster::use_transport`]).
     route: Route,
+    /// The CA file's content when the listener is TLS.
+    listener_ca: Option<Arc<str>>,
 }
 
 /// The transport this command uses, resolved against the workload.
@@ -114,6 +116,8 @@ impl KubeCluster {
             replicas,
             container,
             cli,
+            listener_ca: (tls.is_tls() && !tls.ca_pem.is_empty())
+                .then(|| Arc::from(String::from_utf8_lossy(&tls.ca_pem).as_ref())),
             tls,
             route: Route::Exec,
         })
@@ -199,6 +203,7 @@ impl KubeCluster {
             .with_data_dir(data_dir(pod, &self.container));
         Some(
             PodNode::new(exec, direct, fallback)
+                .with_listener_ca(self.listener_ca.clone())
                 .with_hosts(pod_hosts(pod, &self.namespace))
                 .with_uid(pod.metadata.uid.clone().unwrap_or_default()),
         )

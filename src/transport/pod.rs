@@ -64,6 +64,8 @@ pub struct PodNode {
     hosts: Vec<String>,
     /// metadata.uid: tells a pod from its successor of the same name.
     uid: String,
+    /// The container's CA for its TLS listener (see [`VaultNode::listener_ca`]).
+    listener_ca: Option<Arc<str>>,
 }
 
 impl PodNode {
@@ -77,7 +79,14 @@ impl PodNode {
             used: Arc::new(AtomicU8::new(0)),
             hosts: Vec::new(),
             uid: String::new(),
+            listener_ca: None,
         }
+    }
+
+    /// Sets the container's listener CA (PEM).
+    pub fn with_listener_ca(mut self, ca: Option<Arc<str>>) -> Self {
+        self.listener_ca = ca;
+        self
     }
 
     /// Sets the pod's metadata.uid.
@@ -156,6 +165,10 @@ impl VaultNode for PodNode {
 
     fn hosts(&self) -> &[String] {
         &self.hosts
+    }
+
+    fn listener_ca(&self) -> Option<&str> {
+        self.listener_ca.as_deref()
     }
 
     async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {

@@ -22,5 +22,6 @@ mod rotate;
 mod snapshot;
 mod sops;
 mod terminal;
+mod tls;
 mod transport;
 mod usage;
