@@ -16,7 +16,7 @@
 use crate::ops::node::{Method, NodeError, Request};
 use crate::ops::secret::SecretBytes;
 use crate::transport::trust::PodTrust;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use k8s_openapi::api::core::v1::Pod;
@@ -28,13 +28,22 @@ use std::sync::Arc;
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// A request body: buffered for API calls, streamed for snapshots.
-pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A buffered request body.
 pub fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes))
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
+}
+
+/// A body streamed from `reader` in chunks of at most 64 KiB: hyper sends
+/// each before the next is read, so memory stays bounded.
+pub fn streamed(reader: impl tokio::io::AsyncRead + Send + 'static) -> Body {
+    use futures::StreamExt;
+    let chunks = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024)
+        .map(|chunk| chunk.map(hyper::body::Frame::data));
+    StreamBody::new(chunks).boxed_unsync()
 }
 
 /// A buffered body holding a secret: its bytes are zeroized when hyper
@@ -49,7 +58,7 @@ fn secret_body(bytes: SecretBytes) -> Body {
     }
     Full::new(Bytes::from_owner(Owned(bytes)))
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// Why no request could be sent.
@@ -225,6 +234,63 @@ impl DirectLink {
                 NodeError::Unreachable(format!(
                     "pod {} broke off its answer to {}: {e}",
                     self.pod, req.path
+                ))
+            })?
+            .to_bytes();
+        Ok(interpret(status, &answer)?)
+    }
+}
+
+impl DirectLink {
+    /// Streams the answer of a `GET` (a raft snapshot) as a reader, in the
+    /// chunks hyper receives; an error status is read and mapped instead.
+    pub async fn download(
+        &self,
+        path: &str,
+        token: &crate::ops::secret::Secret,
+    ) -> Result<impl tokio::io::AsyncRead + Send + Unpin + 'static, Opened> {
+        use futures::TryStreamExt;
+        let response = self
+            .exchange(hyper::Method::GET, path, Some(token), full(Vec::new()))
+            .await?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let answer = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(Opened::Failed(
+                interpret(status, &answer)
+                    .err()
+                    .unwrap_or_else(|| NodeError::Malformed(format!("{path} answered {status}"))),
+            ));
+        }
+        let pod = self.pod.clone();
+        let chunks = http_body_util::BodyDataStream::new(response.into_body()).map_err(move |e| {
+            std::io::Error::other(format!("pod {pod} broke off the stream: {e}"))
+        });
+        Ok(tokio_util::io::StreamReader::new(chunks))
+    }
+
+    /// `POST`s `reader` as the body (a raft snapshot) and maps the answer.
+    pub async fn upload(
+        &self,
+        path: &str,
+        token: &crate::ops::secret::Secret,
+        reader: impl tokio::io::AsyncRead + Send + 'static,
+    ) -> Result<Value, Opened> {
+        let response = self
+            .exchange(hyper::Method::POST, path, Some(token), streamed(reader))
+            .await?;
+        let status = response.status().as_u16();
+        let answer = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| {
+                NodeError::Unreachable(format!(
+                    "pod {} broke off its answer to {path}: {e}",
+                    self.pod
                 ))
             })?
             .to_bytes();

@@ -29,6 +29,15 @@ async fn tls_listeners_init_rotate_snapshot_and_refuse_a_foreign_ca() {
         audit.contains("/portforward"),
         "requests went through pods/portforward"
     );
+    // Save and restore streamed through the API, not the container's CLI.
+    assert!(
+        audit.contains("\"subresource\":\"exec\""),
+        "discovery execs"
+    );
+    assert!(
+        !audit.contains("\"raft\",\"snapshot\""),
+        "no `operator raft snapshot` exec"
+    );
 
     // At the highest verbosity: neither bodies nor headers are logged.
     env.cluster.restart_all().await.unwrap();
