@@ -761,7 +761,10 @@ impl ExecFeed {
         } else {
             "sys/storage/raft/snapshot"
         };
-        let sent = direct.link().upload(path, token, reader).await;
+        let sent = direct
+            .link()
+            .upload(path, token, reader, self.expected.size)
+            .await;
         if cut.was_cut() {
             return Err(Opened::Failed(NodeError::Malformed(format!(
                 "{} changed after it was verified; its end was withheld, so the server received no complete snapshot",
