@@ -117,6 +117,10 @@ struct UpArgs {
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
+    /// The pods' listeners serve TLS: a generated CA, per-pod certificates,
+    /// `*_CACERT` in the container env.
+    #[arg(long)]
+    tls_listener: bool,
     /// How the pods unseal.
     #[arg(long, value_enum, default_value = "shamir")]
     seal: SealArg,
@@ -327,6 +331,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .set_node_id(up.set_node_id)
         .cluster_dns(up.cluster_dns)
         .tls(up.tls)
+        .tls_listener(up.tls_listener)
         .seal(match up.seal {
             SealArg::Shamir => Seal::Shamir,
             SealArg::Static => Seal::Static,

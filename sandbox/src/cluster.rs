@@ -226,13 +226,50 @@ impl Cluster {
             .collect()
     }
 
-    /// `http://IP:8200` of pod `ordinal` (stable across restarts).
+    /// `http://IP:8200` of pod `ordinal` (stable across restarts); https
+    /// with TLS listeners.
     pub fn pod_api_addr(&self, ordinal: u32) -> String {
+        let scheme = self.sandbox.fleet.options().listener_scheme();
         self.sandbox
             .fleet
             .ip_of(ordinal)
-            .map(|ip| format!("http://{ip}:{}", pod::API_PORT))
+            .map(|ip| format!("{scheme}://{ip}:{}", pod::API_PORT))
             .unwrap_or_default()
+    }
+
+    /// The CA file of the pods' TLS listeners (what `BAO_CACERT` names).
+    pub fn listener_ca_path(&self) -> PathBuf {
+        crate::listener_tls::ca_file(&self.dir, self.name())
+    }
+
+    /// Gives pod `ordinal`'s listener a certificate from a CA nobody
+    /// trusts and makes its server reload it (SIGHUP), still unsealed. A
+    /// later restart of the pod issues a trusted one again.
+    pub fn serve_foreign_listener_cert(&self, ordinal: u32) -> anyhow::Result<()> {
+        let opts = self.sandbox.fleet.options();
+        let name = opts.pod_name(ordinal);
+        let view = self
+            .sandbox
+            .fleet
+            .pods()
+            .into_iter()
+            .find(|p| p.ordinal == ordinal)
+            .ok_or_else(|| anyhow::anyhow!("no pod {name}"))?;
+        let pid = view
+            .pid
+            .ok_or_else(|| anyhow::anyhow!("pod {name} runs no server"))?;
+        let dir = self.sandbox.fleet.layout(&name).dir;
+        crate::listener_tls::issue_from_foreign_ca(
+            &dir,
+            pod::listener_names(opts, &name),
+            view.ip,
+        )?;
+        let pid = i32::try_from(pid)?;
+        // SAFETY: kill(2) on a pid this sandbox started.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            anyhow::bail!("SIGHUP to {name}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Waits until at least `n` pods exist with their servers listening.
@@ -319,6 +356,18 @@ impl Cluster {
     /// Lifts every `forbid`.
     pub fn allow_all(&self) {
         self.sandbox.faults.allow_all();
+    }
+
+    /// `false`: answer `pods/portforward` WebSocket upgrades with 400, as an
+    /// API server without WebSocket port-forward (before Kubernetes 1.30)
+    /// does; kubectl's SPDY port-forward is not served here either way.
+    pub fn serve_websocket_portforward(&self, serve: bool) {
+        self.sandbox.faults.serve_websocket_portforward(serve);
+    }
+
+    /// How many port-forward upgrades were refused with 400.
+    pub fn refused_portforwards(&self) -> u32 {
+        self.sandbox.faults.refused_portforwards()
     }
 
     /// The key file of a `Seal::Static` cluster (the Secret every pod mounts).

@@ -46,6 +46,10 @@ struct Inner {
     drop_exec: u32,
     latency: Duration,
     forbidden: BTreeSet<(String, String)>,
+    /// Answer WebSocket port-forward upgrades with 400, as API servers
+    /// without WebSocket port-forward do; and how many were refused.
+    no_ws_portforward: bool,
+    refused_portforwards: u32,
 }
 
 /// The fault switchboard shared by the library API and the control endpoints.
@@ -129,6 +133,26 @@ impl Faults {
     /// Lifts every `forbid`.
     pub fn allow_all(&self) {
         self.with(|i| i.forbidden.clear());
+    }
+
+    /// Serves (`true`) or refuses with 400 (`false`) WebSocket port-forward.
+    pub fn serve_websocket_portforward(&self, serve: bool) {
+        self.with(|i| i.no_ws_portforward = !serve);
+    }
+
+    /// Whether this port-forward upgrade is refused; counts the refusals.
+    pub fn take_portforward_refusal(&self) -> bool {
+        self.with(|i| {
+            if i.no_ws_portforward {
+                i.refused_portforwards += 1;
+            }
+            i.no_ws_portforward
+        })
+    }
+
+    /// How many port-forward upgrades were refused with 400 so far.
+    pub fn refused_portforwards(&self) -> u32 {
+        self.with(|i| i.refused_portforwards)
     }
 }
 

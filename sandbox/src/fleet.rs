@@ -662,9 +662,10 @@ impl Fleet {
                 })
                 .collect()
         };
+        let tls = self.opts.tls_listener;
         let probes = targets
             .iter()
-            .map(|(o, ip, g)| async move { (*o, *g, Health::probe(*ip).await) });
+            .map(|(o, ip, g)| async move { (*o, *g, Health::probe(*ip, tls).await) });
         let results = futures::future::join_all(probes).await;
         let mut crashed = Vec::new();
         {

@@ -20,6 +20,7 @@ mod faults;
 mod fleet;
 mod kinds;
 mod kubeconfig;
+mod listener_tls;
 mod managed;
 mod meta;
 mod options;

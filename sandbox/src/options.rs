@@ -119,6 +119,8 @@ pub struct ClusterOptions {
     pub cluster_dns: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
+    /// The pods' own listeners serve TLS (see `listener_tls`).
+    pub tls_listener: bool,
     /// Shamir (the default) or an auto-unseal stanza in every pod's config.
     pub seal: Seal,
     /// Adds a first container `agent` without any vault CLI.
@@ -208,6 +210,7 @@ impl ClusterOptions {
             set_node_id: false,
             cluster_dns: false,
             tls: false,
+            tls_listener: false,
             seal: Seal::Shamir,
             sidecar: false,
             dir: None,
@@ -307,6 +310,22 @@ impl ClusterOptions {
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
         self
+    }
+
+    /// The pods' listeners serve TLS with a generated CA and per-pod
+    /// certificates; `BAO_ADDR` is https and `BAO_CACERT` names the CA.
+    pub fn tls_listener(mut self, on: bool) -> Self {
+        self.tls_listener = on;
+        self
+    }
+
+    /// `https` with TLS listeners, else `http`.
+    pub fn listener_scheme(&self) -> &'static str {
+        if self.tls_listener {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Pods unseal with `seal` (`Seal::Static`: a generated key file, mounted

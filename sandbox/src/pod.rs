@@ -122,6 +122,16 @@ impl PodLayout {
         std::fs::create_dir_all(self.tmp())?;
         self.grant_volumes()?;
         std::fs::write(self.ip_file(), ip.to_string())?;
+        if opts.tls_listener {
+            crate::listener_tls::issue(
+                &self.cluster_dir(),
+                &opts.name,
+                &self.dir,
+                listener_names(opts, name),
+                ip,
+            )
+            .map_err(io::Error::other)?;
+        }
         std::fs::write(
             self.config(),
             server_config(self, opts, name, ip, opts.retry_join.then_some(leader_ip)),
@@ -248,6 +258,21 @@ impl PodLayout {
 /// The line `server.log` gets before each start of the server; never served.
 const START_MARKER: &str = "#kube-sandbox: container started";
 
+/// The names a pod's listener certificate is valid for (besides its IP and
+/// 127.0.0.1): the headless Service names and the pod name.
+pub fn listener_names(opts: &ClusterOptions, pod: &str) -> Vec<String> {
+    let base = opts.pod_dns_name(pod);
+    let ns = &opts.namespace;
+    vec![
+        format!("{base}.{ns}.svc.cluster.local"),
+        format!("{base}.{ns}.svc"),
+        format!("{base}.{ns}"),
+        base,
+        pod.to_string(),
+        "localhost".to_string(),
+    ]
+}
+
 fn server_config(
     layout: &PodLayout,
     opts: &ClusterOptions,
@@ -261,7 +286,16 @@ fn server_config(
         Storage::Raft => {
             let join = join
                 .map(|leader| {
-                    format!("  retry_join {{\n    leader_api_addr = \"http://{leader}:{API_PORT}\"\n  }}\n")
+                    let ca = if opts.tls_listener {
+                        format!(
+                            "    leader_ca_cert_file = \"{}\"\n",
+                            crate::listener_tls::ca_file(&layout.cluster_dir(), &opts.name).display()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    let scheme = opts.listener_scheme();
+                    format!("  retry_join {{\n    leader_api_addr = \"{scheme}://{leader}:{API_PORT}\"\n{ca}  }}\n")
                 })
                 .unwrap_or_default();
             // Without node_id, OpenBao generates a UUID into <data>/node-id.
@@ -294,10 +328,21 @@ fn server_config(
         opts.seal,
         &crate::seal::secret_dir(&layout.cluster_dir(), &opts.name),
     );
+    let tls = if opts.tls_listener {
+        let (cert, key) = crate::listener_tls::files(&layout.dir);
+        format!(
+            "  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    } else {
+        "  tls_disable = true\n".to_string()
+    };
+    let scheme = opts.listener_scheme();
     format!(
         "{storage}\n{seal}\
-         listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{cluster_listen}\"\n  tls_disable = true\n}}\n\n\
-         api_addr = \"http://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
+         listener \"tcp\" {{\n  address = \"{ip}:{API_PORT}\"\n  cluster_address = \"{ip}:{cluster_listen}\"\n{tls}}}\n\n\
+         api_addr = \"{scheme}://{ip}:{API_PORT}\"\ncluster_addr = \"https://{cluster_host}:{CLUSTER_PORT}\"\ndisable_mlock = true\nui = false\n",
     )
 }
 
@@ -384,13 +429,26 @@ pub fn exec_env(
             ));
             // The chart sets `*_ADDR=http://127.0.0.1:8200`; pods here share
             // the host's network, so it is the pod's own IP instead.
+            let scheme = opts.listener_scheme();
             env.push((
                 opts.flavour.addr_env().to_string(),
-                format!("http://{ip}:{API_PORT}"),
+                format!("{scheme}://{ip}:{API_PORT}"),
             ));
             let p = opts.flavour.env_prefix();
+            if opts.tls_listener {
+                // As a chart user adds it through `extraEnvironmentVars`.
+                env.push((
+                    format!("{p}_CACERT"),
+                    crate::listener_tls::ca_file(&layout.cluster_dir(), &opts.name)
+                        .display()
+                        .to_string(),
+                ));
+            }
             let chart = [
-                (format!("{p}_API_ADDR"), format!("http://{ip}:{API_PORT}")),
+                (
+                    format!("{p}_API_ADDR"),
+                    format!("{scheme}://{ip}:{API_PORT}"),
+                ),
                 (
                     format!("{p}_CLUSTER_ADDR"),
                     format!("https://{}:{CLUSTER_PORT}", opts.pod_dns_name(pod)),
@@ -441,6 +499,10 @@ fn ports_free(ip: Ipv4Addr) -> bool {
     a.is_ok() && b.is_ok()
 }
 
+/// A connection to a listener, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// The last answer of `GET /v1/sys/health`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
@@ -459,9 +521,17 @@ impl Health {
     }
 
     /// `GET /v1/sys/health` over a raw HTTP/1.1 connection with short timeouts.
-    pub async fn probe(ip: Ipv4Addr) -> Health {
+    pub async fn probe(ip: Ipv4Addr, tls: bool) -> Health {
         let probe = async {
-            let mut s = tokio::net::TcpStream::connect((ip, API_PORT)).await.ok()?;
+            let tcp = tokio::net::TcpStream::connect((ip, API_PORT)).await.ok()?;
+            let mut s: Box<dyn Stream> = if tls {
+                let connector = crate::listener_tls::probe_connector()?;
+                let name =
+                    rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(ip).into());
+                Box::new(connector.connect(name, tcp).await.ok()?)
+            } else {
+                Box::new(tcp)
+            };
             let req = format!(
                 "GET /v1/sys/health HTTP/1.1\r\nHost: {ip}:{API_PORT}\r\nConnection: close\r\n\r\n"
             );

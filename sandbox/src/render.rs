@@ -32,7 +32,17 @@ fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Va
     if opts.seal == Seal::Static {
         mounts.push(json!({"name": "seal-key", "mountPath": seal_path, "readOnly": true}));
     }
-    json!({
+    let p = opts.flavour.env_prefix();
+    let scheme = opts.listener_scheme();
+    let mut extra_env = Vec::new();
+    if opts.tls_listener {
+        // A chart user's `extraVolumes: [{type: secret, name: <sts>-tls}]`
+        // and `extraEnvironmentVars: {<P>_CACERT: ...}`.
+        let dir = chart_tls_path(opts);
+        mounts.push(json!({"name": "userconfig-tls", "mountPath": dir, "readOnly": true}));
+        extra_env.push(json!({"name": format!("{p}_CACERT"), "value": format!("{dir}/ca.crt")}));
+    }
+    let mut spec = json!({
         "name": opts.container(),
         "image": opts.image(),
         "imagePullPolicy": "IfNotPresent",
@@ -44,13 +54,13 @@ fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Va
         ],
         "env": [
             // The charts point the CLI at its own server on loopback.
-            {"name": opts.flavour.addr_env(), "value": format!("http://127.0.0.1:{API_PORT}")},
+            {"name": opts.flavour.addr_env(), "value": format!("{scheme}://127.0.0.1:{API_PORT}")},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
             {"name": "HOSTNAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
             {"name": "HOST_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}},
             {"name": format!("{}_K8S_POD_NAME", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
             {"name": format!("{}_K8S_NAMESPACE", opts.flavour.env_prefix()), "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
-            {"name": format!("{}_API_ADDR", opts.flavour.env_prefix()), "value": format!("http://$(POD_IP):{API_PORT}")},
+            {"name": format!("{}_API_ADDR", opts.flavour.env_prefix()), "value": format!("{scheme}://$(POD_IP):{API_PORT}")},
             {"name": format!("{}_CLUSTER_ADDR", opts.flavour.env_prefix()), "value": format!("https://$(HOSTNAME).{}-internal:{CLUSTER_PORT}", opts.name)},
             {"name": "SKIP_CHOWN", "value": "true"},
             {"name": "SKIP_SETCAP", "value": "true"},
@@ -60,7 +70,16 @@ fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Va
             "periodSeconds": 5, "failureThreshold": 2, "successThreshold": 1, "timeoutSeconds": 3,
         },
         "volumeMounts": mounts,
-    })
+    });
+    if let Some(env) = spec["env"].as_array_mut() {
+        env.extend(extra_env);
+    }
+    spec
+}
+
+/// Where a chart's `extraVolumes` mounts the `<sts>-tls` Secret.
+fn chart_tls_path(opts: &ClusterOptions) -> String {
+    format!("/{}/userconfig/{}-tls", opts.flavour.app_name(), opts.name)
 }
 
 /// The pod's volumes: the PVC, and with a static seal the Secret holding its
@@ -69,6 +88,9 @@ fn volumes(opts: &ClusterOptions, claim: Value) -> Value {
     let mut v = vec![json!({"name": "data", "persistentVolumeClaim": claim})];
     if opts.seal == Seal::Static {
         v.push(json!({"name": "seal-key", "secret": {"secretName": format!("{}-seal", opts.name), "defaultMode": 256}}));
+    }
+    if opts.tls_listener {
+        v.push(json!({"name": "userconfig-tls", "secret": {"secretName": format!("{}-tls", opts.name), "defaultMode": 420}}));
     }
     Value::Array(v)
 }

@@ -60,9 +60,11 @@ pub struct GlobalArgs {
     /// Never prompt; fail instead where a confirmation is needed and --yes is absent.
     #[arg(long, global = true)]
     pub non_interactive: bool,
-    /// How requests reach each pod: exec runs the container's CLI (uses its own
-    /// address and TLS settings); port-forward sends HTTP to a plain-HTTP listener.
-    #[arg(long, global = true, value_enum, default_value_t = crate::transport::pod::TransportKind::Exec)]
+    /// How requests reach each pod: direct speaks the Vault API through
+    /// pods/portforward (TLS checked with the container's own CA); exec runs
+    /// the container's CLI; auto uses direct where the cluster allows it.
+    /// `sys/init` always runs in the pod.
+    #[arg(long, global = true, value_enum, default_value_t = crate::transport::pod::TransportKind::Auto)]
     pub transport: crate::transport::pod::TransportKind,
     #[command(flatten)]
     pub envelope: EnvelopeArgs,

@@ -1,11 +1,13 @@
 //! `kubectl vault snapshot save|list|verify|restore`.
 //!
-//! Save streams `operator raft snapshot save /dev/stdout` from the active
-//! pod into the target while hashing it, writes the manifest, then applies
-//! retention (to this cluster's snapshots only). Restore verifies first (the
-//! manifest, and that the bytes are a raft snapshot), asks, takes the lock
-//! and runs the restore state machine with an exec feed that streams the
-//! file back in, hashing it and withholding its end unless it still matches.
+//! Save streams `GET sys/storage/raft/snapshot` from the active pod through
+//! the direct transport (with exec: `operator raft snapshot save
+//! /dev/stdout`) into the target while hashing it, writes the manifest, then
+//! applies retention (to this cluster's snapshots only). Restore verifies
+//! first (the manifest, and that the bytes are a raft snapshot), asks, takes
+//! the lock and runs the restore state machine with a feed that streams the
+//! file back in (`POST sys/storage/raft/snapshot[-force]`, or the CLI through
+//! exec), hashing it and withholding its end unless it still matches.
 
 use crate::cli::snapshot::{ListArgs, RestoreArgs, SaveArgs, SnapshotCommand, VerifyArgs};
 use crate::cmd::{holder_identity, Context, Failure};
@@ -179,54 +181,16 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     }
     tracing::info!(pod = %leader_pod, to = %object, "saving a raft snapshot from the active node");
     let mut upload = location.upload(&name).await.map_err(Failure::failed)?;
-    let exec = leader.exec();
-    let argv = exec.with_token_argv(&["operator", "raft", "snapshot", "save", "/dev/stdout"]);
-    let streaming = exec
-        .stream(
-            argv,
-            StreamStdin::<tokio::io::Empty> {
-                first_line: Some(token_line(&credentials.root_token)),
-                body: None,
-            },
-            true,
-        )
-        .await;
-    let mut streaming = match streaming {
-        Ok(s) => s,
-        Err(e) => {
-            upload.abort().await;
-            return Err(Failure::failed(e));
-        }
+    let saved = match save_direct(&leader, &credentials.root_token, &mut upload).await {
+        Ok(Some(digested)) => Ok(digested),
+        Ok(None) => save_exec(&leader, &leader_pod, &credentials, &mut upload).await,
+        Err(failure) => Err(failure),
     };
-    let pumped = match streaming.stdout.take() {
-        Some(stdout) => {
-            pump(
-                Transfer::start("snapshot", None).reader(stdout),
-                &mut upload,
-            )
-            .await
-        }
-        None => Err(SnapshotError::Short { size: 0 }),
-    };
-    let exit = streaming.wait().await;
-    let digested = match (pumped, exit) {
-        (Ok(d), Ok((0, _, _))) => d,
-        (Err(e), Ok((0, _, _))) => {
+    let digested = match saved {
+        Ok(digested) => digested,
+        Err(failure) => {
             upload.abort().await;
-            return Err(Failure::refused(e));
-        }
-        (_, Ok((code, _, stderr))) => {
-            upload.abort().await;
-            return Err(Failure::failed(anyhow!(
-                "`operator raft snapshot save` on pod {leader_pod} failed: {}; nothing was kept",
-                parse_cli_error(&stderr, code)
-            )));
-        }
-        (_, Err(e)) => {
-            upload.abort().await;
-            return Err(Failure::failed(
-                anyhow::Error::new(e).context("nothing was kept"),
-            ));
+            return Err(failure);
         }
     };
     fail::fail_point!("snapshot::before_finish");
@@ -246,6 +210,97 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         source_pod: leader_pod.clone(),
         seal,
     };
+    write_and_report(ctx, &location, manifest, object, policy).await
+}
+
+/// Streams `GET sys/storage/raft/snapshot` from the active node through
+/// the direct transport into `upload`, hashing on the way. `Ok(None)` when
+/// this command uses exec (or port-forward turned out unavailable under
+/// `auto`, before anything was sent).
+async fn save_direct(
+    leader: &PodNode,
+    token: &Secret,
+    upload: &mut crate::snapshot::location::Upload,
+) -> Result<Option<Digested>, Failure> {
+    use crate::transport::direct::Opened;
+    let Some(direct) = leader.direct() else {
+        return Ok(None);
+    };
+    match direct
+        .link()
+        .download("sys/storage/raft/snapshot", token)
+        .await
+    {
+        Ok(reader) => pump(Transfer::start("snapshot", None).reader(reader), upload)
+            .await
+            .map(Some)
+            .map_err(Failure::refused),
+        Err(Opened::Unavailable(reason)) => {
+            leader.unavailable(reason).map_err(Failure::failed)?;
+            Ok(None)
+        }
+        Err(Opened::Failed(e)) => Err(Failure::failed(anyhow::Error::new(e).context(format!(
+            "could not stream a snapshot from pod {}; nothing was kept",
+            leader.name()
+        )))),
+    }
+}
+
+/// Streams `operator raft snapshot save /dev/stdout` from the active node
+/// through exec into `upload`; aborts the upload on failure.
+async fn save_exec(
+    leader: &PodNode,
+    leader_pod: &str,
+    credentials: &Credentials,
+    upload: &mut crate::snapshot::location::Upload,
+) -> Result<Digested, Failure> {
+    let exec = leader.exec();
+    let argv = exec.with_token_argv(&["operator", "raft", "snapshot", "save", "/dev/stdout"]);
+    let streaming = exec
+        .stream(
+            argv,
+            StreamStdin::<tokio::io::Empty> {
+                first_line: Some(token_line(&credentials.root_token)),
+                body: None,
+            },
+            true,
+        )
+        .await;
+    let mut streaming = streaming.map_err(Failure::failed)?;
+    let pumped = match streaming.stdout.take() {
+        Some(stdout) => pump(Transfer::start("snapshot", None).reader(stdout), upload).await,
+        None => Err(SnapshotError::Short { size: 0 }),
+    };
+    let exit = streaming.wait().await;
+    let digested = match (pumped, exit) {
+        (Ok(d), Ok((0, _, _))) => d,
+        (Err(e), Ok((0, _, _))) => {
+            return Err(Failure::refused(e));
+        }
+        (_, Ok((code, _, stderr))) => {
+            return Err(Failure::failed(anyhow!(
+                "`operator raft snapshot save` on pod {leader_pod} failed: {}; nothing was kept",
+                parse_cli_error(&stderr, code)
+            )));
+        }
+        (_, Err(e)) => {
+            return Err(Failure::failed(
+                anyhow::Error::new(e).context("nothing was kept"),
+            ));
+        }
+    };
+    Ok(digested)
+}
+
+/// Writes the manifest next to the saved snapshot, applies retention and
+/// prints the report.
+async fn write_and_report(
+    ctx: &Context<'_>,
+    location: &Location,
+    manifest: Manifest,
+    object: String,
+    policy: Policy,
+) -> Result<(), Failure> {
     location
         .write_manifest(&manifest)
         .await
@@ -254,7 +309,7 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
     let pruned = if policy.is_empty() {
         vec![]
     } else {
-        prune(&location, policy, &manifest.cluster_id)
+        prune(location, policy, &manifest.cluster_id)
             .await
             .map_err(Failure::failed)?
     };
@@ -714,7 +769,68 @@ impl SnapshotFeed<PodNode> for ExecFeed {
 }
 
 impl ExecFeed {
+    /// Through the direct transport when this command uses it, else exec.
     async fn stream(&self, node: &PodNode, token: &Secret, force: bool) -> Result<(), FeedError> {
+        use crate::transport::direct::Opened;
+        if let Some(direct) = node.direct() {
+            match self.stream_direct(direct, token, force).await {
+                Err(Opened::Unavailable(reason)) => {
+                    node.unavailable(reason).map_err(FeedError::Interrupted)?;
+                }
+                Err(Opened::Failed(e)) => {
+                    return Err(match e {
+                        NodeError::Unreachable(_) | NodeError::PodGone(_) => {
+                            FeedError::Interrupted(e)
+                        }
+                        other => FeedError::Rejected(other),
+                    })
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+        self.stream_exec(node, token, force).await
+    }
+
+    /// `POST sys/storage/raft/snapshot[-force]` with the file as the body,
+    /// hashed on the way, its end withheld unless it still matches.
+    async fn stream_direct(
+        &self,
+        direct: &crate::transport::direct::DirectNode,
+        token: &Secret,
+        force: bool,
+    ) -> Result<(), crate::transport::direct::Opened> {
+        use crate::transport::direct::Opened;
+        let (reader, _) = self
+            .location
+            .open(&self.name)
+            .await
+            .map_err(|e| Opened::Failed(NodeError::Unreachable(e.to_string())))?;
+        let reader = Transfer::start("restore", Some(self.expected.size)).reader(reader);
+        let (reader, cut) = VerifyingReader::new(reader, self.expected.clone());
+        let path = if force {
+            "sys/storage/raft/snapshot-force"
+        } else {
+            "sys/storage/raft/snapshot"
+        };
+        let sent = direct
+            .link()
+            .upload(path, token, reader, self.expected.size)
+            .await;
+        if cut.was_cut() {
+            return Err(Opened::Failed(NodeError::Malformed(format!(
+                "{} changed after it was verified; its end was withheld, so the server received no complete snapshot",
+                self.location.object(&self.name)
+            ))));
+        }
+        sent.map(|_| ())
+    }
+
+    async fn stream_exec(
+        &self,
+        node: &PodNode,
+        token: &Secret,
+        force: bool,
+    ) -> Result<(), FeedError> {
         let (reader, _) = self
             .location
             .open(&self.name)

@@ -60,6 +60,8 @@ pub struct PodStatus {
     pub raft_role: Option<String>,
     pub voter: Option<bool>,
     pub version: Option<String>,
+    /// How the plugin reached the pod (`direct` or `exec`).
+    pub transport: Option<crate::transport::pod::Used>,
     pub error: Option<String>,
     /// The server does not run because its seal provider failed it.
     pub seal_provider_failure: Option<crate::ops::seal::ProviderFailure>,
@@ -276,6 +278,10 @@ async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, F
             .map(|i| {
                 let mut pod = pod_status(
                     i,
+                    nodes
+                        .iter()
+                        .find(|n| n.name() == i.name)
+                        .and_then(|n| n.used()),
                     observations.iter().find(|o| o.pod == i.name),
                     peers.as_deref(),
                     leader_pod.as_deref(),
@@ -313,6 +319,7 @@ fn mode_of(storage: Option<&StorageKind>, ha_enabled: Option<bool>) -> Option<Mo
 
 fn pod_status(
     info: &PodInfo,
+    transport: Option<crate::transport::pod::Used>,
     obs: Option<&NodeObservation>,
     peers: Option<&[PeerStatus]>,
     leader: Option<&str>,
@@ -349,6 +356,7 @@ fn pod_status(
         raft_role: role,
         voter: peer.map(|p| p.voter),
         version: seal.map(|s| s.version.clone()),
+        transport,
         error: obs.and_then(|o| o.error.clone()),
         seal_provider_failure: None,
     }
@@ -451,6 +459,7 @@ fn render(s: &ClusterStatus) -> String {
                 opt(&p.voter),
                 opt(&p.version),
                 p.restarts.to_string(),
+                p.transport.map_or("-", |t| t.name()).to_owned(),
             ]
         })
         .collect();
@@ -466,6 +475,7 @@ fn render(s: &ClusterStatus) -> String {
             "VOTER",
             "VERSION",
             "RESTARTS",
+            "TRANSPORT",
         ],
         &rows,
     );

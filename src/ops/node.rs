@@ -2,7 +2,7 @@
 //!
 //! Owns the [`VaultNode`] seam (a request in, the response's JSON out) and the
 //! typed calls built on it. How a request reaches the server (exec into a pod,
-//! port-forward) is the transport's business; nothing here knows Kubernetes.
+//! the Vault API through port-forward) is the transport's business; nothing here knows Kubernetes.
 
 use crate::ops::secret::{Secret, SecretBytes};
 use serde::Deserialize;
@@ -65,6 +65,9 @@ pub enum NodeError {
     Forbidden(String),
     #[error("unexpected answer: {0}")]
     Malformed(String),
+    /// The server's identity could not be verified (TLS); never retried.
+    #[error("refused: {0}")]
+    Untrusted(String),
 }
 
 impl NodeError {
@@ -86,6 +89,13 @@ pub trait VaultNode: Send + Sync {
     /// default knows none, so only a node id equal to [`Self::name`] matches.
     fn hosts(&self) -> &[String] {
         &[]
+    }
+
+    /// The CA (PEM) the server's own container trusts for its TLS
+    /// listener, which the servers of one workload share: sent along when
+    /// this node joins a leader over https. `None` for plain HTTP.
+    fn listener_ca(&self) -> Option<&str> {
+        None
     }
 
     /// Sends one request; returns the response's `data` (or the whole body when
@@ -246,7 +256,14 @@ pub async fn reset_unseal(node: &impl VaultNode) -> Result<SealStatus, NodeError
 
 /// Joins an uninitialized node to the raft cluster led by `leader_api_addr`.
 pub async fn raft_join(node: &impl VaultNode, leader_api_addr: &str) -> Result<(), NodeError> {
-    let body = body(&serde_json::json!({ "leader_api_addr": leader_api_addr }))?;
+    let mut request = serde_json::json!({ "leader_api_addr": leader_api_addr });
+    if let Some(ca) = node
+        .listener_ca()
+        .filter(|_| leader_api_addr.starts_with("https://"))
+    {
+        request["leader_ca_cert"] = Value::String(ca.to_owned());
+    }
+    let body = body(&request)?;
     let answer = node
         .call(Request::write("sys/storage/raft/join", body))
         .await?;

@@ -6,12 +6,15 @@
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
 use crate::ops::reconcile::ordinal_of;
+use crate::transport::direct::{DirectLink, DirectNode};
 use crate::transport::exec::{run_in, CliFlavour, ExecNode};
-use crate::transport::pod::{PodNode, TransportKind};
-use crate::transport::portforward::PortForwardNode;
+use crate::transport::pod::{Fallback, PodNode, TransportKind};
+use crate::transport::trust::{ContainerTls, WorkloadTrust, CA_MARKER, PROBED_VARS};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The selector the hashicorp/vault and openbao/openbao charts' server pods match.
@@ -33,10 +36,27 @@ pub struct KubeCluster {
     replicas: usize,
     container: String,
     cli: CliFlavour,
-    /// The container's own API address (`BAO_ADDR`/`VAULT_ADDR`).
-    listener: String,
-    /// The listener port to forward to, when the port-forward transport is on.
-    forward_port: Option<u16>,
+    /// The container's own API address and TLS settings, as its CLI sees them.
+    tls: ContainerTls,
+    /// How requests reach the pods (see [`KubeCluster::use_transport`]).
+    route: Route,
+    /// The CA file's content when the listener is TLS.
+    listener_ca: Option<Arc<str>>,
+}
+
+/// The transport this command uses, resolved against the workload.
+#[derive(Clone)]
+enum Route {
+    Exec,
+    Direct {
+        port: u16,
+        /// `None`: a plain-HTTP listener.
+        trust: Option<WorkloadTrust>,
+        /// `Some` under `auto`: shared by every pod of this command.
+        fallback: Option<Fallback>,
+        /// One link (one kept-alive forwarded connection) per pod, by uid.
+        links: Arc<Mutex<HashMap<String, Arc<DirectLink>>>>,
+    },
 }
 
 /// A pod as found, before any exec.
@@ -86,9 +106,11 @@ impl KubeCluster {
         }
         let container = server_container(first);
         let name = first.metadata.name.clone().unwrap_or_default();
-        let cli = detect_cli(&pods, &name, &container, first).await?;
-        tracing::debug!(pod = %name, container = %container, cli = cli.binary(), replicas, "discovered");
-        let listener = listener_addr(first, &container);
+        let (cli, mut tls) = probe_container(&pods, &name, &container, first).await?;
+        if tls.addr.is_empty() {
+            tls.addr = listener_addr(first, &container);
+        }
+        tracing::debug!(pod = %name, container = %container, cli = cli.binary(), replicas, listener = %tls.addr, "discovered");
         Ok(KubeCluster {
             pods,
             namespace: namespace.to_owned(),
@@ -97,8 +119,10 @@ impl KubeCluster {
             replicas,
             container,
             cli,
-            listener,
-            forward_port: None,
+            listener_ca: (tls.is_tls() && !tls.ca_pem.is_empty())
+                .then(|| Arc::from(String::from_utf8_lossy(&tls.ca_pem).as_ref())),
+            tls,
+            route: Route::Exec,
         })
     }
 
@@ -175,33 +199,96 @@ impl KubeCluster {
 
     fn node(&self, pod: &Pod) -> Option<PodNode> {
         let name = pod.metadata.name.clone()?;
-        let forward = self
-            .forward_port
-            .map(|port| PortForwardNode::new(self.pods.clone(), name.clone(), port));
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let (direct, fallback) = match &self.route {
+            Route::Exec => (None, None),
+            Route::Direct {
+                port,
+                trust,
+                fallback,
+                links,
+            } => {
+                let mut links = links.lock().unwrap_or_else(|p| p.into_inner());
+                let key = format!("{name}/{uid}");
+                let link = match links.get(&key) {
+                    Some(link) => Some(link.clone()),
+                    None => {
+                        let trust = match trust {
+                            None => Ok(None),
+                            Some(t) => t
+                                .for_pod(&name, &pod_dns_names(pod, &self.namespace))
+                                .map(Some),
+                        };
+                        match trust {
+                            Ok(trust) => {
+                                let link = Arc::new(DirectLink::new(
+                                    self.pods.clone(),
+                                    name.clone(),
+                                    *port,
+                                    trust,
+                                ));
+                                links.insert(key, link.clone());
+                                Some(link)
+                            }
+                            Err(e) => {
+                                tracing::warn!(pod = %name, error = %e, "no direct transport to this pod; using exec");
+                                None
+                            }
+                        }
+                    }
+                };
+                (link.map(DirectNode::new), fallback.clone())
+            }
+        };
         let exec = ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
             .with_data_dir(data_dir(pod, &self.container));
         Some(
-            PodNode::new(exec, forward)
+            PodNode::new(exec, direct, fallback)
+                .with_listener_ca(self.listener_ca.clone())
                 .with_hosts(pod_hosts(pod, &self.namespace))
                 .with_uid(pod.metadata.uid.clone().unwrap_or_default()),
         )
     }
 
-    /// Switches to the port-forward transport, to the port of the
-    /// container's own `BAO_ADDR`/`VAULT_ADDR` (8200 when unset). Refuses a
-    /// TLS listener, which needs the exec transport.
+    /// Resolves the transport against the workload: `direct` to the port
+    /// of the container's own `BAO_ADDR`/`VAULT_ADDR` (8200 when it names
+    /// none), checking a TLS listener with the container's CA; `auto` as
+    /// direct, falling back to exec where direct cannot work. `direct`
+    /// refuses a TLS listener whose container names no CA file.
     pub fn use_transport(mut self, kind: TransportKind) -> Result<Self, ClusterError> {
-        self.forward_port = match kind {
-            TransportKind::Exec => None,
-            TransportKind::PortForward if self.listener.starts_with("https://") => {
-                return Err(ClusterError::List(format!(
-                    "the listener is TLS ({}); --transport port-forward speaks plain HTTP only, use --transport exec",
-                    self.listener
-                )))
+        if kind == TransportKind::Exec {
+            self.route = Route::Exec;
+            return Ok(self);
+        }
+        let trust = if self.tls.is_tls() {
+            match WorkloadTrust::new(&self.tls) {
+                Ok(trust) => Some(trust),
+                Err(reason) if kind == TransportKind::Auto => {
+                    tracing::debug!(%reason, "using exec");
+                    self.route = Route::Exec;
+                    return Ok(self);
+                }
+                Err(reason) => {
+                    return Err(ClusterError::List(format!(
+                        "{reason}; --transport direct needs it, --transport exec works without"
+                    )))
+                }
             }
-            TransportKind::PortForward => Some(
-                self.listener.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).unwrap_or(8200),
-            ),
+        } else {
+            None
+        };
+        let port = self
+            .tls
+            .addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or(8200);
+        self.route = Route::Direct {
+            port,
+            trust,
+            fallback: (kind == TransportKind::Auto).then(Fallback::default),
+            links: Arc::default(),
         };
         Ok(self)
     }
@@ -378,13 +465,15 @@ fn server_container(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
-/// Asks the container which CLI it has, trying the one its image suggests first.
-async fn detect_cli(
+/// Asks the container which CLI it has, trying the one its image suggests
+/// first, and reads the address and TLS settings that CLI uses, with the CA
+/// file when the address is https: one exec per workload.
+async fn probe_container(
     pods: &Api<Pod>,
     pod: &str,
     container: &str,
     spec: &Pod,
-) -> Result<CliFlavour, ClusterError> {
+) -> Result<(CliFlavour, ContainerTls), ClusterError> {
     let image = spec
         .spec
         .as_ref()
@@ -396,7 +485,12 @@ async fn detect_cli(
     } else {
         "bao vault"
     };
-    let script = format!("for c in {order}; do command -v \"$c\" >/dev/null 2>&1 && {{ echo \"$c\"; exit 0; }}; done; exit 127");
+    let script = format!(
+        "cli=; for c in {order}; do command -v \"$c\" >/dev/null 2>&1 && {{ cli=$c; break; }}; done; [ -n \"$cli\" ] || exit 127; echo \"$cli\"; \
+         env | grep -E '^{PROBED_VARS}=' || true; \
+         if [ \"$cli\" = bao ]; then a=\"${{BAO_ADDR:-$VAULT_ADDR}}\"; ca=\"${{BAO_CACERT:-$VAULT_CACERT}}\"; else a=\"${{VAULT_ADDR:-$BAO_ADDR}}\"; ca=\"${{VAULT_CACERT:-$BAO_CACERT}}\"; fi; \
+         case \"$a\" in https://*) if [ -n \"$ca\" ] && [ -r \"$ca\" ]; then echo '{CA_MARKER}'; cat \"$ca\"; fi;; esac"
+    );
     let out = run_in(
         pods,
         pod,
@@ -414,13 +508,38 @@ async fn detect_cli(
             "could not detect the CLI in pod {pod} container {container}: {other}"
         )),
     })?;
-    match String::from_utf8_lossy(&out.stdout).trim() {
-        "bao" => Ok(CliFlavour::Bao),
-        "vault" => Ok(CliFlavour::Vault),
-        _ => Err(ClusterError::List(format!(
-            "pod {pod} container {container} has neither `bao` nor `vault` on its PATH"
-        ))),
-    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let (cli, prefix) = match first.trim() {
+        "bao" => (CliFlavour::Bao, "BAO"),
+        "vault" => (CliFlavour::Vault, "VAULT"),
+        _ => {
+            return Err(ClusterError::List(format!(
+                "pod {pod} container {container} has neither `bao` nor `vault` on its PATH"
+            )))
+        }
+    };
+    Ok((cli, ContainerTls::parse(rest, prefix)))
+}
+
+/// The DNS names a pod's listener certificate is issued for when the
+/// container's address is loopback: the headless Service names, longest first.
+fn pod_dns_names(pod: &Pod, namespace: &str) -> Vec<String> {
+    let spec = pod.spec.as_ref();
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone());
+    let (Some(hostname), Some(subdomain)) = (hostname, spec.and_then(|s| s.subdomain.as_deref()))
+    else {
+        return pod.metadata.name.clone().into_iter().collect();
+    };
+    let base = format!("{hostname}.{subdomain}");
+    vec![
+        format!("{base}.{namespace}.svc.cluster.local"),
+        format!("{base}.{namespace}.svc"),
+        format!("{base}.{namespace}"),
+        base,
+    ]
 }
 
 #[cfg(test)]

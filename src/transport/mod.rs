@@ -1,15 +1,16 @@
-//! How requests reach one Vault node: exec into its pod (the default) or
-//! port-forward to its listener.
+//! How requests reach one Vault node: the Vault API through port-forward to
+//! its listener (direct), or exec into its pod; `auto` picks per cluster.
 //!
-//! Owns the Kubernetes side of talking to servers: pod discovery and the exec
-//! transport. The operations layer sees only `VaultNode` and `VaultCluster`.
+//! Owns the Kubernetes side of talking to servers: pod discovery and the
+//! direct and exec transports. The operations layer sees only `VaultNode` and `VaultCluster`.
 
+pub mod direct;
 pub mod discover;
 pub mod exec;
 pub mod file_data;
 pub mod init_copy;
 pub mod pod;
-pub mod portforward;
+pub mod trust;
 
 /// A Kubernetes client error as a short phrase for a message: the API
 /// server's own message and code, or the innermost cause of a failed

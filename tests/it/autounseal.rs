@@ -17,12 +17,16 @@ fn static_seal(replicas: u32) -> ClusterOptions {
         .seal(Seal::Static)
 }
 
-/// How often the audit log shows an exec that wrote to `sys/unseal`.
+/// How often the audit log shows a write to `sys/unseal`: an exec of the
+/// CLI, or a request through the direct transport (`forwarded`).
 fn unseal_writes(env: &Env) -> usize {
     let audit = std::fs::read_to_string(env.cluster.audit_log_path()).expect("audit log");
     audit
         .lines()
-        .filter(|l| l.contains("exec") && (l.contains("sys/unseal") || l.contains("sys%2Funseal")))
+        .filter(|l| {
+            (l.contains("exec") && (l.contains("sys/unseal") || l.contains("sys%2Funseal")))
+                || l.contains("\"forwarded\":\"PUT /v1/sys/unseal ")
+        })
         .count()
 }
 

@@ -219,6 +219,10 @@ impl Env {
         if let Some(t) = token {
             command.env("BAO_TOKEN", t);
         }
+        let ca = self.cluster.listener_ca_path();
+        if ca.exists() {
+            command.env("BAO_CACERT", ca);
+        }
         let mut child = command.spawn().expect("spawn bao");
         if let Some(text) = stdin {
             let mut pipe = child.stdin.take().expect("stdin");
@@ -333,6 +337,7 @@ impl Env {
                 .cluster
                 .pod_api_addr(i as u32)
                 .trim_start_matches("http://")
+                .trim_start_matches("https://")
                 .trim_end_matches(":8200")
                 .to_owned();
             assert!(

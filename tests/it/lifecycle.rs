@@ -144,15 +144,17 @@ async fn scale_up_then_join_adds_voters() {
 }
 
 #[tokio::test]
-async fn init_and_unseal_over_port_forward() {
+async fn init_and_unseal_over_the_direct_transport() {
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    // `port-forward` is the old name of `direct`.
     env.plugin(&["--transport", "port-forward", "init", "--yes"])
         .await
         .ok();
     env.assert_whole(3).await;
     env.cluster.restart_all().await.unwrap();
+    // At the highest verbosity, for the exposure check: no body, no header.
     let run = env
-        .plugin(&["--transport", "port-forward", "unseal"])
+        .plugin(&["--transport", "direct", "-vvv", "unseal"])
         .await
         .ok();
     assert_eq!(run.stdout.matches("unsealed").count(), 3, "{}", run.stdout);
@@ -161,6 +163,15 @@ async fn init_and_unseal_over_port_forward() {
     assert!(
         audit.contains("/portforward"),
         "requests went through pods/portforward"
+    );
+    // The sandbox sees the forwarded request lines (what autounseal's
+    // `unseal_writes` counts): 3 pods, threshold 3, after the restart.
+    assert!(
+        audit
+            .matches("\"forwarded\":\"PUT /v1/sys/unseal HTTP/1.1\"")
+            .count()
+            >= 9,
+        "the unseal shares went through the direct transport"
     );
     env.assert_no_secret_exposed().await;
 }

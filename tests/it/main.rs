@@ -24,4 +24,6 @@ mod rotate;
 mod snapshot;
 mod sops;
 mod terminal;
+mod tls;
+mod transport;
 mod usage;

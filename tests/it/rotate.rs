@@ -318,7 +318,13 @@ async fn concurrent_rotate_and_init_both_end_cleanly() {
 
 #[tokio::test]
 async fn snapshot_from_before_a_rotate_unseals_with_the_previous_generation() {
-    let (env, before) = initialized(ClusterOptions::openbao().parallel()).await;
+    snapshot_rotate_restore(ClusterOptions::openbao().parallel()).await;
+}
+
+/// Init, snapshot save, rotate, restart and unseal, restore the snapshot:
+/// the cluster comes back whole on the snapshot's generation.
+pub async fn snapshot_rotate_restore(opts: ClusterOptions) -> Env {
+    let (env, before) = initialized(opts).await;
     let dir = tempfile::tempdir().unwrap();
     let target = format!("{}/", dir.path().display());
     env.plugin(&["snapshot", "save", "--to", &target])
@@ -360,4 +366,5 @@ async fn snapshot_from_before_a_rotate_unseals_with_the_previous_generation() {
         stored["history"][0]["unseal_keys_b64"],
         rotated["unseal_keys_b64"]
     );
+    env
 }

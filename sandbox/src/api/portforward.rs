@@ -3,6 +3,10 @@
 //! (channel, port little-endian), relayed to the pod's IP.
 //!
 //! Owns the relay; the socket closes when every pod-side connection closed.
+//! Plain-HTTP request lines that start a client frame (`PUT /v1/sys/unseal
+//! HTTP/1.1`) are written to the audit log as `forwarded` entries, so tests
+//! see what went through the direct transport; headers and bodies never are,
+//! and TLS streams stay opaque.
 
 use std::sync::Arc;
 
@@ -41,12 +45,18 @@ pub fn handle(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Rep
     if ports.is_empty() {
         return Err(ApiError::bad_request("at least one port must be specified"));
     }
+    if s.faults.take_portforward_refusal() {
+        return Err(ApiError::bad_request(
+            "Upgrade request required: this API server serves port-forward over SPDY only",
+        ));
+    }
     let (response, _) = websocket::accept(ctx, &[V4])?;
     let ip = pod.ip;
     let name = pod.name.clone();
+    let sandbox = s.clone();
     tokio::spawn(async move {
         if let Some(socket) = websocket::upgraded(req).await {
-            relay(socket, ip, name, ports).await;
+            relay(&sandbox, socket, ip, name, ports).await;
         }
     });
     Ok(Reply::Raw(response))
@@ -59,7 +69,23 @@ fn frame(channel: u8, data: &[u8]) -> Message {
     Message::binary(v)
 }
 
-async fn relay(socket: websocket::Socket, ip: std::net::Ipv4Addr, pod: String, ports: Vec<u16>) {
+/// The HTTP request line `payload` starts with, if it starts one.
+fn request_line(payload: &[u8]) -> Option<&str> {
+    let end = payload.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&payload[..end]).ok()?;
+    let method = line.split(' ').next()?;
+    (matches!(method, "GET" | "PUT" | "POST" | "DELETE" | "LIST" | "HEAD")
+        && line.ends_with(" HTTP/1.1"))
+    .then_some(line)
+}
+
+async fn relay(
+    s: &Sandbox,
+    socket: websocket::Socket,
+    ip: std::net::Ipv4Addr,
+    pod: String,
+    ports: Vec<u16>,
+) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     let mut writers = Vec::new();
@@ -128,6 +154,12 @@ async fn relay(socket: websocket::Socket, ip: std::net::Ipv4Addr, pod: String, p
         };
         if ch % 2 != 0 {
             continue;
+        }
+        if let Some(line) = request_line(payload) {
+            s.audit.record(&serde_json::json!({
+                "time": crate::meta::rfc3339(crate::meta::now()),
+                "pod": pod, "forwarded": line,
+            }));
         }
         if let Some(Some(w)) = writers.get_mut(usize::from(ch / 2)) {
             if w.write_all(payload).await.is_err() {
