@@ -362,6 +362,20 @@ fn pod_status(
     }
 }
 
+/// Whether `pod`'s server log says its seal provider failed it at start:
+/// the current container's (it exited), else the previous one's (the last
+/// crash, while the next start is under way).
+pub async fn seal_provider_failure(
+    cluster: &crate::transport::discover::KubeCluster,
+    pod: &str,
+) -> Option<crate::ops::seal::ProviderFailure> {
+    let (previous, current) = cluster.server_log_tails(pod, 20).await;
+    [current, previous]
+        .iter()
+        .flatten()
+        .find_map(|t| crate::ops::seal::provider_failure(t))
+}
+
 /// For each pod whose server does not answer: whether its log says its
 /// seal provider failed it at start (the server exits, the pod crash-loops).
 pub async fn seal_provider_failures(
@@ -370,8 +384,9 @@ pub async fn seal_provider_failures(
 ) -> Vec<(String, crate::ops::seal::ProviderFailure)> {
     let unreachable = observations.iter().filter(|o| o.seal.is_none());
     let reads = unreachable.map(|o| async move {
-        let tail = cluster.server_log_tail(&o.pod, 20).await?;
-        crate::ops::seal::provider_failure(&tail).map(|f| (o.pod.clone(), f))
+        seal_provider_failure(cluster, &o.pod)
+            .await
+            .map(|f| (o.pod.clone(), f))
     });
     futures::future::join_all(reads)
         .await

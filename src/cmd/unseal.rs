@@ -107,8 +107,7 @@ async fn unseal_pass(
     // A server that does not answer may be one its seal provider failed at
     // start: say so, since no key submitted here could help it.
     for r in results.iter_mut().filter(|r| r.result == "unreachable") {
-        let tail = cluster.server_log_tail(&r.pod, 20).await;
-        if let Some(f) = tail.as_deref().and_then(crate::ops::seal::provider_failure) {
+        if let Some(f) = super::status::seal_provider_failure(cluster, &r.pod).await {
             r.result = "seal provider failed".to_owned();
             r.error = Some(format!(
                 "{f}; no unseal keys apply: bring the provider back and the pod unseals itself"

@@ -150,17 +150,14 @@ impl KubeCluster {
         &self.container
     }
 
-    /// The last `lines` lines the server container of `pod` wrote: those of
-    /// its previous instance when it restarted (a crash loop), else its
-    /// current ones. `None` when the log cannot be read (e.g. no
+    /// The previous and the current container's last `lines` log lines;
+    /// `None` where a log cannot be read (no previous container, or no
     /// `pods/log` grant): callers then know less, nothing more.
-    pub async fn server_log_tail(&self, pod: &str, lines: i64) -> Option<String> {
-        let (previous, current) = self.server_log_tails(pod, lines).await;
-        previous.filter(|t| !t.trim().is_empty()).or(current)
-    }
-
-    /// The previous and the current container's last `lines` log lines.
-    async fn server_log_tails(&self, pod: &str, lines: i64) -> (Option<String>, Option<String>) {
+    pub async fn server_log_tails(
+        &self,
+        pod: &str,
+        lines: i64,
+    ) -> (Option<String>, Option<String>) {
         let params = |previous| kube::api::LogParams {
             container: Some(self.container.clone()),
             tail_lines: Some(lines),

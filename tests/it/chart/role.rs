@@ -85,6 +85,9 @@ fn beside_secrets(sts: &str) -> BTreeSet<Grant> {
         want.insert(grant("", "pods/exec", v, None));
     }
     want.insert(grant("", "pods/log", "get", None));
+    for v in ["get", "create"] {
+        want.insert(grant("", "pods/portforward", v, None));
+    }
     for v in ["get", "update", "delete"] {
         want.insert(grant("coordination.k8s.io", "leases", v, Some(&lease)));
     }

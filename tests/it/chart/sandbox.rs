@@ -331,7 +331,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
 
     assert_all_allowed(&requests, &allowed, &ns);
     assert_all_allowed(&workload_requests, &workloads_allowed, &ns);
-    for resource in ["pods/exec", "secrets", "leases"] {
+    for resource in ["pods/exec", "pods/portforward", "secrets", "leases"] {
         assert!(
             workload_requests.iter().any(|r| r.resource == resource),
             "no {resource} request of the workloads audited: {workload_requests:#?}"
@@ -340,7 +340,7 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
     let requests: BTreeSet<_> = requests.union(&workload_requests).cloned().collect();
     // The run did exercise the Role: exec, the Secret and the Lease, the
     // hook's Events on the StatefulSet, and the identity Secret.
-    let mut exercised = vec!["pods/exec", "secrets", "leases"];
+    let mut exercised = vec!["pods/exec", "pods/portforward", "secrets", "leases"];
     if has_hook {
         exercised.push("events");
     }
@@ -422,7 +422,7 @@ async fn hook_on_a_default_standalone_openbao_needs_nothing_beyond_the_rendered_
     }
     assert!(env.stored_credentials().await.is_some());
     assert_all_allowed(&requests, &allowed, &ns);
-    for resource in ["pods/exec", "secrets", "leases"] {
+    for resource in ["pods/exec", "pods/portforward", "secrets", "leases"] {
         assert!(
             requests.iter().any(|r| r.resource == resource),
             "no {resource} request audited: {requests:#?}"
