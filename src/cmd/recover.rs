@@ -141,6 +141,12 @@ pub async fn run(ctx: &Context<'_>, args: RecoverArgs) -> Result<(), Failure> {
             report.generation
         )
     };
+    if report.recovery_keys_accepted == Some(false) {
+        tracing::warn!(
+            "the restored data does not accept the recovery keys stored for generation {}: root token generation and `rotate --recovery` need the recovery keys of the cluster the snapshot was taken from (`kubectl vault credentials import` them)",
+            report.generation
+        );
+    }
     ctx.printer
         .value(&report, |r| {
             let stored_note = if r.credentials_updated {

@@ -409,10 +409,16 @@ where
     let audit_devices = audit_devices(node, &credentials).await?;
     // A copy after a crash replaces the earlier one: only a fresh run checks.
     if resumed.is_none() {
-        let room = data
+        #[allow(unused_mut)]
+        let mut room = data
             .room(node.name())
             .await
             .map_err(node_err("measure the data volume", node))?;
+        // Tests: a volume with no room left beside the file data.
+        #[cfg(feature = "failpoints")]
+        if fail::eval("migrate::volume_full", |_| ()).is_some() {
+            room.free = 0;
+        }
         if room.free < room.used {
             return Err(MigrateError::NoRoom {
                 pod: node.name().to_owned(),

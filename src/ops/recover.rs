@@ -63,6 +63,12 @@ pub struct RecoverReport {
     pub credentials_updated: bool,
     pub reconcile: ReconcileReport,
     pub pods: Vec<PodReading>,
+    /// Auto-unseal: whether the restored data accepts the stored recovery
+    /// keys, asked by a probe rotation that is cancelled before it can
+    /// change anything. `None` on Shamir, or when no recovery keys are
+    /// stored; `Some(false)` means root generation and recovery-key
+    /// rotation will need other keys.
+    pub recovery_keys_accepted: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,6 +398,21 @@ where
         opts.timeouts.pod_appear,
     )
     .await?;
+    // Auto-unseal: the pods unsealed themselves, so nothing above used the
+    // recovery keys. Ask the restored data whether it takes them.
+    let recovery_keys_accepted = if unseal_with.seal.is_auto()
+        && !unseal_with.recovery_keys_b64.is_empty()
+    {
+        match crate::ops::rotate::probe_shares(leader, &token, &unseal_with).await {
+            Ok(accepted) => Some(accepted),
+            Err(e) => {
+                tracing::warn!(pod = leader.name(), error = %e, "could not probe the recovery keys");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let adopted = adopt(
         &stored,
         None,
@@ -421,6 +442,7 @@ where
         credentials_updated: adopted.is_some(),
         reconcile: report,
         pods,
+        recovery_keys_accepted,
     })
 }
 

@@ -259,6 +259,22 @@ async fn end_to_end(opts: ClusterOptions, via_hook: bool) {
     must(&init, 1);
     assert!(init.stderr.contains("migrate"), "{}", init.stderr);
 
+    // Phase 2 by `--wait`, started before the values are applied: it
+    // watches for raft pods, and finishes.
+    let waiting = (!via_hook).then(|| {
+        env.spawn_plugin(
+            &[
+                "migrate",
+                "--to",
+                "raft",
+                "--wait",
+                "5m",
+                "--timeout",
+                "120s",
+            ],
+            &[],
+        )
+    });
     // `helm upgrade` with the raft values, then phase 2.
     env.cluster
         .reconfigure(Reconfigure {
@@ -269,15 +285,16 @@ async fn end_to_end(opts: ClusterOptions, via_hook: bool) {
         .await
         .unwrap();
     let started = Instant::now();
-    if via_hook {
-        let hook = env.plugin(&["hook", "--timeout", "120s"]).await;
-        must(&hook, 0);
-    } else {
-        let phase2 = env
-            .plugin(&["migrate", "--to", "raft", "--timeout", "120s"])
-            .await;
-        must(&phase2, 0);
-        assert!(phase2.stdout.contains("3 voters"), "{}", phase2.stdout);
+    match waiting {
+        None => {
+            let hook = env.plugin(&["hook", "--timeout", "120s"]).await;
+            must(&hook, 0);
+        }
+        Some(child) => {
+            let phase2 = env.finish_spawned(child).await;
+            must(&phase2, 0);
+            assert!(phase2.stdout.contains("3 voters"), "{}", phase2.stdout);
+        }
     }
     eprintln!("phase 2 took {:?}", started.elapsed());
     assert!(!env.checkpoint_exists().await, "checkpoint deleted");
@@ -676,6 +693,38 @@ async fn rollback_after_phase_one_brings_the_file_storage_back() {
     let (env, token) = standalone_with_data(ClusterOptions::openbao().parallel()).await;
     env.write_kv(&token, "probe", "before").await;
     let backup_to = format!("{}/", env.cluster.dir().join("backups").display());
+
+    // Guard: no room on the data volume for the raft copy (injected; the
+    // refusal proves it fired): exit 1, nothing changed in the cluster. (The
+    // backup is taken before this check, into its own folder here.)
+    let refused_to = format!("{}/", env.cluster.dir().join("refused").display());
+    let full = env
+        .plugin_with_env(
+            &[
+                "migrate",
+                "--to",
+                "raft",
+                "--backup-to",
+                &refused_to,
+                "--yes",
+            ],
+            &[("FAILPOINTS", "migrate::volume_full=return")],
+        )
+        .await;
+    must(&full, 1);
+    assert!(
+        full.stderr.contains("KiB free") && full.stderr.contains("grow the volume first"),
+        "{}",
+        full.stderr
+    );
+    assert!(!env.checkpoint_exists().await, "no checkpoint");
+    let s = env.seal_status(0).await;
+    assert_eq!(
+        (s["sealed"].clone(), s["storage_type"].clone()),
+        (false.into(), "file".into()),
+        "the pod still serves its file storage: {s}"
+    );
+
     must(
         &env.plugin(&[
             "migrate",

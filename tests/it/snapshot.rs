@@ -663,12 +663,22 @@ async fn crash_restore_at(failpoint: &str) {
     );
     let status = env.plugin(&["status", "-o", "json"]).await.ok().json();
     if env.checkpoint_exists().await {
+        // The resume command names the snapshot, and runs as printed.
+        let resume = status["credentials"]["checkpoint"]["resume_command"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert_eq!(
-            status["credentials"]["checkpoint"]["resume_command"], "kubectl vault snapshot restore",
+            resume,
+            format!("kubectl vault snapshot restore --from {}", file.display()),
             "{status}"
         );
+        let mut printed: Vec<&str> = resume.split_whitespace().skip(2).collect();
+        printed.push("--yes");
+        env.plugin(&printed).await.ok();
+    } else {
+        env.plugin(&args).await.ok();
     }
-    env.plugin(&args).await.ok();
     env.assert_whole(2).await;
     assert_eq!(env.read_kv(&token, "probe").await, "before");
     assert_eq!(env.stored_credentials().await.unwrap(), creds);

@@ -126,9 +126,15 @@ async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_report
     for i in 0..3 {
         env.cluster.wipe_pod(i).await.unwrap();
     }
-    env.plugin(&["recover", "--from", location, "--yes"])
+    let recovered = env
+        .plugin(&["recover", "--from", location, "--yes", "-o", "json"])
         .await
-        .ok();
+        .ok()
+        .json();
+    assert_eq!(
+        recovered["recovery_keys_accepted"], true,
+        "the stored recovery keys were proven on the restored data: {recovered}"
+    );
     wait_until_unsealed_through(&env, 3, "transit").await;
     env.assert_whole(3).await;
     assert_eq!(env.read_kv(token, "before").await, "intact");
