@@ -181,7 +181,12 @@ pub async fn push(url: &str, job: &str, instance: &str, registry: &Registry) -> 
         "{}/metrics/job/{job}/instance/{instance}",
         url.trim_end_matches('/')
     );
-    let response = reqwest::Client::new()
+    // A gateway that never answers must not hold the CronJob's Job open.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| anyhow::anyhow!("could not build the Pushgateway client: {e}"))?;
+    let response = client
         .post(&target)
         .header("Content-Type", CONTENT_TYPE)
         .body(registry.render())

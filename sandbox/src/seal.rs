@@ -25,13 +25,6 @@ pub enum Seal {
     Transit,
 }
 
-impl Seal {
-    /// Whether pods unseal themselves (no shares are ever submitted).
-    pub fn is_auto(self) -> bool {
-        self != Seal::Shamir
-    }
-}
-
 /// The key id the stanza names (`current_key_id`).
 pub const STATIC_KEY_ID: &str = "sandbox-1";
 

@@ -95,13 +95,18 @@ async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_report
         .filter(|l| l.contains("openbao-0: seal provider failed"))
         .count();
     assert_eq!(failed, 1, "reported once: {}", watched.stderr);
-    assert!(
-        watched
-            .stderr
-            .contains("openbao-0: already unsealed (was: seal provider failed)"),
-        "{}",
-        watched.stderr
-    );
+    // The pass that sees it back may catch it unsealed already, or a moment
+    // before its seal unsealed it: either way the return is reported once.
+    let back = watched
+        .stderr
+        .lines()
+        .filter(|l| {
+            l.contains("openbao-0: ")
+                && l.contains("(was: seal provider failed)")
+                && (l.contains("already unsealed") || l.contains("unsealed itself"))
+        })
+        .count();
+    assert_eq!(back, 1, "{}", watched.stderr);
 
     // Recovery keys authorise a rotation and a root token rotation here too.
     env.plugin(&["rotate", "--yes", "--recovery"]).await.ok();
