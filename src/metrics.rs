@@ -192,19 +192,49 @@ pub async fn push(url: &str, job: &str, instance: &str, registry: &Registry) -> 
         .body(registry.render())
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("could not push metrics to {url}: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "could not push metrics to {}: {}",
+                without_userinfo(url),
+                e.without_url()
+            )
+        })?;
     if !response.status().is_success() {
         anyhow::bail!(
-            "the Pushgateway at {url} answered {} to the metrics push",
+            "the Pushgateway at {} answered {} to the metrics push",
+            without_userinfo(url),
             response.status()
         );
     }
     Ok(())
 }
 
+/// `url` for messages: a `user:password@` part (basic auth to the gateway)
+/// never reaches a log line.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_credentials_never_reach_a_message() {
+        assert_eq!(
+            without_userinfo("https://u:s3cret@gw.example:9091/x"),
+            "https://gw.example:9091/x"
+        );
+        assert_eq!(without_userinfo("http://gw:9091"), "http://gw:9091");
+        assert_eq!(without_userinfo("http://gw/a@b"), "http://gw/a@b");
+    }
 
     #[test]
     fn renders_help_type_and_escaped_labels() {
