@@ -37,6 +37,16 @@ pub trait VaultCluster: Send + Sync {
     /// The servers that exist now, ordered by ordinal.
     fn nodes(&self) -> impl Future<Output = Result<Vec<Self::Node>, ClusterError>> + Send;
 
+    /// The ordinals that must answer before anyone may conclude that the
+    /// cluster holds no data (init's "fresh cluster"). By default every
+    /// replica. A workload that creates its pods one at a time, each only
+    /// once the previous one is Ready (which an uninitialized server never
+    /// is), answers with the pods that exist in any phase instead.
+    fn must_answer(&self) -> impl Future<Output = Result<Vec<usize>, ClusterError>> + Send {
+        let all = (0..self.replicas()).collect();
+        async move { Ok(all) }
+    }
+
     /// Waits until the server with `ordinal` exists.
     fn wait_for_node(
         &self,

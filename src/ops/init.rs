@@ -75,7 +75,7 @@ pub enum InitError {
     DataLoss { object: String, generation: u32 },
     #[error(transparent)]
     OtherOperation(#[from] OtherOperation),
-    #[error("pod {pod} is not running; init sends sys/init only to it, and only once every pod has answered. Re-run `kubectl vault init` when it runs (`kubectl get pod {pod}`)")]
+    #[error("pod {pod} is not running; init sends sys/init only to pod 0, and only once every replica has answered. Re-run `kubectl vault init` when it runs (`kubectl get pod {pod}`)")]
     TargetMissing { pod: String },
     #[error("the cluster is initialized but no credentials exist: neither {object} nor {checkpoint} holds them. The unseal keys and root token are lost. Only options: unseal with shares you kept elsewhere and `kubectl vault credentials import` them, or wipe every pod's data and run `kubectl vault init` again (all data is lost)")]
     CredentialsLost { object: String, checkpoint: String },
@@ -173,7 +173,10 @@ pub async fn run<C: VaultCluster>(
         Some(Phase::InitPending { pod: Some(pod), .. }) => Some(pod.clone()),
         _ => None,
     };
-    let (target, nodes) = nodes_with(cluster, recorded, opts).await?;
+    // Without keys anywhere, this run may decide the cluster is fresh, or
+    // find a lost `sys/init` answer on any pod: both need every replica.
+    let keys_known = stored.is_some() || resumed.and_then(Checkpoint::credentials).is_some();
+    let (target, nodes) = nodes_with(cluster, recorded, !keys_known, opts).await?;
     let statuses = read_statuses(&nodes, opts.timeouts.pod_appear).await?;
     let any_initialized = statuses.iter().any(|s| s.initialized);
 
@@ -295,36 +298,56 @@ pub async fn run<C: VaultCluster>(
 /// The pod `sys/init` goes to (the one a checkpoint recorded, else ordinal
 /// 0, never merely the first one running) and the running pods, once the
 /// target is among them: deciding that a cluster is fresh needs its answer.
+/// With `every_replica`, it also waits for every replica that must answer
+/// ([`VaultCluster::must_answer`]): a Pending pod may hold initialized data,
+/// or the only copy of a lost `sys/init` answer, and "fresh" is decided only
+/// when all have answered.
 async fn nodes_with<C: VaultCluster>(
     cluster: &C,
     recorded: Option<String>,
+    every_replica: bool,
     opts: &InitOptions,
 ) -> Result<(String, Vec<C::Node>), InitError> {
     let nodes = cluster.nodes().await?;
-    let target = match recorded {
-        Some(pod) => pod,
-        None => {
-            let any = nodes
-                .first()
-                .ok_or_else(|| ClusterError::List("no running pods".into()))?;
-            let prefix = any.name().rsplit_once('-').map_or(any.name(), |(p, _)| p);
-            format!("{prefix}-0")
-        }
-    };
-    if nodes.iter().any(|n| n.name() == target) {
-        return Ok((target, nodes));
-    }
-    let ordinal =
+    let any = nodes
+        .first()
+        .ok_or_else(|| ClusterError::List("no running pods".into()))?;
+    let prefix = any
+        .name()
+        .rsplit_once('-')
+        .map_or(any.name(), |(p, _)| p)
+        .to_owned();
+    let target = recorded.unwrap_or_else(|| format!("{prefix}-0"));
+    let target_ordinal =
         crate::ops::reconcile::ordinal_of(&target).ok_or_else(|| InitError::TargetMissing {
             pod: target.clone(),
         })?;
-    tracing::info!(pod = %target, "waiting for the pod that sys/init goes to");
-    cluster
-        .wait_for_node(ordinal, opts.timeouts.pod_appear)
-        .await
-        .map_err(|_| InitError::TargetMissing {
-            pod: target.clone(),
-        })?;
+    let mut wanted = vec![target_ordinal];
+    if every_replica {
+        let others = cluster.must_answer().await?;
+        wanted.extend(others.into_iter().filter(|o| *o != target_ordinal));
+    }
+    let present = |nodes: &[C::Node], ordinal: usize| {
+        nodes
+            .iter()
+            .any(|n| crate::ops::reconcile::ordinal_of(n.name()) == Some(ordinal))
+    };
+    if wanted.iter().all(|o| present(&nodes, *o)) {
+        return Ok((target, nodes));
+    }
+    let deadline = tokio::time::Instant::now() + opts.timeouts.pod_appear;
+    for ordinal in wanted {
+        if present(&nodes, ordinal) {
+            continue;
+        }
+        let pod = format!("{prefix}-{ordinal}");
+        tracing::info!(pod = %pod, "waiting for a replica to answer before deciding what init does");
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        cluster
+            .wait_for_node(ordinal, left)
+            .await
+            .map_err(|_| InitError::TargetMissing { pod })?;
+    }
     Ok((target, cluster.nodes().await?))
 }
 

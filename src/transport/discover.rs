@@ -34,6 +34,8 @@ pub struct KubeCluster {
     selector: String,
     statefulset: Option<String>,
     replicas: usize,
+    /// `podManagementPolicy: Parallel`: every replica is created at once.
+    parallel: bool,
     container: String,
     cli: CliFlavour,
     /// The container's own API address and TLS settings, as its CLI sees them.
@@ -91,6 +93,7 @@ impl KubeCluster {
             .find(|o| o.kind == "StatefulSet")
             .map(|o| o.name.clone());
         let mut replicas = found.len();
+        let mut parallel = false;
         if let Some(name) = &statefulset {
             let sets: Api<StatefulSet> = Api::namespaced(client, namespace);
             match sets.get(name).await {
@@ -98,6 +101,7 @@ impl KubeCluster {
                     if let Some(r) = set.spec.replicas {
                         replicas = usize::try_from(r).unwrap_or(replicas);
                     }
+                    parallel = set.spec.pod_management_policy.as_deref() == Some("Parallel");
                 }
                 Err(e) => {
                     tracing::warn!(statefulset = %name, error = %super::api_reason(&e), "could not read the StatefulSet; using the pods found as the replica count")
@@ -117,6 +121,7 @@ impl KubeCluster {
             selector,
             statefulset,
             replicas,
+            parallel,
             container,
             cli,
             listener_ca: (tls.is_tls() && !tls.ca_pem.is_empty())
@@ -307,6 +312,17 @@ impl VaultCluster for KubeCluster {
             // on its way out (its successor gets the work), as Endpoints see it.
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter_map(|p| self.node(&p))
+            .collect())
+    }
+
+    async fn must_answer(&self) -> Result<Vec<usize>, ClusterError> {
+        if self.parallel {
+            return Ok((0..self.replicas).collect());
+        }
+        let pods = list_pods(&self.pods, &self.selector).await?;
+        Ok(pods
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref().and_then(ordinal_of))
             .collect())
     }
 

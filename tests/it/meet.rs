@@ -191,8 +191,9 @@ async fn init_killed_after_sys_init_then_pod_0_deleted_recovers_the_keys() {
 /// `init` never picks "the first running pod": with pod 0 gone and pods 1
 /// and 2 running, it waits for pod 0 and calls nothing.
 #[tokio::test]
-async fn init_waits_for_pod_0_and_never_initializes_another_pod() {
+async fn init_decides_fresh_only_when_every_replica_answers() {
     let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    // Pod 0, where sys/init goes, is missing: nothing else is initialized.
     env.cluster.remove_pod(0).await.expect("remove pod 0");
     let refused = env.plugin(&["init", "--yes", "--timeout", "3s"]).await;
     assert_eq!(refused.code, 2, "{refused:?}");
@@ -200,6 +201,19 @@ async fn init_waits_for_pod_0_and_never_initializes_another_pod() {
     assert!(!audit_has_sys_init_launch(&env), "no sys/init was sent");
     assert_eq!(env.sys_inits(), 0);
     env.cluster.restore_pod(0).await.expect("pod 0 back");
+    env.cluster
+        .wait_for_pods(3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Pod 0 answers but pod 2 does not: its volume may hold the data (or a
+    // lost sys/init answer), so the cluster is not known to be fresh.
+    env.cluster.remove_pod(2).await.expect("remove pod 2");
+    let refused = env.plugin(&["init", "--yes", "--timeout", "3s"]).await;
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("openbao-2"), "{refused:?}");
+    assert!(!audit_has_sys_init_launch(&env), "no sys/init was sent");
+    assert!(!env.checkpoint_exists().await, "nothing was written");
+    env.cluster.restore_pod(2).await.expect("pod 2 back");
     env.cluster
         .wait_for_pods(3, Duration::from_secs(60))
         .await
