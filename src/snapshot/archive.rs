@@ -6,11 +6,13 @@
 //! `SHA256SUMS.sealed`, the sums encrypted with the barrier, which only the
 //! server can open and check. [`inspect`] reads it
 //! once, as a stream, in bounded memory: the gzip header and CRC, the tar
-//! structure, the three members, and each member against `SHA256SUMS`.
+//! structure, the three members, each member against `SHA256SUMS`, and
+//! `state.bin` as a sequence of storage entries ([`crate::snapshot::state`]).
 //!
 //! It decides only "is this a raft snapshot"; whether it is *the* snapshot
 //! its manifest describes (sha256, size) is `location`'s check.
 
+use crate::snapshot::state::StateCheck;
 use crate::snapshot::stream::hex;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ pub enum ArchiveError {
     BadMeta,
     #[error("its member {0} does not match SHA256SUMS")]
     MemberMismatch(String),
+    #[error("its state.bin is not raft storage entries: {0}")]
+    BadState(&'static str),
 }
 
 /// What a valid archive holds: each member's sha256.
@@ -111,12 +115,19 @@ pub fn inspect(mut reader: impl Read) -> Result<Members, ArchiveError> {
             continue;
         }
         let mut hasher = Sha256::new();
+        let mut state = (name == "state.bin").then(StateCheck::default);
         loop {
             let n = entry.read(&mut buf).map_err(damaged)?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
+            if let Some(state) = state.as_mut() {
+                state.feed(&buf[..n]).map_err(ArchiveError::BadState)?;
+            }
+        }
+        if let Some(state) = state {
+            state.finish().map_err(ArchiveError::BadState)?;
         }
         members.sha256.insert(name, hex(&hasher.finalize()));
     }
@@ -201,8 +212,15 @@ mod tests {
 
     const META: &[u8] = br#"{"Version":1,"ID":"2-7-1","Index":7,"Term":2}"#;
 
+    fn state() -> Vec<u8> {
+        crate::snapshot::state::state_bin(&[
+            ("core/keyring", &[9u8; 50_000]),
+            ("core/master", b"m"),
+        ])
+    }
+
     fn good() -> Vec<u8> {
-        build(&[("meta.json", META), ("state.bin", &[9u8; 50_000])], None)
+        build(&[("meta.json", META), ("state.bin", &state())], None)
     }
 
     #[test]
@@ -210,11 +228,11 @@ mod tests {
         let m = inspect(&good()[..]).unwrap();
         assert_eq!(m.sha256.len(), 2);
         // As OpenBao writes them: with the sealed copy of the sums.
-        let state = [9u8; 500];
+        let state = state();
         let sums = format!(
             "{}  meta.json\n{}  state.bin\n",
             hex(&Sha256::digest(META)),
-            hex(&Sha256::digest(state))
+            hex(&Sha256::digest(&state))
         );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         {
@@ -269,18 +287,39 @@ mod tests {
             "0".repeat(64),
             "1".repeat(64)
         );
-        let lying = build(&[("meta.json", META), ("state.bin", b"x")], Some(&wrong));
+        let lying = build(
+            &[("meta.json", META), ("state.bin", &state())],
+            Some(&wrong),
+        );
         assert_eq!(
             inspect(&lying[..]),
             Err(ArchiveError::MemberMismatch("meta.json".into()))
         );
         let garbage = build(
-            &[("meta.json", META), ("state.bin", b"x")],
+            &[("meta.json", META), ("state.bin", &state())],
             Some("nonsense"),
         );
         assert_eq!(inspect(&garbage[..]), Err(ArchiveError::BadSums));
-        let no_meta = build(&[("meta.json", b"{}"), ("state.bin", b"x")], None);
+        let no_meta = build(&[("meta.json", b"{}"), ("state.bin", &state())], None);
         assert_eq!(inspect(&no_meta[..]), Err(ArchiveError::BadMeta));
+    }
+
+    /// Members that match SHA256SUMS around a state.bin that is not storage
+    /// entries: a forced restore accepted such an archive and left a
+    /// cluster no key could unseal.
+    #[test]
+    fn a_state_bin_that_is_not_storage_entries_is_refused() {
+        let constant = build(&[("meta.json", META), ("state.bin", &[7u8; 8192])], None);
+        assert!(matches!(
+            inspect(&constant[..]),
+            Err(ArchiveError::BadState(_))
+        ));
+        let foreign = crate::snapshot::state::state_bin(&[("some/key", b"v")]);
+        let foreign = build(&[("meta.json", META), ("state.bin", &foreign)], None);
+        assert!(matches!(
+            inspect(&foreign[..]),
+            Err(ArchiveError::BadState(_))
+        ));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod location;
 pub mod manifest;
 pub mod retention;
+pub mod state;
 pub mod stream;
 
 /// Refuses a snapshot name that is not a plain file name: a name from a
