@@ -323,6 +323,13 @@ mod tests {
             &self.name
         }
 
+        async fn call_secret(
+            &self,
+            req: Request<'_>,
+        ) -> Result<crate::ops::secret::SecretAnswer, NodeError> {
+            self.call(req).await.map(crate::ops::double::secret_answer)
+        }
+
         async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
             let mut s = self.state.lock().unwrap();
             let status = |s: &State| json!({"initialized": true, "sealed": s.sealed, "t": 1, "n": 1, "progress": 0});
@@ -462,6 +469,13 @@ mod tests {
         impl VaultNode for NoLeader {
             fn name(&self) -> &str {
                 self.0.name()
+            }
+
+            async fn call_secret(
+                &self,
+                req: Request<'_>,
+            ) -> Result<crate::ops::secret::SecretAnswer, NodeError> {
+                self.call(req).await.map(crate::ops::double::secret_answer)
             }
             async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
                 match req.path {

@@ -67,6 +67,13 @@ impl VaultNode for FakeNode {
         &self.name
     }
 
+    async fn call_secret(
+        &self,
+        req: Request<'_>,
+    ) -> Result<crate::ops::secret::SecretAnswer, NodeError> {
+        self.call(req).await.map(crate::ops::double::secret_answer)
+    }
+
     fn hosts(&self) -> &[String] {
         &self.hosts
     }
@@ -120,6 +127,11 @@ impl VaultNode for FakeNode {
             }),
         }
     }
+}
+
+/// A double's answer as a transport would hand it over for secrets.
+pub fn secret_answer(value: Value) -> crate::ops::secret::SecretAnswer {
+    crate::ops::secret::SecretAnswer::new(serde_json::to_vec(&value).unwrap_or_default())
 }
 
 /// A fixed set of fake servers.

@@ -4,7 +4,7 @@
 //! typed calls built on it. How a request reaches the server (exec into a pod,
 //! the Vault API through port-forward) is the transport's business; nothing here knows Kubernetes.
 
-use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::secret::{key_body, Secret, SecretAnswer, SecretBytes};
 use serde::Deserialize;
 use serde_json::Value;
 use std::future::Future;
@@ -102,17 +102,28 @@ pub trait VaultNode: Send + Sync {
     /// it has none, or `null` for an empty answer).
     fn call(&self, req: Request<'_>) -> impl Future<Output = Result<Value, NodeError>> + Send;
 
+    /// Sends one request whose answer carries secrets (new key shares, an
+    /// OTP, an encoded token) and returns the raw answer in zeroizing
+    /// memory, never as a `serde_json::Value`. Errors map as in [`Self::call`].
+    fn call_secret(
+        &self,
+        req: Request<'_>,
+    ) -> impl Future<Output = Result<SecretAnswer, NodeError>> + Send;
+
     /// `sys/init`, leaving a copy of the response where [`Self::recover_init_response`]
     /// finds it if this process dies before the caller stores it. The default
     /// keeps no copy.
-    fn init(&self, body: SecretBytes) -> impl Future<Output = Result<Value, NodeError>> + Send {
-        async move { self.call(Request::write("sys/init", body)).await }
+    fn init(
+        &self,
+        body: SecretBytes,
+    ) -> impl Future<Output = Result<SecretAnswer, NodeError>> + Send {
+        async move { self.call_secret(Request::write("sys/init", body)).await }
     }
 
     /// The response an earlier, interrupted [`Self::init`] left behind.
     fn recover_init_response(
         &self,
-    ) -> impl Future<Output = Result<Option<Value>, NodeError>> + Send {
+    ) -> impl Future<Output = Result<Option<SecretAnswer>, NodeError>> + Send {
         async { Ok(None) }
     }
 
@@ -238,7 +249,7 @@ pub async fn submit_unseal_share(
     node: &impl VaultNode,
     share: &Secret,
 ) -> Result<SealStatus, NodeError> {
-    let body = body(&serde_json::json!({ "key": share.expose() }))?;
+    let body = key_body(share, None).map_err(|e| NodeError::Malformed(e.to_string()))?;
     parse(
         node.call(Request::write("sys/unseal", body)).await?,
         "sys/unseal",

@@ -525,7 +525,7 @@ async fn store_temporary(
 /// The temporary keys from a `sys/init` answer, shaped like `shape` (the
 /// snapshot's generation: same seal, share count and threshold).
 fn temporary_from(
-    answer: serde_json::Value,
+    answer: crate::ops::secret::SecretAnswer,
     shape: &Credentials,
     pod: &str,
 ) -> Result<Credentials, RecoverError> {

@@ -9,7 +9,7 @@
 use crate::ops::checkpoint::now_rfc3339;
 use crate::ops::credentials::{Credentials, SealKind, CREDENTIALS_SCHEMA};
 use crate::ops::node::{NodeError, SealStatus};
-use crate::ops::secret::Secret;
+use crate::ops::secret::{Secret, SecretAnswer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -106,13 +106,13 @@ fn prefer(a: Vec<Secret>, b: Vec<Secret>) -> Vec<Secret> {
 /// keys (a recovered answer whose request is gone). Errors name the problem,
 /// never the values.
 pub fn credentials_from_init(
-    answer: Value,
+    answer: SecretAnswer,
     seal: &SealKind,
     threshold: Option<u8>,
     generation: u32,
     version: &str,
 ) -> Result<Credentials, NodeError> {
-    let r: InitAnswer = serde_json::from_value(answer).map_err(|e| {
+    let r: InitAnswer = answer.parse().map_err(|e| {
         NodeError::Malformed(format!(
             "the sys/init answer lacks keys or root_token (line {} column {})",
             e.line(),
@@ -209,6 +209,10 @@ pub fn restore_fits(
 
 #[cfg(test)]
 mod tests {
+    fn secret(answer: serde_json::Value) -> SecretAnswer {
+        SecretAnswer::new(serde_json::to_vec(&answer).unwrap())
+    }
+
     use super::*;
 
     /// As measured on OpenBao 2.7.2 with its transit provider down.
@@ -285,16 +289,16 @@ mod tests {
         );
         let answer = json!({"keys": [], "keys_base64": [], "recovery_keys": ["aa", "bb"],
             "recovery_keys_base64": ["qq", "uw"], "root_token": "s.x"});
-        let c = credentials_from_init(answer, &auto, Some(2), 1, "2.7.2").unwrap();
+        let c = credentials_from_init(secret(answer), &auto, Some(2), 1, "2.7.2").unwrap();
         assert!(c.unseal_keys_b64.is_empty());
         assert_eq!(c.recovery_keys_b64.len(), 2);
         assert_eq!((c.key_shares, c.key_threshold), (2, 2));
         let none = json!({"keys": [], "keys_base64": [], "recovery_keys": [], "recovery_keys_base64": [], "root_token": "s.x"});
-        let c = credentials_from_init(none, &auto, Some(3), 1, "").unwrap();
+        let c = credentials_from_init(secret(none), &auto, Some(3), 1, "").unwrap();
         assert!(c.lacks_recovery_keys());
         assert_eq!((c.key_shares, c.key_threshold), (0, 0));
-        let err =
-            credentials_from_init(json!({"keys_base64": ["x"]}), &auto, None, 1, "").unwrap_err();
+        let err = credentials_from_init(secret(json!({"keys_base64": ["x"]})), &auto, None, 1, "")
+            .unwrap_err();
         assert!(!err.to_string().contains('x') || err.to_string().contains("lacks"));
     }
 }

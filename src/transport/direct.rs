@@ -14,7 +14,7 @@
 //! secret is in a URL, and neither bodies nor headers are ever logged.
 
 use crate::ops::node::{Method, NodeError, Request};
-use crate::ops::secret::SecretBytes;
+use crate::ops::secret::{SecretAnswer, SecretBytes};
 use crate::transport::trust::PodTrust;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::Bytes;
@@ -220,6 +220,25 @@ impl DirectLink {
 
     /// One API request with a buffered answer.
     pub async fn call(&self, req: &Request<'_>) -> Result<Value, Opened> {
+        let (status, answer) = self.buffered(req).await?;
+        Ok(interpret(status, &answer)?)
+    }
+
+    /// One API request whose answer carries secrets: the body is copied
+    /// once into zeroizing memory and never parsed into a `Value`.
+    pub async fn call_secret(&self, req: &Request<'_>) -> Result<SecretAnswer, Opened> {
+        let (status, answer) = self.buffered(req).await?;
+        if (200..300).contains(&status) {
+            return Ok(SecretAnswer::new(answer.to_vec()));
+        }
+        Err(Opened::Failed(
+            interpret(status, &answer)
+                .err()
+                .unwrap_or_else(|| NodeError::Malformed(format!("{} answered {status}", req.path))),
+        ))
+    }
+
+    async fn buffered(&self, req: &Request<'_>) -> Result<(u16, hyper::body::Bytes), Opened> {
         let method = match req.method {
             Method::Read => hyper::Method::GET,
             Method::Write => hyper::Method::PUT,
@@ -243,7 +262,7 @@ impl DirectLink {
                 ))
             })?
             .to_bytes();
-        Ok(interpret(status, &answer)?)
+        Ok((status, answer))
     }
 }
 
@@ -356,6 +375,10 @@ impl DirectNode {
 
     pub async fn call(&self, req: &Request<'_>) -> Result<Value, Opened> {
         self.link.call(req).await
+    }
+
+    pub async fn call_secret(&self, req: &Request<'_>) -> Result<SecretAnswer, Opened> {
+        self.link.call_secret(req).await
     }
 }
 

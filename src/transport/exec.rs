@@ -9,7 +9,7 @@
 //! apply because the CLI runs inside it.
 
 use crate::ops::node::{Method, NodeError, Request, VaultNode};
-use crate::ops::secret::SecretBytes;
+use crate::ops::secret::{SecretAnswer, SecretBytes};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use serde_json::Value;
@@ -228,7 +228,9 @@ async fn run_collected(
         Ok::<_, std::io::Error>(())
     };
     let read_out = async {
-        let mut buf = Vec::new();
+        // Sized for any answer that carries keys, so the buffer never grows
+        // (a grown Vec frees its old buffer without zeroizing it).
+        let mut buf = Vec::with_capacity(16 * 1024);
         if let Some(r) = out.as_mut() {
             r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
         }
@@ -452,6 +454,15 @@ pub fn interpret(output: ExecOutput) -> Result<Value, NodeError> {
     Err(parse_cli_error(&output.stderr, output.exit_code))
 }
 
+/// The CLI's output kept whole in zeroizing memory when it succeeded (an
+/// answer that carries secrets), or its error as a [`NodeError`].
+pub fn interpret_secret(output: ExecOutput) -> Result<SecretAnswer, NodeError> {
+    if output.exit_code == 0 {
+        return Ok(SecretAnswer::new(output.stdout));
+    }
+    Err(parse_cli_error(&output.stderr, output.exit_code))
+}
+
 /// Parses `Code: 400. Errors:\n\n* message` as the Vault CLI prints API errors.
 pub fn parse_cli_error(stderr: &str, exit_code: i32) -> NodeError {
     if let Some(rest) = stderr.split("Code: ").nth(1) {
@@ -481,6 +492,24 @@ pub fn parse_cli_error(stderr: &str, exit_code: i32) -> NodeError {
     NodeError::Unreachable(format!("the CLI exited with {exit_code}: {first}"))
 }
 
+/// The CLI's stdin: the token on the first line, then the body.
+fn stdin_of(req: Request<'_>) -> Option<SecretBytes> {
+    match (req.token, req.body) {
+        (None, body) => body,
+        (Some(token), body) => {
+            let mut bytes = Vec::with_capacity(
+                token.expose().len() + 1 + body.as_ref().map_or(0, |b| b.expose().len()),
+            );
+            bytes.extend_from_slice(token.expose().as_bytes());
+            bytes.push(b'\n');
+            if let Some(b) = body {
+                bytes.extend_from_slice(b.expose());
+            }
+            Some(SecretBytes::new(bytes))
+        }
+    }
+}
+
 impl VaultNode for ExecNode {
     fn name(&self) -> &str {
         &self.pod
@@ -488,28 +517,19 @@ impl VaultNode for ExecNode {
 
     async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
         let argv = self.argv(&req);
-        let stdin = match (req.token, req.body) {
-            (None, body) => body,
-            (Some(token), body) => {
-                let mut bytes = Vec::with_capacity(
-                    token.expose().len() + 1 + body.as_ref().map_or(0, |b| b.expose().len()),
-                );
-                bytes.extend_from_slice(token.expose().as_bytes());
-                bytes.push(b'\n');
-                if let Some(b) = body {
-                    bytes.extend_from_slice(b.expose());
-                }
-                Some(SecretBytes::new(bytes))
-            }
-        };
-        interpret(self.run(argv, stdin).await?)
+        interpret(self.run(argv, stdin_of(req)).await?)
     }
 
-    async fn init(&self, body: SecretBytes) -> Result<Value, NodeError> {
+    async fn call_secret(&self, req: Request<'_>) -> Result<SecretAnswer, NodeError> {
+        let argv = self.argv(&req);
+        interpret_secret(self.run(argv, stdin_of(req)).await?)
+    }
+
+    async fn init(&self, body: SecretBytes) -> Result<SecretAnswer, NodeError> {
         crate::transport::init_copy::init(self, body).await
     }
 
-    async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
+    async fn recover_init_response(&self) -> Result<Option<SecretAnswer>, NodeError> {
         crate::transport::init_copy::recover(self).await
     }
 

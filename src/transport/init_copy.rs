@@ -29,9 +29,8 @@
 //! response: that window is the server's reply on loopback, nothing more.
 
 use crate::ops::node::{NodeError, VaultNode};
-use crate::ops::secret::SecretBytes;
-use crate::transport::exec::{interpret, parse_cli_error, ExecNode, ExecOutput};
-use serde_json::Value;
+use crate::ops::secret::{SecretAnswer, SecretBytes};
+use crate::transport::exec::{interpret_secret, parse_cli_error, ExecNode, ExecOutput};
 use std::time::{Duration, Instant};
 
 /// The copy's file name inside its folder.
@@ -116,7 +115,7 @@ fn poll_argv(node: &ExecNode) -> Vec<String> {
 
 /// What the poll found.
 enum Found {
-    Answer(Value),
+    Answer(SecretAnswer),
     Running,
     Nothing,
 }
@@ -124,7 +123,7 @@ enum Found {
 async fn poll_once(node: &ExecNode) -> Result<Found, NodeError> {
     let out = node.run(poll_argv(node), None).await?;
     match out.exit_code {
-        0 => interpret(out).map(Found::Answer),
+        0 => interpret_secret(out).map(Found::Answer),
         FAILED => Err(parse_cli_error(&out.stderr, 2)),
         RUNNING => Ok(Found::Running),
         VANISHED => Err(NodeError::Unreachable(format!(
@@ -137,7 +136,7 @@ async fn poll_once(node: &ExecNode) -> Result<Found, NodeError> {
 }
 
 /// Waits for a run in flight to leave its answer; `None` when none is there.
-async fn wait_for_answer(node: &ExecNode) -> Result<Option<Value>, NodeError> {
+async fn wait_for_answer(node: &ExecNode) -> Result<Option<SecretAnswer>, NodeError> {
     let deadline = Instant::now() + WAIT;
     loop {
         match poll_once(node).await? {
@@ -155,7 +154,7 @@ async fn wait_for_answer(node: &ExecNode) -> Result<Option<Value>, NodeError> {
 }
 
 /// Starts (or attaches to) a detached `sys/init` and waits for its answer.
-pub async fn init(node: &ExecNode, body: SecretBytes) -> Result<Value, NodeError> {
+pub async fn init(node: &ExecNode, body: SecretBytes) -> Result<SecretAnswer, NodeError> {
     if node.data_dir().is_none() {
         tracing::warn!(
             pod = node.name(),
@@ -187,7 +186,7 @@ pub async fn init(node: &ExecNode, body: SecretBytes) -> Result<Value, NodeError
 }
 
 /// The answer of an earlier run, waiting for one still in flight.
-pub async fn recover(node: &ExecNode) -> Result<Option<Value>, NodeError> {
+pub async fn recover(node: &ExecNode) -> Result<Option<SecretAnswer>, NodeError> {
     wait_for_answer(node).await
 }
 

@@ -10,7 +10,7 @@
 //! container, so they always use exec.
 
 use crate::ops::node::{NodeError, Request, VaultNode};
-use crate::ops::secret::SecretBytes;
+use crate::ops::secret::{SecretAnswer, SecretBytes};
 use crate::transport::direct::{DirectNode, Opened};
 use crate::transport::exec::ExecNode;
 use serde_json::Value;
@@ -191,11 +191,33 @@ impl VaultNode for PodNode {
         }
     }
 
-    async fn init(&self, body: SecretBytes) -> Result<Value, NodeError> {
+    async fn call_secret(&self, req: Request<'_>) -> Result<SecretAnswer, NodeError> {
+        let Some(direct) = self.direct() else {
+            self.mark(Used::Exec);
+            return self.exec.call_secret(req).await;
+        };
+        match direct.call_secret(&req).await {
+            Ok(answer) => {
+                self.mark(Used::Direct);
+                Ok(answer)
+            }
+            Err(Opened::Failed(e)) => {
+                self.mark(Used::Direct);
+                Err(e)
+            }
+            Err(Opened::Unavailable(reason)) => {
+                self.unavailable(reason)?;
+                self.mark(Used::Exec);
+                self.exec.call_secret(req).await
+            }
+        }
+    }
+
+    async fn init(&self, body: SecretBytes) -> Result<SecretAnswer, NodeError> {
         self.exec.init(body).await
     }
 
-    async fn recover_init_response(&self) -> Result<Option<Value>, NodeError> {
+    async fn recover_init_response(&self) -> Result<Option<SecretAnswer>, NodeError> {
         self.exec.recover_init_response().await
     }
 

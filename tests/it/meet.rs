@@ -73,81 +73,116 @@ async fn init_killed_at_random_moments_never_loses_the_keys() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    eprintln!("init kill trials: {trials}, seed {seed} (INIT_KILL_SEED reproduces)");
+    // Trials run in lanes, each on its own clusters: most of a trial is
+    // waiting (elections, the dead run's Lease), so lanes share the cores.
+    let lanes: usize = std::env::var("INIT_KILL_LANES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    eprintln!(
+        "init kill trials: {trials} in {lanes} lanes, seed {seed} (INIT_KILL_SEED reproduces)"
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut only_in_pod = 0;
-    for trial in 0..trials {
-        let moment = match trial % 3 {
+    let moments: Vec<Moment> = (0..trials)
+        .map(|trial| match trial % 3 {
             0 if trial == 0 => Moment::AnswerOnlyInThePod,
             1 | 0 => Moment::AfterLaunch(rng.random_range(0..1500)),
-            _ => Moment::AfterStart(rng.random_range(300..2500)),
-        };
-        let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
-        let failpoints = match moment {
-            Moment::AnswerOnlyInThePod => "init::sys_init_launched=sleep(5000)",
-            _ => "",
-        };
-        let mut child = env.spawn_plugin(&["init", "--yes"], &[("FAILPOINTS", failpoints)]);
-        match moment {
-            Moment::AnswerOnlyInThePod => {
-                let file = answer_file(&env, 0);
-                wait_for("the sys/init answer", Duration::from_secs(60), || {
-                    file.exists()
-                })
-                .await;
+            // From the very start, so some kills land before sys/init.
+            _ => Moment::AfterStart(rng.random_range(0..2500)),
+        })
+        .collect();
+    let only_in_pod: usize = futures::future::join_all((0..lanes).map(|lane| {
+        let mine: Vec<(usize, Moment)> = moments
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(trial, _)| trial % lanes == lane)
+            .collect();
+        async move {
+            let mut hits = 0;
+            for (trial, moment) in mine {
+                hits += usize::from(init_kill_trial(trial, moment).await);
             }
-            Moment::AfterLaunch(ms) => {
-                wait_for("the sys/init launch", Duration::from_secs(60), || {
-                    audit_has_sys_init_launch(&env)
-                })
-                .await;
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
-            Moment::AfterStart(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            hits
         }
-        let still_running = child.try_wait().expect("try_wait").is_none();
-        child.start_kill().expect("SIGKILL init");
-        let killed = env.finish_spawned(child).await;
-        if matches!(moment, Moment::AnswerOnlyInThePod) {
-            assert!(
-                still_running,
-                "the held run must be killed mid-way: {killed:?}"
-            );
-        }
-        let window = keys_only_in_the_pod(&env).await;
-        only_in_pod += usize::from(window);
-        eprintln!(
-            "trial {trial}: {moment:?}, killed while running: {still_running}, keys only in the pod: {window}"
-        );
-
-        let rerun = env
-            .plugin(&["init", "--yes", "-o", "json"])
-            .await
-            .ok()
-            .json();
-        assert!(rerun["result"].is_string(), "{rerun}");
-        env.assert_whole(3).await;
-        assert!(!env.checkpoint_exists().await, "checkpoint deleted");
-        assert_eq!(
-            env.sys_inits(),
-            1,
-            "trial {trial}: exactly one sys/init took"
-        );
-        assert!(!answer_file(&env, 0).exists(), "the pod's copy is removed");
-        if window || trial % 3 == 0 {
-            let creds = env.stored_credentials().await.unwrap();
-            let token = creds["root_token"].as_str().unwrap().to_owned();
-            env.write_kv(&token, "probe", "kept").await;
-            env.restart_all_and_unseal().await;
-            env.assert_whole(3).await;
-            assert_eq!(env.read_kv(&token, "probe").await, "kept");
-        }
-        env.assert_no_secret_exposed().await;
-    }
+    }))
+    .await
+    .into_iter()
+    .sum();
+    eprintln!("init kill trials: {trials} passed; {only_in_pod} killed while the keys were only in the pod");
     assert!(
         only_in_pod >= 1,
         "no trial hit the window where the keys exist only in the pod"
     );
+}
+
+/// One trial on a fresh cluster: kill `init` at `moment`, re-run it, prove
+/// nothing was lost. Returns whether the kill landed while the keys existed
+/// only in the pod.
+async fn init_kill_trial(trial: usize, moment: Moment) -> bool {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    let failpoints = match moment {
+        Moment::AnswerOnlyInThePod => "init::sys_init_launched=sleep(5000)",
+        _ => "",
+    };
+    let mut child = env.spawn_plugin(&["init", "--yes"], &[("FAILPOINTS", failpoints)]);
+    match moment {
+        Moment::AnswerOnlyInThePod => {
+            let file = answer_file(&env, 0);
+            wait_for("the sys/init answer", Duration::from_secs(60), || {
+                file.exists()
+            })
+            .await;
+        }
+        Moment::AfterLaunch(ms) => {
+            wait_for("the sys/init launch", Duration::from_secs(60), || {
+                audit_has_sys_init_launch(&env)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Moment::AfterStart(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+    }
+    let still_running = child.try_wait().expect("try_wait").is_none();
+    child.start_kill().expect("SIGKILL init");
+    let killed = env.finish_spawned(child).await;
+    if matches!(moment, Moment::AnswerOnlyInThePod) {
+        assert!(
+            still_running,
+            "the held run must be killed mid-way: {killed:?}"
+        );
+    }
+    let window = keys_only_in_the_pod(&env).await;
+    eprintln!(
+        "trial {trial}: {moment:?}, killed while running: {still_running}, sys/init launched: {}, keys only in the pod: {window}",
+        audit_has_sys_init_launch(&env)
+    );
+
+    let rerun = env
+        .plugin(&["init", "--yes", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(rerun["result"].is_string(), "{rerun}");
+    env.assert_whole(3).await;
+    assert!(!env.checkpoint_exists().await, "checkpoint deleted");
+    assert_eq!(
+        env.sys_inits(),
+        1,
+        "trial {trial}: exactly one sys/init took"
+    );
+    assert!(!answer_file(&env, 0).exists(), "the pod's copy is removed");
+    if window || trial.is_multiple_of(3) {
+        let creds = env.stored_credentials().await.unwrap();
+        let token = creds["root_token"].as_str().unwrap().to_owned();
+        env.write_kv(&token, "probe", "kept").await;
+        env.restart_all_and_unseal().await;
+        env.assert_whole(3).await;
+        assert_eq!(env.read_kv(&token, "probe").await, "kept");
+    }
+    env.assert_no_secret_exposed().await;
+    window
 }
 
 /// The copy of the `sys/init` answer survives what the charts' pods survive:

@@ -485,6 +485,13 @@ mod tests {
             "vault-0"
         }
 
+        async fn call_secret(
+            &self,
+            req: Request<'_>,
+        ) -> Result<crate::ops::secret::SecretAnswer, NodeError> {
+            self.call(req).await.map(crate::ops::double::secret_answer)
+        }
+
         async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
             assert_eq!(req.path, "sys/rekey/init");
             let status = match req.token {

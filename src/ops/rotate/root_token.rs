@@ -5,12 +5,12 @@
 use crate::ops::checkpoint::{Checkpoint, Phase};
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{NodeError, Request, VaultNode};
-use crate::ops::secret::Secret;
+use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::store::{persist, CredentialStore, Record};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::session::Session;
+use super::session::{Progress, Session};
 use super::{RotateError, RotateOptions};
 pub(super) async fn rotate_root_token<N: VaultNode>(
     session: &Session<'_, N>,
@@ -37,47 +37,40 @@ pub(super) async fn rotate_root_token<N: VaultNode>(
         }) => {}
         Err(e) => return Err(e),
     }
-    let started = session
-        .call(
+    #[derive(serde::Deserialize)]
+    struct Started {
+        otp: Secret,
+        nonce: String,
+    }
+    let body =
+        SecretBytes::json(&json!({})).map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+    let started: Started = session
+        .secret_answer(
             "start a root token generation",
             Method::Write,
             &session.api.generate_root("attempt"),
-            Some(json!({})),
+            Some(body),
         )
         .await?;
-    let otp = Secret::new(
-        started
-            .get("otp")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    );
-    let nonce = started
-        .get("nonce")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
     let mut encoded = None;
     for share in current.authorising_keys() {
-        let v = session
-            .call(
+        let answer: Progress = session
+            .submit(
                 "submit a share to the root token generation",
-                Method::Write,
                 &session.api.generate_root("update"),
-                Some(json!({ "key": share.expose(), "nonce": nonce })),
+                share,
+                &started.nonce,
             )
             .await?;
-        if v.get("complete").and_then(Value::as_bool) == Some(true) {
-            encoded = v
-                .get("encoded_token")
-                .and_then(Value::as_str)
-                .map(Secret::new);
+        if answer.complete {
+            encoded = answer.encoded_token;
             break;
         }
     }
     let encoded = encoded.ok_or_else(|| RotateError::SharesRejected {
         reason: "the root token generation did not complete".into(),
     })?;
-    let token = decode_token(&encoded, &otp).ok_or_else(|| {
+    let token = decode_token(&encoded, &started.otp).ok_or_else(|| {
         RotateError::NewTokenRejected(NodeError::Malformed(
             "the encoded token does not decode with the OTP".into(),
         ))

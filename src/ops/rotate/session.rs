@@ -3,7 +3,7 @@
 
 use crate::ops::credentials::Credentials;
 use crate::ops::node::{NodeError, Request, VaultNode};
-use crate::ops::secret::{Secret, SecretBytes};
+use crate::ops::secret::{key_body, Secret, SecretBytes};
 use serde_json::{json, Value};
 
 use super::{RotateError, Target};
@@ -44,6 +44,31 @@ impl Api {
     }
 }
 
+/// A rekey's answer: its nonce and, once complete, the new shares and the
+/// nonce their verification needs. Absent fields mean "not yet".
+#[derive(serde::Deserialize)]
+struct RekeyAnswer {
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    complete: bool,
+    #[serde(default)]
+    keys_base64: Vec<Secret>,
+    #[serde(default)]
+    verification_nonce: String,
+}
+
+/// Whether a multi-share operation (a verification, a root token
+/// generation) is done; absent means not yet.
+#[derive(serde::Deserialize)]
+pub(super) struct Progress {
+    #[serde(default)]
+    pub(super) complete: bool,
+    /// The root token generation's result, once complete.
+    #[serde(default)]
+    pub(super) encoded_token: Option<Secret>,
+}
+
 /// One leader, its credentials and the API it speaks.
 pub(super) struct Session<'a, N: VaultNode> {
     pub(super) node: &'a N,
@@ -64,6 +89,59 @@ impl<N: VaultNode> Session<'_, N> {
             .map(|b| SecretBytes::json(&b))
             .transpose()
             .map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+        self.node
+            .call(self.request(method, path, body))
+            .await
+            .map_err(|source| self.failed(step, source))
+    }
+
+    /// Submits one share (and the operation's nonce) to `path`, and parses
+    /// the answer, which may carry new shares or an encoded token, straight
+    /// into `T`: neither the share nor the answer passes through a `Value`.
+    pub(super) async fn submit<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &'static str,
+        path: &str,
+        share: &Secret,
+        nonce: &str,
+    ) -> Result<T, RotateError> {
+        let body =
+            key_body(share, Some(nonce)).map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+        self.secret_answer(step, crate::ops::node::Method::Write, path, Some(body))
+            .await
+    }
+
+    /// A request whose answer carries secrets, parsed straight into `T`.
+    pub(super) async fn secret_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &'static str,
+        method: crate::ops::node::Method,
+        path: &str,
+        body: Option<SecretBytes>,
+    ) -> Result<T, RotateError> {
+        let answer = self
+            .node
+            .call_secret(self.request(method, path, body))
+            .await
+            .map_err(|source| self.failed(step, source))?;
+        answer.parse().map_err(|e| {
+            self.failed(
+                step,
+                NodeError::Malformed(format!(
+                    "{path} answered something unexpected (line {} column {})",
+                    e.line(),
+                    e.column()
+                )),
+            )
+        })
+    }
+
+    fn request<'r>(
+        &'r self,
+        method: crate::ops::node::Method,
+        path: &'r str,
+        body: Option<SecretBytes>,
+    ) -> Request<'r> {
         let mut req = Request {
             method,
             path,
@@ -73,14 +151,15 @@ impl<N: VaultNode> Session<'_, N> {
         if self.api.needs_token() || path.starts_with("auth/") {
             req.token = Some(&self.token);
         }
-        self.node
-            .call(req)
-            .await
-            .map_err(|source| RotateError::Node {
-                step,
-                pod: self.node.name().to_owned(),
-                source,
-            })
+        req
+    }
+
+    fn failed(&self, step: &'static str, source: NodeError) -> RotateError {
+        RotateError::Node {
+            step,
+            pod: self.node.name().to_owned(),
+            source,
+        }
     }
 
     pub(super) async fn cancel_rekey(&self) -> Result<(), RotateError> {
@@ -113,40 +192,35 @@ impl<N: VaultNode> Session<'_, N> {
         new_threshold: u8,
     ) -> Result<Option<(Vec<Secret>, String)>, RotateError> {
         self.cancel_rekey().await?;
-        let body = json!({ "secret_shares": new_shares, "secret_threshold": new_threshold, "require_verification": true });
-        let started = self
-            .call(
+        let body = SecretBytes::json(&json!({ "secret_shares": new_shares, "secret_threshold": new_threshold, "require_verification": true }))
+            .map_err(|e| RotateError::InvalidOptions(e.to_string()))?;
+        let started: RekeyAnswer = self
+            .secret_answer(
                 "start the rekey",
                 crate::ops::node::Method::Write,
                 &self.api.rekey(self.target, "init"),
                 Some(body),
             )
             .await?;
-        let nonce = started
-            .get("nonce")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
         // A cluster without recovery keys answers the init with the new keys
         // at once (no share to submit); a cluster with keys never does.
-        let done_at_start = started.get("complete").and_then(Value::as_bool) == Some(true);
-        if done_at_start != shares.is_empty() {
+        if started.complete != shares.is_empty() {
             self.cancel_rekey().await?;
             return Ok(None);
         }
+        let nonce = started.nonce.clone();
         let mut last = started;
         for share in shares {
-            let body = json!({ "key": share.expose(), "nonce": nonce });
             match self
-                .call(
+                .submit(
                     "submit a share to the rekey",
-                    crate::ops::node::Method::Write,
                     &self.api.rekey(self.target, "update"),
-                    Some(body),
+                    share,
+                    &nonce,
                 )
                 .await
             {
-                Ok(v) => last = v,
+                Ok(answer) => last = answer,
                 Err(RotateError::Node {
                     source: NodeError::Api { status: 400, .. },
                     ..
@@ -156,30 +230,15 @@ impl<N: VaultNode> Session<'_, N> {
                 }
                 Err(e) => return Err(e),
             }
-            if last.get("complete").and_then(Value::as_bool) == Some(true) {
+            if last.complete {
                 break;
             }
         }
-        let keys: Vec<Secret> = last
-            .get("keys_base64")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(Secret::new)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let verification_nonce = last
-            .get("verification_nonce")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if keys.is_empty() || verification_nonce.is_empty() {
+        if last.keys_base64.is_empty() || last.verification_nonce.is_empty() {
             self.cancel_rekey().await?;
             return Ok(None);
         }
-        Ok(Some((keys, verification_nonce)))
+        Ok(Some((last.keys_base64, last.verification_nonce)))
     }
 
     /// Does the barrier accept these shares? Runs a rekey with them and
@@ -236,16 +295,15 @@ impl<N: VaultNode> Session<'_, N> {
         let mut submitted = skip;
         for share in next.authorising_keys().iter().skip(skip) {
             submitted += 1;
-            let body = json!({ "key": share.expose(), "nonce": nonce });
-            let v = self
-                .call(
+            let answer: Progress = self
+                .submit(
                     "verify the new shares",
-                    crate::ops::node::Method::Write,
                     &self.api.rekey(self.target, "verify"),
-                    Some(body),
+                    share,
+                    nonce,
                 )
                 .await?;
-            if v.get("complete").and_then(Value::as_bool) == Some(true) {
+            if answer.complete {
                 return Ok(());
             }
         }
