@@ -130,6 +130,10 @@ struct UpArgs {
     /// API server port (default: any free port).
     #[arg(long)]
     port: Option<u16>,
+    /// The kubeconfig's context name (its cluster and user are named after
+    /// it), so that several sandboxes' kubeconfigs merge in one KUBECONFIG.
+    #[arg(long, default_value = "sandbox")]
+    context: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -338,6 +342,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
             SealArg::Transit => Seal::Transit,
         })
         .sidecar(up.sidecar)
+        .context(up.context)
         .dir(&up.dir);
     let standalone = match up.storage {
         Some(storage) => matches!(storage, StorageArg::File),

@@ -97,6 +97,7 @@ impl Cluster {
         std::fs::write(
             &kubeconfig,
             kubeconfig::render(
+                &opts.context,
                 &server_url,
                 &sandbox.token,
                 &opts.namespace,
@@ -162,7 +163,7 @@ impl Cluster {
         self.on_runtime(async move { s.control(c).await }).await
     }
 
-    /// The kubeconfig (context `sandbox`, the cluster namespace, bearer token).
+    /// The kubeconfig (context `sandbox` unless named, the cluster namespace, bearer token).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }

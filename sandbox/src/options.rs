@@ -139,6 +139,10 @@ pub struct ClusterOptions {
     /// port than the advertised 8201 (a NetworkPolicy or firewall between
     /// pods, as far as the peers can tell).
     pub blocked_cluster_ports: Vec<u32>,
+    /// The kubeconfig's context name, also naming its cluster and user
+    /// (`NAME` and `NAME-admin`), so that several sandboxes' kubeconfigs
+    /// merge in one `KUBECONFIG`. Default `sandbox`.
+    pub context: String,
 }
 
 /// What `helm upgrade` with other values changes in a running StatefulSet:
@@ -218,7 +222,14 @@ impl ClusterOptions {
             port: None,
             version: None,
             blocked_cluster_ports: Vec::new(),
+            context: "sandbox".to_string(),
         }
+    }
+
+    /// Names the kubeconfig's context (and its cluster and user after it).
+    pub fn context(mut self, name: impl Into<String>) -> Self {
+        self.context = name.into();
+        self
     }
 
     /// Sets the StatefulSet name.

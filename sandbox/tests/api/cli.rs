@@ -240,3 +240,63 @@ async fn reconfigure_moves_a_file_storage_pod_to_raft_replicas_keeping_its_volum
     assert!(sandbox(&["down", "--dir", &dir_s]).status.success());
     let _ = up.0.wait();
 }
+
+/// Two `up --context NAME` side by side: their kubeconfigs merge in one
+/// KUBECONFIG, and the real kubectl reaches each sandbox by its context.
+#[tokio::test]
+async fn up_with_named_contexts_merges_in_one_kubeconfig() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ups = Vec::new();
+    let mut files = Vec::new();
+    for (context, name) in [("east", "east-vault"), ("west", "west-vault")] {
+        let dir = tmp.path().join(context);
+        let dir_s = dir.to_str().unwrap().to_string();
+        let mut up = Up(Command::new(env!("CARGO_BIN_EXE_kube-sandbox"))
+            .args([
+                "up",
+                "--dir",
+                &dir_s,
+                "--replicas",
+                "1",
+                "--name",
+                name,
+                "--context",
+                context,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap());
+        let mut first = String::new();
+        BufReader::new(up.0.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        files.push(dir.join("kubeconfig"));
+        ups.push((up, dir_s));
+    }
+    let merged = std::env::join_paths(&files).unwrap();
+    let kubectl = concat!(env!("CARGO_MANIFEST_DIR"), "/../.deps/bin/kubectl");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(kubectl)
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("KUBECONFIG", &merged)
+            .output()
+            .expect("run kubectl")
+    };
+    let out = run(&["config", "get-contexts", "-o", "name"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "east\nwest\n");
+    for (context, pod) in [("east", "east-vault-0"), ("west", "west-vault-0")] {
+        let out = run(&["--context", context, "get", "pods", "-o", "name"]);
+        assert!(out.status.success(), "{context}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), format!("pod/{pod}"), "{context}");
+    }
+    for (up, dir_s) in &mut ups {
+        assert!(sandbox(&["down", "--dir", dir_s]).status.success());
+        let _ = up.0.wait();
+    }
+}
