@@ -10,6 +10,7 @@ pub mod converge;
 pub mod credentials;
 #[cfg(test)]
 pub(crate) mod double;
+pub mod dr;
 pub mod import;
 pub mod init;
 pub mod keyring;
