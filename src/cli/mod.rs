@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod credentials;
+pub mod dr;
 pub mod init;
 pub mod migrate;
 pub mod recover;
@@ -141,6 +142,10 @@ pub enum Command {
     /// Show or abandon an interrupted operation's checkpoint.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Disaster recovery across clusters: warm standbys kept from the
+    /// primary's snapshots, scored, and a failover that fences the old primary.
+    #[command(subcommand)]
+    Dr(dr::DrCommand),
     /// Print the version.
     Version,
     /// Print a shell completion script.

@@ -38,6 +38,11 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         .await;
         return Err(failure);
     }
+    // A primary that a DR failover demoted stays sealed.
+    if let Ok(cluster) = hook_ctx.cluster().await {
+        crate::cmd::dr::guard::check(&hook_ctx, &cluster, args.store.secret_name.as_deref())
+            .await?;
+    }
     let mut backoff = Duration::from_secs(2);
     let mut attempt = 1u32;
     loop {

@@ -6,6 +6,7 @@
 pub mod api_error;
 pub mod checkpoint;
 pub mod credentials;
+pub mod dr;
 pub mod events;
 pub mod hook;
 pub mod init;
@@ -210,6 +211,11 @@ pub async fn run(cli: Cli, printer: &Printer) -> Result<(), Failure> {
         Command::Snapshot(command) if snapshot::is_offline(&command) => {
             snapshot::run_offline(printer, command).await
         }
+        Command::Dr(command) => {
+            let mut global = cli.global;
+            recipients_from_env(&mut global.envelope)?;
+            dr::run(global, printer, command).await
+        }
         command => {
             let mut global = cli.global;
             recipients_from_env(&mut global.envelope)?;
@@ -246,7 +252,7 @@ async fn dispatch(ctx: &Context<'_>, command: Command) -> Result<(), Failure> {
         Command::Recover(args) => recover::run(ctx, args).await,
         Command::Migrate(args) => migrate::run(ctx, args).await,
         Command::Checkpoint(command) => checkpoint::run(ctx, command).await,
-        Command::Version | Command::Completion { .. } => Ok(()),
+        Command::Version | Command::Completion { .. } | Command::Dr(_) => Ok(()),
     }
 }
 
@@ -270,7 +276,7 @@ fn recipients_from_env(envelope: &mut EnvelopeArgs) -> Result<(), Failure> {
 
 /// Builds a client from --kubeconfig/--context, $KUBECONFIG, ~/.kube/config
 /// or in-cluster, and says where it connects, for messages.
-async fn connect(
+pub(crate) async fn connect(
     global: &GlobalArgs,
 ) -> Result<(kube::Client, String, api_error::Connection), Failure> {
     let options = kube::config::KubeConfigOptions {

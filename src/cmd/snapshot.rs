@@ -561,41 +561,24 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
             "the restore was not confirmed; nothing was changed"
         )));
     }
-    let (snapshot, feed, opts) = restore_inputs(
-        &args.from,
-        &location,
-        &name,
-        &manifest,
-        args.timeout,
-        args.stream_timeout,
-    );
-    let restart = PodRestart::new(ctx);
-    let guard = ctx.lock(&cluster, args.store.lock_timeout).await?;
-    let result = guard
-        .fenced(crate::ops::restore::run(
-            &cluster,
-            &store,
-            &feed,
-            &restart,
-            &snapshot,
-            &manifest.cluster_id,
-            explicit.as_ref(),
-            &opts,
-        ))
-        .await
-        .map_err(Failure::failed)?;
-    let report = result.map_err(|e| match e {
-        e @ (RestoreError::NewerGeneration { .. }
-        | RestoreError::MissingGeneration { .. }
-        | RestoreError::NoCredentials { .. }
-        | RestoreError::OtherOperation { .. }
-        | RestoreError::OtherSnapshot { .. }
-        | RestoreError::Rejected { .. }) => Failure::refused(e),
-        e => Failure::failed(
-            anyhow::Error::new(e)
-                .context("the restore did not finish; re-run `kubectl vault snapshot restore` with the same --from to resume"),
-        ),
-    })?;
+    let report = restore_verified(
+        ctx,
+        &cluster,
+        &store,
+        &VerifiedSnapshot {
+            from: &args.from,
+            location: &location,
+            name: &name,
+            manifest: &manifest,
+        },
+        explicit.as_ref(),
+        &RestoreLimits {
+            timeout: args.timeout,
+            stream_timeout: args.stream_timeout,
+            lock_timeout: args.store.lock_timeout,
+        },
+    )
+    .await?;
     let source = if explicit.is_some() {
         "the credentials given with --credentials".to_owned()
     } else if unseal_generation == stored.generation {
@@ -633,6 +616,71 @@ async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {
             text
         })
         .map_err(Failure::failed)
+}
+
+/// A snapshot chosen and verified at its location.
+pub(crate) struct VerifiedSnapshot<'a> {
+    /// The location as the user gave it (kept in the checkpoint).
+    pub from: &'a str,
+    pub location: &'a Location,
+    pub name: &'a str,
+    pub manifest: &'a Manifest,
+}
+
+/// The deadlines of one restore.
+pub(crate) struct RestoreLimits {
+    pub timeout: Duration,
+    pub stream_timeout: Duration,
+    pub lock_timeout: Duration,
+}
+
+/// The one restore path: takes the workload's Lease and runs
+/// [`crate::ops::restore::run`] for a verified snapshot, mapping its errors
+/// to refusals (nothing changed) and failures (re-run resumes). Used by
+/// `snapshot restore` and `dr sync`; the caller has confirmed.
+pub(crate) async fn restore_verified(
+    ctx: &Context<'_>,
+    cluster: &KubeCluster,
+    store: &crate::store::kube_secret::SecretStore,
+    verified: &VerifiedSnapshot<'_>,
+    explicit: Option<&Credentials>,
+    limits: &RestoreLimits,
+) -> Result<crate::ops::restore::RestoreReport, Failure> {
+    let (snapshot, feed, opts) = restore_inputs(
+        verified.from,
+        verified.location,
+        verified.name,
+        verified.manifest,
+        limits.timeout,
+        limits.stream_timeout,
+    );
+    let restart = PodRestart::new(ctx);
+    let guard = ctx.lock(cluster, limits.lock_timeout).await?;
+    let result = guard
+        .fenced(crate::ops::restore::run(
+            cluster,
+            store,
+            &feed,
+            &restart,
+            &snapshot,
+            &verified.manifest.cluster_id,
+            explicit,
+            &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
+    result.map_err(|e| match e {
+        e @ (RestoreError::NewerGeneration { .. }
+        | RestoreError::MissingGeneration { .. }
+        | RestoreError::NoCredentials { .. }
+        | RestoreError::OtherOperation { .. }
+        | RestoreError::OtherSnapshot { .. }
+        | RestoreError::Rejected { .. }) => Failure::refused(e),
+        e => Failure::failed(
+            anyhow::Error::new(e)
+                .context("the restore did not finish; re-run `kubectl vault snapshot restore` with the same --from to resume"),
+        ),
+    })
 }
 
 pub(crate) fn timeouts(timeout: Duration) -> Timeouts {

@@ -68,6 +68,16 @@ pub enum Phase {
     /// `migrate` phase 1 is done: the raft copy holds every key and the pod
     /// serves file storage again until the raft values are applied.
     AwaitingRaftValues { migration: Migration },
+    /// `dr sync`: the primary's snapshot is restored into this standby and
+    /// its credentials stored; sealing it and recording the sync in the DR
+    /// state remain.
+    DrSynced {
+        snapshot: SnapshotRef,
+        /// The DR group member this cluster is, and the primary it follows.
+        standby: String,
+        primary: String,
+        epoch: u64,
+    },
 }
 
 /// What a file → raft migrate carries from phase 1 to phase 2.
@@ -114,6 +124,7 @@ impl Phase {
             Phase::RestoreApplied { .. } => "restore_applied",
             Phase::MigratePending { .. } => "migrate_pending",
             Phase::AwaitingRaftValues { .. } => "awaiting_raft_values",
+            Phase::DrSynced { .. } => "dr_synced",
         }
     }
 }
@@ -144,6 +155,9 @@ impl Checkpoint {
     /// that the command runs as printed.
     pub fn resume_command(&self) -> String {
         let base = self.operation().resume_command();
+        if let Phase::DrSynced { standby, .. } = &self.phase {
+            return format!("{base} --config DR.yaml --standby {}", shell_word(standby));
+        }
         let snapshot = match &self.phase {
             Phase::RestorePending { snapshot }
             | Phase::RecoverPending { snapshot }
@@ -227,6 +241,8 @@ impl Checkpoint {
             | Phase::RestoreApplied { .. } => vec![],
             // A migrate never changes the keys: the stored ones are the only ones.
             Phase::MigratePending { .. } | Phase::AwaitingRaftValues { .. } => vec![],
+            // The restore of a sync stored its credentials before this phase.
+            Phase::DrSynced { .. } => vec![],
         }
     }
 }

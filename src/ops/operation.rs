@@ -24,6 +24,8 @@ pub enum Operation {
     Recover,
     /// File storage to raft, or a one-node raft cluster growing.
     Migrate,
+    /// `dr sync` into this standby, past its restore.
+    DrSync,
 }
 
 impl Operation {
@@ -35,6 +37,7 @@ impl Operation {
             Operation::Restore => "kubectl vault snapshot restore",
             Operation::Recover => "kubectl vault recover",
             Operation::Migrate => "kubectl vault migrate --to raft",
+            Operation::DrSync => "kubectl vault dr sync",
         }
     }
 }
@@ -47,6 +50,7 @@ impl fmt::Display for Operation {
             Operation::Restore => "snapshot restore",
             Operation::Recover => "recover",
             Operation::Migrate => "migrate",
+            Operation::DrSync => "dr sync",
         })
     }
 }
@@ -64,6 +68,7 @@ impl Phase {
             | Phase::RecoverTempInit { .. }
             | Phase::RestoreApplied { recover: true, .. } => Operation::Recover,
             Phase::MigratePending { .. } | Phase::AwaitingRaftValues { .. } => Operation::Migrate,
+            Phase::DrSynced { .. } => Operation::DrSync,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Owns persistence only. What a document means and when it is written is
 //! decided in `ops`.
 
+pub mod dr_state;
 pub mod envelope;
 pub mod kube_secret;
 pub mod lease;

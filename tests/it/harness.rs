@@ -82,6 +82,44 @@ impl Env {
         self.record(out)
     }
 
+    /// Runs the plugin with only `args` and `env` (no --kubeconfig, no -n):
+    /// for commands that reach several clusters through `KUBECONFIG` contexts.
+    pub async fn plugin_bare(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.bare_command(args, env);
+        command.stdin(Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
+            .await
+            .expect("plugin run timed out")
+            .expect("run plugin");
+        self.record(out)
+    }
+
+    /// [`Self::plugin_bare`] in the background; finish with [`Self::finish_spawned`].
+    pub fn spawn_bare(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut command = self.bare_command(args, env);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().expect("spawn plugin")
+    }
+
+    fn bare_command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(plugin_binary());
+        command
+            .arg("--no-progress")
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env_remove("FAILPOINTS")
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command
+    }
+
     /// The plugin with the cluster's kubeconfig and namespace, a clean
     /// environment plus `env`, and `args`.
     fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {

@@ -7,6 +7,7 @@ mod chart;
 mod crash;
 mod credentials;
 mod defaults;
+mod dr;
 mod events;
 mod faults;
 mod harness;

@@ -199,7 +199,7 @@ fn hostport(addr: &str) -> String {
 }
 
 /// Writes `kv/s-0..n` (KV v1) through the active pod on one connection.
-async fn write_secrets(env: &Env, token: &str, n: usize, tag: &str) {
+pub(crate) async fn write_secrets(env: &Env, token: &str, n: usize, tag: &str) {
     env.write_kv(token, "probe", tag).await;
     let leader = env.active_ordinal().await;
     let mut conn = Conn::open(&hostport(&env.cluster.pod_api_addr(leader))).await;
@@ -216,7 +216,7 @@ async fn write_secrets(env: &Env, token: &str, n: usize, tag: &str) {
 }
 
 /// Reads `kv/s-0..n` back and checks every value.
-async fn assert_secrets(env: &Env, token: &str, n: usize, tag: &str) {
+pub(crate) async fn assert_secrets(env: &Env, token: &str, n: usize, tag: &str) {
     let leader = env.active_ordinal().await;
     let mut conn = Conn::open(&hostport(&env.cluster.pod_api_addr(leader))).await;
     for i in 0..n {
@@ -250,14 +250,14 @@ async fn assert_every_pod_reads(env: &Env, token: &str, key: &str, want: &str) {
     }
 }
 
-async fn root_token(env: &Env) -> String {
+pub(crate) async fn root_token(env: &Env) -> String {
     env.stored_credentials().await.expect("credentials")["root_token"]
         .as_str()
         .unwrap()
         .to_owned()
 }
 
-async fn init(env: &Env) {
+pub(crate) async fn init(env: &Env) {
     env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
         .await
         .ok();

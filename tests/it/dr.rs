@@ -1,0 +1,378 @@
+//! `kubectl vault dr`: three sandboxes (a primary and two standbys) named
+//! by context in one KUBECONFIG, sharing a snapshot folder.
+//!
+//! One test runs the whole story on shared clusters to keep the time
+//! modest (30 secrets, then 35, rather than the 300/350):
+//! bad input, sync and scoring by lag, a concurrent automatic failover to an
+//! unreachable primary's best standby, fencing when it returns, a planned
+//! failover that seals a reachable primary, a hand-edited DR state, and a
+//! crash at each failover step finished by a re-run.
+
+use crate::harness::{Env, Run};
+use crate::snapshot::{assert_secrets, init, root_token, write_secrets};
+use sandbox::ClusterOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Group {
+    envs: Vec<Env>,
+    kubeconfig: String,
+    config: PathBuf,
+    snapshots: tempfile::TempDir,
+}
+
+const NAMES: [&str; 3] = ["east", "west", "north"];
+
+impl Group {
+    fn env(&self, name: &str) -> &Env {
+        &self.envs[NAMES.iter().position(|n| *n == name).unwrap()]
+    }
+
+    async fn dr(&self, args: &[&str]) -> Run {
+        self.dr_with(args, &[]).await
+    }
+
+    async fn dr_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = vec!["dr"];
+        all.extend_from_slice(args);
+        let cfg = self.config.to_str().unwrap().to_owned();
+        all.extend_from_slice(&["--config", &cfg, "--probe-timeout", "1s", "--probes", "3"]);
+        let mut vars = vec![("KUBECONFIG", self.kubeconfig.as_str())];
+        vars.extend_from_slice(env);
+        self.envs[0].plugin_bare(&all, &vars).await
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let text = std::fs::read(self.snapshots.path().join("dr-state.json")).expect("dr state");
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    async fn save_snapshot(&self, from: &str) {
+        let to = format!("{}/", self.snapshots.path().display());
+        self.env(from)
+            .plugin(&["snapshot", "save", "--to", &to])
+            .await
+            .ok();
+    }
+
+    async fn sealed_pods(&self, name: &str) -> Vec<bool> {
+        let env = self.env(name);
+        let mut out = vec![];
+        for i in 0..env.cluster.pod_names().len() as u32 {
+            out.push(env.seal_status(i).await["sealed"] == true);
+        }
+        out
+    }
+
+    async fn annotation(&self, name: &str, key: &str) -> Option<String> {
+        let env = self.env(name);
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(env.client().await, env.cluster.namespace());
+        let s = api.get(&env.secret_name()).await.unwrap();
+        s.metadata.annotations?.get(key).cloned()
+    }
+}
+
+fn config_text(snapshots: &Path, north_context: &str) -> String {
+    format!(
+        "apiVersion: kubectl-vault.io/v1alpha1\nkind: DRGroup\nmetadata: {{name: prod}}\nspec:\n  snapshots: {}/\n  clusters:\n  - {{name: east, context: east, namespace: vault, role: primary}}\n  - {{name: west, context: west, namespace: vault, role: standby, statefulset: west}}\n  - {{name: north, context: {north_context}, namespace: vault, role: standby}}\n",
+        snapshots.display()
+    )
+}
+
+async fn start() -> Group {
+    let opts = |name: &str, replicas: u32| {
+        ClusterOptions::openbao()
+            .parallel()
+            .replicas(replicas)
+            .name(name)
+            .context(name)
+    };
+    let (east, west, north) = tokio::join!(
+        Env::start(opts("east", 1)),
+        Env::start(opts("west", 3)),
+        Env::start(opts("north", 1)),
+    );
+    tokio::join!(init(&east), init(&west), init(&north));
+    let kubeconfig = std::env::join_paths(
+        [&east, &west, &north].map(|e| e.cluster.kubeconfig_path().to_path_buf()),
+    )
+    .unwrap()
+    .into_string()
+    .unwrap();
+    let snapshots = tempfile::tempdir().unwrap();
+    let config = east.home().join("dr.yaml");
+    std::fs::write(&config, config_text(snapshots.path(), "north")).unwrap();
+    Group {
+        envs: vec![east, west, north],
+        kubeconfig,
+        config,
+        snapshots,
+    }
+}
+
+fn refused(run: &Run, words: &[&str]) {
+    assert_eq!(run.code, 1, "{run:?}");
+    for w in words {
+        assert!(run.stderr.contains(w), "{w:?} missing: {run:?}");
+    }
+}
+
+#[tokio::test]
+async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
+    let g = start().await;
+    let east_token = root_token(g.env("east")).await;
+    let state_file = g.snapshots.path().join("dr-state.json");
+
+    // Bad input: nothing is created or changed.
+    let bad = g.envs[0].home().join("bad.yaml");
+    std::fs::write(&bad, config_text(g.snapshots.path(), "nowhere")).unwrap();
+    let run = g.envs[0]
+        .plugin_bare(
+            &["dr", "status", "--config", bad.to_str().unwrap()],
+            &[("KUBECONFIG", &g.kubeconfig)],
+        )
+        .await;
+    refused(&run, &["context nowhere", "cluster north"]);
+    std::fs::write(
+        &bad,
+        config_text(g.snapshots.path(), "north").replace("DRGroup", "Group"),
+    )
+    .unwrap();
+    let run = g.envs[0]
+        .plugin_bare(
+            &["dr", "sync", "--config", bad.to_str().unwrap()],
+            &[("KUBECONFIG", &g.kubeconfig)],
+        )
+        .await;
+    refused(&run, &["kind Group"]);
+    refused(&g.dr(&["sync"]).await, &["no snapshot of primary east"]);
+    refused(
+        &g.dr(&["sync", "--standby", "east"]).await,
+        &["east is the primary"],
+    );
+    refused(
+        &g.dr(&["sync", "--standby", "south"]).await,
+        &["south is not a cluster"],
+    );
+    assert!(!state_file.exists(), "a refused command writes no DR state");
+
+    // Sync both standbys from the first snapshot, then only west from a newer one.
+    write_secrets(g.env("east"), &east_token, 30, "v1").await;
+    g.save_snapshot("east").await;
+    let west_before = g.env("west").stored_credentials().await.unwrap();
+    let run = g.dr(&["sync"]).await.ok();
+    assert!(run.stdout.contains("Synced standby west"), "{run:?}");
+    assert!(run.stdout.contains("Synced standby north"), "{run:?}");
+    assert_eq!(
+        g.sealed_pods("west").await,
+        [true, true, true],
+        "a warm standby rests sealed"
+    );
+    assert_eq!(g.sealed_pods("north").await, [true]);
+    let west_creds = g.env("west").stored_credentials().await.unwrap();
+    assert_eq!(
+        west_creds["root_token"],
+        east_token.as_str(),
+        "the standby stores the primary's credentials"
+    );
+    assert!(
+        west_creds["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["root_token"] == west_before["root_token"]),
+        "its own move into the history"
+    );
+    assert_eq!(
+        g.annotation("west", "kubectl-vault.io/dr-role")
+            .await
+            .as_deref(),
+        Some("standby")
+    );
+    assert_eq!(
+        g.annotation("east", "kubectl-vault.io/dr-role")
+            .await
+            .as_deref(),
+        Some("primary")
+    );
+
+    write_secrets(g.env("east"), &east_token, 35, "v2").await;
+    g.save_snapshot("east").await;
+    g.dr(&["sync", "--standby", "west"]).await.ok();
+    let status = g.dr(&["status", "-o", "json"]).await.ok().json();
+    assert_eq!(status["primary"], "east");
+    assert_eq!(status["epoch"], 1);
+    let cluster = |name: &str| {
+        status["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (west, north) = (cluster("west"), cluster("north"));
+    eprintln!("status: {status:#}");
+    assert_eq!(west["lag"]["raft_index_behind"], 0, "{west}");
+    assert!(
+        north["lag"]["raft_index_behind"].as_u64().unwrap() > 0,
+        "{north}"
+    );
+    assert!(
+        west["score"].as_u64().unwrap() > north["score"].as_u64().unwrap(),
+        "west ranks first by lag"
+    );
+    assert!(north["score"].as_u64().unwrap() > 0);
+    assert_eq!(cluster("east")["health"], 200);
+    assert_eq!(west["health"], 503);
+    assert_eq!(west["reachable"], true);
+    assert!(west["latency_p95_ms"].as_f64().is_some());
+
+    // A healthy primary is not failed over automatically.
+    refused(
+        &g.dr(&["failover", "--to", "auto", "--yes"]).await,
+        &["primary east is healthy"],
+    );
+
+    // The primary becomes unreachable (its API server stops answering) and
+    // its servers restart, sealed, behind that wall. Two automatic
+    // failovers at once: exactly one wins, the other names it.
+    g.env("east").cluster.set_latency(Duration::from_secs(600));
+    g.env("east").cluster.restart_all().await.unwrap();
+    let kc = g.kubeconfig.clone();
+    let cfg = g.config.to_str().unwrap().to_owned();
+    let args = [
+        "dr",
+        "failover",
+        "--to",
+        "auto",
+        "--yes",
+        "--config",
+        &cfg,
+        "--probe-timeout",
+        "1s",
+    ];
+    let a = g.envs[1].spawn_bare(&args, &[("KUBECONFIG", &kc)]);
+    let b = g.envs[2].spawn_bare(&args, &[("KUBECONFIG", &kc)]);
+    let (a, b) = tokio::join!(g.envs[1].finish_spawned(a), g.envs[2].finish_spawned(b));
+    eprintln!("failover a: {a:?}\nfailover b: {b:?}");
+    let (won, lost) = if a.code == 0 { (a, b) } else { (b, a) };
+    assert_eq!(won.code, 0, "{won:?}");
+    assert!(
+        won.stdout.contains("Failed over to west at epoch 2"),
+        "{won:?}"
+    );
+    refused(&lost, &["west"]);
+    let state = g.state();
+    assert_eq!(state["primary"], "west");
+    assert_eq!(state["epoch"], 2);
+    assert_eq!(state["fences"]["east"]["how"], "recorded");
+    assert_eq!(state["decision"]["chosen"], "west");
+    // Every secret reads on west with west's stored credentials.
+    let west_token = root_token(g.env("west")).await;
+    assert_secrets(g.env("west"), &west_token, 35, "v2").await;
+    assert_eq!(g.sealed_pods("west").await, [false, false, false]);
+
+    // The old primary comes back: sealed, and unseal refuses, naming the
+    // epoch and the new primary.
+    g.env("east").cluster.set_latency(Duration::ZERO);
+    assert_eq!(g.sealed_pods("east").await, [true]);
+    let run = g.env("east").plugin(&["unseal"]).await;
+    refused(&run, &["epoch 2", "west is the primary", "dr sync"]);
+    assert_eq!(g.sealed_pods("east").await, [true], "nothing was unsealed");
+    let status = g.dr(&["status", "-o", "json"]).await.ok().json();
+    assert_eq!(status["clusters"][0]["role"], "fenced");
+
+    // A hand-edited DR state at an older epoch is refused and changes nothing.
+    let kept = std::fs::read(&state_file).unwrap();
+    let mut old = g.state();
+    old["epoch"] = 1.into();
+    std::fs::write(&state_file, old.to_string()).unwrap();
+    refused(&g.dr(&["status"]).await, &["rolled back", "epoch 2"]);
+    refused(
+        &g.dr(&["failover", "--to", "north", "--yes"]).await,
+        &["rolled back"],
+    );
+    assert_eq!(g.state()["epoch"], 1, "nothing was changed");
+    std::fs::write(&state_file, kept).unwrap();
+
+    // A planned failover seals a reachable primary and marks it demoted.
+    g.save_snapshot("west").await;
+    g.dr(&["sync", "--standby", "north"]).await.ok();
+    let run = g.dr(&["failover", "--to", "north", "--yes"]).await.ok();
+    assert!(run.stdout.contains("every pod sealed"), "{run:?}");
+    assert_eq!(
+        g.sealed_pods("west").await,
+        [true, true, true],
+        "the fence sealed every pod"
+    );
+    assert_eq!(
+        g.annotation("west", "kubectl-vault.io/dr-role")
+            .await
+            .as_deref(),
+        Some("demoted")
+    );
+    refused(
+        &g.env("west").plugin(&["unseal"]).await,
+        &["epoch 3", "north is the primary"],
+    );
+    let north_token = root_token(g.env("north")).await;
+    assert_secrets(g.env("north"), &north_token, 35, "v2").await;
+
+    // A crash after each failover step; the re-run finishes with the same
+    // choice and nothing is lost.
+    let steps = [
+        ("dr::failover_after_epoch", Some("epoch_taken")),
+        ("dr::failover_after_fence", Some("fenced")),
+        ("dr::failover_after_catch_up", Some("caught_up")),
+        ("dr::failover_after_promote", Some("caught_up")),
+    ];
+    for (i, (failpoint, step)) in steps.into_iter().enumerate() {
+        let from = g.state()["primary"].as_str().unwrap().to_owned();
+        let to = if from == "west" { "east" } else { "west" };
+        let epoch = g.state()["epoch"].as_u64().unwrap();
+        g.save_snapshot(&from).await;
+        g.dr(&["sync", "--standby", to]).await.ok();
+        // One more write after the synced snapshot: the catch-up restores it.
+        let token = root_token(g.env(&from)).await;
+        write_secrets(g.env(&from), &token, 35, &format!("c{i}")).await;
+        g.save_snapshot(&from).await;
+        let spec = format!("{failpoint}=panic");
+        let crashed = g
+            .dr_with(&["failover", "--to", to, "--yes"], &[("FAILPOINTS", &spec)])
+            .await;
+        assert_eq!(
+            crashed.code, 101,
+            "{failpoint} must kill the run: {crashed:?}"
+        );
+        let state = g.state();
+        assert_eq!(state["failover"]["to"], to, "{failpoint}: {state}");
+        assert_eq!(
+            state["failover"]["step"].as_str(),
+            step,
+            "{failpoint}: {state}"
+        );
+        let rerun = g.dr(&["failover", "--yes"]).await.ok();
+        assert!(
+            rerun
+                .stdout
+                .contains(&format!("Failed over to {to} at epoch {}", epoch + 1)),
+            "{failpoint}: {rerun:?}"
+        );
+        let state = g.state();
+        assert_eq!(state["primary"], to);
+        assert_eq!(state["epoch"], epoch + 1);
+        assert!(state.get("failover").is_none());
+        let token = root_token(g.env(to)).await;
+        assert_secrets(g.env(to), &token, 35, &format!("c{i}")).await;
+        assert!(
+            g.sealed_pods(&from).await.iter().all(|s| *s),
+            "{failpoint}: {from} fenced"
+        );
+    }
+    for env in &g.envs {
+        env.assert_no_secret_exposed().await;
+        assert_eq!(env.sys_inits(), 1, "a failover never initializes anything");
+    }
+}
