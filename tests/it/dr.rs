@@ -160,6 +160,40 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     // Sync both standbys from the first snapshot, then only west from a newer one.
     write_secrets(g.env("east"), &east_token, 30, "v1").await;
     g.save_snapshot("east").await;
+    // A standby whose credentials this run cannot decrypt is refused, named,
+    // and left as it was.
+    let key = crate::credentials::keygen(g.envs[0].home(), "north");
+    let identity = key.file.to_str().unwrap().to_owned();
+    g.env("north")
+        .plugin(&[
+            "credentials",
+            "encrypt",
+            "--age-recipient",
+            &key.recipient,
+            "--age-identity",
+            &identity,
+        ])
+        .await
+        .ok();
+    let encrypted = g
+        .env("north")
+        .secret_data(&g.env("north").secret_name(), "credentials.json")
+        .await;
+    let run = g.dr(&["sync", "--standby", "north"]).await;
+    refused(&run, &["standby north cannot be synced", "encrypted"]);
+    assert_eq!(
+        g.env("north")
+            .secret_data(&g.env("north").secret_name(), "credentials.json")
+            .await,
+        encrypted,
+        "nothing was changed"
+    );
+    assert!(g.state()["standbys"].as_object().unwrap().is_empty());
+    g.env("north")
+        .plugin(&["credentials", "decrypt", "--age-identity", &identity])
+        .await
+        .ok();
+
     let west_before = g.env("west").stored_credentials().await.unwrap();
     let run = g.dr(&["sync"]).await.ok();
     assert!(run.stdout.contains("Synced standby west"), "{run:?}");
@@ -371,8 +405,161 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
             "{failpoint}: {from} fenced"
         );
     }
+    // dr watch: the primary stops answering; after 2 failed probes spanning
+    // 2 intervals the watcher promotes the synced standby, and its metrics
+    // count the failover.
+    let from = g.state()["primary"].as_str().unwrap().to_owned();
+    let to = if from == "west" { "east" } else { "west" };
+    let epoch = g.state()["epoch"].as_u64().unwrap();
+    g.save_snapshot(&from).await;
+    g.dr(&["sync", "--standby", to]).await.ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let watch_args = [
+        "dr",
+        "watch",
+        "--config",
+        &cfg,
+        "--probe-timeout",
+        "1s",
+        "--probes",
+        "3",
+        "--interval",
+        "2s",
+        "--failure-threshold",
+        "2",
+        "--metrics-addr",
+        &addr,
+    ];
+    let watcher = g.envs[0].spawn_bare(&watch_args, &[("KUBECONFIG", &kc)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::metrics::scrape(&addr)
+        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&(epoch as f64)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never served its metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let died = std::time::Instant::now();
+    g.env(&from).cluster.set_latency(Duration::from_secs(600));
+    while g.state()["primary"] != to || g.state().get("failover").is_some() {
+        assert!(
+            died.elapsed() < Duration::from_secs(180),
+            "the watcher did not fail over: {}",
+            g.state()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "dr watch: primary unreachable to {to} promoted in {:?}",
+        died.elapsed()
+    );
+    let metrics = loop {
+        let m = crate::metrics::scrape(&addr).unwrap_or_default();
+        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
+            break m;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(240),
+            "metrics never showed the failover: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(g.state()["epoch"], epoch + 1);
+    assert_eq!(
+        metrics.get(&format!("kubectl_vault_dr_cluster_up{{cluster={from}}}")),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+    let mut watcher = watcher;
+    watcher.start_kill().unwrap();
+    let watched = g.envs[0].finish_spawned(watcher).await;
+    assert!(
+        watched.stderr.contains("the primary failed; failing over"),
+        "{watched:?}"
+    );
+    // The benchmark's breakdown: detection, then each failover step.
+    for line in watched.stderr.lines() {
+        if line.contains("failing over") || line.contains("failover done") {
+            eprintln!("dr watch: {line}");
+        }
+    }
+    g.env(&from).cluster.set_latency(Duration::ZERO);
+    let token = root_token(g.env(to)).await;
+    assert_secrets(g.env(to), &token, 35, "c3").await;
+
     for env in &g.envs {
         env.assert_no_secret_exposed().await;
         assert_eq!(env.sys_inits(), 1, "a failover never initializes anything");
     }
+}
+
+/// The DR state in an S3 bucket (moto): created once, and of two runs that
+/// read the same version exactly one takes the next epoch (If-Match on the
+/// ETag); a write from a stale read is refused, never overwrites.
+#[tokio::test]
+async fn dr_state_in_s3_takes_each_epoch_once() {
+    use kubectl_vault::ops::dr::state::{
+        load_or_create, record, take_epoch, Decision, StateError, StateStore, TakeEpochError,
+    };
+    use kubectl_vault::snapshot::location::Location;
+    use kubectl_vault::store::dr_state::SharedState;
+    let moto = crate::snapshot::Moto::start().await;
+    moto.create_bucket("dr").await;
+    for (k, v) in moto.env() {
+        // nextest runs each test in its own process: nothing else reads these.
+        std::env::set_var(k, v);
+    }
+    let location = Location::parse("s3://dr/prod/").unwrap();
+    let store = SharedState::of(&location).unwrap();
+    assert_eq!(store.object(), "s3://dr/prod/dr-state.json");
+    let seen = load_or_create(&store, "prod", "east").await.unwrap();
+    assert_eq!((seen.state.epoch, seen.state.primary.as_str()), (1, "east"));
+    assert!(seen.version.e_tag.is_some(), "the store answers an ETag");
+    // A second create finds it: no overwrite.
+    let again = load_or_create(&store, "prod", "west").await.unwrap();
+    assert_eq!(again.state.primary, "east");
+    let decision = |to: &str| Decision {
+        at: "t".into(),
+        epoch: 0,
+        from: "east".into(),
+        chosen: to.into(),
+        by: "auto".into(),
+        scores: vec![],
+    };
+    let (a, b) = tokio::join!(
+        take_epoch(&store, &seen, "west", "a/1", decision("west")),
+        take_epoch(&store, &seen, "north", "b/2", decision("north")),
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        (a, b) => panic!("exactly one must win: {a:?} / {b:?}"),
+    };
+    let TakeEpochError::Lost(lost) = lost else {
+        panic!("{lost}")
+    };
+    let winner = won.state.failover.as_ref().unwrap().to.clone();
+    assert_eq!(lost.winner, winner);
+    assert_eq!(lost.epoch, 2);
+    // A write from the stale read is refused.
+    let mut stale = seen.state.clone();
+    stale.primary = "evil".into();
+    assert!(matches!(
+        store.update(&stale, &seen.version).await,
+        Err(StateError::Conflict { .. })
+    ));
+    let now = record(&store, |s| {
+        s.fences.clear();
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(now.state.epoch, 2);
+    assert_eq!(now.state.failover.unwrap().to, winner);
 }

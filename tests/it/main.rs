@@ -16,7 +16,7 @@ mod hook;
 mod interleave;
 mod lifecycle;
 mod meet;
-mod metrics;
+pub(crate) mod metrics;
 mod migrate;
 mod pod_deletion;
 mod recipients;

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// One scrape: `name{labels}` (labels sorted) to value.
-fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
+pub(crate) fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
     let mut conn = std::net::TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;

@@ -64,6 +64,8 @@ pub struct FailoverReport {
     /// Where clients must go now.
     pub address: String,
     pub context: String,
+    /// Milliseconds each step of this run took (fence, catch_up, promote).
+    pub took_ms: std::collections::BTreeMap<&'static str, u128>,
 }
 
 pub async fn run(
@@ -264,9 +266,12 @@ async fn finish(
 ) -> Result<FailoverReport, Failure> {
     let epoch = progress.epoch;
     let step = progress.step;
+    let mut took_ms = std::collections::BTreeMap::new();
     let mut fence_kind = FenceKind::Recorded;
     if step < FailoverStep::Fenced {
+        let started = std::time::Instant::now();
         fence_kind = fence(group, printer, args, progress).await?;
+        took_ms.insert("fence", started.elapsed().as_millis());
         let kind = fence_kind;
         let from = progress.from.clone();
         advance(&group.state, epoch, Some(FailoverStep::Fenced), move |s| {
@@ -290,12 +295,15 @@ async fn finish(
     let target = group.member(&progress.to)?;
     let mut caught_up = None;
     if step < FailoverStep::CaughtUp {
+        let started = std::time::Instant::now();
         caught_up = catch_up(group, printer, args, progress).await?;
+        took_ms.insert("catch_up", started.elapsed().as_millis());
         advance(&group.state, epoch, Some(FailoverStep::CaughtUp), |_| {})
             .await
             .map_err(Failure::failed)?;
         fail::fail_point!("dr::failover_after_catch_up");
     }
+    let promoting = std::time::Instant::now();
     let cluster = target.cluster(printer).await?;
     let ctx = target.ctx(printer);
     let store = ctx.store(&cluster, None);
@@ -335,6 +343,7 @@ async fn finish(
             &group.mark("primary", epoch, &progress.to),
         )
         .await?;
+    took_ms.insert("promote", promoting.elapsed().as_millis());
     fail::fail_point!("dr::failover_after_promote");
     let to = progress.to.clone();
     advance(&group.state, epoch, None, move |s| {
@@ -353,6 +362,7 @@ async fn finish(
         pods,
         address: format!("{}.{}.svc:8200", cluster.workload_name(), target.namespace),
         context: target.spec.context.clone(),
+        took_ms,
     })
 }
 

@@ -116,6 +116,11 @@ pub async fn run(global: &GlobalArgs, printer: &Printer, args: DrWatchArgs) -> R
                     "dr watch round"
                 );
                 if let (true, Some(s)) = (ripe, &streak) {
+                    tracing::info!(
+                        detected_after_ms = s.since.elapsed().as_millis() as u64,
+                        failures = s.failures,
+                        "the primary failed; failing over"
+                    );
                     let fargs = DrFailoverArgs {
                         group: args.group.clone(),
                         to: "auto".into(),
