@@ -2,7 +2,9 @@
 //! in a local folder or an S3 bucket prefix, written only conditionally.
 //!
 //! Owns the two conditional-write schemes behind
-//! [`crate::ops::dr::state::StateStore`]:
+//! [`crate::ops::dr::state::StateStore`], and the create-only epoch claims
+//! (`dr-epochs/N.json`) that decide who takes an epoch even where a store
+//! ignores If-Match (moto 5 does, on PutObject):
 //! - S3: `PutMode::Create` (If-None-Match) and `PutMode::Update` (If-Match
 //!   with the ETag that was read).
 //! - A folder: an exclusive lock file (`O_EXCL`) around
@@ -12,7 +14,7 @@
 //!   broken by renaming it away first, so two runs cannot both break it.
 
 use crate::ops::dr::state::{
-    DrState, StateError, StateStore, StateVersion, Versioned, STATE_OBJECT,
+    DrState, EpochClaim, StateError, StateStore, StateVersion, Versioned, STATE_OBJECT,
 };
 use crate::snapshot::location::Location;
 use object_store::path::Path as ObjectPath;
@@ -21,6 +23,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Where the epoch claims live, beside the state.
+const CLAIMS: &str = "dr-epochs";
 
 /// A folder lock older than this is broken.
 pub const STALE_LOCK: Duration = Duration::from_secs(30);
@@ -70,6 +75,18 @@ impl StateStore for SharedState {
         match self {
             SharedState::Folder(f) => f.create(state).await,
             SharedState::Bucket(b) => b.create(state).await,
+        }
+    }
+    async fn claim(&self, claim: &EpochClaim) -> Result<(), StateError> {
+        match self {
+            SharedState::Folder(f) => f.claim(claim).await,
+            SharedState::Bucket(b) => b.claim(claim).await,
+        }
+    }
+    async fn read_claim(&self, epoch: u64) -> Result<Option<EpochClaim>, StateError> {
+        match self {
+            SharedState::Folder(f) => f.read_claim(epoch).await,
+            SharedState::Bucket(b) => b.read_claim(epoch).await,
         }
     }
     async fn update(
@@ -162,6 +179,45 @@ impl FolderState {
             _ => Err(StateError::Conflict {
                 object: self.object(),
             }),
+        }
+    }
+
+    fn claim_path(&self, epoch: u64) -> PathBuf {
+        self.dir.join(CLAIMS).join(format!("{epoch}.json"))
+    }
+
+    /// Writes the claim to a temporary file, then hard-links it into place:
+    /// the link fails when the claim exists, and a reader never sees half.
+    async fn claim(&self, claim: &EpochClaim) -> Result<(), StateError> {
+        let dir = self.dir.join(CLAIMS);
+        std::fs::create_dir_all(&dir).map_err(|e| self.unavailable("claim an epoch in", e))?;
+        let tmp = dir.join(format!(".{}.{}.tmp", claim.epoch, std::process::id()));
+        let bytes = serde_json::to_vec(claim).unwrap_or_default();
+        std::fs::write(&tmp, bytes).map_err(|e| self.unavailable("claim an epoch in", e))?;
+        let linked = std::fs::hard_link(&tmp, self.claim_path(claim.epoch));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StateError::Conflict {
+                object: self.claim_path(claim.epoch).display().to_string(),
+            }),
+            Err(e) => Err(self.unavailable("claim an epoch in", e)),
+        }
+    }
+
+    async fn read_claim(&self, epoch: u64) -> Result<Option<EpochClaim>, StateError> {
+        let path = self.claim_path(epoch);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        object: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.unavailable("read an epoch claim in", e)),
         }
     }
 
@@ -315,6 +371,54 @@ impl BucketState {
 
     async fn create(&self, state: &DrState) -> Result<Versioned, StateError> {
         self.put(state, PutMode::Create).await
+    }
+
+    fn claim_path(&self, epoch: u64) -> ObjectPath {
+        let mut parts: Vec<_> = self.path.parts().collect();
+        parts.pop();
+        ObjectPath::from_iter(parts)
+            .join(CLAIMS)
+            .join(format!("{epoch}.json"))
+    }
+
+    async fn claim(&self, claim: &EpochClaim) -> Result<(), StateError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        let bytes = serde_json::to_vec(claim).unwrap_or_default();
+        match self
+            .store
+            .put_opts(&self.claim_path(claim.epoch), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(StateError::Conflict {
+                object: self.claim_path(claim.epoch).to_string(),
+            }),
+            Err(e) => Err(self.unavailable("claim an epoch in", e)),
+        }
+    }
+
+    async fn read_claim(&self, epoch: u64) -> Result<Option<EpochClaim>, StateError> {
+        let got = match self.store.get(&self.claim_path(epoch)).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.unavailable("read an epoch claim in", e)),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.unavailable("read an epoch claim in", e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                object: self.claim_path(epoch).to_string(),
+                reason: e.to_string(),
+            })
     }
 
     async fn update(

@@ -154,6 +154,15 @@ pub struct StateVersion {
     pub e_tag: Option<String>,
 }
 
+/// Who took an epoch, written once, before the state names the failover.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochClaim {
+    pub epoch: u64,
+    pub to: String,
+    pub holder: String,
+    pub at: String,
+}
+
 /// A state as read, with the version to update it from.
 #[derive(Clone, Debug)]
 pub struct Versioned {
@@ -194,6 +203,16 @@ pub trait StateStore: Send + Sync {
     /// Writes `state` only when no object exists ([`StateError::Conflict`] else).
     fn create(&self, state: &DrState)
         -> impl Future<Output = Result<Versioned, StateError>> + Send;
+    /// Creates the claim of `epoch` only when none exists
+    /// ([`StateError::Conflict`] else): the create-only write that decides
+    /// who takes an epoch, on any store that can create exclusively, even
+    /// one that ignores If-Match on updates.
+    fn claim(&self, claim: &EpochClaim) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// The claim of `epoch`, if one exists.
+    fn read_claim(
+        &self,
+        epoch: u64,
+    ) -> impl Future<Output = Result<Option<EpochClaim>, StateError>> + Send;
     /// Writes `state` only when the object is still at `expected`.
     fn update(
         &self,
@@ -290,8 +309,16 @@ pub enum TakeEpochError {
 }
 
 /// Takes epoch `seen.epoch + 1` for a failover from the current primary to
-/// `to`, in one conditional write from `seen`: no retry, so of two runs
-/// that read the same state exactly one wins.
+/// `to`.
+///
+/// # Expected flow
+/// 1. Create the epoch's claim (create-only): of any number of runs, exactly
+///    one creates it; the others lose and learn the winner from the claim.
+///    A claim whose holder is gone (a crash between 1 and 2) is adopted
+///    by a run of this host, with the claim's choice.
+/// 2. Write the state naming the failover in progress, conditionally,
+///    re-reading on a conflict (a sync's record may land in between); a
+///    state already past `seen.epoch` means another run got further.
 pub async fn take_epoch(
     store: &impl StateStore,
     seen: &Versioned,
@@ -299,42 +326,93 @@ pub async fn take_epoch(
     holder: &str,
     decision: Decision,
 ) -> Result<Versioned, TakeEpochError> {
-    let mut next = seen.state.clone();
-    next.epoch = seen.state.epoch + 1;
-    next.revision = seen.state.revision + 1;
-    next.updated_at = now_rfc3339();
-    next.decision = Some(Decision {
-        epoch: next.epoch,
-        ..decision
-    });
-    next.failover = Some(FailoverProgress {
-        epoch: next.epoch,
-        from: seen.state.primary.clone(),
+    let epoch = seen.state.epoch + 1;
+    let mine = EpochClaim {
+        epoch,
         to: to.to_owned(),
         holder: holder.to_owned(),
-        step: FailoverStep::EpochTaken,
-        updated_at: next.updated_at.clone(),
-    });
-    match store.update(&next, &seen.version).await {
-        Ok(v) => Ok(v),
+        at: now_rfc3339(),
+    };
+    let claim = match store.claim(&mine).await {
+        Ok(()) => mine,
         Err(StateError::Conflict { .. }) => {
-            let now = store.load().await?;
-            let (epoch, winner, holder) = match now.map(|v| v.state) {
-                Some(DrState {
-                    failover: Some(f), ..
-                }) => (f.epoch, f.to, f.holder),
-                Some(s) => (s.epoch, s.primary, "another run".to_owned()),
-                None => (seen.state.epoch + 1, "?".to_owned(), "?".to_owned()),
+            let found = store.read_claim(epoch).await?;
+            match found {
+                Some(c) if c.holder != holder && crate::ops::dr::holder_gone(&c.holder) => {
+                    tracing::warn!(epoch, to = %c.to, holder = %c.holder, "adopting the epoch claim of a run that is gone");
+                    EpochClaim {
+                        holder: holder.to_owned(),
+                        ..c
+                    }
+                }
+                Some(c) => {
+                    return Err(LostRace {
+                        epoch,
+                        winner: c.to,
+                        holder: c.holder,
+                    }
+                    .into())
+                }
+                None => {
+                    return Err(LostRace {
+                        epoch,
+                        winner: "?".into(),
+                        holder: "?".into(),
+                    }
+                    .into())
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut current = seen.clone();
+    for attempt in 0..10u64 {
+        if current.state.epoch != seen.state.epoch {
+            let (winner, holder) = match &current.state.failover {
+                Some(f) => (f.to.clone(), f.holder.clone()),
+                None => (current.state.primary.clone(), "another run".to_owned()),
             };
-            Err(LostRace {
-                epoch,
+            return Err(LostRace {
+                epoch: current.state.epoch,
                 winner,
                 holder,
             }
-            .into())
+            .into());
         }
-        Err(e) => Err(e.into()),
+        let mut next = current.state.clone();
+        next.epoch = epoch;
+        next.revision = current.state.revision + 1;
+        next.updated_at = now_rfc3339();
+        next.decision = Some(Decision {
+            epoch,
+            chosen: claim.to.clone(),
+            ..decision.clone()
+        });
+        next.failover = Some(FailoverProgress {
+            epoch,
+            from: current.state.primary.clone(),
+            to: claim.to.clone(),
+            holder: claim.holder.clone(),
+            step: FailoverStep::EpochTaken,
+            updated_at: next.updated_at.clone(),
+        });
+        match store.update(&next, &current.version).await {
+            Ok(v) => return Ok(v),
+            Err(StateError::Conflict { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
+                current = store.load().await?.ok_or_else(|| StateError::Corrupt {
+                    object: store.object(),
+                    reason: "it vanished".into(),
+                })?;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(StateError::Contended {
+        object: store.object(),
+        tries: 10,
+    }
+    .into())
 }
 
 /// Advances the failover of `epoch` to `step`; the one that finishes it
@@ -391,11 +469,27 @@ pub(crate) mod memory {
     use std::sync::Mutex;
 
     #[derive(Default)]
-    pub struct MemoryState(pub Mutex<Option<DrState>>);
+    pub struct MemoryState(
+        pub Mutex<Option<DrState>>,
+        pub Mutex<std::collections::BTreeMap<u64, EpochClaim>>,
+    );
 
     impl StateStore for MemoryState {
         fn object(&self) -> String {
             "memory".into()
+        }
+        async fn claim(&self, claim: &EpochClaim) -> Result<(), StateError> {
+            let mut claims = self.1.lock().unwrap();
+            if claims.contains_key(&claim.epoch) {
+                return Err(StateError::Conflict {
+                    object: self.object(),
+                });
+            }
+            claims.insert(claim.epoch, claim.clone());
+            Ok(())
+        }
+        async fn read_claim(&self, epoch: u64) -> Result<Option<EpochClaim>, StateError> {
+            Ok(self.1.lock().unwrap().get(&epoch).cloned())
         }
         async fn load(&self) -> Result<Option<Versioned>, StateError> {
             Ok(self.0.lock().unwrap().clone().map(|state| Versioned {
@@ -514,6 +608,51 @@ mod tests {
             advance(&store, 2, Some(FailoverStep::Fenced), |_| {}).await,
             Err(StateError::Conflict { .. })
         ));
+    }
+
+    /// A crash between the claim and the state write: a run of this host
+    /// adopts the gone holder's claim, with its choice.
+    #[tokio::test]
+    async fn the_claim_of_a_gone_run_is_adopted_with_its_choice() {
+        let store = MemoryState::default();
+        let seen = load_or_create(&store, "prod", "east").await.unwrap();
+        let me = crate::cmd::holder_identity();
+        let host = me.rsplit_once('/').unwrap().0;
+        store
+            .claim(&EpochClaim {
+                epoch: 2,
+                to: "north".into(),
+                holder: format!("{host}/99999999"),
+                at: "t".into(),
+            })
+            .await
+            .unwrap();
+        let v = take_epoch(&store, &seen, "west", &me, decision())
+            .await
+            .unwrap();
+        let f = v.state.failover.unwrap();
+        assert_eq!(
+            (f.epoch, f.to.as_str(), f.holder.as_str()),
+            (2, "north", me.as_str())
+        );
+        // A live holder's claim is not adopted.
+        let seen = store.load().await.unwrap().unwrap();
+        store
+            .claim(&EpochClaim {
+                epoch: 3,
+                to: "east".into(),
+                holder: "kubectl-vault@elsewhere/1".into(),
+                at: "t".into(),
+            })
+            .await
+            .unwrap();
+        let lost = take_epoch(&store, &seen, "west", &me, decision())
+            .await
+            .unwrap_err();
+        assert!(
+            lost.to_string().contains("east is becoming primary"),
+            "{lost}"
+        );
     }
 
     #[tokio::test]
