@@ -190,7 +190,13 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     );
     assert!(g.state()["standbys"].as_object().unwrap().is_empty());
     g.env("north")
-        .plugin(&["credentials", "decrypt", "--age-identity", &identity])
+        .plugin(&[
+            "credentials",
+            "decrypt",
+            "--yes",
+            "--age-identity",
+            &identity,
+        ])
         .await
         .ok();
 
@@ -367,7 +373,31 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
         let to = if from == "west" { "east" } else { "west" };
         let epoch = g.state()["epoch"].as_u64().unwrap();
         g.save_snapshot(&from).await;
-        g.dr(&["sync", "--standby", to]).await.ok();
+        if i == 0 {
+            // A sync killed after its restore resumes past it.
+            let crashed = g
+                .dr_with(
+                    &["sync", "--standby", to],
+                    &[("FAILPOINTS", "dr::sync_after_restore=panic")],
+                )
+                .await;
+            assert_eq!(crashed.code, 101, "{crashed:?}");
+            let checkpoint = g
+                .env(to)
+                .secret_data(
+                    &format!("{}-checkpoint", g.env(to).secret_name()),
+                    "checkpoint.json",
+                )
+                .await
+                .expect("the dr sync checkpoint");
+            assert!(checkpoint.contains("dr_synced"), "{checkpoint}");
+            let rerun = g.dr(&["sync", "--standby", to]).await.ok();
+            assert!(rerun.stdout.contains("resumed"), "{rerun:?}");
+            assert!(!g.env(to).checkpoint_exists().await);
+            assert!(g.sealed_pods(to).await.iter().all(|s| *s));
+        } else {
+            g.dr(&["sync", "--standby", to]).await.ok();
+        }
         // One more write after the synced snapshot: the catch-up restores it.
         let token = root_token(g.env(&from)).await;
         write_secrets(g.env(&from), &token, 35, &format!("c{i}")).await;
