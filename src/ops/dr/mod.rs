@@ -10,6 +10,8 @@
 
 pub mod config;
 pub mod fence;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod probe;
 pub mod score;
 pub mod state;
