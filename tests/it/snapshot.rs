@@ -6,6 +6,7 @@
 mod guards;
 mod keyring;
 mod keys;
+mod restore_test;
 
 use crate::harness::{deps_bin, Env, Run};
 use sandbox::ClusterOptions;
