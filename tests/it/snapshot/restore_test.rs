@@ -242,6 +242,7 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     wait_for_voters(&env, &token).await;
     let before = live(&env, &token).await;
     let from = format!("{}/", dir.path().display());
+    let (gateway, pushed) = crate::metrics::capture_pushes();
     let test = |name: &str| {
         [
             "snapshot",
@@ -256,20 +257,26 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
         ]
         .map(str::to_owned)
     };
-    let run = |args: [String; 9], extra: &'static [&'static str]| {
+    let run = |args: [String; 9], extra: &'static [&'static str], last: Option<&String>| {
         let env = &env;
+        let last = last.cloned();
         async move {
             let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
             all.extend_from_slice(extra);
+            all.extend(last.as_deref());
             env.plugin(&all).await
         }
     };
 
     // A good snapshot passes: restored, unsealed with generation 1 from the
     // history, the sentinel read with that generation's root token.
-    let good = run(test("good.snap"), &["--sentinel", "kv/sentinel", "-v"])
-        .await
-        .ok();
+    let good = run(
+        test("good.snap"),
+        &["--sentinel", "kv/sentinel", "-v", "--pushgateway"],
+        Some(&gateway),
+    )
+    .await
+    .ok();
     for line in good.stderr.lines().filter(|l| l.contains("step done")) {
         eprintln!("{line}");
     }
@@ -294,7 +301,7 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
     // A sentinel the data lacks fails the test.
-    let missing = run(test("good.snap"), &["--sentinel", "kv/not-there"]).await;
+    let missing = run(test("good.snap"), &["--sentinel", "kv/not-there"], None).await;
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(missing.stderr.contains("kv/not-there"), "{missing:?}");
     assert_nothing_left(&env, Duration::from_secs(5)).await;
@@ -310,7 +317,7 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
             m["generation"] = 2.into();
         },
     );
-    let mislabeled = run(test("mislabeled.snap"), &[]).await;
+    let mislabeled = run(test("mislabeled.snap"), &["--pushgateway"], Some(&gateway)).await;
     assert_eq!(mislabeled.code, 1, "{mislabeled:?}");
     assert!(
         mislabeled
@@ -324,6 +331,26 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     );
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
+    // The Pushgateway got the pass, then the failure, with their times.
+    let pushed = pushed.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 2, "{pushed:#?}");
+    let results: Vec<Option<f64>> = pushed
+        .iter()
+        .map(|(_, body)| {
+            let m = crate::metrics::parse(body);
+            assert!(
+                crate::metrics::get(
+                    &m,
+                    "kubectl_vault_snapshot_restore_test_timestamp_seconds{}"
+                )
+                .is_some(),
+                "{body}"
+            );
+            crate::metrics::get(&m, "kubectl_vault_snapshot_restore_test_success{}")
+        })
+        .collect();
+    assert_eq!(results, [Some(1.0), Some(0.0)]);
+
     // Truncated: refused before any server starts, recorded as failed.
     variant(
         dir.path(),
@@ -332,7 +359,7 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
         |b| b[..b.len() / 2].to_vec(),
         |_| {},
     );
-    let truncated = run(test("truncated.snap"), &[]).await;
+    let truncated = run(test("truncated.snap"), &[], None).await;
     assert_eq!(truncated.code, 1, "{truncated:?}");
     assert!(truncated.stderr.contains("truncated"), "{truncated:?}");
     assert_eq!(
@@ -400,7 +427,7 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
 
     // The generation's shares removed from the history: a clear refusal.
     forget_generation(&env, 1).await;
-    let forgotten = run(test("good.snap"), &[]).await;
+    let forgotten = run(test("good.snap"), &[], None).await;
     assert_eq!(forgotten.code, 1, "{forgotten:?}");
     assert!(
         forgotten.stderr.contains("needs key generation 1")
