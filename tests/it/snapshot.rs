@@ -3,6 +3,7 @@
 //! restore into another cluster; crash matrices over restore and recover;
 //! guards; retention.
 
+mod emulators;
 mod guards;
 mod keyring;
 mod keys;
