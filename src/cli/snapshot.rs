@@ -20,8 +20,10 @@ pub enum SnapshotCommand {
 
 #[derive(Debug, Args)]
 pub struct SaveArgs {
-    /// Where to write: ./file.snap, ./dir/, file:///dir/ or s3://bucket/prefix/
-    /// (S3 settings from AWS_* variables; AWS_ENDPOINT_URL for S3-compatible stores).
+    /// Where to write: ./file.snap, ./dir/, file:///dir/, s3://bucket/prefix/,
+    /// gs://bucket/prefix/ or az://container/prefix/ (credentials from the
+    /// providers' usual variables: AWS_*, GOOGLE_APPLICATION_CREDENTIALS,
+    /// AZURE_STORAGE_*; see the README).
     #[arg(long, value_name = "TARGET")]
     pub to: String,
     /// After a successful save, keep only the N newest snapshots at the target
