@@ -80,6 +80,8 @@ pub enum RestoreTestError {
         generation: u32,
         source: UnsealError,
     },
+    #[error("the throwaway server {server} did not reseal after the forced restore, so the shares were never tested")]
+    NotResealed { server: String },
     #[error("no stored root token of key generation {generation} is valid in the restored data, so the sentinel {path} cannot be read")]
     NoToken { generation: u32, path: String },
     #[error("the sentinel {path} cannot be read from the restored data: {source}")]
@@ -198,9 +200,9 @@ where
         generation: shape.generation,
         source,
     })?;
-    let shares_submitted = match outcome {
-        UnsealOutcome::Unsealed { shares_submitted } => shares_submitted,
-        UnsealOutcome::AlreadyUnsealed | UnsealOutcome::SelfUnsealed => 0,
+    // A server that never resealed was not asked for the shares: no proof.
+    let UnsealOutcome::Unsealed { shares_submitted } = outcome else {
+        return Err(RestoreTestError::NotResealed { server: name });
     };
     step("unsealed with the manifest's generation");
     wait_for_leader(std::slice::from_ref(server), proof.timeout)
