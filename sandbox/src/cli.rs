@@ -110,10 +110,16 @@ struct UpArgs {
     /// by default OpenBao generates one, as the charts do.
     #[arg(long)]
     set_node_id: bool,
-    /// Advertise raft addresses as `<pod>.<sts>-internal` names, resolved by
-    /// a per-pod /etc/hosts (servers run under `unshare -m`; needs root).
-    #[arg(long)]
-    cluster_dns: bool,
+    /// Raft addresses as the charts advertise them, `<pod>.<sts>-internal`
+    /// names resolved by a per-pod /etc/hosts (servers run under
+    /// `unshare -m`). The default as root; `false` advertises pod IPs.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    cluster_dns: Option<bool>,
+    /// `*_ADDR=http://127.0.0.1:8200` in exec'd commands, as the charts set
+    /// it, through a per-pod network namespace. The default as root;
+    /// `false` names the pod's IP.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    loopback_addr: Option<bool>,
     /// Serve HTTPS with a generated CA.
     #[arg(long)]
     tls: bool,
@@ -333,7 +339,8 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .replicas(up.replicas)
         .retry_join(up.retry_join)
         .set_node_id(up.set_node_id)
-        .cluster_dns(up.cluster_dns)
+        .cluster_dns(up.cluster_dns.unwrap_or_else(sandbox::running_as_root))
+        .loopback_addr(up.loopback_addr.unwrap_or_else(sandbox::running_as_root))
         .tls(up.tls)
         .tls_listener(up.tls_listener)
         .seal(match up.seal {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::loopback::PodLoopback;
 use crate::meta::{self, Revisions};
 use crate::options::{ClusterOptions, PodManagement, Reconfigure};
 pub use crate::pod::PodView;
@@ -36,6 +37,8 @@ struct PodRuntime {
     terminating: Option<(Instant, bool)>,
     /// Pending: when its container starts.
     start_at: Option<Instant>,
+    /// The pod's own network namespace for exec (`loopback_addr`).
+    loopback: Option<Arc<PodLoopback>>,
 }
 
 #[derive(Default)]
@@ -141,6 +144,15 @@ impl Fleet {
     /// Pods that currently exist, by ordinal.
     pub fn pods(&self) -> Vec<PodView> {
         self.lock().pods.values().map(|p| p.view.clone()).collect()
+    }
+
+    /// The network namespace exec'd commands of pod `name` join, if any.
+    pub fn loopback(&self, name: &str) -> Option<Arc<PodLoopback>> {
+        self.lock()
+            .pods
+            .values()
+            .find(|p| p.view.name == name)
+            .and_then(|p| p.loopback.clone())
     }
 
     /// One pod by name.
@@ -262,6 +274,17 @@ impl Fleet {
             .reset_pod_files()
             .context("reset the new pod's emptyDir and /tmp")?;
         let (process, ip) = self.start_process(ordinal)?;
+        let loopback = if self.opts.loopback_addr {
+            match PodLoopback::start(ip, pod::API_PORT) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    process.kill();
+                    bail!("the network namespace of pod {ordinal}: {e}");
+                }
+            }
+        } else {
+            None
+        };
         let now = meta::now();
         // A Pending pod keeps its identity when its container starts.
         let (uid, created) = self
@@ -299,6 +322,7 @@ impl Fleet {
                 last_probe: None,
                 terminating: None,
                 start_at: None,
+                loopback,
             },
         );
         if let Some(p) = old.and_then(|p| p.process) {
@@ -642,6 +666,7 @@ impl Fleet {
                 last_probe: None,
                 terminating: None,
                 start_at: Some(Instant::now() + CONTAINER_CREATING),
+                loopback: None,
             },
         );
     }

@@ -21,6 +21,7 @@ mod fleet;
 mod kinds;
 mod kubeconfig;
 mod listener_tls;
+mod loopback;
 mod managed;
 mod meta;
 mod options;

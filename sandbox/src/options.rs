@@ -115,8 +115,14 @@ pub struct ClusterOptions {
     /// Raft addresses as the charts set them: `cluster_addr` is
     /// `https://<pod>.<sts>-internal:8201`, resolved by a per-pod
     /// `/etc/hosts` (each server runs under `unshare -m` with that file
-    /// bind-mounted; needs root). Off: loopback IPs.
+    /// bind-mounted; needs root). The default when running as root, as tests
+    /// and CI do. Off: the pods' IPs, which a deleted pod keeps.
     pub cluster_dns: bool,
+    /// `*_ADDR=http://127.0.0.1:8200` in what is exec'd, as the charts set
+    /// it: each pod gets a network namespace of its own whose loopback
+    /// relays to its server (see `loopback`; needs root). The default as
+    /// root. Off: `*_ADDR` names the pod's IP.
+    pub loopback_addr: bool,
     /// Serve the API over HTTPS with a generated CA.
     pub tls: bool,
     /// The pods' own listeners serve TLS (see `listener_tls`).
@@ -212,7 +218,8 @@ impl ClusterOptions {
             retry_join: false,
             storage: Storage::Raft,
             set_node_id: false,
-            cluster_dns: false,
+            cluster_dns: crate::pod::running_as_root(),
+            loopback_addr: crate::pod::running_as_root(),
             tls: false,
             tls_listener: false,
             seal: Seal::Shamir,
@@ -296,6 +303,12 @@ impl ClusterOptions {
     /// Sets `node_id` to the pod name (on) or lets OpenBao generate one (off).
     pub fn set_node_id(mut self, on: bool) -> Self {
         self.set_node_id = on;
+        self
+    }
+
+    /// `*_ADDR` on the pod's own 127.0.0.1 (on, needs root) or its IP (off).
+    pub fn loopback_addr(mut self, on: bool) -> Self {
+        self.loopback_addr = on;
         self
     }
 

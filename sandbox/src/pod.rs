@@ -427,12 +427,18 @@ pub fn exec_env(
                 "PATH".to_string(),
                 format!("{}:/usr/local/bin:/usr/bin:/bin", layout.bin().display()),
             ));
-            // The chart sets `*_ADDR=http://127.0.0.1:8200`; pods here share
-            // the host's network, so it is the pod's own IP instead.
+            // The chart sets `*_ADDR=http://127.0.0.1:8200`: the pod's own
+            // loopback (see `loopback`), or its IP where pods share the
+            // host's network.
             let scheme = opts.listener_scheme();
+            let host = if opts.loopback_addr {
+                Ipv4Addr::LOCALHOST
+            } else {
+                ip
+            };
             env.push((
                 opts.flavour.addr_env().to_string(),
-                format!("{scheme}://{ip}:{API_PORT}"),
+                format!("{scheme}://{host}:{API_PORT}"),
             ));
             let p = opts.flavour.env_prefix();
             if opts.tls_listener {
@@ -597,7 +603,9 @@ mod tests {
     fn config_has_raft_listener_and_optional_join() {
         let l = PodLayout::new(Path::new("/x"), "openbao-1");
         let ip = Ipv4Addr::new(127, 70, 1, 2);
-        let o = ClusterOptions::openbao().set_node_id(true);
+        let o = ClusterOptions::openbao()
+            .set_node_id(true)
+            .cluster_dns(false);
         let c = server_config(&l, &o, "openbao-1", ip, None);
         assert!(c.contains("path = \"/x/pods/openbao-1/data\""));
         assert!(c.contains("node_id = \"openbao-1\""));
@@ -658,7 +666,20 @@ mod tests {
                 .map(|(_, v)| v.as_str())
                 .unwrap_or_else(|| panic!("{k} missing: {env:?}"))
         };
-        assert_eq!(get("VAULT_ADDR"), "http://127.70.0.4:8200");
+        let expected = if o.loopback_addr {
+            "http://127.0.0.1:8200"
+        } else {
+            "http://127.70.0.4:8200"
+        };
+        assert_eq!(get("VAULT_ADDR"), expected);
+        let shared = exec_env(
+            &o.clone().loopback_addr(false),
+            &l,
+            "vault-1",
+            Ipv4Addr::new(127, 70, 0, 4),
+            ContainerKind::Main,
+        );
+        assert!(shared.contains(&("VAULT_ADDR".into(), "http://127.70.0.4:8200".into())));
         assert_eq!(get("VAULT_API_ADDR"), "http://127.70.0.4:8200");
         assert_eq!(
             get("VAULT_CLUSTER_ADDR"),

@@ -10,7 +10,8 @@ pub enum SnapshotCommand {
     Save(SaveArgs),
     /// List the snapshots at a location with their verification status.
     List(ListArgs),
-    /// Re-hash a snapshot and compare it with its manifest.
+    /// Re-hash a snapshot and compare it with its manifest; with
+    /// --restore-test, also restore it into a throwaway server and unseal it.
     Verify(VerifyArgs),
     /// Verify a snapshot, restore it into the running cluster and unseal it
     /// with the key generation its manifest names.
@@ -19,8 +20,10 @@ pub enum SnapshotCommand {
 
 #[derive(Debug, Args)]
 pub struct SaveArgs {
-    /// Where to write: ./file.snap, ./dir/, file:///dir/ or s3://bucket/prefix/
-    /// (S3 settings from AWS_* variables; AWS_ENDPOINT_URL for S3-compatible stores).
+    /// Where to write: ./file.snap, ./dir/, file:///dir/, s3://bucket/prefix/,
+    /// gs://bucket/prefix/ or az://container/prefix/ (credentials from the
+    /// providers' usual variables: AWS_*, GOOGLE_APPLICATION_CREDENTIALS,
+    /// AZURE_STORAGE_*; see the README).
     #[arg(long, value_name = "TARGET")]
     pub to: String,
     /// After a successful save, keep only the N newest snapshots at the target
@@ -37,7 +40,29 @@ pub struct SaveArgs {
     #[arg(long, value_name = "URL")]
     pub pushgateway: Option<String>,
     #[command(flatten)]
+    pub restore_test: RestoreTestArgs,
+    #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `--restore-test` and its settings, for `save` and `verify`.
+#[derive(Clone, Debug, Args)]
+pub struct RestoreTestArgs {
+    /// Restore the snapshot into a throwaway server started in one of the
+    /// workload's pods (loopback only, storage in a temporary folder on the
+    /// data volume) and unseal it with the key generation its manifest
+    /// names; the result is recorded in the manifest. The live cluster is
+    /// never touched.
+    #[arg(long)]
+    pub restore_test: bool,
+    /// With --restore-test: a path that must be readable, with a stored
+    /// root token of that generation, in the restored data (e.g. kv/sentinel).
+    #[arg(long, value_name = "PATH", requires = "restore_test")]
+    pub sentinel: Option<String>,
+    /// With --restore-test: give up after this long; the throwaway server's
+    /// watchdog kills it shortly after, whatever happens to this run.
+    #[arg(long, default_value = "10m", value_parser = crate::cli::parse_duration)]
+    pub restore_test_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +83,14 @@ pub struct VerifyArgs {
     /// The snapshot's name within a folder or bucket.
     #[arg(long, value_name = "NAME")]
     pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub restore_test: RestoreTestArgs,
+    /// With --restore-test: push its result to this Prometheus Pushgateway
+    /// (job kubectl_vault_snapshot).
+    #[arg(long, value_name = "URL", requires = "restore_test")]
+    pub pushgateway: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,9 @@ pub fn operation(command: &Command) -> Option<&'static str> {
         Command::Migrate(_) => Some("Migrate"),
         Command::Snapshot(SnapshotCommand::Save(_)) => Some("SnapshotSave"),
         Command::Snapshot(SnapshotCommand::Restore(_)) => Some("SnapshotRestore"),
+        Command::Snapshot(SnapshotCommand::Verify(v)) if v.restore_test.restore_test => {
+            Some("SnapshotRestoreTest")
+        }
         Command::Credentials(CredentialsCommand::Import(_)) => Some("CredentialsImport"),
         Command::Checkpoint(CheckpointCommand::Abandon(_)) => Some("CheckpointAbandon"),
         _ => None,

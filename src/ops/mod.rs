@@ -21,6 +21,7 @@ pub mod peers;
 pub mod reconcile;
 pub mod recover;
 pub mod restore;
+pub mod restore_test;
 pub mod rotate;
 pub mod seal;
 pub mod secret;

@@ -1,20 +1,20 @@
-//! Where snapshots live: one local file, a local folder, or an S3 bucket prefix.
+//! Where snapshots live: one local file, a local folder, or a bucket prefix
+//! in S3, GCS or Azure Blob storage.
 //!
 //! Owns parsing `--to`/`--from`, checking a target before anything streams,
-//! streaming writes (a `.partial` file renamed into place; an S3 multipart
-//! upload completed only at the end), streaming reads, listing with each
-//! snapshot's manifest, and deleting a snapshot with its manifest. `gs://`
-//! and `az://` parse but are refused, as is any scheme it does not know: this
-//! build carries only the S3 client (S3-compatible endpoints through
-//! `AWS_ENDPOINT_URL`).
+//! streaming writes (a `.partial` file renamed into place; a multipart
+//! upload, or a block upload on Azure, committed only at the end), streaming
+//! reads, listing with each snapshot's manifest, and deleting a snapshot
+//! with its manifest. Any scheme it does not know is refused by name.
 
 use crate::snapshot::archive::inspect;
 use crate::snapshot::manifest::{manifest_name, Manifest};
 use crate::snapshot::stream::{Digested, HashingReader};
 use crate::snapshot::{plain_name, SnapshotError};
 use futures::{StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -23,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 pub const SNAPSHOT_EXT: &str = ".snap";
 
 /// Parts in flight at once during an upload; with 8 MiB parts this bounds
-/// the upload's memory near 24 MiB whatever the snapshot's size.
+/// the upload's memory near 24 MiB whatever the snapshot's size. A snapshot
+/// smaller than one part is a single plain upload.
 const PARTS_IN_FLIGHT: usize = 2;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
@@ -61,6 +62,96 @@ impl std::fmt::Display for Location {
 pub enum Existing {
     No,
     Yes { object: String },
+}
+
+/// The object stores this build speaks, by URL scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    S3,
+    Gcs,
+    Azure,
+}
+
+impl Provider {
+    fn of(scheme: &str) -> Option<Provider> {
+        match scheme {
+            "s3" => Some(Provider::S3),
+            "gs" => Some(Provider::Gcs),
+            "az" => Some(Provider::Azure),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Provider::S3 => "S3",
+            Provider::Gcs => "GCS",
+            Provider::Azure => "Azure Blob",
+        }
+    }
+
+    fn container(self) -> &'static str {
+        match self {
+            Provider::Azure => "container",
+            _ => "bucket",
+        }
+    }
+
+    /// The client for `bucket`, configured the provider's usual way:
+    /// - S3: `AWS_*` (`AWS_ENDPOINT_URL` + `AWS_ALLOW_HTTP` for S3-compatible
+    ///   stores), instance and web-identity credentials;
+    /// - GCS: `GOOGLE_APPLICATION_CREDENTIALS` (or `GOOGLE_SERVICE_ACCOUNT*`),
+    ///   else the metadata server (workload identity); `STORAGE_EMULATOR_HOST`
+    ///   points it at an emulator, unsigned, over plain HTTP;
+    /// - Azure: `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`
+    ///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
+    ///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
+    ///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
+    fn client(self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+        Ok(match self {
+            Provider::S3 => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?,
+            ),
+            Provider::Gcs => {
+                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket);
+                if let Some(host) = std::env::var("STORAGE_EMULATOR_HOST")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                {
+                    let base = if host.contains("://") {
+                        host
+                    } else {
+                        format!("http://{host}")
+                    };
+                    // An emulator takes no OAuth token: a key document that
+                    // disables OAuth, as emulators document it (it holds no
+                    // secret).
+                    let key = serde_json::json!({
+                        "private_key": "",
+                        "private_key_id": "",
+                        "client_email": "",
+                        "gcs_base_url": base,
+                        "disable_oauth": true,
+                    });
+                    builder = builder
+                        .with_service_account_key(key.to_string())
+                        .with_base_url(&base)
+                        .with_client_options(
+                            object_store::ClientOptions::new().with_allow_http(true),
+                        );
+                }
+                Arc::new(builder.build()?)
+            }
+            Provider::Azure => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .build()?,
+            ),
+        })
+    }
 }
 
 /// The scheme of `text` when it looks like a URL (`name://...`).
@@ -124,33 +215,38 @@ impl Location {
     /// Parses `./file.snap`, `./dir/`, `file:///dir/`, `s3://bucket/prefix/`.
     pub fn parse(text: &str) -> Result<Location, SnapshotError> {
         let bad = |why: &str| SnapshotError::ParseLocation(text.to_owned(), why.to_owned());
-        if let Some(rest) = text.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("no bucket name"));
+        if let Some((scheme, rest)) = text.split_once("://") {
+            if let Some(provider) = Provider::of(scheme) {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad(&format!("no {} name", provider.container())));
+                }
+                // The clients' TLS uses the process's rustls provider: ring,
+                // as kube's. A second install (already set) is fine.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let store = provider.client(bucket).map_err(|e| {
+                    bad(&format!(
+                        "the {} client could not be configured: {e}",
+                        provider.name()
+                    ))
+                })?;
+                return Ok(Location::Bucket {
+                    url: format!("{scheme}://{bucket}/{prefix}"),
+                    store,
+                    prefix: ObjectPath::from(prefix.trim_matches('/')),
+                });
             }
-            // The S3 client's TLS uses the process's rustls provider: ring,
-            // as kube's. A second install (already set) is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| bad(&format!("the S3 client could not be configured: {e}")))?;
-            return Ok(Location::Bucket {
-                url: format!("s3://{bucket}/{prefix}"),
-                store: Arc::new(store),
-                prefix: ObjectPath::from(prefix.trim_matches('/')),
-            });
         }
         if let Some(scheme) = url_scheme(text).filter(|s| *s != "file") {
-            let known = ["gs", "az", "azure", "abfs", "http", "https"].contains(&scheme);
-            let why = if known {
-                format!("{scheme}:// targets are not built into this version")
-            } else {
-                format!("{scheme}:// is not a scheme this tool knows")
+            let why = match scheme {
+                "azure" | "abfs" | "abfss" | "wasb" | "wasbs" => {
+                    format!("{scheme}:// is written az://container/prefix/ here")
+                }
+                "gcs" => "gcs:// is written gs://bucket/prefix/ here".to_owned(),
+                _ => format!("{scheme}:// is not a scheme this tool knows"),
             };
             return Err(bad(&format!(
-                "{why}; use s3://bucket/prefix/ (S3-compatible endpoints via AWS_ENDPOINT_URL), file:///dir/ or a path"
+                "{why}; use s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, file:///dir/ or a path"
             )));
         }
         if let Some(path) = text.strip_prefix("file://") {
@@ -286,15 +382,13 @@ impl Location {
         };
         match self {
             Location::Bucket { store, prefix, .. } => {
+                // Up to one part is buffered: a snapshot that fits is one
+                // plain upload, a bigger one a multipart (block) upload
+                // whose parts stream out as they fill.
                 let path = Self::object_path(prefix, name);
-                let multipart = store
-                    .put_multipart(&path)
-                    .await
-                    .map_err(|e| write_err(e.to_string()))?;
-                Ok(Upload::Multipart {
-                    object,
-                    writer: WriteMultipart::new_with_chunk_size(multipart, PART_SIZE),
-                })
+                let writer = BufWriter::with_capacity(store.clone(), path, PART_SIZE)
+                    .with_max_concurrency(PARTS_IN_FLIGHT);
+                Ok(Upload::Multipart { object, writer })
             }
             _ => {
                 let path = self.local_path(name).unwrap_or_default();
@@ -645,7 +739,7 @@ pub enum Upload {
     },
     Multipart {
         object: String,
-        writer: WriteMultipart,
+        writer: BufWriter,
     },
 }
 
@@ -662,14 +756,12 @@ impl Upload {
             }
             Upload::Multipart { object, writer } => {
                 writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .write_all(bytes)
                     .await
                     .map_err(|e| SnapshotError::Write {
                         object: object.clone(),
                         reason: e.to_string(),
-                    })?;
-                writer.write(bytes);
-                Ok(())
+                    })
             }
         }
     }
@@ -692,15 +784,11 @@ impl Upload {
                 drop(file);
                 tokio::fs::rename(&partial, &path).await.map_err(err)
             }
-            Upload::Multipart { object, writer } => {
-                writer
-                    .finish()
-                    .await
-                    .map(drop)
-                    .map_err(|e| SnapshotError::Write {
-                        object,
-                        reason: e.to_string(),
-                    })
+            Upload::Multipart { object, mut writer } => {
+                writer.shutdown().await.map_err(|e| SnapshotError::Write {
+                    object,
+                    reason: e.to_string(),
+                })
             }
         }
     }
@@ -712,7 +800,7 @@ impl Upload {
                 drop(file);
                 let _ = tokio::fs::remove_file(&partial).await;
             }
-            Upload::Multipart { object, writer } => {
+            Upload::Multipart { object, mut writer } => {
                 if let Err(e) = writer.abort().await {
                     tracing::warn!(%object, error = %e, "could not abort the multipart upload");
                 }
@@ -729,7 +817,9 @@ mod tests {
     fn unknown_and_unbuilt_schemes_are_refused_by_name() {
         for (text, says) in [
             ("ftp://x/y", "ftp:// is not a scheme this tool knows"),
-            ("gs://bucket/p/", "gs:// targets are not built"),
+            ("azure://c/p/", "is written az://container/prefix/"),
+            ("gs:///p/", "no bucket name"),
+            ("az:///p/", "no container name"),
             ("HTTPS://host/p", "HTTPS:// is not a scheme"),
         ] {
             let err = Location::parse(text).unwrap_err().to_string();

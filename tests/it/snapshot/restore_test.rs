@@ -1,0 +1,445 @@
+//! `snapshot verify --restore-test` against real OpenBao pods: a good
+//! snapshot passes (its generation taken from the credentials history), a
+//! snapshot whose generation's shares were removed from the history fails,
+//! a truncated one fails, one whose manifest names shares that do not open
+//! it fails inside the throwaway server, and a run killed mid-test leaves
+//! nothing behind. In every case the live cluster's pods, data and raft
+//! peers are unchanged and no throwaway process or folder is left in a pod.
+
+use super::{init, root_token};
+use crate::harness::Env;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, PostParams};
+use sandbox::ClusterOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The marker in every throwaway folder name, script and process.
+const MARKER: &str = "kubectl-vault-restore-test";
+
+/// Processes of this cluster's throwaway servers, supervisors and
+/// watchdogs: their command lines name a folder under the cluster's folder.
+fn scratch_processes(env: &Env) -> Vec<String> {
+    let root = env.cluster.dir().display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(MARKER) && line.contains(&root) {
+            found.push(format!("{}: {line}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Throwaway folders left on any pod's data volume.
+fn scratch_folders(env: &Env) -> Vec<PathBuf> {
+    env.cluster
+        .pod_names()
+        .iter()
+        .flat_map(|pod| {
+            let data = env.cluster.dir().join("pods").join(pod).join("data");
+            std::fs::read_dir(data)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().contains(MARKER))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no throwaway process or folder is left.
+async fn assert_nothing_left(env: &Env, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let procs = scratch_processes(env);
+        let dirs = scratch_folders(env);
+        if procs.is_empty() && dirs.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: processes {procs:?}, folders {dirs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What must not change: every pod's uid and restarts, seal state, the
+/// raft peer set, a KV value, and the entries of each data folder.
+#[derive(Debug, PartialEq)]
+struct Live {
+    pods: Vec<(String, String, i32)>,
+    sealed: Vec<bool>,
+    peers: Vec<(String, String, bool)>,
+    sentinel: String,
+    data: Vec<Vec<String>>,
+}
+
+async fn live(env: &Env, token: &str) -> Live {
+    let api: Api<Pod> = Api::namespaced(env.client().await, env.cluster.namespace());
+    let mut pods: Vec<(String, String, i32)> = api
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map(|c| c.iter().map(|c| c.restart_count).sum())
+                .unwrap_or(0);
+            (
+                p.metadata.name.unwrap_or_default(),
+                p.metadata.uid.unwrap_or_default(),
+                restarts,
+            )
+        })
+        .collect();
+    pods.sort();
+    let mut sealed = Vec::new();
+    for i in 0..env.cluster.pod_names().len() as u32 {
+        sealed.push(env.seal_status(i).await["sealed"] == true);
+    }
+    let leader = env.active_ordinal().await;
+    let (code, out) = env
+        .bao(
+            leader,
+            Some(token),
+            &["read", "-format=json", "sys/storage/raft/configuration"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("raft config");
+    let mut peers: Vec<(String, String, bool)> = v["data"]["config"]["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            (
+                s["node_id"].as_str().unwrap_or_default().to_owned(),
+                s["address"].as_str().unwrap_or_default().to_owned(),
+                s["voter"] == true,
+            )
+        })
+        .collect();
+    peers.sort();
+    let data = env
+        .cluster
+        .pod_names()
+        .iter()
+        .map(|pod| {
+            let mut names: Vec<String> =
+                std::fs::read_dir(env.cluster.dir().join("pods").join(pod).join("data"))
+                    .expect("data folder")
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+            names.sort();
+            names
+        })
+        .collect();
+    Live {
+        pods,
+        sealed,
+        peers,
+        sentinel: env.read_kv(token, "sentinel").await,
+        data,
+    }
+}
+
+/// Waits until autopilot made every peer a voter, so that the live state
+/// compared before and after is a settled one.
+async fn wait_for_voters(env: &Env, token: &str) {
+    for _ in 0..120 {
+        if live(env, token).await.peers.iter().all(|p| p.2) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the raft peers never all became voters");
+}
+
+/// Copies `name` (and its manifest) as `new`, through `edit`.
+fn variant(
+    dir: &Path,
+    name: &str,
+    new: &str,
+    bytes: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let data = bytes(std::fs::read(dir.join(name)).unwrap());
+    std::fs::write(dir.join(new), data).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    m["snapshot"] = new.into();
+    edit(&mut m);
+    std::fs::write(dir.join(format!("{new}.json")), m.to_string()).unwrap();
+}
+
+fn manifest(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap()
+}
+
+/// Drops generation `generation` from the stored credentials' history.
+async fn forget_generation(env: &Env, generation: u64) {
+    let api: Api<Secret> = Api::namespaced(env.client().await, env.cluster.namespace());
+    let mut secret = api
+        .get(&env.secret_name())
+        .await
+        .expect("credentials Secret");
+    let data = secret.data.as_mut().expect("data");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&data["credentials.json"].0).expect("credentials JSON");
+    let history = doc["history"].as_array_mut().expect("history");
+    let before = history.len();
+    history.retain(|g| g["generation"] != generation);
+    assert!(
+        history.len() < before,
+        "generation {generation} was in the history"
+    );
+    data.insert(
+        "credentials.json".into(),
+        k8s_openapi::ByteString(serde_json::to_vec(&doc).unwrap()),
+    );
+    api.replace(&env.secret_name(), &PostParams::default(), &secret)
+        .await
+        .expect("replace credentials");
+}
+
+#[tokio::test]
+async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_the_live_cluster() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(2)).await;
+    init(&env).await;
+    let token = root_token(&env).await;
+    env.write_kv(&token, "sentinel", "here").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("good.snap");
+    env.plugin(&["snapshot", "save", "--to", file.to_str().unwrap()])
+        .await
+        .ok();
+    // Generation 1 moves into the history: the test must find its shares there.
+    env.plugin(&["rotate", "--yes"]).await.ok();
+    let token = root_token(&env).await;
+    wait_for_voters(&env, &token).await;
+    let before = live(&env, &token).await;
+    let from = format!("{}/", dir.path().display());
+    let (gateway, pushed) = crate::metrics::capture_pushes();
+    let test = |name: &str| {
+        [
+            "snapshot",
+            "verify",
+            "--from",
+            &from,
+            "--snapshot",
+            name,
+            "--restore-test",
+            "-o",
+            "json",
+        ]
+        .map(str::to_owned)
+    };
+    let run = |args: [String; 9], extra: &'static [&'static str], last: Option<&String>| {
+        let env = &env;
+        let last = last.cloned();
+        async move {
+            let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+            all.extend_from_slice(extra);
+            all.extend(last.as_deref());
+            env.plugin(&all).await
+        }
+    };
+
+    // A good snapshot passes: restored, unsealed with generation 1 from the
+    // history, the sentinel read with that generation's root token.
+    let good = run(
+        test("good.snap"),
+        &["--sentinel", "kv/sentinel", "-v", "--pushgateway"],
+        Some(&gateway),
+    )
+    .await
+    .ok();
+    for line in good.stderr.lines().filter(|l| l.contains("step done")) {
+        eprintln!("{line}");
+    }
+    let out = good.json();
+    assert_eq!(out["result"], "passed", "{out}");
+    assert_eq!(out["generation"], 1, "{out}");
+    assert_eq!(out["sentinel"], "kv/sentinel", "{out}");
+    assert_eq!(out["report"]["root_token_valid"], true, "{out}");
+    assert_eq!(out["server_removed"], true, "{out}");
+    assert_eq!(out["recorded"], true, "{out}");
+    let peak = out["memory"]["peak_rss_bytes"].as_u64().expect("memory");
+    assert!(peak > 10 << 20, "a bao server uses more than 10 MiB: {out}");
+    eprintln!(
+        "restore-test passed in {} ms, throwaway server peak RSS {} MiB",
+        out["duration_ms"],
+        peak >> 20
+    );
+    assert_eq!(
+        manifest(dir.path(), "good.snap")["restore_test"]["result"],
+        "passed"
+    );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // A sentinel the data lacks fails the test.
+    let missing = run(test("good.snap"), &["--sentinel", "kv/not-there"], None).await;
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("kv/not-there"), "{missing:?}");
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // Its manifest names generation 2, whose shares do not open it: the
+    // throwaway server refuses them.
+    variant(
+        dir.path(),
+        "good.snap",
+        "mislabeled.snap",
+        |b| b,
+        |m| {
+            m["generation"] = 2.into();
+        },
+    );
+    let mislabeled = run(test("mislabeled.snap"), &["--pushgateway"], Some(&gateway)).await;
+    assert_eq!(mislabeled.code, 1, "{mislabeled:?}");
+    assert!(
+        mislabeled
+            .stderr
+            .contains("key generation 2, which the manifest names, do not unseal"),
+        "{mislabeled:?}"
+    );
+    assert_eq!(
+        manifest(dir.path(), "mislabeled.snap")["restore_test"]["result"],
+        "failed"
+    );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // The Pushgateway got the pass, then the failure, with their times.
+    let pushed = pushed.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 2, "{pushed:#?}");
+    let results: Vec<Option<f64>> = pushed
+        .iter()
+        .map(|(_, body)| {
+            let m = crate::metrics::parse(body);
+            assert!(
+                crate::metrics::get(
+                    &m,
+                    "kubectl_vault_snapshot_restore_test_timestamp_seconds{}"
+                )
+                .is_some(),
+                "{body}"
+            );
+            crate::metrics::get(&m, "kubectl_vault_snapshot_restore_test_success{}")
+        })
+        .collect();
+    assert_eq!(results, [Some(1.0), Some(0.0)]);
+
+    // Truncated: refused before any server starts, recorded as failed.
+    variant(
+        dir.path(),
+        "good.snap",
+        "truncated.snap",
+        |b| b[..b.len() / 2].to_vec(),
+        |_| {},
+    );
+    let truncated = run(test("truncated.snap"), &[], None).await;
+    assert_eq!(truncated.code, 1, "{truncated:?}");
+    assert!(truncated.stderr.contains("truncated"), "{truncated:?}");
+    assert_eq!(
+        manifest(dir.path(), "truncated.snap")["restore_test"]["result"],
+        "failed"
+    );
+
+    // `snapshot list` shows each snapshot's last result.
+    let listed = env
+        .plugin(&["snapshot", "list", "--from", &from, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let result_of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["manifest"]["restore_test"]["result"].clone())
+    };
+    assert_eq!(result_of("good.snap"), Some("failed".into()), "{listed}");
+    assert_eq!(
+        result_of("truncated.snap"),
+        Some("failed".into()),
+        "{listed}"
+    );
+    let table = env
+        .plugin(&["snapshot", "list", "--from", &from])
+        .await
+        .ok();
+    assert!(table.stdout.contains("RESTORE TEST"), "{table:?}");
+
+    // A plugin killed mid-test: the throwaway server and its folder go
+    // away by themselves (the watchdog outlives the exec's process group).
+    let mut child = env.spawn_plugin(
+        &[
+            "snapshot",
+            "verify",
+            "--from",
+            &from,
+            "--snapshot",
+            "good.snap",
+            "--restore-test",
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let seen = loop {
+        let procs = scratch_processes(&env);
+        if procs.iter().any(|p| p.contains("server -config")) {
+            break procs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the throwaway server never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!scratch_folders(&env).is_empty(), "{seen:?}");
+    child.start_kill().expect("kill the plugin");
+    let killed = env.finish_spawned(child).await;
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert_nothing_left(&env, Duration::from_secs(20)).await;
+
+    // The generation's shares removed from the history: a clear refusal.
+    forget_generation(&env, 1).await;
+    let forgotten = run(test("good.snap"), &[], None).await;
+    assert_eq!(forgotten.code, 1, "{forgotten:?}");
+    assert!(
+        forgotten.stderr.contains("needs key generation 1")
+            && forgotten.stderr.contains("no longer holds it"),
+        "{forgotten:?}"
+    );
+    assert_eq!(
+        manifest(dir.path(), "good.snap")["restore_test"]["result"],
+        "failed"
+    );
+
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+    assert_eq!(live(&env, &token).await, before, "the live cluster changed");
+    env.assert_no_secret_exposed().await;
+}
