@@ -209,16 +209,27 @@ async fn standalone_vault_init_restart_unseal_rotate_status() {
 
 #[tokio::test]
 async fn generated_node_ids_rotate_snapshot_save_and_recover() {
-    let env = Env::start(
-        ClusterOptions::openbao()
-            .parallel()
-            .replicas(3)
-            .set_node_id(false),
-    )
-    .await;
+    generated_node_ids_lifecycle(ClusterOptions::openbao().parallel()).await;
+}
+
+/// The hashicorp/vault chart's HA raft default: generated node ids too.
+#[tokio::test]
+async fn generated_node_ids_on_the_vault_chart_rotate_snapshot_save_and_recover() {
+    generated_node_ids_lifecycle(ClusterOptions::vault()).await;
+}
+
+/// init, a full restart and unseal, rotate, snapshot save, then recover
+/// after every pod lost its data, on HA raft with generated node ids and
+/// the charts' `<pod>.<sts>-internal` raft addresses.
+async fn generated_node_ids_lifecycle(opts: ClusterOptions) {
+    let opts = opts.replicas(3).set_node_id(false).cluster_dns(true);
+    let pod1 = opts.pod_name(1);
+    let env = Env::start(opts).await;
     env.plugin(&["init", "--yes", "--key-shares", "3", "--key-threshold", "2"])
         .await
         .ok();
+    env.restart_all_and_unseal().await;
+    env.assert_whole(3).await;
     env.plugin(&["rotate", "--yes"]).await.ok();
     let creds = env.stored_credentials().await.unwrap();
     assert_eq!(creds["generation"], 2, "{creds}");
@@ -231,14 +242,14 @@ async fn generated_node_ids_rotate_snapshot_save_and_recover() {
 
     // Every pod loses its data, node-id file included: the new servers
     // generate new ids, and the snapshot names the old ones.
-    let old_id = generated_node_id(&env, "openbao-1");
+    let old_id = generated_node_id(&env, &pod1);
     for i in 0..3 {
         env.cluster.wipe_pod(i).await.unwrap();
     }
     env.plugin(&["recover", "--from", &to, "--yes", "--timeout", "60s"])
         .await
         .ok();
-    assert_ne!(generated_node_id(&env, "openbao-1"), old_id);
+    assert_ne!(generated_node_id(&env, &pod1), old_id);
     env.assert_whole(3).await;
     assert_eq!(env.read_kv(&token, "probe").await, "before-loss");
     env.assert_no_secret_exposed().await;
