@@ -295,6 +295,12 @@ fn server_config(
                         String::new()
                     };
                     let scheme = opts.listener_scheme();
+                    // The charts name the leader by its headless Service name.
+                    let leader = if opts.cluster_dns {
+                        opts.pod_dns_name(&opts.pod_name(0))
+                    } else {
+                        leader.to_string()
+                    };
                     format!("  retry_join {{\n    leader_api_addr = \"{scheme}://{leader}:{API_PORT}\"\n{ca}  }}\n")
                 })
                 .unwrap_or_default();
@@ -634,7 +640,11 @@ mod tests {
         assert_eq!(file.replicas, 1);
         assert!(file.server_binary().ends_with("bao-2.6/bin/bao"));
         let dns = ClusterOptions::openbao().cluster_dns(true);
-        let c = server_config(&l, &dns, "openbao-0", ip, None);
+        let c = server_config(&l, &dns, "openbao-0", ip, Some(ip));
+        assert!(
+            c.contains("leader_api_addr = \"http://openbao-0.openbao-internal:8200\""),
+            "{c}"
+        );
         assert!(
             c.contains("cluster_addr = \"https://openbao-0.openbao-internal:8201\""),
             "{c}"

@@ -626,7 +626,12 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
         .to_owned();
     env.write_kv(&first, "before", "rotations").await;
     let mut left_checkpoint = 0;
+    let mut killed_running = 0;
     for trial in 0..trials {
+        // The moments are drawn from how long a whole rotation takes right
+        // now (timed on this cluster before each trial): a fixed range
+        // mostly fell after the run had ended.
+        let (run_ms, checkpoint_ms) = timed_rotation(&env).await;
         // Even trials aim at the checkpoint window (a random moment after
         // the checkpoint appeared), odd ones at any moment of the run.
         let after_checkpoint = trial % 2 == 0;
@@ -634,9 +639,9 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
         let ms = if trial == 0 {
             0
         } else if after_checkpoint {
-            rng.random_range(0..600)
+            rng.random_range(0..run_ms.saturating_sub(checkpoint_ms).max(1))
         } else {
-            rng.random_range(200..3000)
+            rng.random_range(0..run_ms.max(1))
         };
         let mut child = env.spawn_plugin(&["rotate", "--yes", "--root-token"], &[]);
         if after_checkpoint {
@@ -652,7 +657,11 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
         env.finish_spawned(child).await;
         let pending = env.checkpoint_exists().await;
         left_checkpoint += usize::from(pending);
-        eprintln!("trial {trial}: killed {ms} ms after {}, while running: {running}, checkpoint left: {pending}", if after_checkpoint { "the checkpoint appeared" } else { "the start" });
+        killed_running += usize::from(running);
+        if trial == 0 {
+            assert!(running, "the first kill lands while the rotation runs");
+        }
+        eprintln!("trial {trial}: a whole rotation took {run_ms} ms (checkpoint at {checkpoint_ms} ms); killed {ms} ms after {}, while running: {running}, checkpoint left: {pending}", if after_checkpoint { "the checkpoint appeared" } else { "the start" });
         // A full restart before the re-run: the interrupted state must
         // unseal with what is stored (credentials plus checkpoint).
         env.cluster.restart_all().await.unwrap();
@@ -675,10 +684,36 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
             .to_owned();
         assert_eq!(env.read_kv(&token, "before").await, "rotations");
     }
+    eprintln!("rotate kill trials: {trials} passed; {killed_running} killed while running, {left_checkpoint} left a checkpoint");
     assert!(
         left_checkpoint >= 1 || trials < 3,
         "no kill landed while a checkpoint held the new keys"
     );
+    // A long run must mostly kill running rotations, or it proves little.
+    assert!(
+        trials < 10 || killed_running * 2 >= trials,
+        "only {killed_running} of {trials} kills landed while rotate ran"
+    );
     assert_eq!(env.sys_inits(), 1);
     env.assert_no_secret_exposed().await;
+}
+
+/// One uninterrupted `rotate --root-token`: how long it ran from its start,
+/// and when its checkpoint first appeared (ms).
+async fn timed_rotation(env: &Env) -> (u64, u64) {
+    let start = Instant::now();
+    let mut child = env.spawn_plugin(&["rotate", "--yes", "--root-token"], &[]);
+    let mut checkpoint_at = None;
+    while child.try_wait().expect("try_wait").is_none() {
+        if checkpoint_at.is_none() && env.checkpoint_exists().await {
+            checkpoint_at = Some(start.elapsed());
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "rotate hangs");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let run = start.elapsed();
+    let done = env.finish_spawned(child).await;
+    assert_eq!(done.code, 0, "{done:?}");
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    (ms(run), checkpoint_at.map_or(0, ms))
 }
