@@ -307,7 +307,11 @@ impl Location {
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| err(e.to_string()))?;
-                let probe = dir.join(format!(".kubectl-vault-probe-{}", std::process::id()));
+                let probe = dir.join(format!(
+                    ".kubectl-vault-probe-{}-{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                ));
                 tokio::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)

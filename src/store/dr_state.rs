@@ -191,9 +191,9 @@ impl FolderState {
     async fn claim(&self, claim: &EpochClaim) -> Result<(), StateError> {
         let dir = self.dir.join(CLAIMS);
         std::fs::create_dir_all(&dir).map_err(|e| self.unavailable("claim an epoch in", e))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", claim.epoch, std::process::id()));
+        let tmp = dir.join(private_name(&format!("{}.json", claim.epoch)));
         let bytes = serde_json::to_vec(claim).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(|e| self.unavailable("claim an epoch in", e))?;
+        write_new(&tmp, &bytes).map_err(|e| self.unavailable("claim an epoch in", e))?;
         let linked = std::fs::hard_link(&tmp, self.claim_path(claim.epoch));
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -225,10 +225,12 @@ impl FolderState {
         fail::fail_point!("dr_state::folder_write", |_| Err(
             self.unavailable("write", "injected failure")
         ));
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_OBJECT}.{}.tmp", std::process::id()));
-        let mut file = std::fs::File::create(&tmp).map_err(|e| self.unavailable("write", e))?;
+        let tmp = self.dir.join(private_name(STATE_OBJECT));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| self.unavailable("write", e))?;
         file.write_all(&render(state))
             .and_then(|()| file.sync_all())
             .map_err(|e| self.unavailable("write", e))?;
@@ -258,7 +260,7 @@ impl FolderState {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if lock_is_stale(&path) {
-                        let aside = path.with_extension(format!("stale.{}", std::process::id()));
+                        let aside = self.dir.join(private_name(&format!("{STATE_OBJECT}.lock")));
                         if std::fs::rename(&path, &aside).is_ok() {
                             tracing::warn!(lock = %path.display(), "broke a stale DR state lock");
                             let _ = std::fs::remove_file(&aside);
@@ -277,6 +279,25 @@ impl FolderState {
             }
         }
     }
+}
+
+/// A temporary name for `object` that no other run, and no other task of
+/// this run, uses: the process id alone is shared by every task of a run
+/// (a claim written through a shared temporary file once carried another
+/// task's name into the winning claim).
+fn private_name(object: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{object}.{}.{n}.tmp", std::process::id())
+}
+
+/// Writes `bytes` to a file that must not exist yet.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes).and_then(|()| file.sync_all())
 }
 
 /// A lock whose holder (`kubectl-vault@host/pid`) ran on this host and is
