@@ -60,6 +60,13 @@ impl From<StorageArg> for Storage {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum ListenerCaArg {
+    Cacert,
+    Capath,
+    ServerConfig,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum SealArg {
     /// Shamir unseal shares (the charts' default).
     Shamir,
@@ -127,6 +134,15 @@ struct UpArgs {
     /// `*_CACERT` in the container env.
     #[arg(long)]
     tls_listener: bool,
+    /// With --tls-listener: where the container names the CA (`cacert`:
+    /// `*_CACERT`; `capath`: `*_CAPATH`; `server-config`: only the listener
+    /// stanza's `tls_client_ca_file`).
+    #[arg(long, value_enum, default_value = "cacert")]
+    listener_ca: ListenerCaArg,
+    /// With --tls-listener: listeners require client certificates, and the
+    /// container names its own in `*_CLIENT_CERT`/`*_CLIENT_KEY`.
+    #[arg(long)]
+    listener_client_auth: bool,
     /// How the pods unseal.
     #[arg(long, value_enum, default_value = "shamir")]
     seal: SealArg,
@@ -343,6 +359,12 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         .loopback_addr(up.loopback_addr.unwrap_or_else(sandbox::running_as_root))
         .tls(up.tls)
         .tls_listener(up.tls_listener)
+        .listener_ca(match up.listener_ca {
+            ListenerCaArg::Cacert => sandbox::ListenerCa::CaCert,
+            ListenerCaArg::Capath => sandbox::ListenerCa::CaPath,
+            ListenerCaArg::ServerConfig => sandbox::ListenerCa::ServerConfig,
+        })
+        .listener_client_auth(up.listener_client_auth)
         .seal(match up.seal {
             SealArg::Shamir => Seal::Shamir,
             SealArg::Static => Seal::Static,

@@ -243,6 +243,14 @@ impl Cluster {
         crate::listener_tls::ca_file(&self.dir, self.name())
     }
 
+    /// The client certificate and key the pods' containers present, when
+    /// their listeners require one.
+    pub fn listener_client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        let opts = self.sandbox.fleet.options();
+        (opts.tls_listener && opts.listener_client_auth)
+            .then(|| crate::listener_tls::client_files(&self.dir, self.name()))
+    }
+
     /// Gives pod `ordinal`'s listener a certificate from a CA nobody
     /// trusts and makes its server reload it (SIGHUP), still unsealed. A
     /// later restart of the pod issues a trusted one again.

@@ -688,9 +688,10 @@ impl Fleet {
                 .collect()
         };
         let tls = self.opts.tls_listener;
+        let client_auth = self.opts.listener_client_auth;
         let probes = targets
             .iter()
-            .map(|(o, ip, g)| async move { (*o, *g, Health::probe(*ip, tls).await) });
+            .map(|(o, ip, g)| async move { (*o, *g, Health::probe(*ip, tls, client_auth).await) });
         let results = futures::future::join_all(probes).await;
         let mut crashed = Vec::new();
         {

@@ -42,7 +42,7 @@ mod transit;
 pub use cluster::Cluster;
 pub use control::Control;
 pub use faults::SecretFault;
-pub use options::{ClusterOptions, Flavour, PodManagement, Reconfigure, Storage};
+pub use options::{ClusterOptions, Flavour, ListenerCa, PodManagement, Reconfigure, Storage};
 pub use pod::{running_as_root, API_PORT, CLUSTER_PORT};
 pub use seal::Seal;
 pub use tls::install_default_crypto_provider;

@@ -16,11 +16,16 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
 };
 
-/// The CA shared by every cluster of this process.
+/// The CA shared by every cluster of this process, and the client
+/// certificate it issued for containers (and the readiness probe) to
+/// present where listeners require one.
 struct Authority {
     cert: rcgen::Certificate,
     key: KeyPair,
     client: Arc<rustls::ClientConfig>,
+    client_cert_pem: String,
+    client_key_pem: String,
+    mtls_client: Arc<rustls::ClientConfig>,
 }
 
 static AUTHORITY: OnceLock<Authority> = OnceLock::new();
@@ -46,15 +51,39 @@ fn authority() -> anyhow::Result<&'static Authority> {
         .add(rustls::pki_types::CertificateDer::from(cert.der().to_vec()))
         .context("trust the listener CA")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let client_key = KeyPair::generate().context("generate client key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("client params")?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "kube-sandbox-client");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = params
+        .signed_by(&client_key, &cert, &key)
+        .context("sign the client certificate")?;
+    let mtls_client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                client_cert.der().to_vec(),
+            )],
+            rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der())
+                .map_err(|e| anyhow::anyhow!("client key: {e}"))?,
+        )
+        .context("client certificate")?;
     let _ = AUTHORITY.set(Authority {
         cert,
         key,
         client: Arc::new(client),
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
+        mtls_client: Arc::new(mtls_client),
     });
     AUTHORITY.get().context("listener CA")
 }
@@ -62,6 +91,19 @@ fn authority() -> anyhow::Result<&'static Authority> {
 /// The folder the chart's `<sts>-tls` Secret is mounted from.
 pub fn secret_dir(cluster_dir: &Path, name: &str) -> PathBuf {
     cluster_dir.join(format!("{name}-tls"))
+}
+
+/// The folder a chart user mounts the client certificate Secret
+/// (`<sts>-client-tls`) from, apart from the CA so that `*_CAPATH` holds
+/// only certificates.
+pub fn client_dir(cluster_dir: &Path, name: &str) -> PathBuf {
+    cluster_dir.join(format!("{name}-client-tls"))
+}
+
+/// `tls.crt` and `tls.key` of the containers' client certificate.
+pub fn client_files(cluster_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let dir = client_dir(cluster_dir, name);
+    (dir.join("tls.crt"), dir.join("tls.key"))
 }
 
 /// The CA file every pod's CLI trusts (`BAO_CACERT`).
@@ -83,6 +125,29 @@ pub fn issue(
     std::fs::create_dir_all(&dir)?;
     std::fs::write(ca_file(cluster_dir, name), ca.cert.pem())?;
     sign_into(pod_dir, dns_names, ip, &ca.cert, &ca.key)
+}
+
+/// Writes the containers' client certificate and key (the key readable by
+/// its owner only, as a Secret volume with `defaultMode: 0400` mounts it).
+pub fn issue_client(cluster_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let ca = authority()?;
+    std::fs::create_dir_all(client_dir(cluster_dir, name))?;
+    let (crt, key) = client_files(cluster_dir, name);
+    std::fs::write(&crt, &ca.client_cert_pem)?;
+    std::fs::write(&key, &ca.client_key_pem)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400))?;
+    if crate::pod::running_as_root() {
+        // As kubelet hands a Secret volume to the pod's fsGroup.
+        for f in [&crt, &key] {
+            std::os::unix::fs::chown(
+                f,
+                Some(crate::pod::CONTAINER_UID),
+                Some(crate::pod::CONTAINER_GID),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Replaces pod `pod_dir`'s certificate with one from a CA nobody trusts
@@ -129,9 +194,14 @@ pub fn files(pod_dir: &Path) -> (PathBuf, PathBuf) {
     (pod_dir.join("tls.crt"), pod_dir.join("tls.key"))
 }
 
-/// The client the readiness probe uses: it trusts the listener CA.
-pub fn probe_connector() -> Option<tokio_rustls::TlsConnector> {
-    AUTHORITY
-        .get()
-        .map(|a| tokio_rustls::TlsConnector::from(a.client.clone()))
+/// The client the readiness probe uses: it trusts the listener CA, and
+/// presents the client certificate where listeners require one.
+pub fn probe_connector(client_auth: bool) -> Option<tokio_rustls::TlsConnector> {
+    AUTHORITY.get().map(|a| {
+        tokio_rustls::TlsConnector::from(if client_auth {
+            a.mtls_client.clone()
+        } else {
+            a.client.clone()
+        })
+    })
 }

@@ -58,6 +58,20 @@ impl Flavour {
     }
 }
 
+/// Where a TLS listener's CA is named for the container's CLI, as chart
+/// users set it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ListenerCa {
+    /// `*_CACERT` names the CA file (the charts' TLS guides).
+    #[default]
+    CaCert,
+    /// `*_CAPATH` names the folder the CA Secret is mounted at.
+    CaPath,
+    /// The container's env names no CA; only the server config's listener
+    /// stanza does (`tls_client_ca_file`).
+    ServerConfig,
+}
+
 /// Where the servers keep their data, as the charts' two modes do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +141,12 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// The pods' own listeners serve TLS (see `listener_tls`).
     pub tls_listener: bool,
+    /// How the container names the listener CA (with `tls_listener`).
+    pub listener_ca: ListenerCa,
+    /// The listeners require a client certificate
+    /// (`tls_require_and_verify_client_cert`); the container names one in
+    /// `*_CLIENT_CERT`/`*_CLIENT_KEY` (with `tls_listener`).
+    pub listener_client_auth: bool,
     /// Shamir (the default) or an auto-unseal stanza in every pod's config.
     pub seal: Seal,
     /// Adds a first container `agent` without any vault CLI.
@@ -222,6 +242,8 @@ impl ClusterOptions {
             loopback_addr: crate::pod::running_as_root(),
             tls: false,
             tls_listener: false,
+            listener_ca: ListenerCa::CaCert,
+            listener_client_auth: false,
             seal: Seal::Shamir,
             sidecar: false,
             dir: None,
@@ -340,6 +362,20 @@ impl ClusterOptions {
     /// certificates; `BAO_ADDR` is https and `BAO_CACERT` names the CA.
     pub fn tls_listener(mut self, on: bool) -> Self {
         self.tls_listener = on;
+        self
+    }
+
+    /// How the container names the listener CA (see [`ListenerCa`]).
+    pub fn listener_ca(mut self, ca: ListenerCa) -> Self {
+        self.listener_ca = ca;
+        self
+    }
+
+    /// The listeners require client certificates signed by the listener
+    /// CA, and the container names its own in `*_CLIENT_CERT`/`*_CLIENT_KEY`,
+    /// as a chart user mounts them through `extraVolumes`.
+    pub fn listener_client_auth(mut self, on: bool) -> Self {
+        self.listener_client_auth = on;
         self
     }
 

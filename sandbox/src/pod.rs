@@ -131,6 +131,10 @@ impl PodLayout {
                 ip,
             )
             .map_err(io::Error::other)?;
+            if opts.listener_client_auth {
+                crate::listener_tls::issue_client(&self.cluster_dir(), &opts.name)
+                    .map_err(io::Error::other)?;
+            }
         }
         std::fs::write(
             self.config(),
@@ -287,10 +291,19 @@ fn server_config(
             let join = join
                 .map(|leader| {
                     let ca = if opts.tls_listener {
-                        format!(
+                        let mut ca = format!(
                             "    leader_ca_cert_file = \"{}\"\n",
                             crate::listener_tls::ca_file(&layout.cluster_dir(), &opts.name).display()
-                        )
+                        );
+                        if opts.listener_client_auth {
+                            let (crt, key) = crate::listener_tls::client_files(&layout.cluster_dir(), &opts.name);
+                            ca.push_str(&format!(
+                                "    leader_client_cert_file = \"{}\"\n    leader_client_key_file = \"{}\"\n",
+                                crt.display(),
+                                key.display()
+                            ));
+                        }
+                        ca
                     } else {
                         String::new()
                     };
@@ -336,11 +349,24 @@ fn server_config(
     );
     let tls = if opts.tls_listener {
         let (cert, key) = crate::listener_tls::files(&layout.dir);
-        format!(
+        let mut tls = format!(
             "  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
             cert.display(),
             key.display()
-        )
+        );
+        // The CA that client certificates are checked against: where a
+        // chart user names it when clients must present one, and the only
+        // place the CA is named when the env names none.
+        if opts.listener_client_auth || opts.listener_ca == crate::ListenerCa::ServerConfig {
+            tls.push_str(&format!(
+                "  tls_client_ca_file = \"{}\"\n",
+                crate::listener_tls::ca_file(&layout.cluster_dir(), &opts.name).display()
+            ));
+        }
+        if opts.listener_client_auth {
+            tls.push_str("  tls_require_and_verify_client_cert = true\n");
+        }
+        tls
     } else {
         "  tls_disable = true\n".to_string()
     };
@@ -448,13 +474,28 @@ pub fn exec_env(
             ));
             let p = opts.flavour.env_prefix();
             if opts.tls_listener {
-                // As a chart user adds it through `extraEnvironmentVars`.
-                env.push((
-                    format!("{p}_CACERT"),
-                    crate::listener_tls::ca_file(&layout.cluster_dir(), &opts.name)
-                        .display()
-                        .to_string(),
-                ));
+                // As a chart user adds them through `extraEnvironmentVars`.
+                let cluster_dir = layout.cluster_dir();
+                match opts.listener_ca {
+                    crate::ListenerCa::CaCert => env.push((
+                        format!("{p}_CACERT"),
+                        crate::listener_tls::ca_file(&cluster_dir, &opts.name)
+                            .display()
+                            .to_string(),
+                    )),
+                    crate::ListenerCa::CaPath => env.push((
+                        format!("{p}_CAPATH"),
+                        crate::listener_tls::secret_dir(&cluster_dir, &opts.name)
+                            .display()
+                            .to_string(),
+                    )),
+                    crate::ListenerCa::ServerConfig => {}
+                }
+                if opts.listener_client_auth {
+                    let (crt, key) = crate::listener_tls::client_files(&cluster_dir, &opts.name);
+                    env.push((format!("{p}_CLIENT_CERT"), crt.display().to_string()));
+                    env.push((format!("{p}_CLIENT_KEY"), key.display().to_string()));
+                }
             }
             let chart = [
                 (
@@ -533,11 +574,11 @@ impl Health {
     }
 
     /// `GET /v1/sys/health` over a raw HTTP/1.1 connection with short timeouts.
-    pub async fn probe(ip: Ipv4Addr, tls: bool) -> Health {
+    pub async fn probe(ip: Ipv4Addr, tls: bool, client_auth: bool) -> Health {
         let probe = async {
             let tcp = tokio::net::TcpStream::connect((ip, API_PORT)).await.ok()?;
             let mut s: Box<dyn Stream> = if tls {
-                let connector = crate::listener_tls::probe_connector()?;
+                let connector = crate::listener_tls::probe_connector(client_auth)?;
                 let name =
                     rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::V4(ip).into());
                 Box::new(connector.connect(name, tcp).await.ok()?)

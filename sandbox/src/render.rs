@@ -26,8 +26,13 @@ fn labels(opts: &ClusterOptions) -> Value {
 
 /// `data_path` is where the PVC is mounted as the container sees it: the
 /// host folder for a pod (exec'd commands run on the host), the charts' path
-/// in the StatefulSet template.
-fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Value {
+/// in the StatefulSet template; `config_path` likewise for the server config.
+fn container_spec(
+    opts: &ClusterOptions,
+    data_path: &str,
+    seal_path: &str,
+    config_path: &str,
+) -> Value {
     let mut mounts = vec![json!({"name": "data", "mountPath": data_path})];
     if opts.seal == Seal::Static {
         mounts.push(json!({"name": "seal-key", "mountPath": seal_path, "readOnly": true}));
@@ -40,14 +45,33 @@ fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Va
         // and `extraEnvironmentVars: {<P>_CACERT: ...}`.
         let dir = chart_tls_path(opts);
         mounts.push(json!({"name": "userconfig-tls", "mountPath": dir, "readOnly": true}));
-        extra_env.push(json!({"name": format!("{p}_CACERT"), "value": format!("{dir}/ca.crt")}));
+        match opts.listener_ca {
+            crate::ListenerCa::CaCert => extra_env
+                .push(json!({"name": format!("{p}_CACERT"), "value": format!("{dir}/ca.crt")})),
+            crate::ListenerCa::CaPath => {
+                extra_env.push(json!({"name": format!("{p}_CAPATH"), "value": dir}))
+            }
+            crate::ListenerCa::ServerConfig => {}
+        }
+        if opts.listener_client_auth {
+            let client = format!("{dir}-client");
+            mounts.push(
+                json!({"name": "userconfig-client-tls", "mountPath": client, "readOnly": true}),
+            );
+            extra_env.push(
+                json!({"name": format!("{p}_CLIENT_CERT"), "value": format!("{client}/tls.crt")}),
+            );
+            extra_env.push(
+                json!({"name": format!("{p}_CLIENT_KEY"), "value": format!("{client}/tls.key")}),
+            );
+        }
     }
     let mut spec = json!({
         "name": opts.container(),
         "image": opts.image(),
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-ec"],
-        "args": [format!("{} server -config=/tmp/storageconfig.hcl", opts.flavour.cli())],
+        "args": [format!("{} server -config={config_path}", opts.flavour.cli())],
         "ports": [
             {"containerPort": API_PORT, "name": "http", "protocol": "TCP"},
             {"containerPort": CLUSTER_PORT, "name": "https-internal", "protocol": "TCP"},
@@ -77,6 +101,9 @@ fn container_spec(opts: &ClusterOptions, data_path: &str, seal_path: &str) -> Va
     spec
 }
 
+/// Where the charts' entrypoint writes the server config it starts with.
+const CHART_CONFIG: &str = "/tmp/storageconfig.hcl";
+
 /// Where a chart's `extraVolumes` mounts the `<sts>-tls` Secret.
 fn chart_tls_path(opts: &ClusterOptions) -> String {
     format!("/{}/userconfig/{}-tls", opts.flavour.app_name(), opts.name)
@@ -91,6 +118,9 @@ fn volumes(opts: &ClusterOptions, claim: Value) -> Value {
     }
     if opts.tls_listener {
         v.push(json!({"name": "userconfig-tls", "secret": {"secretName": format!("{}-tls", opts.name), "defaultMode": 420}}));
+        if opts.listener_client_auth {
+            v.push(json!({"name": "userconfig-client-tls", "secret": {"secretName": format!("{}-client-tls", opts.name), "defaultMode": 256}}));
+        }
     }
     Value::Array(v)
 }
@@ -141,7 +171,8 @@ pub fn pod(fleet: &Fleet, p: &PodView) -> Value {
         .display()
         .to_string();
     let spec = fleet.spec();
-    let mut containers = vec![container_spec(&spec, &data_path, &seal_path)];
+    let config_path = fleet.layout(&p.name).config().display().to_string();
+    let mut containers = vec![container_spec(&spec, &data_path, &seal_path, &config_path)];
     let main_status = container_status(
         opts.container(),
         &spec.image(),
@@ -242,6 +273,7 @@ pub fn statefulset(fleet: &Fleet, revision: u64) -> Value {
         &fleet.spec(),
         &chart_data_path,
         &chart_seal_path(opts),
+        CHART_CONFIG,
     )];
     if opts.sidecar {
         template_containers.insert(0, sidecar_spec());

@@ -5,7 +5,7 @@
 //! the Vault API through port-forward) is the transport's business; nothing here knows Kubernetes.
 
 use crate::ops::secret::{key_body, Secret, SecretAnswer, SecretBytes};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::future::Future;
 
@@ -95,6 +95,13 @@ pub trait VaultNode: Send + Sync {
     /// listener, which the servers of one workload share: sent along when
     /// this node joins a leader over https. `None` for plain HTTP.
     fn listener_ca(&self) -> Option<&str> {
+        None
+    }
+
+    /// The client certificate the server's own container presents to its
+    /// TLS listener (`*_CLIENT_CERT`/`*_CLIENT_KEY`): sent along when this
+    /// node joins a leader whose listener requires one.
+    fn listener_client(&self) -> Option<&ListenerIdentity> {
         None
     }
 
@@ -265,16 +272,45 @@ pub async fn reset_unseal(node: &impl VaultNode) -> Result<SealStatus, NodeError
     )
 }
 
+/// A client certificate chain and its key (PEM), as a container presents
+/// them to a TLS listener.
+#[derive(Clone, Debug)]
+pub struct ListenerIdentity {
+    pub cert_pem: String,
+    pub key_pem: SecretBytes,
+}
+
+/// The body of `sys/storage/raft/join`; the client key is borrowed from
+/// its zeroizing buffer and serialized into another.
+#[derive(Serialize)]
+struct JoinRequest<'a> {
+    leader_api_addr: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_ca_cert: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_client_cert: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader_client_key: Option<&'a str>,
+}
+
 /// Joins an uninitialized node to the raft cluster led by `leader_api_addr`.
 pub async fn raft_join(node: &impl VaultNode, leader_api_addr: &str) -> Result<(), NodeError> {
-    let mut request = serde_json::json!({ "leader_api_addr": leader_api_addr });
-    if let Some(ca) = node
-        .listener_ca()
-        .filter(|_| leader_api_addr.starts_with("https://"))
-    {
-        request["leader_ca_cert"] = Value::String(ca.to_owned());
-    }
-    let body = body(&request)?;
+    let tls = leader_api_addr.starts_with("https://");
+    let client = node.listener_client().filter(|_| tls);
+    let key =
+        match client {
+            Some(c) => Some(std::str::from_utf8(c.key_pem.expose()).map_err(|_| {
+                NodeError::Malformed("the listener client key is not PEM text".into())
+            })?),
+            None => None,
+        };
+    let request = JoinRequest {
+        leader_api_addr,
+        leader_ca_cert: node.listener_ca().filter(|_| tls),
+        leader_client_cert: client.map(|c| c.cert_pem.as_str()),
+        leader_client_key: key,
+    };
+    let body = SecretBytes::json(&request).map_err(|e| NodeError::Malformed(e.to_string()))?;
     let answer = node
         .call(Request::write("sys/storage/raft/join", body))
         .await?;

@@ -210,6 +210,9 @@ impl DirectLink {
             Ok(response) => Ok(response),
             Err(e) => {
                 *slot = None;
+                if let Some(refused) = self.trust.as_ref().and_then(|t| t.refused_client(&e)) {
+                    return Err(Opened::Failed(refused));
+                }
                 Err(Opened::Failed(NodeError::Unreachable(format!(
                     "the connection to pod {} broke: {e}",
                     self.pod

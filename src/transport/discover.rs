@@ -5,11 +5,13 @@
 //! operations layer's [`VaultCluster`] over the Kubernetes API.
 
 use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::node::ListenerIdentity;
 use crate::ops::reconcile::ordinal_of;
 use crate::transport::direct::{DirectLink, DirectNode};
-use crate::transport::exec::{run_in, CliFlavour, ExecNode};
+use crate::transport::exec::{CliFlavour, ExecNode};
 use crate::transport::pod::{Fallback, PodNode, TransportKind};
-use crate::transport::trust::{ContainerTls, WorkloadTrust, CA_MARKER, PROBED_VARS};
+use crate::transport::probe::probe_container;
+use crate::transport::trust::{ContainerTls, WorkloadTrust};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -44,6 +46,8 @@ pub struct KubeCluster {
     route: Route,
     /// The CA file's content when the listener is TLS.
     listener_ca: Option<Arc<str>>,
+    /// The container's client certificate when the listener is TLS.
+    listener_client: Option<Arc<ListenerIdentity>>,
 }
 
 /// The transport this command uses, resolved against the workload.
@@ -126,6 +130,12 @@ impl KubeCluster {
             cli,
             listener_ca: (tls.is_tls() && !tls.ca_pem.is_empty())
                 .then(|| Arc::from(String::from_utf8_lossy(&tls.ca_pem).as_ref())),
+            listener_client: tls.client.as_ref().filter(|_| tls.is_tls()).map(|c| {
+                Arc::new(ListenerIdentity {
+                    cert_pem: String::from_utf8_lossy(&c.cert_pem).into_owned(),
+                    key_pem: c.key_pem.clone(),
+                })
+            }),
             tls,
             route: Route::Exec,
         })
@@ -247,6 +257,7 @@ impl KubeCluster {
         Some(
             PodNode::new(exec, direct, fallback)
                 .with_listener_ca(self.listener_ca.clone())
+                .with_listener_client(self.listener_client.clone())
                 .with_hosts(pod_hosts(pod, &self.namespace))
                 .with_uid(pod.metadata.uid.clone().unwrap_or_default()),
         )
@@ -476,63 +487,6 @@ fn server_container(pod: &Pod) -> String {
         })
         .or_else(|| containers.first().map(|c| c.name.clone()))
         .unwrap_or_default()
-}
-
-/// Asks the container which CLI it has, trying the one its image suggests
-/// first, and reads the address and TLS settings that CLI uses, with the CA
-/// file when the address is https: one exec per workload.
-async fn probe_container(
-    pods: &Api<Pod>,
-    pod: &str,
-    container: &str,
-    spec: &Pod,
-) -> Result<(CliFlavour, ContainerTls), ClusterError> {
-    let image = spec
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.iter().find(|c| c.name == container))
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
-    let order = if image.contains("vault") && !image.contains("openbao") {
-        "vault bao"
-    } else {
-        "bao vault"
-    };
-    let script = format!(
-        "cli=; for c in {order}; do command -v \"$c\" >/dev/null 2>&1 && {{ cli=$c; break; }}; done; [ -n \"$cli\" ] || exit 127; echo \"$cli\"; \
-         env | grep -E '^{PROBED_VARS}=' || true; \
-         if [ \"$cli\" = bao ]; then a=\"${{BAO_ADDR:-$VAULT_ADDR}}\"; ca=\"${{BAO_CACERT:-$VAULT_CACERT}}\"; else a=\"${{VAULT_ADDR:-$BAO_ADDR}}\"; ca=\"${{VAULT_CACERT:-$BAO_CACERT}}\"; fi; \
-         case \"$a\" in https://*) if [ -n \"$ca\" ] && [ -r \"$ca\" ]; then echo '{CA_MARKER}'; cat \"$ca\"; fi;; esac"
-    );
-    let out = run_in(
-        pods,
-        pod,
-        container,
-        vec!["sh".into(), "-c".into(), script],
-        None,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::ops::node::NodeError::Forbidden(reason) => ClusterError::Forbidden {
-            action: "create pods/exec".into(),
-            reason,
-        },
-        other => ClusterError::List(format!(
-            "could not detect the CLI in pod {pod} container {container}: {other}"
-        )),
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
-    let (cli, prefix) = match first.trim() {
-        "bao" => (CliFlavour::Bao, "BAO"),
-        "vault" => (CliFlavour::Vault, "VAULT"),
-        _ => {
-            return Err(ClusterError::List(format!(
-                "pod {pod} container {container} has neither `bao` nor `vault` on its PATH"
-            )))
-        }
-    };
-    Ok((cli, ContainerTls::parse(rest, prefix)))
 }
 
 /// The DNS names a pod's listener certificate is issued for when the

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod file_data;
 pub mod init_copy;
 pub mod pod;
+pub mod probe;
 pub mod scratch;
 pub mod trust;
 

@@ -9,7 +9,7 @@
 //! the pod-local copy of its answer need a detached process in the
 //! container, so they always use exec.
 
-use crate::ops::node::{NodeError, Request, VaultNode};
+use crate::ops::node::{ListenerIdentity, NodeError, Request, VaultNode};
 use crate::ops::secret::{SecretAnswer, SecretBytes};
 use crate::transport::direct::{DirectNode, Opened};
 use crate::transport::exec::ExecNode;
@@ -66,6 +66,8 @@ pub struct PodNode {
     uid: String,
     /// The container's CA for its TLS listener (see [`VaultNode::listener_ca`]).
     listener_ca: Option<Arc<str>>,
+    /// The container's client certificate (see [`VaultNode::listener_client`]).
+    listener_client: Option<Arc<ListenerIdentity>>,
 }
 
 impl PodNode {
@@ -80,7 +82,14 @@ impl PodNode {
             hosts: Vec::new(),
             uid: String::new(),
             listener_ca: None,
+            listener_client: None,
         }
+    }
+
+    /// Sets the container's client certificate for its TLS listener.
+    pub fn with_listener_client(mut self, client: Option<Arc<ListenerIdentity>>) -> Self {
+        self.listener_client = client;
+        self
     }
 
     /// Sets the container's listener CA (PEM).
@@ -169,6 +178,10 @@ impl VaultNode for PodNode {
 
     fn listener_ca(&self) -> Option<&str> {
         self.listener_ca.as_deref()
+    }
+
+    fn listener_client(&self) -> Option<&ListenerIdentity> {
+        self.listener_client.as_deref()
     }
 
     async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {

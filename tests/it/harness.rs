@@ -261,6 +261,11 @@ impl Env {
         if ca.exists() {
             command.env("BAO_CACERT", ca);
         }
+        if let Some((cert, key)) = self.cluster.listener_client_cert() {
+            command
+                .env("BAO_CLIENT_CERT", cert)
+                .env("BAO_CLIENT_KEY", key);
+        }
         let mut child = command.spawn().expect("spawn bao");
         if let Some(text) = stdin {
             let mut pipe = child.stdin.take().expect("stdin");

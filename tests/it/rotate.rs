@@ -6,7 +6,7 @@ use crate::harness::Env;
 use sandbox::{ClusterOptions, SecretFault};
 
 /// A 3-pod cluster, initialized, with a KV secret written before any rotate.
-async fn initialized(opts: ClusterOptions) -> (Env, serde_json::Value) {
+pub async fn initialized(opts: ClusterOptions) -> (Env, serde_json::Value) {
     let env = Env::start(opts.replicas(3)).await;
     env.plugin(&["init", "--yes", "--key-shares", "5", "--key-threshold", "3"])
         .await
