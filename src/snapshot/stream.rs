@@ -214,38 +214,74 @@ pub async fn digest(
     })
 }
 
+/// How many chunks [`pump`] holds between reading and writing: the reads
+/// from the pod go on while a chunk is hashed and written.
+const PIPELINE: usize = 4;
+
 /// Copies `reader` into `upload`, hashing as it goes. Refuses (without
 /// finishing the upload) a stream that is short or does not start like a
 /// gzip raft snapshot; the caller aborts the upload then.
+///
+/// Reading and writing overlap: the reader fills chunks into a queue of
+/// [`PIPELINE`] while the writer hashes and writes the previous ones, so
+/// memory stays under `(PIPELINE + 2) × CHUNK` and a slow write (a disk, a
+/// multipart part) no longer stalls the stream from the pod.
 pub async fn pump(
-    mut reader: impl AsyncRead + Unpin,
+    reader: impl AsyncRead + Unpin,
     upload: &mut Upload,
 ) -> Result<Digested, SnapshotError> {
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut head = [0u8; 2];
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| SnapshotError::Read {
-                object: "the snapshot stream from the pod".into(),
-                reason: e.to_string(),
-            })?;
-        if n == 0 {
-            break;
-        }
-        for (i, b) in buf[..n].iter().take(2).enumerate() {
-            let at = size as usize + i;
-            if at < 2 {
-                head[at] = *b;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(PIPELINE);
+    let read = async move {
+        let mut reader = reader;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            // Gather small network reads into one chunk, but pass on
+            // what there is rather than wait once half a chunk is in.
+            while filled < CHUNK / 2 {
+                let n = reader
+                    .read(&mut buf[filled..])
+                    .await
+                    .map_err(|e| SnapshotError::Read {
+                        object: "the snapshot stream from the pod".into(),
+                        reason: e.to_string(),
+                    })?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                return Ok::<(), SnapshotError>(());
+            }
+            buf.truncate(filled);
+            if tx.send(buf).await.is_err() {
+                // The writer failed; its error is the one reported.
+                return Ok(());
             }
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-        upload.write(&buf[..n]).await?;
-    }
+    };
+    let write = async {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut head = [0u8; 2];
+        while let Some(chunk) = rx.recv().await {
+            for (i, b) in chunk.iter().take(2).enumerate() {
+                let at = size as usize + i;
+                if at < 2 {
+                    head[at] = *b;
+                }
+            }
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            upload.write(&chunk).await?;
+        }
+        Ok::<_, SnapshotError>((hasher, size, head))
+    };
+    let (read, written) = tokio::join!(read, write);
+    let (hasher, size, head) = written?;
+    // A broken stream ends the queue too: its error wins over "short".
+    read?;
     if size < MIN_SNAPSHOT_BYTES {
         return Err(SnapshotError::Short { size });
     }
@@ -292,6 +328,86 @@ mod tests {
         let mut gzip = vec![0x1f, 0x8b];
         gzip.resize(4096, 7);
         assert_eq!(pump_into_dir(&gzip).await.0.unwrap().size, 4096);
+    }
+
+    /// Hands out at most `step` bytes per read, then `fail` if set.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+        fail: bool,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            if this.at == this.data.len() {
+                if this.fail {
+                    return Poll::Ready(Err(std::io::Error::other("the pod went away")));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let n = this
+                .step
+                .min(this.data.len() - this.at)
+                .min(buf.remaining());
+            buf.put_slice(&this.data[this.at..this.at + n]);
+            this.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn snapshot_bytes(len: usize) -> Vec<u8> {
+        let mut data: Vec<u8> = (0..len as u32).map(|i| (i % 253) as u8).collect();
+        data[0] = 0x1f;
+        data[1] = 0x8b;
+        data
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_in_small_reads_arrives_whole_and_hashed() {
+        let data = snapshot_bytes(3 * CHUNK + 12_345);
+        let dir = tempfile::tempdir().unwrap();
+        let location =
+            crate::snapshot::location::Location::parse(&format!("{}/", dir.path().display()))
+                .unwrap();
+        let mut upload = location.upload("x.snap").await.unwrap();
+        let reader = Trickle {
+            data: data.clone(),
+            at: 0,
+            step: 7_001,
+            fail: false,
+        };
+        let got = pump(reader, &mut upload).await.unwrap();
+        upload.finish().await.unwrap();
+        assert_eq!(got, digest(&data[..], "x").await.unwrap());
+        assert_eq!(std::fs::read(dir.path().join("x.snap")).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_breaks_is_a_read_error_whatever_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let location =
+            crate::snapshot::location::Location::parse(&format!("{}/", dir.path().display()))
+                .unwrap();
+        let mut upload = location.upload("x.snap").await.unwrap();
+        let reader = Trickle {
+            data: snapshot_bytes(2 * CHUNK),
+            at: 0,
+            step: 65_536,
+            fail: true,
+        };
+        let got = pump(reader, &mut upload).await;
+        assert!(
+            matches!(&got, Err(SnapshotError::Read { reason, .. }) if reason.contains("went away")),
+            "{got:?}"
+        );
+        upload.abort().await;
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[tokio::test]
