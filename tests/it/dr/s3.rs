@@ -39,7 +39,8 @@ fn sops_decrypts(doc: &str, identity: &Path) -> bool {
 
 /// The proof on S3 and the hashicorp/vault chart's shape: an
 /// uninitialized standby is synced through recover's temporary-init path
-/// (killed after its temporary keys were checkpointed, then resumed), takes
+/// (killed once it stores the primary's credentials, again after its
+/// temporary keys were checkpointed, then resumed), takes
 /// the primary's credentials SOPS-encrypted for the primary's recipients,
 /// rests sealed, and after a planned failover reads every secret with the
 /// credentials it stores; the old primary is sealed and stays fenced.
@@ -91,7 +92,29 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     assert_eq!(g.env("west").sys_inits(), 0);
     assert!(!g.env("west").has_stored_credentials().await);
 
-    // Killed after recover's temporary init and its checkpoint.
+    // Killed once the standby stores the primary's credentials, before
+    // anything is initialized.
+    let failpoint = "dr::sync_after_credentials";
+    let crashed = g
+        .dr_with(
+            &["sync", "--standby", "west"],
+            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
+        )
+        .await;
+    assert_eq!(
+        crashed.code, 101,
+        "{failpoint} must kill the run: {crashed:?}"
+    );
+    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+    assert_eq!(g.env("west").sys_inits(), 0);
+    assert_eq!(
+        g.env("west")
+            .stored_credentials_sops(&identity)
+            .await
+            .unwrap()["root_token"],
+        east_token.as_str()
+    );
+    // Then killed after recover's temporary init and its checkpoint.
     let failpoint = "recover::after_temp_checkpoint";
     let crashed = g
         .dr_with(
