@@ -77,6 +77,10 @@ pub enum Phase {
         standby: String,
         primary: String,
         epoch: u64,
+        /// The DR group file the sync ran with, for the resume hint
+        /// (absent in checkpoints written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<String>,
     },
 }
 
@@ -155,8 +159,17 @@ impl Checkpoint {
     /// that the command runs as printed.
     pub fn resume_command(&self) -> String {
         let base = self.operation().resume_command();
-        if let Phase::DrSynced { standby, .. } = &self.phase {
-            return format!("{base} --config DR.yaml --standby {}", shell_word(standby));
+        if let Phase::DrSynced {
+            standby, config, ..
+        } = &self.phase
+        {
+            return format!(
+                "{base} --config {} --standby {}",
+                config
+                    .as_deref()
+                    .map_or_else(|| "DR.yaml".into(), shell_word),
+                shell_word(standby)
+            );
         }
         let snapshot = match &self.phase {
             Phase::RestorePending { snapshot }
@@ -293,5 +306,36 @@ mod tests {
         let old = r#"{"schema":1,"holder":"h","updated_at":"t","phase":{"phase":"init_pending","key_shares":5,"key_threshold":3}}"#;
         let c: Checkpoint = serde_json::from_str(old).unwrap();
         assert!(matches!(c.phase, Phase::InitPending { pod: None, .. }));
+    }
+
+    /// The hint names the DR group file the interrupted sync ran with; a
+    /// checkpoint written before the file was recorded still loads.
+    #[test]
+    fn a_dr_synced_checkpoint_resumes_with_its_own_group_file() {
+        let snapshot = SnapshotRef {
+            location: "s3://b/prod/".into(),
+            name: "x.snap".into(),
+            sha256: "00".into(),
+            generation: 1,
+        };
+        let phase = |config: Option<&str>| Phase::DrSynced {
+            snapshot: snapshot.clone(),
+            standby: "west".into(),
+            primary: "east".into(),
+            epoch: 2,
+            config: config.map(str::to_owned),
+        };
+        let c = Checkpoint::new("h", phase(Some("/etc/dr groups/prod.yaml")));
+        assert_eq!(
+            c.resume_command(),
+            "kubectl vault dr sync --config '/etc/dr groups/prod.yaml' --standby west"
+        );
+        let mut old = serde_json::to_value(Checkpoint::new("h", phase(None))).unwrap();
+        assert!(old["phase"].get("config").is_none());
+        old["phase"].as_object_mut().unwrap().remove("config");
+        let c: Checkpoint = serde_json::from_value(old).unwrap();
+        assert!(c
+            .resume_command()
+            .contains("--config DR.yaml --standby west"));
     }
 }

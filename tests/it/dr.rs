@@ -1,31 +1,112 @@
-//! `kubectl vault dr`: three sandboxes (a primary and two standbys) named
-//! by context in one KUBECONFIG, sharing a snapshot folder.
+//! `kubectl vault dr`: sandboxes named by context in one KUBECONFIG,
+//! sharing a snapshot location.
 //!
-//! One test runs the whole story on shared clusters to keep the time
-//! modest (30 secrets, then 35, rather than the 300/350):
-//! bad input, sync and scoring by lag, a concurrent automatic failover to an
-//! unreachable primary's best standby, fencing when it returns, a planned
-//! failover that seals a reachable primary, a hand-edited DR state, and a
-//! crash at each failover step finished by a re-run.
+//! - `story`: three OpenBao sandboxes on a folder, the whole story on shared
+//!   clusters (bad input, scoring by lag, a concurrent automatic failover,
+//!   fencing, a planned failover, a hand-edited DR state, a crash at each
+//!   failover step, `dr watch`).
+//! - `s3`: the DR state's conditional writes in S3 (moto), and a Vault-shaped
+//!   group on S3 with SOPS-encrypted credentials whose standby starts
+//!   uninitialized.
+
+mod s3;
+mod story;
 
 use crate::harness::{Env, Run};
-use crate::snapshot::{assert_secrets, init, root_token, write_secrets};
+use crate::snapshot::{init, Moto};
+use kubectl_vault::ops::dr::state::StateStore;
 use sandbox::ClusterOptions;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+/// A DR group of sandboxes, its file and its snapshot location.
 struct Group {
+    names: Vec<&'static str>,
     envs: Vec<Env>,
     kubeconfig: String,
     config: PathBuf,
-    snapshots: tempfile::TempDir,
+    location: SharedLocation,
+    /// Variables every plugin run of the test gets (the S3 client's, an age key).
+    vars: Vec<(String, String)>,
 }
 
-const NAMES: [&str; 3] = ["east", "west", "north"];
+/// Where the group's snapshots and DR state live.
+enum SharedLocation {
+    Folder(tempfile::TempDir),
+    S3 { moto: Moto, bucket: String },
+}
+
+impl SharedLocation {
+    /// `spec.snapshots` of the group file.
+    fn url(&self) -> String {
+        match self {
+            SharedLocation::Folder(dir) => format!("{}/", dir.path().display()),
+            SharedLocation::S3 { bucket, .. } => format!("s3://{bucket}/prod/"),
+        }
+    }
+
+    /// The DR state as stored, read by the test itself.
+    async fn state(&self) -> serde_json::Value {
+        match self {
+            SharedLocation::Folder(dir) => {
+                let text = std::fs::read(dir.path().join("dr-state.json")).expect("dr state");
+                serde_json::from_slice(&text).unwrap()
+            }
+            SharedLocation::S3 { .. } => {
+                let found = self.s3_store().load().await.expect("read the dr state");
+                serde_json::to_value(found.expect("dr state").state).unwrap()
+            }
+        }
+    }
+
+    /// The claim of `epoch` (`None`: nobody took it).
+    async fn claim(&self, epoch: u64) -> Option<serde_json::Value> {
+        match self {
+            SharedLocation::Folder(dir) => {
+                let text = std::fs::read(dir.path().join(format!("dr-epochs/{epoch}.json")));
+                text.ok().map(|t| serde_json::from_slice(&t).unwrap())
+            }
+            SharedLocation::S3 { .. } => self
+                .s3_store()
+                .read_claim(epoch)
+                .await
+                .expect("read a claim")
+                .map(|c| serde_json::to_value(c).unwrap()),
+        }
+    }
+
+    /// The plugin's own reader of the bucket (objects there need signed
+    /// requests); the test process carries moto's variables for it.
+    fn s3_store(&self) -> kubectl_vault::store::dr_state::SharedState {
+        let SharedLocation::S3 { moto, .. } = self else {
+            panic!("not on S3")
+        };
+        for (k, v) in moto.env() {
+            // nextest runs each test in its own process: nothing else reads these.
+            std::env::set_var(k, v);
+        }
+        let location = kubectl_vault::snapshot::location::Location::parse(&self.url()).unwrap();
+        kubectl_vault::store::dr_state::SharedState::of(&location).unwrap()
+    }
+}
 
 impl Group {
     fn env(&self, name: &str) -> &Env {
-        &self.envs[NAMES.iter().position(|n| *n == name).unwrap()]
+        &self.envs[self.names.iter().position(|n| *n == name).unwrap()]
+    }
+
+    /// The snapshot folder of a group on a folder.
+    fn folder(&self) -> &Path {
+        match &self.location {
+            SharedLocation::Folder(dir) => dir.path(),
+            SharedLocation::S3 { .. } => panic!("the group is on S3"),
+        }
+    }
+
+    fn vars(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     async fn dr(&self, args: &[&str]) -> Run {
@@ -38,19 +119,29 @@ impl Group {
         let cfg = self.config.to_str().unwrap().to_owned();
         all.extend_from_slice(&["--config", &cfg, "--probe-timeout", "1s", "--probes", "3"]);
         let mut vars = vec![("KUBECONFIG", self.kubeconfig.as_str())];
+        vars.extend(self.vars());
         vars.extend_from_slice(env);
         self.envs[0].plugin_bare(&all, &vars).await
     }
 
+    /// Runs the plugin against one member, with the test's variables.
+    async fn plugin(&self, name: &str, args: &[&str]) -> Run {
+        self.env(name).plugin_with_env(args, &self.vars()).await
+    }
+
+    async fn state_at(&self) -> serde_json::Value {
+        self.location.state().await
+    }
+
+    /// The DR state of a group on a folder.
     fn state(&self) -> serde_json::Value {
-        let text = std::fs::read(self.snapshots.path().join("dr-state.json")).expect("dr state");
+        let text = std::fs::read(self.folder().join("dr-state.json")).expect("dr state");
         serde_json::from_slice(&text).unwrap()
     }
 
     async fn save_snapshot(&self, from: &str) {
-        let to = format!("{}/", self.snapshots.path().display());
-        self.env(from)
-            .plugin(&["snapshot", "save", "--to", &to])
+        let to = self.location.url();
+        self.plugin(from, &["snapshot", "save", "--to", &to])
             .await
             .ok();
     }
@@ -73,41 +164,63 @@ impl Group {
     }
 }
 
-fn config_text(snapshots: &Path, north_context: &str) -> String {
-    format!(
-        "apiVersion: kubectl-vault.io/v1alpha1\nkind: DRGroup\nmetadata: {{name: prod}}\nspec:\n  snapshots: {}/\n  clusters:\n  - {{name: east, context: east, namespace: vault, role: primary}}\n  - {{name: west, context: west, namespace: vault, role: standby, statefulset: west}}\n  - {{name: north, context: {north_context}, namespace: vault, role: standby}}\n",
-        snapshots.display()
-    )
+/// A DRGroup file: `clusters` as (name, context, role, statefulset).
+fn group_file(location: &str, clusters: &[(&str, &str, &str, Option<&str>)]) -> String {
+    let mut text = format!(
+        "apiVersion: kubectl-vault.io/v1alpha1\nkind: DRGroup\nmetadata: {{name: prod}}\nspec:\n  snapshots: {location}\n  clusters:\n"
+    );
+    for (name, context, role, sts) in clusters {
+        let sts = sts.map_or_else(String::new, |s| format!(", statefulset: {s}"));
+        text.push_str(&format!(
+            "  - {{name: {name}, context: {context}, namespace: vault, role: {role}{sts}}}\n"
+        ));
+    }
+    text
 }
 
-async fn start() -> Group {
-    let opts = |name: &str, replicas: u32| {
-        ClusterOptions::openbao()
-            .parallel()
-            .replicas(replicas)
-            .name(name)
-            .context(name)
-    };
-    let (east, west, north) = tokio::join!(
-        Env::start(opts("east", 1)),
-        Env::start(opts("west", 3)),
-        Env::start(opts("north", 1)),
-    );
-    tokio::join!(init(&east), init(&west), init(&north));
+/// Starts one sandbox per `(name, options)`, initializes those marked, and
+/// writes the group file; the first is the primary.
+async fn start(
+    members: Vec<(&'static str, ClusterOptions, bool)>,
+    location: SharedLocation,
+    vars: Vec<(String, String)>,
+) -> Group {
+    let names: Vec<&'static str> = members.iter().map(|m| m.0).collect();
+    let envs = futures::future::join_all(
+        members
+            .iter()
+            .map(|(name, opts, _)| Env::start(opts.clone().name(*name).context(*name))),
+    )
+    .await;
+    futures::future::join_all(
+        members
+            .iter()
+            .zip(&envs)
+            .filter(|((_, _, initialized), _)| *initialized)
+            .map(|(_, env)| init(env)),
+    )
+    .await;
     let kubeconfig = std::env::join_paths(
-        [&east, &west, &north].map(|e| e.cluster.kubeconfig_path().to_path_buf()),
+        envs.iter()
+            .map(|e| e.cluster.kubeconfig_path().to_path_buf()),
     )
     .unwrap()
     .into_string()
     .unwrap();
-    let snapshots = tempfile::tempdir().unwrap();
-    let config = east.home().join("dr.yaml");
-    std::fs::write(&config, config_text(snapshots.path(), "north")).unwrap();
+    let config = envs[0].home().join("dr.yaml");
+    let clusters: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (*n, *n, if i == 0 { "primary" } else { "standby" }, None))
+        .collect();
+    std::fs::write(&config, group_file(&location.url(), &clusters)).unwrap();
     Group {
-        envs: vec![east, west, north],
+        names,
+        envs,
         kubeconfig,
         config,
-        snapshots,
+        location,
+        vars,
     }
 }
 
@@ -116,486 +229,4 @@ fn refused(run: &Run, words: &[&str]) {
     for w in words {
         assert!(run.stderr.contains(w), "{w:?} missing: {run:?}");
     }
-}
-
-#[tokio::test]
-async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
-    let g = start().await;
-    let east_token = root_token(g.env("east")).await;
-    let state_file = g.snapshots.path().join("dr-state.json");
-
-    // Bad input: nothing is created or changed.
-    let bad = g.envs[0].home().join("bad.yaml");
-    std::fs::write(&bad, config_text(g.snapshots.path(), "nowhere")).unwrap();
-    let run = g.envs[0]
-        .plugin_bare(
-            &["dr", "status", "--config", bad.to_str().unwrap()],
-            &[("KUBECONFIG", &g.kubeconfig)],
-        )
-        .await;
-    refused(&run, &["context nowhere", "cluster north"]);
-    std::fs::write(
-        &bad,
-        config_text(g.snapshots.path(), "north").replace("DRGroup", "Group"),
-    )
-    .unwrap();
-    let run = g.envs[0]
-        .plugin_bare(
-            &["dr", "sync", "--config", bad.to_str().unwrap()],
-            &[("KUBECONFIG", &g.kubeconfig)],
-        )
-        .await;
-    refused(&run, &["kind Group"]);
-    refused(&g.dr(&["sync"]).await, &["no snapshot of primary east"]);
-    refused(
-        &g.dr(&["sync", "--standby", "east"]).await,
-        &["east is the primary"],
-    );
-    refused(
-        &g.dr(&["sync", "--standby", "south"]).await,
-        &["south is not a cluster"],
-    );
-    assert!(!state_file.exists(), "a refused command writes no DR state");
-
-    // Sync both standbys from the first snapshot, then only west from a newer one.
-    write_secrets(g.env("east"), &east_token, 30, "v1").await;
-    g.save_snapshot("east").await;
-    // A standby whose credentials this run cannot decrypt is refused, named,
-    // and left as it was.
-    let key = crate::credentials::keygen(g.envs[0].home(), "north");
-    let identity = key.file.to_str().unwrap().to_owned();
-    g.env("north")
-        .plugin(&[
-            "credentials",
-            "encrypt",
-            "--age-recipient",
-            &key.recipient,
-            "--age-identity",
-            &identity,
-        ])
-        .await
-        .ok();
-    let encrypted = g
-        .env("north")
-        .secret_data(&g.env("north").secret_name(), "credentials.json")
-        .await;
-    let run = g.dr(&["sync", "--standby", "north"]).await;
-    refused(&run, &["standby north cannot be synced", "encrypted"]);
-    assert_eq!(
-        g.env("north")
-            .secret_data(&g.env("north").secret_name(), "credentials.json")
-            .await,
-        encrypted,
-        "nothing was changed"
-    );
-    assert!(g.state()["standbys"].as_object().unwrap().is_empty());
-    g.env("north")
-        .plugin(&[
-            "credentials",
-            "decrypt",
-            "--yes",
-            "--age-identity",
-            &identity,
-        ])
-        .await
-        .ok();
-
-    let west_before = g.env("west").stored_credentials().await.unwrap();
-    let run = g.dr(&["sync"]).await.ok();
-    assert!(run.stdout.contains("Synced standby west"), "{run:?}");
-    assert!(run.stdout.contains("Synced standby north"), "{run:?}");
-    assert_eq!(
-        g.sealed_pods("west").await,
-        [true, true, true],
-        "a warm standby rests sealed"
-    );
-    assert_eq!(g.sealed_pods("north").await, [true]);
-    let west_creds = g.env("west").stored_credentials().await.unwrap();
-    assert_eq!(
-        west_creds["root_token"],
-        east_token.as_str(),
-        "the standby stores the primary's credentials"
-    );
-    assert!(
-        west_creds["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|h| h["root_token"] == west_before["root_token"]),
-        "its own move into the history"
-    );
-    assert_eq!(
-        g.annotation("west", "kubectl-vault.io/dr-role")
-            .await
-            .as_deref(),
-        Some("standby")
-    );
-    assert_eq!(
-        g.annotation("east", "kubectl-vault.io/dr-role")
-            .await
-            .as_deref(),
-        Some("primary")
-    );
-
-    write_secrets(g.env("east"), &east_token, 35, "v2").await;
-    g.save_snapshot("east").await;
-    g.dr(&["sync", "--standby", "west"]).await.ok();
-    let status = g.dr(&["status", "-o", "json"]).await.ok().json();
-    assert_eq!(status["primary"], "east");
-    assert_eq!(status["epoch"], 1);
-    let cluster = |name: &str| {
-        status["clusters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap()
-            .clone()
-    };
-    let (west, north) = (cluster("west"), cluster("north"));
-    eprintln!("status: {status:#}");
-    assert_eq!(west["lag"]["raft_index_behind"], 0, "{west}");
-    assert!(
-        north["lag"]["raft_index_behind"].as_u64().unwrap() > 0,
-        "{north}"
-    );
-    assert!(
-        west["score"].as_u64().unwrap() > north["score"].as_u64().unwrap(),
-        "west ranks first by lag"
-    );
-    assert!(north["score"].as_u64().unwrap() > 0);
-    assert_eq!(cluster("east")["health"], 200);
-    assert_eq!(west["health"], 503);
-    assert_eq!(west["reachable"], true);
-    assert!(west["latency_p95_ms"].as_f64().is_some());
-
-    // A healthy primary is not failed over automatically.
-    refused(
-        &g.dr(&["failover", "--to", "auto", "--yes"]).await,
-        &["primary east is healthy"],
-    );
-
-    // The primary becomes unreachable (its API server stops answering) and
-    // its servers restart, sealed, behind that wall. Two automatic
-    // failovers at once: exactly one wins, the other names it.
-    g.env("east").cluster.set_latency(Duration::from_secs(600));
-    g.env("east").cluster.restart_all().await.unwrap();
-    let kc = g.kubeconfig.clone();
-    let cfg = g.config.to_str().unwrap().to_owned();
-    let args = [
-        "dr",
-        "failover",
-        "--to",
-        "auto",
-        "--yes",
-        "--config",
-        &cfg,
-        "--probe-timeout",
-        "1s",
-    ];
-    let a = g.envs[1].spawn_bare(&args, &[("KUBECONFIG", &kc)]);
-    let b = g.envs[2].spawn_bare(&args, &[("KUBECONFIG", &kc)]);
-    let (a, b) = tokio::join!(g.envs[1].finish_spawned(a), g.envs[2].finish_spawned(b));
-    eprintln!("failover a: {a:?}\nfailover b: {b:?}");
-    let (won, lost) = if a.code == 0 { (a, b) } else { (b, a) };
-    assert_eq!(won.code, 0, "{won:?}");
-    assert!(
-        won.stdout.contains("Failed over to west at epoch 2"),
-        "{won:?}"
-    );
-    refused(&lost, &["west"]);
-    let state = g.state();
-    assert_eq!(state["primary"], "west");
-    assert_eq!(state["epoch"], 2);
-    assert_eq!(state["fences"]["east"]["how"], "recorded");
-    assert_eq!(state["decision"]["chosen"], "west");
-    // Every secret reads on west with west's stored credentials.
-    let west_token = root_token(g.env("west")).await;
-    assert_secrets(g.env("west"), &west_token, 35, "v2").await;
-    assert_eq!(g.sealed_pods("west").await, [false, false, false]);
-
-    // The old primary comes back: sealed, and unseal refuses, naming the
-    // epoch and the new primary.
-    g.env("east").cluster.set_latency(Duration::ZERO);
-    assert_eq!(g.sealed_pods("east").await, [true]);
-    let run = g.env("east").plugin(&["unseal"]).await;
-    refused(&run, &["epoch 2", "west is the primary", "dr sync"]);
-    assert_eq!(g.sealed_pods("east").await, [true], "nothing was unsealed");
-    let status = g.dr(&["status", "-o", "json"]).await.ok().json();
-    assert_eq!(status["clusters"][0]["role"], "fenced");
-
-    // A hand-edited DR state at an older epoch is refused and changes nothing.
-    let kept = std::fs::read(&state_file).unwrap();
-    let mut old = g.state();
-    old["epoch"] = 1.into();
-    std::fs::write(&state_file, old.to_string()).unwrap();
-    refused(&g.dr(&["status"]).await, &["rolled back", "epoch 2"]);
-    refused(
-        &g.dr(&["failover", "--to", "north", "--yes"]).await,
-        &["rolled back"],
-    );
-    assert_eq!(g.state()["epoch"], 1, "nothing was changed");
-    std::fs::write(&state_file, kept).unwrap();
-
-    // A planned failover seals a reachable primary and marks it demoted.
-    g.save_snapshot("west").await;
-    g.dr(&["sync", "--standby", "north"]).await.ok();
-    let run = g.dr(&["failover", "--to", "north", "--yes"]).await.ok();
-    assert!(run.stdout.contains("every pod sealed"), "{run:?}");
-    assert_eq!(
-        g.sealed_pods("west").await,
-        [true, true, true],
-        "the fence sealed every pod"
-    );
-    assert_eq!(
-        g.annotation("west", "kubectl-vault.io/dr-role")
-            .await
-            .as_deref(),
-        Some("demoted")
-    );
-    refused(
-        &g.env("west").plugin(&["unseal"]).await,
-        &["epoch 3", "north is the primary"],
-    );
-    let north_token = root_token(g.env("north")).await;
-    assert_secrets(g.env("north"), &north_token, 35, "v2").await;
-
-    // A crash after each failover step; the re-run finishes with the same
-    // choice and nothing is lost.
-    let steps = [
-        ("dr::failover_after_epoch", Some("epoch_taken")),
-        ("dr::failover_after_fence", Some("fenced")),
-        ("dr::failover_after_catch_up", Some("caught_up")),
-        ("dr::failover_after_promote", Some("caught_up")),
-    ];
-    for (i, (failpoint, step)) in steps.into_iter().enumerate() {
-        let from = g.state()["primary"].as_str().unwrap().to_owned();
-        let to = if from == "west" { "east" } else { "west" };
-        let epoch = g.state()["epoch"].as_u64().unwrap();
-        g.save_snapshot(&from).await;
-        if i == 0 {
-            // A sync killed after its restore resumes past it.
-            let crashed = g
-                .dr_with(
-                    &["sync", "--standby", to],
-                    &[("FAILPOINTS", "dr::sync_after_restore=panic")],
-                )
-                .await;
-            assert_eq!(crashed.code, 101, "{crashed:?}");
-            let checkpoint = g
-                .env(to)
-                .secret_data(
-                    &format!("{}-checkpoint", g.env(to).secret_name()),
-                    "checkpoint.json",
-                )
-                .await
-                .expect("the dr sync checkpoint");
-            assert!(checkpoint.contains("dr_synced"), "{checkpoint}");
-            let rerun = g.dr(&["sync", "--standby", to]).await.ok();
-            assert!(rerun.stdout.contains("resumed"), "{rerun:?}");
-            assert!(!g.env(to).checkpoint_exists().await);
-            assert!(g.sealed_pods(to).await.iter().all(|s| *s));
-        } else {
-            g.dr(&["sync", "--standby", to]).await.ok();
-        }
-        // One more write after the synced snapshot: the catch-up restores it.
-        let token = root_token(g.env(&from)).await;
-        write_secrets(g.env(&from), &token, 35, &format!("c{i}")).await;
-        g.save_snapshot(&from).await;
-        let spec = format!("{failpoint}=panic");
-        let crashed = g
-            .dr_with(&["failover", "--to", to, "--yes"], &[("FAILPOINTS", &spec)])
-            .await;
-        assert_eq!(
-            crashed.code, 101,
-            "{failpoint} must kill the run: {crashed:?}"
-        );
-        let state = g.state();
-        assert_eq!(state["failover"]["to"], to, "{failpoint}: {state}");
-        assert_eq!(
-            state["failover"]["step"].as_str(),
-            step,
-            "{failpoint}: {state}"
-        );
-        let rerun = g.dr(&["failover", "--yes"]).await.ok();
-        assert!(
-            rerun
-                .stdout
-                .contains(&format!("Failed over to {to} at epoch {}", epoch + 1)),
-            "{failpoint}: {rerun:?}"
-        );
-        let state = g.state();
-        assert_eq!(state["primary"], to);
-        assert_eq!(state["epoch"], epoch + 1);
-        assert!(state.get("failover").is_none());
-        let token = root_token(g.env(to)).await;
-        assert_secrets(g.env(to), &token, 35, &format!("c{i}")).await;
-        assert!(
-            g.sealed_pods(&from).await.iter().all(|s| *s),
-            "{failpoint}: {from} fenced"
-        );
-    }
-    // dr watch: the primary stops answering; after 2 failed probes spanning
-    // 2 intervals the watcher promotes the synced standby, and its metrics
-    // count the failover.
-    let from = g.state()["primary"].as_str().unwrap().to_owned();
-    let to = if from == "west" { "east" } else { "west" };
-    let epoch = g.state()["epoch"].as_u64().unwrap();
-    g.save_snapshot(&from).await;
-    g.dr(&["sync", "--standby", to]).await.ok();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let watch_args = [
-        "dr",
-        "watch",
-        "--config",
-        &cfg,
-        "--probe-timeout",
-        "1s",
-        "--probes",
-        "3",
-        "--interval",
-        "2s",
-        "--failure-threshold",
-        "2",
-        "--metrics-addr",
-        &addr,
-    ];
-    let watcher = g.envs[0].spawn_bare(&watch_args, &[("KUBECONFIG", &kc)]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while crate::metrics::scrape(&addr)
-        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&(epoch as f64)))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watcher never served its metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let died = std::time::Instant::now();
-    g.env(&from).cluster.set_latency(Duration::from_secs(600));
-    while g.state()["primary"] != to || g.state().get("failover").is_some() {
-        assert!(
-            died.elapsed() < Duration::from_secs(180),
-            "the watcher did not fail over: {}",
-            g.state()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!(
-        "dr watch: primary unreachable to {to} promoted in {:?}",
-        died.elapsed()
-    );
-    let metrics = loop {
-        let m = crate::metrics::scrape(&addr).unwrap_or_default();
-        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
-            break m;
-        }
-        assert!(
-            died.elapsed() < Duration::from_secs(240),
-            "metrics never showed the failover: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(g.state()["epoch"], epoch + 1);
-    assert_eq!(
-        metrics.get(&format!("kubectl_vault_dr_cluster_up{{cluster={from}}}")),
-        Some(&0.0),
-        "{metrics:?}"
-    );
-    let mut watcher = watcher;
-    watcher.start_kill().unwrap();
-    let watched = g.envs[0].finish_spawned(watcher).await;
-    assert!(
-        watched.stderr.contains("the primary failed; failing over"),
-        "{watched:?}"
-    );
-    // The benchmark's breakdown: detection, then each failover step.
-    for line in watched.stderr.lines() {
-        if line.contains("failing over") || line.contains("failover done") {
-            eprintln!("dr watch: {line}");
-        }
-    }
-    g.env(&from).cluster.set_latency(Duration::ZERO);
-    let token = root_token(g.env(to)).await;
-    assert_secrets(g.env(to), &token, 35, "c3").await;
-
-    for env in &g.envs {
-        env.assert_no_secret_exposed().await;
-        assert_eq!(env.sys_inits(), 1, "a failover never initializes anything");
-    }
-}
-
-/// The DR state in an S3 bucket (moto): created once, and of two runs that
-/// read the same version exactly one takes the next epoch (If-Match on the
-/// ETag); a write from a stale read is refused, never overwrites.
-#[tokio::test]
-async fn dr_state_in_s3_takes_each_epoch_once() {
-    use kubectl_vault::ops::dr::state::{
-        load_or_create, record, take_epoch, Decision, StateStore, TakeEpochError,
-    };
-    use kubectl_vault::snapshot::location::Location;
-    use kubectl_vault::store::dr_state::SharedState;
-    let moto = crate::snapshot::Moto::start().await;
-    moto.create_bucket("dr-group").await;
-    for (k, v) in moto.env() {
-        // nextest runs each test in its own process: nothing else reads these.
-        std::env::set_var(k, v);
-    }
-    let location = Location::parse("s3://dr-group/prod/").unwrap();
-    let store = SharedState::of(&location).unwrap();
-    assert_eq!(store.object(), "s3://dr-group/prod/dr-state.json");
-    let seen = load_or_create(&store, "prod", "east").await.unwrap();
-    assert_eq!((seen.state.epoch, seen.state.primary.as_str()), (1, "east"));
-    assert!(seen.version.e_tag.is_some(), "the store answers an ETag");
-    // A second create finds it: no overwrite.
-    let again = load_or_create(&store, "prod", "west").await.unwrap();
-    assert_eq!(again.state.primary, "east");
-    let decision = |to: &str| Decision {
-        at: "t".into(),
-        epoch: 0,
-        from: "east".into(),
-        chosen: to.into(),
-        by: "auto".into(),
-        scores: vec![],
-    };
-    let (a, b) = tokio::join!(
-        take_epoch(&store, &seen, "west", "a/1", decision("west")),
-        take_epoch(&store, &seen, "north", "b/2", decision("north")),
-    );
-    let (won, lost) = match (a, b) {
-        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
-        (a, b) => panic!("exactly one must win: {a:?} / {b:?}"),
-    };
-    let TakeEpochError::Lost(lost) = lost else {
-        panic!("{lost}")
-    };
-    let winner = won.state.failover.as_ref().unwrap().to.clone();
-    assert_eq!(lost.winner, winner);
-    assert_eq!(lost.epoch, 2);
-    // moto 5 ignores If-Match on PutObject, so a stale update is not
-    // refused here; the epoch above was decided by the create-only claim
-    // (If-None-Match: *), which moto honours. AWS S3 honours both.
-    let claim = store
-        .read_claim(2)
-        .await
-        .unwrap()
-        .expect("the claim of epoch 2");
-    assert_eq!(claim.to, winner);
-    assert!(
-        store.read_claim(3).await.unwrap().is_none(),
-        "nobody claimed epoch 3"
-    );
-    let now = record(&store, |s| {
-        s.fences.clear();
-        true
-    })
-    .await
-    .unwrap();
-    assert_eq!(now.state.epoch, 2);
-    assert_eq!(now.state.failover.unwrap().to, winner);
 }

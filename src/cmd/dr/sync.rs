@@ -13,6 +13,14 @@
 //!    through the restored keyring, and the standby's credentials Secret
 //!    holds the primary's credentials (its own move into the history),
 //!    encrypted for the primary's recipients where the primary's are.
+//!
+//!    A standby none of whose pods is initialized (a fresh install, or one
+//!    whose data was lost) goes through recover's temporary-init path
+//!    instead ([`crate::ops::recover::run`]): its credentials Secret takes
+//!    the primary's credentials first (recover unseals with what is
+//!    stored), then pod 0 is initialized temporarily, the snapshot is
+//!    force-restored over it, and every pod is unsealed and read with the
+//!    primary's keys. An interrupted recover checkpoint resumes this path.
 //! 3. Checkpoint `dr_synced` in the standby's checkpoint Secret.
 //! 4. Seal every pod (unless `--standby-unsealed`), record the sync in the
 //!    DR state, mark the Secret `standby` at the epoch, delete the checkpoint.
@@ -25,21 +33,27 @@
 use crate::cli::dr::{DrRestoreArgs, DrSyncArgs};
 use crate::cli::GlobalArgs;
 use crate::cmd::dr::{Group, Member};
-use crate::cmd::snapshot::{restore_verified, stored, RestoreLimits, VerifiedSnapshot};
-use crate::cmd::Failure;
+use crate::cmd::snapshot::{
+    restore_inputs, restore_verified, stored, PodRestart, RestoreLimits, VerifiedSnapshot,
+};
+use crate::cmd::{Context, Failure};
 use crate::ops::checkpoint::{now_rfc3339, Checkpoint, Phase, SnapshotRef};
 use crate::ops::credentials::Credentials;
 use crate::ops::dr::fence::seal_all;
 use crate::ops::dr::state::{record, StandbySync};
 use crate::ops::keyring::Keyring;
 use crate::ops::operation::{claim, Claim, Operation, OtherOperation};
-use crate::ops::reconcile::reconcile;
+use crate::ops::reconcile::{reconcile, Timeouts};
+use crate::ops::recover::{ensure_nothing_initialized, pending_snapshot, RecoverError};
+use crate::ops::restore::{adopt, RestoreOptions};
 use crate::ops::store::{persist, CredentialStore, Record, RetryBudget};
 use crate::output::Printer;
 use crate::snapshot::manifest::Manifest;
 use crate::snapshot::SnapshotError;
 use crate::store::envelope::Sealing;
+use crate::store::kube_secret::SecretStore;
 use crate::store::sops::Recipient;
+use crate::transport::discover::KubeCluster;
 use anyhow::anyhow;
 
 /// Where a sync takes its data from.
@@ -227,12 +241,15 @@ pub async fn sync_standby(
     if !source.recipients.is_empty() {
         store = store.with_sealing(Sealing::Encrypt(source.recipients.clone()));
     }
-    let own = stored(&store).await.map_err(|f| Failure {
-        exit: f.exit,
-        error: f.error.context(format!(
+    let cannot = || {
+        format!(
             "standby {name} cannot be synced (run `kubectl vault init` there, or import its credentials with `kubectl vault credentials import`)"
-        )),
-    })?;
+        )
+    };
+    let own = store
+        .load_credentials()
+        .await
+        .map_err(|e| Failure::refused(anyhow::Error::new(e).context(cannot())))?;
     let checkpoint = store.load_checkpoint().await.map_err(Failure::refused)?;
     let snapshot = SnapshotRef {
         location: group.config.snapshots.clone(),
@@ -251,7 +268,7 @@ pub async fn sync_standby(
             store.delete_checkpoint().await.map_err(Failure::failed)?;
             false
         }
-        Claim::Busy(c) if c.operation() == Operation::Restore => false,
+        Claim::Busy(c) if matches!(c.operation(), Operation::Restore | Operation::Recover) => false,
         Claim::Busy(c) => {
             return Err(Failure::refused(OtherOperation::new(
                 store.checkpoint_object(),
@@ -260,7 +277,32 @@ pub async fn sync_standby(
         }
     };
     let timeouts = crate::cmd::snapshot::timeouts(limits.timeout);
-    if !restored {
+    let uninitialized = !restored
+        && (pending_snapshot(checkpoint.as_ref()).is_some()
+            || nothing_initialized(&cluster, &timeouts).await?);
+    if uninitialized {
+        recover_standby(
+            group,
+            &ctx,
+            member,
+            &cluster,
+            &store,
+            own.as_ref(),
+            source,
+            limits,
+        )
+        .await?;
+        checkpoint_synced(group, &store, source, &name, &snapshot).await?;
+    } else if !restored {
+        let own = own.ok_or_else(|| {
+            Failure::refused(
+                anyhow!(
+                    "no credentials in {}, and its pods are initialized",
+                    store.credentials_object()
+                )
+                .context(cannot()),
+            )
+        })?;
         // A warm standby rests sealed: unseal it with what it stores.
         reconcile(&cluster, &Keyring::of(&own), &timeouts)
             .await
@@ -295,19 +337,7 @@ pub async fn sync_standby(
                 group.file
             )),
         })?;
-        let synced = Checkpoint::new(
-            &crate::cmd::holder_identity(),
-            Phase::DrSynced {
-                snapshot: snapshot.clone(),
-                standby: name.clone(),
-                primary: source.primary.clone(),
-                epoch: source.epoch,
-            },
-        );
-        persist(&store, Record::Checkpoint(&synced), RetryBudget::default())
-            .await
-            .map_err(Failure::failed)?;
-        fail::fail_point!("dr::sync_after_restore");
+        checkpoint_synced(group, &store, source, &name, &snapshot).await?;
     }
     let now_stored = stored(&store).await?;
     let sealed = if seal {
@@ -356,4 +386,128 @@ pub async fn sync_standby(
         sealed,
         unsealed: !seal,
     })
+}
+
+/// Step 3: the restore (or recover) is done; what remains is sealing and
+/// recording.
+async fn checkpoint_synced(
+    group: &Group,
+    store: &SecretStore,
+    source: &Source,
+    standby: &str,
+    snapshot: &SnapshotRef,
+) -> Result<(), Failure> {
+    let synced = Checkpoint::new(
+        &crate::cmd::holder_identity(),
+        Phase::DrSynced {
+            snapshot: snapshot.clone(),
+            standby: standby.to_owned(),
+            primary: source.primary.clone(),
+            epoch: source.epoch,
+            config: Some(group.file.clone()),
+        },
+    );
+    persist(store, Record::Checkpoint(&synced), RetryBudget::default())
+        .await
+        .map_err(Failure::failed)?;
+    fail::fail_point!("dr::sync_after_restore");
+    Ok(())
+}
+
+/// True when no pod of the standby is initialized (a fresh install, or a
+/// standby whose data was lost): it is synced through recover.
+async fn nothing_initialized(cluster: &KubeCluster, timeouts: &Timeouts) -> Result<bool, Failure> {
+    let opts = RestoreOptions {
+        holder: crate::cmd::holder_identity(),
+        budget: RetryBudget::default(),
+        timeouts: timeouts.clone(),
+    };
+    match ensure_nothing_initialized(cluster, &opts).await {
+        Ok(()) => Ok(true),
+        Err(RecoverError::AlreadyInitialized { .. }) => Ok(false),
+        Err(e) => Err(Failure::failed(e)),
+    }
+}
+
+/// Step 2 for an uninitialized standby: its credentials Secret takes the
+/// primary's credentials first (its own, if any, move into the history),
+/// because recover unseals with what is stored; then recover's
+/// temporary-init path restores the snapshot under the workload's Lease.
+///
+/// # Guarantees
+/// Nothing is initialized until the credentials that unseal the snapshot
+/// are stored. A crash anywhere is finished by a re-run: storing the same
+/// credentials again changes nothing, and recover resumes from its own
+/// checkpoint (the temporary keys included).
+#[allow(clippy::too_many_arguments)]
+async fn recover_standby(
+    group: &Group,
+    ctx: &Context<'_>,
+    member: &Member,
+    cluster: &KubeCluster,
+    store: &SecretStore,
+    own: Option<&Credentials>,
+    source: &Source,
+    limits: &DrRestoreArgs,
+) -> Result<(), Failure> {
+    let name = &member.spec.name;
+    let resume = format!(
+        "re-run `kubectl vault dr sync --config {} --standby {name}` to resume",
+        group.file
+    );
+    match (source.credentials.as_ref(), own) {
+        (Some(primary), own) => {
+            let next = match own {
+                None => Some(primary.clone()),
+                Some(own) if own.same_secrets(primary) => None,
+                Some(own) => adopt(own, Some(primary), primary, None, &primary.cluster_id),
+            };
+            if let Some(next) = next {
+                tracing::info!(standby = %name, "storing the primary's credentials before recovering the uninitialized standby");
+                persist(store, Record::Credentials(&next), RetryBudget::default())
+                    .await
+                    .map_err(|e| Failure::failed(anyhow::Error::new(e).context(resume.clone())))?;
+                fail::fail_point!("dr::sync_after_credentials");
+            }
+        }
+        (None, Some(_)) => {}
+        (None, None) => {
+            return Err(Failure::refused(anyhow!(
+                "standby {name} is not initialized and stores no credentials; sync it from the primary with `kubectl vault dr sync --config {} --standby {name}`",
+                group.file
+            )))
+        }
+    }
+    let (snapshot, feed, opts) = restore_inputs(
+        &group.config.snapshots,
+        &group.location,
+        &source.name,
+        &source.manifest,
+        limits.timeout,
+        limits.stream_timeout,
+    );
+    let restart = PodRestart::new(ctx);
+    let guard = ctx.lock(cluster, limits.lock_timeout).await?;
+    let result = guard
+        .fenced(crate::ops::recover::run(
+            cluster, store, &feed, &restart, &snapshot, &opts,
+        ))
+        .await
+        .map_err(Failure::failed)?;
+    let report = result.map_err(|e| match e {
+        e @ (RecoverError::NoCredentials { .. }
+        | RecoverError::AlreadyInitialized { .. }
+        | RecoverError::Generation(_)
+        | RecoverError::OtherOperation { .. }
+        | RecoverError::OtherSnapshot { .. }
+        | RecoverError::TemporaryKeysLost { .. }
+        | RecoverError::Rejected { .. }) => {
+            Failure::refused(anyhow::Error::new(e).context(format!("dr sync of standby {name}")))
+        }
+        e => Failure::failed(
+            anyhow::Error::new(e).context(format!("dr sync of standby {name}; {resume}")),
+        ),
+    })?;
+    tracing::info!(standby = %name, snapshot = %report.snapshot, resumed = report.resumed, "recovered the uninitialized standby from the primary's snapshot");
+    Ok(())
 }

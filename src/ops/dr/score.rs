@@ -12,9 +12,12 @@
 //! 4. Then latency: the lower p95 of the API probes.
 //!
 //! The score packs these into one number so that a larger score is always
-//! the better choice: bits 63..32 hold `u32::MAX - lag` (lag saturated at
-//! `u32::MAX - 1`), bits 31..24 the margin (saturated at 255), bits 23..0
-//! `0xFF_FFFF - p95` in tenths of a millisecond (saturated).
+//! the better choice, and keeps it below 2^53 so that it survives JSON
+//! readers that hold numbers as doubles (`jq`, JavaScript): bits 52..28
+//! hold `2^25 - 1 - lag` (lag saturated at `2^25 - 2`, about 33 million
+//! raft entries or a year in seconds), bits 27..24 the margin (saturated
+//! at 15), bits 23..0 `0xFF_FFFF - p95` in tenths of a millisecond
+//! (saturated at about 28 minutes).
 
 use serde::Serialize;
 
@@ -115,21 +118,30 @@ pub fn ineligible(f: &Figures) -> Option<Ineligible> {
     None
 }
 
-/// The score of a standby with figures `f`; 0 when it cannot be chosen.
+/// The largest score: 2^53 - 1, the largest integer a JSON reader that
+/// holds numbers as doubles reads exactly.
+pub const MAX_SCORE: u64 = (1 << 53) - 1;
+
+/// Freshness bits: `FRESHEST - lag`.
+const FRESHEST: u64 = (1 << 25) - 1;
+
+/// The score of a standby with figures `f`; 0 when it cannot be chosen,
+/// at most [`MAX_SCORE`].
 pub fn score(f: &Figures) -> u64 {
     if ineligible(f).is_some() {
         return 0;
     }
-    let lag = f.lag.as_ref().map_or(u64::from(u32::MAX), |l| {
-        l.raft_index_behind.unwrap_or(l.rpo_seconds)
-    });
-    let freshness = u64::from(u32::MAX) - lag.min(u64::from(u32::MAX) - 1);
-    let margin = u64::from(margin(f).min(255));
+    let lag = f
+        .lag
+        .as_ref()
+        .map_or(FRESHEST, |l| l.raft_index_behind.unwrap_or(l.rpo_seconds));
+    let freshness = FRESHEST - lag.min(FRESHEST - 1);
+    let margin = u64::from(margin(f).min(15));
     let tenths = f.latency_p95_ms.map_or(0xFF_FFFF, |ms| {
         (ms.max(0.0) * 10.0).round().min(f64::from(0xFF_FFFF)) as u64
     });
     let speed = 0xFF_FFFF - tenths;
-    (freshness << 32) | (margin << 24) | speed
+    (freshness << 28) | (margin << 24) | speed
 }
 
 /// The best of `candidates` (name, figures): the highest score above 0;
@@ -178,7 +190,7 @@ mod tests {
             0u32..5,
             proptest::option::of(0u32..4),
             proptest::option::of(0.0f64..5_000.0),
-            proptest::option::of((0u64..1_000_000, proptest::option::of(0u64..u64::MAX))),
+            proptest::option::of((0u64..u64::MAX, proptest::option::of(0u64..u64::MAX))),
         )
             .prop_map(
                 |(reachable, replicas, answering, initialized, ft, p95, lag)| Figures {
@@ -217,6 +229,7 @@ mod tests {
             }
             for f in &all {
                 prop_assert_eq!(score(f) == 0, ineligible(f).is_some());
+                prop_assert!(score(f) <= MAX_SCORE);
             }
         }
 
@@ -242,6 +255,18 @@ mod tests {
         fn then_latency(lag in 0u64..1_000_000, m in 0u32..8, p in 0.0f64..1_000.0, d in 0.2f64..1_000.0) {
             prop_assert!(score(&healthy(lag, m, p)) > score(&healthy(lag, m, p + d)));
         }
+    }
+
+    /// The best possible standby still scores a number JSON carries exactly.
+    #[test]
+    fn the_best_score_is_json_safe() {
+        let best = score(&healthy(0, 99, 0.0));
+        assert_eq!(best, MAX_SCORE);
+        let json = serde_json::to_string(&serde_json::json!({ "score": best })).unwrap();
+        let as_double: f64 = serde_json::from_str::<serde_json::Value>(&json).unwrap()["score"]
+            .as_f64()
+            .unwrap();
+        assert_eq!(as_double as u64, best);
     }
 
     #[test]

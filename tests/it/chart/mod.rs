@@ -6,6 +6,7 @@
 //! `role` (the Role's exact grants) and `sandbox` (the hook and snapshot
 //! commands under the rendered Role against real OpenBao pods).
 
+mod dr;
 mod render;
 mod role;
 mod sandbox;
