@@ -252,7 +252,7 @@ async fn save_direct(
         Ok(reader) => pump(Transfer::start("snapshot", None).reader(reader), upload)
             .await
             .map(Some)
-            .map_err(Failure::refused),
+            .map_err(stream_failure),
         Err(Opened::Unavailable(reason)) => {
             leader.unavailable(reason).map_err(Failure::failed)?;
             Ok(None)
@@ -261,6 +261,18 @@ async fn save_direct(
             "could not stream a snapshot from pod {}; nothing was kept",
             leader.name()
         )))),
+    }
+}
+
+/// A save whose stream stopped: a store that refused or lost the upload
+/// is a failure (exit 2, whether it happened mid-stream or at the commit);
+/// a stream that is not a whole snapshot is a refusal (exit 1).
+fn stream_failure(e: SnapshotError) -> Failure {
+    match e {
+        e @ SnapshotError::Write { .. } => {
+            Failure::failed(anyhow::Error::new(e).context("nothing was kept"))
+        }
+        e => Failure::refused(e),
     }
 }
 
@@ -293,7 +305,7 @@ async fn save_exec(
     let digested = match (pumped, exit) {
         (Ok(d), Ok((0, _, _))) => d,
         (Err(e), Ok((0, _, _))) => {
-            return Err(Failure::refused(e));
+            return Err(stream_failure(e));
         }
         (_, Ok((code, _, stderr))) => {
             return Err(Failure::failed(anyhow!(
