@@ -342,7 +342,10 @@ async fn write_and_report(
         Some(settings) => Some(
             restore_test::test(ctx, location, &manifest.snapshot, &settings)
                 .await
-                .map_err(|f| Failure::failed(f.error.context(format!("{object} was saved"))))?,
+                .map_err(|f| Failure {
+                    exit: f.exit,
+                    error: f.error.context(format!("{object} was saved")),
+                })?,
         ),
         None => None,
     };
@@ -361,6 +364,8 @@ async fn write_and_report(
             .map_err(Failure::failed)?
     };
     let tested_ok = tested.as_ref().map(restore_test::Outcome::passed);
+    // A test refused before it started (no room) is a precondition to fix.
+    let tested_refused = tested.as_ref().is_some_and(|t| t.refused);
     let report = SaveReport {
         location: location.to_string(),
         object: object.clone(),
@@ -388,11 +393,18 @@ async fn write_and_report(
         })
         .map_err(Failure::failed)?;
     match tested_ok {
-        Some(false) => Err(Failure::failed(anyhow!(
-            "{object} was saved, but its restore-test did not pass (see above); `kubectl vault snapshot verify --from {} --snapshot {} --restore-test` repeats it",
-            location,
-            object.rsplit('/').next().unwrap_or_default()
-        ))),
+        Some(false) => {
+            let error = anyhow!(
+                "{object} was saved, but its restore-test did not pass (see above); `kubectl vault snapshot verify --from {} --snapshot {} --restore-test` repeats it",
+                location,
+                object.rsplit('/').next().unwrap_or_default()
+            );
+            Err(if tested_refused {
+                Failure::refused(error)
+            } else {
+                Failure::failed(error)
+            })
+        }
         _ => Ok(()),
     }
 }

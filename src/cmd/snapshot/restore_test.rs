@@ -12,14 +12,14 @@ use crate::cmd::{Context, Failure};
 use crate::ops::checkpoint::now_rfc3339;
 use crate::ops::node::{leader, NodeError, VaultNode};
 use crate::ops::restore::{for_generation, FeedError, SnapshotFeed};
-use crate::ops::restore_test::{Proof, RestoreTestReport};
+use crate::ops::restore_test::{Proof, RestoreTestReport, Room, ROOM_MARGIN_BYTES};
 use crate::ops::secret::Secret;
 use crate::output::log::Transfer;
 use crate::snapshot::location::Location;
 use crate::snapshot::manifest::{Manifest, RestoreTestRecord, RestoreTestResult};
 use crate::snapshot::stream::{Digested, VerifyingReader};
 use crate::transport::pod::PodNode;
-use crate::transport::scratch::{Memory, ScratchNode, ScratchServer};
+use crate::transport::scratch::{free_bytes, Memory, ScratchNode, ScratchServer};
 use anyhow::anyhow;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ pub(crate) struct Outcome {
     pub server_removed: bool,
     /// The result was written into the manifest.
     pub recorded: bool,
+    /// The test was refused before it could start (no room on the data
+    /// volume): a precondition to fix, not a run to repeat.
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 impl Outcome {
@@ -68,6 +72,9 @@ impl Outcome {
             ))),
             RestoreTestResult::Failed => Err(Failure::refused(anyhow!(
                 "the restore-test of {object} failed: {reason}; take a new snapshot (`kubectl vault snapshot save`) and test it"
+            ))),
+            RestoreTestResult::Error if self.refused => Err(Failure::refused(anyhow!(
+                "the restore-test of {object} could not start: {reason}"
             ))),
             RestoreTestResult::Error => Err(Failure::failed(anyhow!(
                 "the restore-test of {object} could not run: {reason}; re-run `kubectl vault snapshot verify --restore-test`"
@@ -140,6 +147,8 @@ enum Verdict {
     Passed(RestoreTestReport),
     Failed(String),
     Error(String),
+    /// The data volume lacks room: recorded as an error, exit 1.
+    NoRoom(String),
 }
 
 /// Runs the restore-test of snapshot `name` at `location`. `Err` only for
@@ -153,8 +162,8 @@ pub(crate) async fn test(
 ) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let object = location.object(name);
-    let (manifest, verified) = match location.verify(name).await {
-        Ok((manifest, _)) => (manifest, Ok(())),
+    let (manifest, verified) = match location.verify_members(name).await {
+        Ok((manifest, _, members)) => (manifest, Ok(members.state_bytes)),
         Err(e) => match location.read_manifest(name).await {
             Ok(Some(m)) if m.snapshot == name => (m, Err(e)),
             _ => return Err(Failure::refused(e)),
@@ -162,23 +171,33 @@ pub(crate) async fn test(
     };
     if !manifest.seal.is_empty() && manifest.seal != "shamir" {
         return Err(Failure::refused(anyhow!(
-            "{object} comes from a cluster with a {} seal; the restore-test unseals with Shamir shares only, and its throwaway server has no seal stanza; nothing was changed",
-            manifest.seal
+            "{object} comes from a cluster with a {} seal (auto-unseal), and the restore-test cannot prove it: its proof is that the Shamir shares of the manifest's key generation unseal the restored data, but this data is opened by the seal, which a throwaway server does not have (it runs with no seal stanza; the plugin holds no seal credentials, only recovery keys, which unseal nothing); nothing was started. To prove this snapshot, restore it into a scratch cluster that uses the same seal: `kubectl vault snapshot restore --from {} --snapshot {name} --credentials FILE --same-seal-key` there, with FILE from `kubectl vault credentials export` here",
+            manifest.seal,
+            location
         )));
     }
     let mut started_in = None;
     let verdict = match verified {
         Err(e) => Verdict::Failed(e.to_string()),
-        Ok(()) => run_in_pod(ctx, location, name, &manifest, settings, &mut started_in).await?,
+        Ok(state_bytes) => {
+            let snapshot = Unpacked {
+                manifest: &manifest,
+                state_bytes,
+            };
+            run_in_pod(ctx, location, name, snapshot, settings, &mut started_in).await?
+        }
     };
     let (pod, server, memory, server_removed) = match started_in {
         Some(s) => (s.pod, Some(s.server), s.memory, s.removed),
         None => (String::new(), None, None, false),
     };
+    let refused = matches!(verdict, Verdict::NoRoom(_));
     let (result, reason, report) = match verdict {
         Verdict::Passed(report) => (RestoreTestResult::Passed, None, Some(report)),
         Verdict::Failed(reason) => (RestoreTestResult::Failed, Some(reason), None),
-        Verdict::Error(reason) => (RestoreTestResult::Error, Some(reason), None),
+        Verdict::Error(reason) | Verdict::NoRoom(reason) => {
+            (RestoreTestResult::Error, Some(reason), None)
+        }
     };
     let record = RestoreTestRecord {
         result,
@@ -202,6 +221,7 @@ pub(crate) async fn test(
         memory,
         server_removed,
         recorded,
+        refused,
     })
 }
 
@@ -213,15 +233,24 @@ struct Started {
     removed: bool,
 }
 
-/// Everything after the snapshot verified: the keys, a pod, the server.
+/// A verified snapshot's manifest and the size of its data unpacked.
+#[derive(Clone, Copy)]
+struct Unpacked<'a> {
+    manifest: &'a Manifest,
+    state_bytes: u64,
+}
+
+/// Everything after the snapshot verified: the keys, a pod, its room, the
+/// server.
 async fn run_in_pod(
     ctx: &Context<'_>,
     location: &Location,
     name: &str,
-    manifest: &Manifest,
+    snapshot: Unpacked<'_>,
     settings: &Settings<'_>,
     started: &mut Option<Started>,
 ) -> Result<Verdict, Failure> {
+    let manifest = snapshot.manifest;
     let cluster = ctx.cluster().await?;
     require_raft(&cluster, "snapshot verify --restore-test").await?;
     let store = ctx.store(&cluster, settings.secret_name);
@@ -245,6 +274,9 @@ async fn run_in_pod(
             cluster.workload_name()
         )));
     };
+    if let Some(refusal) = no_room(pod, snapshot).await {
+        return Ok(refusal);
+    }
     let server =
         match ScratchServer::start(pod.exec(), settings.timeout + Duration::from_secs(60)).await {
             Ok(s) => s,
@@ -294,6 +326,42 @@ async fn run_in_pod(
             "it did not finish within {:?} (--restore-test-timeout)",
             settings.timeout
         )),
+    })
+}
+
+/// Refuses, before anything starts, when `pod`'s data volume lacks the
+/// room the throwaway server needs for `snapshot` ([`Room`]); `None` when
+/// it has room.
+async fn no_room(pod: &PodNode, snapshot: Unpacked<'_>) -> Option<Verdict> {
+    let measured = match free_bytes(pod.exec()).await {
+        Ok(free) => free,
+        Err(e) => return Some(Verdict::Error(e.to_string())),
+    };
+    // Tests shrink the volume: `restore_test::free_bytes=return(BYTES)`.
+    let free = fail::eval("restore_test::free_bytes", |v| {
+        v.and_then(|b| b.parse::<u64>().ok())
+    })
+    .flatten()
+    .unwrap_or(measured);
+    let room = Room::for_snapshot(snapshot.manifest.size, snapshot.state_bytes, free);
+    let mib = |b: u64| b.div_ceil(1024 * 1024);
+    tracing::debug!(
+        pod = pod.name(),
+        free_mib = mib(room.free),
+        needed_mib = mib(room.needed),
+        "room for the throwaway server"
+    );
+    (!room.suffices()).then(|| {
+        Verdict::NoRoom(format!(
+            "the data volume {} of pod {} has {} MiB free, and the throwaway server needs about {} MiB there for this snapshot ({} MiB, {} MiB of data unpacked, and a {} MiB margin); nothing was started. Free space on that volume (or grow its PersistentVolumeClaim), then re-run",
+            pod.exec().data_dir().unwrap_or("?"),
+            pod.name(),
+            mib(room.free),
+            mib(room.needed),
+            mib(snapshot.manifest.size),
+            mib(snapshot.state_bytes),
+            mib(ROOM_MARGIN_BYTES),
+        ))
     })
 }
 
@@ -407,5 +475,54 @@ impl SnapshotFeed<ScratchNode> for ScratchFeed<'_> {
                 e @ NodeError::Api { .. } => FeedError::Rejected(e),
                 e => FeedError::Interrupted(e),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::Exit;
+
+    fn outcome(result: RestoreTestResult, refused: bool) -> Outcome {
+        Outcome {
+            snapshot: "s3://b/p/x.snap".into(),
+            record: RestoreTestRecord {
+                result,
+                at: "2026-01-01T00:00:00Z".into(),
+                generation: 1,
+                pod: "openbao-1".into(),
+                reason: Some(
+                    "the data volume /openbao/data of pod openbao-1 has 1 MiB free".into(),
+                ),
+                peak_memory_bytes: None,
+                sentinel: None,
+                duration_ms: 5,
+            },
+            server: None,
+            report: None,
+            memory: None,
+            server_removed: false,
+            recorded: true,
+            refused,
+        }
+    }
+
+    #[test]
+    fn no_room_is_a_refusal_and_a_test_that_could_not_run_a_failure() {
+        let refused = outcome(RestoreTestResult::Error, true)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(refused.exit, Exit::Refused));
+        let text = format!("{:#}", refused.error);
+        assert!(text.contains("could not start: the data volume"), "{text}");
+        assert!(!text.contains("re-run `kubectl vault"), "{text}");
+        let failed = outcome(RestoreTestResult::Error, false)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(failed.exit, Exit::Failed));
+        let failed_snapshot = outcome(RestoreTestResult::Failed, false)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(failed_snapshot.exit, Exit::Refused));
     }
 }
