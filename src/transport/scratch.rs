@@ -107,10 +107,6 @@ const GONE: &str = r#"[ ! -e "$1" ] && ! kill -0 "$2" 2>/dev/null"#;
 /// `$1`: the server's pid. Prints `VmHWM` and `VmRSS` lines.
 const MEMORY: &str = r#"grep -E '^Vm(HWM|RSS):' "/proc/$1/status""#;
 
-/// `$1`: the data folder. POSIX `df` in KiB (busybox and GNU alike), one
-/// line per file system, never wrapped.
-const FREE: &str = r#"df -Pk "$1""#;
-
 /// How many ports are tried when the chosen one is taken.
 const PORT_ATTEMPTS: usize = 4;
 
@@ -154,46 +150,6 @@ pub enum StartError {
     Failed { pod: String, reason: String },
     #[error(transparent)]
     Node(#[from] NodeError),
-}
-
-/// The bytes free on the file system of `exec`'s data volume, where the
-/// throwaway server would keep its storage.
-pub async fn free_bytes(exec: &ExecNode) -> Result<u64, StartError> {
-    let pod = exec.name().to_owned();
-    let data = exec
-        .data_dir()
-        .ok_or_else(|| StartError::NoDataVolume { pod: pod.clone() })?;
-    let out = exec
-        .run(
-            vec![
-                "sh".into(),
-                "-c".into(),
-                FREE.into(),
-                "sh".into(),
-                data.to_owned(),
-            ],
-            None,
-        )
-        .await?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match (out.exit_code, available_bytes(&text)) {
-        (0, Some(free)) => Ok(free),
-        _ => Err(StartError::Failed {
-            pod,
-            reason: format!(
-                "`df -Pk {data}` did not tell the free space of the data volume (exit {}): {}",
-                out.exit_code,
-                out.stderr.trim()
-            ),
-        }),
-    }
-}
-
-/// The `Available` column of `df -Pk`'s last line, in bytes.
-fn available_bytes(df: &str) -> Option<u64> {
-    let line = df.lines().rev().find(|l| !l.trim().is_empty())?;
-    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 impl ScratchServer {
@@ -497,29 +453,4 @@ impl VaultNode for ScratchNode {
     // `init` keeps the trait's default: a plain `sys/init` whose answer is
     // kept nowhere but in memory (the server is thrown away with it), never
     // the container's detached init with its copy on the data volume.
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn df_available_is_read_from_the_posix_line_in_bytes() {
-        let gnu = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
-                   /dev/sda1         51474912 20123456  28713072      42% /openbao/data\n";
-        assert_eq!(available_bytes(gnu), Some(28_713_072 * 1024));
-        let busybox = "Filesystem           1024-blocks    Used Available Capacity Mounted on\n\
-                       overlay                1015416     204   1015212   0% /vault/data\n";
-        assert_eq!(available_bytes(busybox), Some(1_015_212 * 1024));
-        // Only a header, nothing, or a line that is not df's: unknown.
-        assert_eq!(
-            available_bytes("Filesystem 1024-blocks Used Available Capacity Mounted on\n"),
-            None
-        );
-        assert_eq!(available_bytes(""), None);
-        assert_eq!(
-            available_bytes("df: /nope: No such file or directory\n"),
-            None
-        );
-    }
 }

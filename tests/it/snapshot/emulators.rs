@@ -1,11 +1,14 @@
 //! The Azure Blob and GCS emulators that `scripts/install-deps` installs
 //! (Azurite from npm, fake-gcs-server from PyPI), each on a loopback
 //! address of its own: start, buckets, the variables the plugin reads, and
-//! the GCS JSON upload (the emulator refuses the XML one). The cases that
-//! run on them are in `object_stores.rs`.
+//! the GCS JSON upload (the emulator refuses the XML one); and [`Store`],
+//! one of them or moto's S3, as the cases in `object_stores.rs` use it.
 
-use super::http;
-use crate::harness::deps_bin;
+use super::{http, Moto};
+use crate::harness::{deps_bin, Env, Run};
+use futures::TryStreamExt;
+use kubectl_vault::snapshot::location::Location;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -239,4 +242,97 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .chain_update(inner)
         .finalize()
         .to_vec()
+}
+
+/// One object store under test.
+pub enum Store {
+    S3(Moto),
+    Azure(Emulator),
+    Gcs(Emulator),
+}
+
+impl Store {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::S3(_) => "S3",
+            Store::Azure(_) => "Azure",
+            Store::Gcs(_) => "GCS",
+        }
+    }
+
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        match self {
+            Store::S3(_) => format!("s3://{bucket}/{prefix}"),
+            Store::Azure(e) | Store::Gcs(e) => e.url(bucket, prefix),
+        }
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Store::S3(m) => m.env(),
+            Store::Azure(e) | Store::Gcs(e) => e.env(),
+        }
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        match self {
+            Store::S3(m) => m.create_bucket(bucket).await,
+            Store::Azure(e) | Store::Gcs(e) => e.create_bucket(bucket).await,
+        }
+    }
+
+    /// The plugin's client for `bucket/prefix`, configured from the
+    /// variables [`Store::env`] set in this test process.
+    pub fn location(&self, bucket: &str, prefix: &str) -> Location {
+        Location::parse(&self.url(bucket, prefix)).expect("a bucket location")
+    }
+
+    /// Puts `data` as `prefix + name`: through the plugin's client on S3
+    /// and Azure, through the JSON upload API on the GCS emulator (which
+    /// refuses the XML PUT the client sends).
+    pub async fn put(&self, bucket: &str, prefix: &str, name: &str, data: &[u8]) {
+        match self {
+            Store::Gcs(e) => {
+                e.upload_json(bucket, &format!("{prefix}{name}"), data)
+                    .await
+            }
+            _ => {
+                let Location::Bucket { store, prefix, .. } = self.location(bucket, prefix) else {
+                    unreachable!()
+                };
+                store
+                    .put(&prefix.clone().join(name), data.to_vec().into())
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: put {name}: {e}", self.name()));
+            }
+        }
+    }
+
+    /// Every object under `prefix` that a reader can see (committed ones).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let Location::Bucket { store, prefix, .. } = self.location(bucket, prefix) else {
+            unreachable!()
+        };
+        let mut keys: Vec<String> = store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{}: list: {e}", self.name()));
+        keys.sort();
+        keys
+    }
+
+    pub async fn plugin(&self, env: &Env, args: &[&str]) -> Run {
+        let vars = self.env();
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.plugin_with_env(args, &pairs).await
+    }
+
+    pub async fn plugin_crashing_at(&self, env: &Env, args: &[&str], failpoint: &str) -> Run {
+        let mut vars = self.env();
+        vars.push(("FAILPOINTS".into(), failpoint.into()));
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.plugin_with_env(args, &pairs).await
+    }
 }

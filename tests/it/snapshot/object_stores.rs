@@ -4,7 +4,8 @@
 //!
 //! On each store: retention with `--keep` and `--max-age`, list and
 //! verify, restore, the restore guards (truncated, corrupt, random bytes,
-//! a newer key generation, another cluster's newer snapshot), recover from
+//! a newer key generation, a name with a path, a manifest describing
+//! another object, another cluster's newer snapshot), recover from
 //! an empty bucket (initializes nothing) and from the store with 1,000 KV
 //! secrets read back; a save killed after its stream (with a part already
 //! uploaded) and a save whose stream breaks leave no snapshot and no
@@ -19,111 +20,15 @@
 //! snapshots that list, verify, restore and recover read are put through
 //! the emulator's JSON upload API.
 
-use super::emulators::{Emulator, Kind};
+use super::emulators::{Emulator, Kind, Store};
 use super::{init, root_token, snapshots_in, Moto};
-use crate::harness::{Env, Run};
-use futures::TryStreamExt;
-use kubectl_vault::snapshot::location::Location;
-use object_store::{ObjectStore, ObjectStoreExt};
+use crate::harness::Env;
 use sandbox::ClusterOptions;
 use sha2::Digest;
 use std::time::Duration;
 
-/// One object store under test.
-enum Store {
-    S3(Moto),
-    Azure(Emulator),
-    Gcs(Emulator),
-}
-
 const BUCKET: &str = "vault-snaps";
 const EMPTY: &str = "empty";
-
-impl Store {
-    fn name(&self) -> &'static str {
-        match self {
-            Store::S3(_) => "S3",
-            Store::Azure(_) => "Azure",
-            Store::Gcs(_) => "GCS",
-        }
-    }
-
-    fn url(&self, bucket: &str, prefix: &str) -> String {
-        match self {
-            Store::S3(_) => format!("s3://{bucket}/{prefix}"),
-            Store::Azure(e) | Store::Gcs(e) => e.url(bucket, prefix),
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        match self {
-            Store::S3(m) => m.env(),
-            Store::Azure(e) | Store::Gcs(e) => e.env(),
-        }
-    }
-
-    async fn create_bucket(&self, bucket: &str) {
-        match self {
-            Store::S3(m) => m.create_bucket(bucket).await,
-            Store::Azure(e) | Store::Gcs(e) => e.create_bucket(bucket).await,
-        }
-    }
-
-    /// The plugin's client for `bucket/prefix`, configured from the
-    /// variables [`Store::env`] set in this test process.
-    fn location(&self, bucket: &str, prefix: &str) -> Location {
-        Location::parse(&self.url(bucket, prefix)).expect("a bucket location")
-    }
-
-    /// Puts `data` as `prefix + name`: through the plugin's client on S3
-    /// and Azure, through the JSON upload API on the GCS emulator (which
-    /// refuses the XML PUT the client sends).
-    async fn put(&self, prefix: &str, name: &str, data: &[u8]) {
-        match self {
-            Store::Gcs(e) => {
-                e.upload_json(BUCKET, &format!("{prefix}{name}"), data)
-                    .await
-            }
-            _ => {
-                let Location::Bucket { store, prefix, .. } = self.location(BUCKET, prefix) else {
-                    unreachable!()
-                };
-                store
-                    .put(&prefix.clone().join(name), data.to_vec().into())
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: put {name}: {e}", self.name()));
-            }
-        }
-    }
-
-    /// Every object under `prefix` that a reader can see (committed ones).
-    async fn keys(&self, prefix: &str) -> Vec<String> {
-        let Location::Bucket { store, prefix, .. } = self.location(BUCKET, prefix) else {
-            unreachable!()
-        };
-        let mut keys: Vec<String> = store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
-            .await
-            .unwrap_or_else(|e| panic!("{}: list: {e}", self.name()));
-        keys.sort();
-        keys
-    }
-
-    async fn plugin(&self, env: &Env, args: &[&str]) -> Run {
-        let vars = self.env();
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        env.plugin_with_env(args, &pairs).await
-    }
-
-    async fn plugin_crashing_at(&self, env: &Env, args: &[&str], failpoint: &str) -> Run {
-        let mut vars = self.env();
-        vars.push(("FAILPOINTS".into(), failpoint.into()));
-        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        env.plugin_with_env(args, &pairs).await
-    }
-}
 
 fn names(listed: &serde_json::Value) -> Vec<String> {
     listed
@@ -154,9 +59,14 @@ async fn plant(
         m["sha256"] = hex(&sha2::Sha256::digest(data)).into();
         m["size"] = data.len().into();
     }
-    store.put(prefix, name, data).await;
+    store.put(BUCKET, prefix, name, data).await;
     store
-        .put(prefix, &format!("{name}.json"), m.to_string().as_bytes())
+        .put(
+            BUCKET,
+            prefix,
+            &format!("{name}.json"),
+            m.to_string().as_bytes(),
+        )
         .await;
 }
 
@@ -179,7 +89,11 @@ async fn keeps_lists_verifies_and_restores(
             "{who}: the emulator's answer to the XML PUT (if this changed, the emulator now takes \
              object_store's uploads: run the S3 save cases on GCS too): {run:?}"
         );
-        assert_eq!(store.keys("p/").await, Vec::<String>::new(), "{who}");
+        assert_eq!(
+            store.keys(BUCKET, "p/").await,
+            Vec::<String>::new(),
+            "{who}"
+        );
         let (bytes, manifest) = local;
         let name = manifest["snapshot"].as_str().unwrap();
         plant(store, "p/", name, bytes, manifest, false).await;
@@ -222,7 +136,7 @@ async fn keeps_lists_verifies_and_restores(
         );
         assert_eq!(left.len(), 1, "{who}: {left:?}");
         assert!(!saved.contains(&left[0]), "{who}: {left:?}");
-        let keys = store.keys("p/").await;
+        let keys = store.keys(BUCKET, "p/").await;
         assert_eq!(
             keys,
             [format!("p/{}", left[0]), format!("p/{}.json", left[0])],
@@ -316,6 +230,41 @@ async fn guards_refuse_bad_snapshots(
         assert!(!env.checkpoint_exists().await, "{who} {name}");
     }
 
+    // A name with a path, and a manifest that describes another object.
+    let mut alias = template.clone();
+    alias["snapshot"] = "corrupt.snap".into();
+    store.put(BUCKET, "bad/", "alias.snap", bytes).await;
+    store
+        .put(
+            BUCKET,
+            "bad/",
+            "alias.snap.json",
+            alias.to_string().as_bytes(),
+        )
+        .await;
+    for (name, says) in [
+        ("../x.snap", "plain snapshot file name"),
+        ("alias.snap", "describes corrupt.snap"),
+    ] {
+        let run = store
+            .plugin(
+                env,
+                &[
+                    "snapshot",
+                    "restore",
+                    "--from",
+                    &from,
+                    "--snapshot",
+                    name,
+                    "--yes",
+                ],
+            )
+            .await;
+        assert_eq!(run.code, 1, "{who} {name}: {run:?}");
+        assert!(run.stderr.contains(says), "{who} {name}: {run:?}");
+        assert!(!env.checkpoint_exists().await, "{who} {name}");
+    }
+
     // Another cluster's newer snapshot in a shared prefix is not taken.
     let mut foreign = template.clone();
     foreign["cluster_id"] = "another-cluster".into();
@@ -387,7 +336,11 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
             "{who}: a store's refusal is a failure: {run:?}"
         );
         assert!(run.stderr.contains("invalid uploadType"), "{who}: {run:?}");
-        assert_eq!(store.keys("crash/").await, Vec::<String>::new(), "{who}");
+        assert_eq!(
+            store.keys(BUCKET, "crash/").await,
+            Vec::<String>::new(),
+            "{who}"
+        );
         return;
     }
     let crashed = store
@@ -398,7 +351,11 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
         crashed.stderr.contains("snapshot::before_finish"),
         "{who}: the failpoint fired: {crashed:?}"
     );
-    assert_eq!(store.keys("crash/").await, Vec::<String>::new(), "{who}");
+    assert_eq!(
+        store.keys(BUCKET, "crash/").await,
+        Vec::<String>::new(),
+        "{who}"
+    );
     if let Store::S3(moto) = store {
         // The upload had begun: the killed save left a multipart upload in
         // progress (invisible; a bucket lifecycle rule reaps it).
@@ -425,7 +382,11 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
             .contains("broken by the snapshot::stream_chunk failpoint"),
         "{who}: the failpoint fired: {broken:?}"
     );
-    assert_eq!(store.keys("crash/").await, Vec::<String>::new(), "{who}");
+    assert_eq!(
+        store.keys(BUCKET, "crash/").await,
+        Vec::<String>::new(),
+        "{who}"
+    );
     if let Store::S3(moto) = store {
         // Aborted: the broken save's multipart upload is gone, the killed
         // one's is still the only one.
@@ -447,7 +408,7 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
         .json();
     let size = out["manifest"]["size"].as_u64().unwrap();
     assert!(size > 9 << 20, "{who}: the snapshot spans parts: {size}");
-    assert_eq!(store.keys("crash/").await.len(), 2, "{who}");
+    assert_eq!(store.keys(BUCKET, "crash/").await.len(), 2, "{who}");
 }
 
 /// Writes `n` secrets of 750 KiB of random base64 (little compression),
