@@ -19,6 +19,10 @@
 //! 6. Find a stored root token of that generation the restored data
 //!    accepts; read the sentinel path with it, when one is given.
 //!
+//! Before any of it, the caller checks [`Room`]: a throwaway server whose
+//! restore fills the data volume would take the live server's storage down
+//! with it.
+//!
 //! # Guarantees
 //! - Only the server handed in is ever called; the stored credentials are
 //!   only read.
@@ -33,6 +37,41 @@ use crate::ops::restore::{wait_for_reseal, working_token, FeedError, SnapshotFee
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 use std::time::Duration;
+
+/// Free space kept on the data volume beyond the estimate: raft's log,
+/// the database's growth steps, and the live server's own writes meanwhile.
+pub const ROOM_MARGIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether the data volume has room for the throwaway server.
+///
+/// What the server writes there, at its peak: the snapshot as received
+/// (its compressed size), raft's copy of the installed snapshot (the
+/// unpacked data, `state.bin`), and the database the data is restored into
+/// (the unpacked data again, with up to half more for the database's
+/// pages). So the estimate is `snapshot + 2.5 × data + margin`; a rule of
+/// thumb with headroom, not an exact figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    /// The estimate above, in bytes.
+    pub needed: u64,
+    /// What the volume has free, in bytes.
+    pub free: u64,
+}
+
+impl Room {
+    /// The room a snapshot of `snapshot_bytes` whose data unpacks to
+    /// `state_bytes` needs, against `free` bytes.
+    pub fn for_snapshot(snapshot_bytes: u64, state_bytes: u64, free: u64) -> Room {
+        let needed = snapshot_bytes
+            .saturating_add(state_bytes.saturating_mul(5) / 2)
+            .saturating_add(ROOM_MARGIN_BYTES);
+        Room { needed, free }
+    }
+
+    pub fn suffices(&self) -> bool {
+        self.free >= self.needed
+    }
+}
 
 /// What the test is given besides the server and the feed.
 pub struct Proof<'a> {
@@ -236,4 +275,102 @@ where
         root_token_valid: token.is_some(),
         sentinel,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::double::FakeNode;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn room_counts_the_snapshot_the_unpacked_data_twice_and_a_margin() {
+        // 10 MiB compressed, 40 MiB of data: 10 + 100 + 64 MiB.
+        let room = Room::for_snapshot(10 * MIB, 40 * MIB, 174 * MIB);
+        assert_eq!(room.needed, 174 * MIB);
+        assert!(room.suffices(), "exactly enough is enough");
+        assert!(!Room::for_snapshot(10 * MIB, 40 * MIB, 174 * MIB - 1).suffices());
+        // A small snapshot still needs the margin.
+        let tiny = Room::for_snapshot(4096, 8192, 32 * MIB);
+        assert_eq!(tiny.needed, 4096 + 20480 + ROOM_MARGIN_BYTES);
+        assert!(!tiny.suffices());
+        // Sizes from a damaged manifest do not wrap around to "fits".
+        assert!(!Room::for_snapshot(u64::MAX, u64::MAX, u64::MAX - 1).suffices());
+    }
+
+    #[test]
+    fn only_a_snapshot_or_its_keys_failing_is_a_verdict() {
+        let api = |status| NodeError::Api {
+            status,
+            errors: vec!["x".into()],
+        };
+        let verdicts = [
+            RestoreTestError::Refused { source: api(400) },
+            RestoreTestError::NoToken {
+                generation: 1,
+                path: "kv/s".into(),
+            },
+            RestoreTestError::Sentinel {
+                path: "kv/s".into(),
+                source: api(404),
+            },
+            RestoreTestError::Unseal {
+                generation: 1,
+                source: UnsealError::NotEnoughShares {
+                    pod: "p".into(),
+                    needed: 2,
+                    have: 1,
+                },
+            },
+        ];
+        for e in &verdicts {
+            assert!(e.is_verdict(), "{e}");
+        }
+        let errors = [
+            RestoreTestError::Start {
+                server: "p/restore-test".into(),
+                source: NodeError::Unreachable("gone".into()),
+            },
+            RestoreTestError::NotEmpty {
+                server: "p/restore-test".into(),
+            },
+            RestoreTestError::Apply {
+                source: NodeError::Unreachable("cut".into()),
+            },
+            RestoreTestError::NotResealed {
+                server: "p/restore-test".into(),
+            },
+        ];
+        for e in &errors {
+            assert!(!e.is_verdict(), "{e}");
+        }
+    }
+
+    /// A feed that must never be reached.
+    struct NoFeed;
+    impl SnapshotFeed<FakeNode> for NoFeed {
+        async fn restore_into(&self, _: &FakeNode, _: &Secret, _: bool) -> Result<(), FeedError> {
+            panic!("nothing is restored into a server that is not empty");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_initialized_server_is_not_the_throwaway_one_and_gets_nothing() {
+        let server = FakeNode::standalone("pod-0/restore-test", 2);
+        let shape = crate::ops::credentials::sample(3, 2);
+        let proof = Proof {
+            generation: &shape,
+            tokens: vec![],
+            sentinel: None,
+            timeout: Duration::from_secs(1),
+        };
+        let err = run(&server, &NoFeed, &proof).await.unwrap_err();
+        assert!(matches!(err, RestoreTestError::NotEmpty { .. }), "{err}");
+        assert!(!err.is_verdict());
+        // No share was submitted to it.
+        let state = server.state.lock().unwrap().clone();
+        assert!(state.sealed);
+        assert_eq!(state.progress, 0);
+    }
 }

@@ -48,10 +48,13 @@ pub enum ArchiveError {
     BadState(&'static str),
 }
 
-/// What a valid archive holds: each member's sha256.
+/// What a valid archive holds: each member's sha256, and how big the data
+/// is once unpacked (what a server that restores it writes to disk).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Members {
     pub sha256: BTreeMap<String, String>,
+    /// The bytes of `state.bin`, as read.
+    pub state_bytes: u64,
 }
 
 /// Reads `reader` as a raft snapshot archive; see the module docs. Stops at
@@ -124,6 +127,7 @@ pub fn inspect(mut reader: impl Read) -> Result<Members, ArchiveError> {
             hasher.update(&buf[..n]);
             if let Some(state) = state.as_mut() {
                 state.feed(&buf[..n]).map_err(ArchiveError::BadState)?;
+                members.state_bytes += n as u64;
             }
         }
         if let Some(state) = state {
@@ -227,6 +231,12 @@ mod tests {
     fn a_well_formed_snapshot_passes() {
         let m = inspect(&good()[..]).unwrap();
         assert_eq!(m.sha256.len(), 2);
+        // The unpacked data's size, which the restore-test's room check uses.
+        assert_eq!(m.state_bytes, state().len() as u64);
+        assert!(
+            m.state_bytes > good().len() as u64,
+            "the archive compresses it"
+        );
         // As OpenBao writes them: with the sealed copy of the sums.
         let state = state();
         let sums = format!(

@@ -7,7 +7,7 @@
 //! reads, listing with each snapshot's manifest, and deleting a snapshot
 //! with its manifest. Any scheme it does not know is refused by name.
 
-use crate::snapshot::archive::inspect;
+use crate::snapshot::archive::{inspect, Members};
 use crate::snapshot::manifest::{manifest_name, Manifest};
 use crate::snapshot::stream::{Digested, HashingReader};
 use crate::snapshot::{plain_name, SnapshotError};
@@ -602,6 +602,16 @@ impl Location {
     /// that it is a raft snapshot (gzip, tar, members against SHA256SUMS),
     /// all in one streaming read. The manifest must describe `name` itself.
     pub async fn verify(&self, name: &str) -> Result<(Manifest, Digested), SnapshotError> {
+        self.verify_members(name)
+            .await
+            .map(|(manifest, digested, _)| (manifest, digested))
+    }
+
+    /// [`Self::verify`], also returning what the archive holds.
+    pub async fn verify_members(
+        &self,
+        name: &str,
+    ) -> Result<(Manifest, Digested, Members), SnapshotError> {
         let object = self.object(name);
         let manifest =
             self.read_manifest(name)
@@ -642,11 +652,11 @@ impl Location {
         .map_err(|e| read_err(e.to_string()))?;
         let digested = probe.digest();
         check(&object, &manifest, &digested)?;
-        format.map_err(|reason| SnapshotError::NotRaftSnapshot {
+        let members = format.map_err(|reason| SnapshotError::NotRaftSnapshot {
             object: object.clone(),
             reason,
         })?;
-        Ok((manifest, digested))
+        Ok((manifest, digested, members))
     }
 
     /// The newest snapshot that verifies; corrupt ones are skipped with a

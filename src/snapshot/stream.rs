@@ -275,6 +275,13 @@ pub async fn pump(
             hasher.update(&chunk);
             size += chunk.len() as u64;
             upload.write(&chunk).await?;
+            // Tests break the stream here, after a chosen number of chunks
+            // (`FAILPOINTS=snapshot::stream_chunk=40*off->return`), to prove
+            // that a save whose stream fails leaves nothing visible.
+            fail::fail_point!("snapshot::stream_chunk", |_| Err(SnapshotError::Read {
+                object: "the snapshot stream from the pod".into(),
+                reason: "broken by the snapshot::stream_chunk failpoint".into(),
+            }));
         }
         Ok::<_, SnapshotError>((hasher, size, head))
     };

@@ -13,6 +13,7 @@ pub mod pod;
 pub mod probe;
 pub mod scratch;
 pub mod trust;
+pub mod volume;
 
 /// A Kubernetes client error as a short phrase for a message: the API
 /// server's own message and code, or the innermost cause of a failed

@@ -487,6 +487,52 @@ async fn restore_into_a_cluster_with_another_seal_key_is_refused_clearly() {
         .json();
     assert_eq!(saved["manifest"]["seal"], "static", "{saved}");
     let name = saved["manifest"]["snapshot"].as_str().unwrap().to_owned();
+
+    // The restore-test cannot prove an auto-unseal snapshot (its shares are
+    // recovery keys, and a throwaway server has no seal): refused with what
+    // to do instead, before any throwaway server starts.
+    let refused = source
+        .plugin(&[
+            "snapshot",
+            "verify",
+            "--from",
+            &to_dir,
+            "--snapshot",
+            &name,
+            "--restore-test",
+        ])
+        .await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    for says in [
+        "static seal (auto-unseal)",
+        "the restore-test cannot prove it",
+        "nothing was started",
+        "--same-seal-key",
+    ] {
+        assert!(refused.stderr.contains(says), "{says}: {refused:?}");
+    }
+    assert!(
+        !refused.stderr.contains("throwaway server started"),
+        "{refused:?}"
+    );
+    // save --restore-test keeps the snapshot it saved, and says so.
+    let tested_dir = tempfile::tempdir().unwrap();
+    let tested = source
+        .plugin(&[
+            "snapshot",
+            "save",
+            "--to",
+            &format!("{}/", tested_dir.path().display()),
+            "--restore-test",
+        ])
+        .await;
+    assert_eq!(tested.code, 1, "{tested:?}");
+    assert!(tested.stderr.contains("was saved"), "{tested:?}");
+    assert_eq!(
+        crate::snapshot::snapshots_in(tested_dir.path()).len(),
+        1,
+        "the snapshot is kept"
+    );
     drop(source);
 
     let target = Env::start(static_seal(1)).await;

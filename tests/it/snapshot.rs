@@ -1,12 +1,14 @@
 //! Raft snapshots and recovery against real OpenBao pods: save to a folder
 //! and to a real S3-compatible server (moto), wipe every pod, `recover`;
 //! restore into another cluster; crash matrices over restore and recover;
-//! guards; retention.
+//! guards; retention. The bucket cases on S3, Azure and GCS together are in
+//! `object_stores.rs`.
 
 mod emulators;
 mod guards;
 mod keyring;
 mod keys;
+mod object_stores;
 mod restore_test;
 
 use crate::harness::{deps_bin, Env, Run};
@@ -271,7 +273,7 @@ async fn plugin_s3(env: &Env, moto: &Moto, args: &[&str]) -> Run {
     env.plugin_with_env(args, &pairs).await
 }
 
-fn snapshots_in(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn snapshots_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();

@@ -252,7 +252,7 @@ async fn save_direct(
         Ok(reader) => pump(Transfer::start("snapshot", None).reader(reader), upload)
             .await
             .map(Some)
-            .map_err(Failure::refused),
+            .map_err(stream_failure),
         Err(Opened::Unavailable(reason)) => {
             leader.unavailable(reason).map_err(Failure::failed)?;
             Ok(None)
@@ -261,6 +261,18 @@ async fn save_direct(
             "could not stream a snapshot from pod {}; nothing was kept",
             leader.name()
         )))),
+    }
+}
+
+/// A save whose stream stopped: a store that refused or lost the upload
+/// is a failure (exit 2, whether it happened mid-stream or at the commit);
+/// a stream that is not a whole snapshot is a refusal (exit 1).
+fn stream_failure(e: SnapshotError) -> Failure {
+    match e {
+        e @ SnapshotError::Write { .. } => {
+            Failure::failed(anyhow::Error::new(e).context("nothing was kept"))
+        }
+        e => Failure::refused(e),
     }
 }
 
@@ -293,7 +305,7 @@ async fn save_exec(
     let digested = match (pumped, exit) {
         (Ok(d), Ok((0, _, _))) => d,
         (Err(e), Ok((0, _, _))) => {
-            return Err(Failure::refused(e));
+            return Err(stream_failure(e));
         }
         (_, Ok((code, _, stderr))) => {
             return Err(Failure::failed(anyhow!(
@@ -330,7 +342,10 @@ async fn write_and_report(
         Some(settings) => Some(
             restore_test::test(ctx, location, &manifest.snapshot, &settings)
                 .await
-                .map_err(|f| Failure::failed(f.error.context(format!("{object} was saved"))))?,
+                .map_err(|f| Failure {
+                    exit: f.exit,
+                    error: f.error.context(format!("{object} was saved")),
+                })?,
         ),
         None => None,
     };
@@ -349,6 +364,8 @@ async fn write_and_report(
             .map_err(Failure::failed)?
     };
     let tested_ok = tested.as_ref().map(restore_test::Outcome::passed);
+    // A test refused before it started (no room) is a precondition to fix.
+    let tested_refused = tested.as_ref().is_some_and(|t| t.refused);
     let report = SaveReport {
         location: location.to_string(),
         object: object.clone(),
@@ -376,11 +393,18 @@ async fn write_and_report(
         })
         .map_err(Failure::failed)?;
     match tested_ok {
-        Some(false) => Err(Failure::failed(anyhow!(
-            "{object} was saved, but its restore-test did not pass (see above); `kubectl vault snapshot verify --from {} --snapshot {} --restore-test` repeats it",
-            location,
-            object.rsplit('/').next().unwrap_or_default()
-        ))),
+        Some(false) => {
+            let error = anyhow!(
+                "{object} was saved, but its restore-test did not pass (see above); `kubectl vault snapshot verify --from {} --snapshot {} --restore-test` repeats it",
+                location,
+                object.rsplit('/').next().unwrap_or_default()
+            );
+            Err(if tested_refused {
+                Failure::refused(error)
+            } else {
+                Failure::failed(error)
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -1,12 +1,14 @@
-//! The S3 cases against the Azure Blob and GCS emulators that
-//! `scripts/install-deps` installs (Azurite from npm, fake-gcs-server from
-//! PyPI): on Azurite save with retention, list and verify, restore, and
-//! recover of a wiped cluster with 1,000 KV secrets read back; on the GCS
-//! emulator list, verify and restore (see the test for why not save).
+//! The Azure Blob and GCS emulators that `scripts/install-deps` installs
+//! (Azurite from npm, fake-gcs-server from PyPI), each on a loopback
+//! address of its own: start, buckets, the variables the plugin reads, and
+//! the GCS JSON upload (the emulator refuses the XML one); and [`Store`],
+//! one of them or moto's S3, as the cases in `object_stores.rs` use it.
 
-use super::{assert_secrets, http, init, root_token, write_secrets};
+use super::{http, Moto};
 use crate::harness::{deps_bin, Env, Run};
-use sandbox::ClusterOptions;
+use futures::TryStreamExt;
+use kubectl_vault::snapshot::location::Location;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -182,6 +184,29 @@ impl Emulator {
         );
     }
 
+    /// Puts `data` as `object` in `bucket` through the GCS JSON upload API
+    /// (`uploadType=media`).
+    pub async fn upload_json(&self, bucket: &str, object: &str, data: &[u8]) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        assert_eq!(self.kind, Kind::Gcs, "the JSON upload is GCS's");
+        let head = format!(
+            "POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name={object} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.hostport(),
+            data.len()
+        );
+        let mut conn = tokio::net::TcpStream::connect(self.hostport())
+            .await
+            .expect("connect the GCS emulator");
+        conn.write_all(head.as_bytes()).await.expect("write");
+        conn.write_all(data).await.expect("write");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "upload {object}: {answer}"
+        );
+    }
+
     /// The variables the plugin's client reads, as users set them.
     pub fn env(&self) -> Vec<(String, String)> {
         match self.kind {
@@ -219,183 +244,95 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-async fn plugin_on(env: &Env, emulator: &Emulator, args: &[&str]) -> Run {
-    let vars = emulator.env();
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.plugin_with_env(args, &pairs).await
+/// One object store under test.
+pub enum Store {
+    S3(Moto),
+    Azure(Emulator),
+    Gcs(Emulator),
 }
 
-fn names(listed: &serde_json::Value) -> Vec<String> {
-    listed
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Save (with retention), list, verify, restore, then recover a wiped
-/// cluster, all through one emulator.
-async fn round_trip(kind: Kind) {
-    let emulator = Emulator::start(kind).await;
-    emulator.create_bucket("vault-snaps").await;
-    emulator.create_bucket("empty").await;
-    let env = Env::start(ClusterOptions::openbao().parallel().replicas(2)).await;
-    init(&env).await;
-    let token = root_token(&env).await;
-    write_secrets(&env, &token, 1000, "v1").await;
-    let creds_before = env.stored_credentials().await.unwrap();
-    let to = emulator.url("vault-snaps", "prod/");
-
-    // Three saves with --keep 2: exactly two stay, the newest first.
-    let mut saved = Vec::new();
-    for _ in 0..3 {
-        let out = plugin_on(
-            &env,
-            &emulator,
-            &["snapshot", "save", "--to", &to, "--keep", "2", "-o", "json"],
-        )
-        .await
-        .ok()
-        .json();
-        assert!(out["manifest"]["size"].as_u64().unwrap() > 1024, "{out}");
-        saved.push(out["manifest"]["snapshot"].as_str().unwrap().to_owned());
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+impl Store {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Store::S3(_) => "S3",
+            Store::Azure(_) => "Azure",
+            Store::Gcs(_) => "GCS",
+        }
     }
-    let listed = plugin_on(
-        &env,
-        &emulator,
-        &["snapshot", "list", "--from", &to, "--verify", "-o", "json"],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(
-        names(&listed),
-        [saved[2].clone(), saved[1].clone()],
-        "{listed}"
-    );
-    assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["status"] == "verified"),
-        "{listed}"
-    );
-    plugin_on(
-        &env,
-        &emulator,
-        &["snapshot", "verify", "--from", &to, "--snapshot", &saved[1]],
-    )
-    .await
-    .ok();
-    // Restore into the running cluster after more writes.
-    env.write_kv(&token, "probe", "after").await;
-    plugin_on(
-        &env,
-        &emulator,
-        &["snapshot", "restore", "--from", &to, "--yes"],
-    )
-    .await
-    .ok();
-    assert_eq!(env.read_kv(&token, "probe").await, "v1");
 
-    // Nothing to recover from: recover stops and initializes nothing.
-    for i in 0..2 {
-        env.cluster.wipe_pod(i).await.unwrap();
+    pub fn url(&self, bucket: &str, prefix: &str) -> String {
+        match self {
+            Store::S3(_) => format!("s3://{bucket}/{prefix}"),
+            Store::Azure(e) | Store::Gcs(e) => e.url(bucket, prefix),
+        }
     }
-    let empty = emulator.url("empty", "");
-    let none = plugin_on(&env, &emulator, &["recover", "--from", &empty, "--yes"]).await;
-    assert_eq!(none.code, 1, "{none:?}");
-    assert!(none.stderr.contains("initialized nothing"), "{none:?}");
-    assert_eq!(env.seal_status(0).await["initialized"], false);
 
-    let recovered = plugin_on(&env, &emulator, &["recover", "--from", &to, "--yes"])
-        .await
-        .ok();
-    assert!(recovered.stdout.contains("generation 1"), "{recovered:?}");
-    env.assert_whole(2).await;
-    assert_secrets(&env, &token, 1000, "v1").await;
-    assert_eq!(env.stored_credentials().await.unwrap(), creds_before);
-    assert!(!env.checkpoint_exists().await);
-    env.assert_no_secret_exposed().await;
-}
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Store::S3(m) => m.env(),
+            Store::Azure(e) | Store::Gcs(e) => e.env(),
+        }
+    }
 
-/// fake-gcs-server (the build the PyPI wheel bundles) answers the XML-API
-/// object PUT and multipart upload that `object_store`'s GCS client sends
-/// with 400 "invalid uploadType", so a save cannot be proven against it.
-/// What is proven: the gs:// client configured from STORAGE_EMULATOR_HOST
-/// lists, verifies and restores snapshots put into the bucket through the
-/// emulator's JSON upload API.
-#[tokio::test]
-async fn gcs_emulator_lists_verifies_and_restores() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let emulator = Emulator::start(Kind::Gcs).await;
-    emulator.create_bucket("vault-snaps").await;
-    let env = Env::start(ClusterOptions::openbao().parallel().replicas(1)).await;
-    init(&env).await;
-    let token = root_token(&env).await;
-    env.write_kv(&token, "probe", "saved").await;
-    let dir = tempfile::tempdir().unwrap();
-    env.plugin(&[
-        "snapshot",
-        "save",
-        "--to",
-        &format!("{}/", dir.path().display()),
-    ])
-    .await
-    .ok();
-    env.write_kv(&token, "probe", "after").await;
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let body = std::fs::read(&path).unwrap();
-        let head = format!(
-            "POST /upload/storage/v1/b/vault-snaps/o?uploadType=media&name=prod/{name} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            emulator.hostport(),
-            body.len()
-        );
-        let mut conn = tokio::net::TcpStream::connect(emulator.hostport())
+    pub async fn create_bucket(&self, bucket: &str) {
+        match self {
+            Store::S3(m) => m.create_bucket(bucket).await,
+            Store::Azure(e) | Store::Gcs(e) => e.create_bucket(bucket).await,
+        }
+    }
+
+    /// The plugin's client for `bucket/prefix`, configured from the
+    /// variables [`Store::env`] set in this test process.
+    pub fn location(&self, bucket: &str, prefix: &str) -> Location {
+        Location::parse(&self.url(bucket, prefix)).expect("a bucket location")
+    }
+
+    /// Puts `data` as `prefix + name`: through the plugin's client on S3
+    /// and Azure, through the JSON upload API on the GCS emulator (which
+    /// refuses the XML PUT the client sends).
+    pub async fn put(&self, bucket: &str, prefix: &str, name: &str, data: &[u8]) {
+        match self {
+            Store::Gcs(e) => {
+                e.upload_json(bucket, &format!("{prefix}{name}"), data)
+                    .await
+            }
+            _ => {
+                let Location::Bucket { store, prefix, .. } = self.location(bucket, prefix) else {
+                    unreachable!()
+                };
+                store
+                    .put(&prefix.clone().join(name), data.to_vec().into())
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: put {name}: {e}", self.name()));
+            }
+        }
+    }
+
+    /// Every object under `prefix` that a reader can see (committed ones).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let Location::Bucket { store, prefix, .. } = self.location(bucket, prefix) else {
+            unreachable!()
+        };
+        let mut keys: Vec<String> = store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
             .await
-            .unwrap();
-        conn.write_all(head.as_bytes()).await.unwrap();
-        conn.write_all(&body).await.unwrap();
-        let mut answer = String::new();
-        conn.read_to_string(&mut answer).await.unwrap();
-        assert!(
-            answer.starts_with("HTTP/1.1 200"),
-            "upload {name}: {answer}"
-        );
+            .unwrap_or_else(|e| panic!("{}: list: {e}", self.name()));
+        keys.sort();
+        keys
     }
-    let from = emulator.url("vault-snaps", "prod/");
-    let listed = plugin_on(
-        &env,
-        &emulator,
-        &[
-            "snapshot", "list", "--from", &from, "--verify", "-o", "json",
-        ],
-    )
-    .await
-    .ok()
-    .json();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!(listed[0]["status"], "verified", "{listed}");
-    plugin_on(&env, &emulator, &["snapshot", "verify", "--from", &from])
-        .await
-        .ok();
-    plugin_on(
-        &env,
-        &emulator,
-        &["snapshot", "restore", "--from", &from, "--yes"],
-    )
-    .await
-    .ok();
-    assert_eq!(env.read_kv(&token, "probe").await, "saved");
-    env.assert_no_secret_exposed().await;
-}
 
-#[tokio::test]
-async fn round_trip_through_azurite() {
-    round_trip(Kind::Azure).await;
+    pub async fn plugin(&self, env: &Env, args: &[&str]) -> Run {
+        let vars = self.env();
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.plugin_with_env(args, &pairs).await
+    }
+
+    pub async fn plugin_crashing_at(&self, env: &Env, args: &[&str], failpoint: &str) -> Run {
+        let mut vars = self.env();
+        vars.push(("FAILPOINTS".into(), failpoint.into()));
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.plugin_with_env(args, &pairs).await
+    }
 }

@@ -2,8 +2,9 @@
 //! snapshot passes (its generation taken from the credentials history), a
 //! snapshot whose generation's shares were removed from the history fails,
 //! a truncated one fails, one whose manifest names shares that do not open
-//! it fails inside the throwaway server, and a run killed mid-test leaves
-//! nothing behind. In every case the live cluster's pods, data and raft
+//! it fails inside the throwaway server, one without room on the data
+//! volume is refused before any server starts, and a run killed mid-test
+//! leaves nothing behind. In every case the live cluster's pods, data and raft
 //! peers are unchanged and no throwaway process or folder is left in a pod.
 
 use super::{init, root_token};
@@ -277,9 +278,18 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     )
     .await
     .ok();
-    for line in good.stderr.lines().filter(|l| l.contains("step done")) {
+    for line in good
+        .stderr
+        .lines()
+        .filter(|l| l.contains("step done") || l.contains("room for the throwaway server"))
+    {
         eprintln!("{line}");
     }
+    // The room check read the volume's free space with `df` in the pod.
+    assert!(
+        good.stderr.contains("room for the throwaway server"),
+        "{good:?}"
+    );
     let out = good.json();
     assert_eq!(out["result"], "passed", "{out}");
     assert_eq!(out["generation"], 1, "{out}");
@@ -424,6 +434,40 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     let killed = env.finish_spawned(child).await;
     assert_ne!(killed.code, 0, "{killed:?}");
     assert_nothing_left(&env, Duration::from_secs(20)).await;
+
+    // No room on the data volume (its free space read by `df` in the pod,
+    // then shrunk to 1 MiB by a failpoint): refused before any throwaway
+    // server starts, naming the pod and the volume; recorded as an error.
+    let args = test("good.snap");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cramped = env
+        .plugin_with_env(
+            &args,
+            &[("FAILPOINTS", "restore_test::free_bytes=return(1048576)")],
+        )
+        .await;
+    assert_eq!(cramped.code, 1, "{cramped:?}");
+    for says in [
+        "could not start: the data volume /",
+        "of pod openbao-",
+        "has 1 MiB free",
+        "nothing was started",
+    ] {
+        assert!(cramped.stderr.contains(says), "{says}: {cramped:?}");
+    }
+    assert!(
+        !cramped.stderr.contains("throwaway server started"),
+        "{cramped:?}"
+    );
+    let recorded = manifest(dir.path(), "good.snap")["restore_test"].clone();
+    assert_eq!(recorded["result"], "error", "{recorded}");
+    assert!(
+        recorded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("1 MiB free")),
+        "{recorded}"
+    );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
 
     // The generation's shares removed from the history: a clear refusal.
     forget_generation(&env, 1).await;

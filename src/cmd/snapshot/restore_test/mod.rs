@@ -12,7 +12,7 @@ use crate::cmd::{Context, Failure};
 use crate::ops::checkpoint::now_rfc3339;
 use crate::ops::node::{leader, NodeError, VaultNode};
 use crate::ops::restore::{for_generation, FeedError, SnapshotFeed};
-use crate::ops::restore_test::{Proof, RestoreTestReport};
+use crate::ops::restore_test::{Proof, RestoreTestReport, Room, ROOM_MARGIN_BYTES};
 use crate::ops::secret::Secret;
 use crate::output::log::Transfer;
 use crate::snapshot::location::Location;
@@ -20,8 +20,12 @@ use crate::snapshot::manifest::{Manifest, RestoreTestRecord, RestoreTestResult};
 use crate::snapshot::stream::{Digested, VerifyingReader};
 use crate::transport::pod::PodNode;
 use crate::transport::scratch::{Memory, ScratchNode, ScratchServer};
+use crate::transport::volume::free_bytes;
 use anyhow::anyhow;
 use std::time::{Duration, Instant};
+
+mod outcome;
+pub(crate) use outcome::Outcome;
 
 /// How a restore-test is run.
 pub(crate) struct Settings<'a> {
@@ -31,115 +35,13 @@ pub(crate) struct Settings<'a> {
     pub pushgateway: Option<&'a str>,
 }
 
-/// What a restore-test found, as printed and as `-o json|yaml` shows it.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct Outcome {
-    pub snapshot: String,
-    #[serde(flatten)]
-    pub record: RestoreTestRecord,
-    /// Where the throwaway server listened, when one was started.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<RestoreTestReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<Memory>,
-    /// The throwaway server was stopped and its folder removed (checked).
-    pub server_removed: bool,
-    /// The result was written into the manifest.
-    pub recorded: bool,
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        self.record.result == RestoreTestResult::Passed
-    }
-
-    /// The outcome as a command result: passed is success; a snapshot that
-    /// failed is a refusal (exit 1); a test that could not run, or a
-    /// throwaway server that was not removed, is a failure (exit 2).
-    pub fn into_result(self) -> Result<(), Failure> {
-        let reason = self.record.reason.clone().unwrap_or_default();
-        let object = self.snapshot.clone();
-        match self.record.result {
-            RestoreTestResult::Passed if self.server_removed => Ok(()),
-            RestoreTestResult::Passed => Err(Failure::failed(anyhow!(
-                "the restore-test of {object} passed, but its throwaway server was not confirmed removed; its watchdog kills it within the timeout"
-            ))),
-            RestoreTestResult::Failed => Err(Failure::refused(anyhow!(
-                "the restore-test of {object} failed: {reason}; take a new snapshot (`kubectl vault snapshot save`) and test it"
-            ))),
-            RestoreTestResult::Error => Err(Failure::failed(anyhow!(
-                "the restore-test of {object} could not run: {reason}; re-run `kubectl vault snapshot verify --restore-test`"
-            ))),
-        }
-    }
-
-    /// The sentences a person reads.
-    pub fn text(&self) -> String {
-        let r = &self.record;
-        let mut text = match r.result {
-            RestoreTestResult::Passed => {
-                let mut t = format!(
-                    "Restore-test of {} passed: restored into a throwaway server in pod {}{} and unsealed with key generation {}",
-                    self.snapshot,
-                    r.pod,
-                    self.server
-                        .as_deref()
-                        .map(|s| format!(" ({s})"))
-                        .unwrap_or_default(),
-                    r.generation
-                );
-                if let Some(report) = &self.report {
-                    t.push_str(&format!(" ({} shares)", report.shares_submitted));
-                    if !report.root_token_valid {
-                        t.push_str("; no stored root token of that generation is valid in it");
-                    }
-                }
-                if let Some(path) = &r.sentinel {
-                    t.push_str(&format!("; sentinel {path} read"));
-                }
-                t.push_str(".\n");
-                t
-            }
-            result => format!(
-                "Restore-test of {} {}: {}.\n",
-                self.snapshot,
-                result.name(),
-                r.reason.as_deref().unwrap_or("no reason recorded")
-            ),
-        };
-        if let Some(m) = &self.memory {
-            text.push_str(&format!(
-                "The throwaway server's peak memory: {} MiB.\n",
-                m.peak_rss_bytes.div_ceil(1024 * 1024)
-            ));
-        }
-        if self.server.is_some() {
-            text.push_str(if self.server_removed {
-                "The throwaway server was stopped and its folder removed.\n"
-            } else {
-                "The throwaway server was not confirmed removed; its watchdog kills it and removes its folder.\n"
-            });
-        }
-        text.push_str(&format!(
-            "Took {:.1} s; {}.\n",
-            r.duration_ms as f64 / 1000.0,
-            if self.recorded {
-                "recorded in the manifest"
-            } else {
-                "NOT recorded in the manifest"
-            }
-        ));
-        text
-    }
-}
-
 /// What happened before a verdict, when there is one.
 enum Verdict {
     Passed(RestoreTestReport),
     Failed(String),
     Error(String),
+    /// The data volume lacks room: recorded as an error, exit 1.
+    NoRoom(String),
 }
 
 /// Runs the restore-test of snapshot `name` at `location`. `Err` only for
@@ -153,8 +55,8 @@ pub(crate) async fn test(
 ) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let object = location.object(name);
-    let (manifest, verified) = match location.verify(name).await {
-        Ok((manifest, _)) => (manifest, Ok(())),
+    let (manifest, verified) = match location.verify_members(name).await {
+        Ok((manifest, _, members)) => (manifest, Ok(members.state_bytes)),
         Err(e) => match location.read_manifest(name).await {
             Ok(Some(m)) if m.snapshot == name => (m, Err(e)),
             _ => return Err(Failure::refused(e)),
@@ -162,23 +64,33 @@ pub(crate) async fn test(
     };
     if !manifest.seal.is_empty() && manifest.seal != "shamir" {
         return Err(Failure::refused(anyhow!(
-            "{object} comes from a cluster with a {} seal; the restore-test unseals with Shamir shares only, and its throwaway server has no seal stanza; nothing was changed",
-            manifest.seal
+            "{object} comes from a cluster with a {} seal (auto-unseal), and the restore-test cannot prove it: its proof is that the Shamir shares of the manifest's key generation unseal the restored data, but this data is opened by the seal, which a throwaway server does not have (it runs with no seal stanza; the plugin holds no seal credentials, only recovery keys, which unseal nothing); nothing was started. To prove this snapshot, restore it into a scratch cluster that uses the same seal: `kubectl vault snapshot restore --from {} --snapshot {name} --credentials FILE --same-seal-key` there, with FILE from `kubectl vault credentials export` here",
+            manifest.seal,
+            location
         )));
     }
     let mut started_in = None;
     let verdict = match verified {
         Err(e) => Verdict::Failed(e.to_string()),
-        Ok(()) => run_in_pod(ctx, location, name, &manifest, settings, &mut started_in).await?,
+        Ok(state_bytes) => {
+            let snapshot = Unpacked {
+                manifest: &manifest,
+                state_bytes,
+            };
+            run_in_pod(ctx, location, name, snapshot, settings, &mut started_in).await?
+        }
     };
     let (pod, server, memory, server_removed) = match started_in {
         Some(s) => (s.pod, Some(s.server), s.memory, s.removed),
         None => (String::new(), None, None, false),
     };
+    let refused = matches!(verdict, Verdict::NoRoom(_));
     let (result, reason, report) = match verdict {
         Verdict::Passed(report) => (RestoreTestResult::Passed, None, Some(report)),
         Verdict::Failed(reason) => (RestoreTestResult::Failed, Some(reason), None),
-        Verdict::Error(reason) => (RestoreTestResult::Error, Some(reason), None),
+        Verdict::Error(reason) | Verdict::NoRoom(reason) => {
+            (RestoreTestResult::Error, Some(reason), None)
+        }
     };
     let record = RestoreTestRecord {
         result,
@@ -202,6 +114,7 @@ pub(crate) async fn test(
         memory,
         server_removed,
         recorded,
+        refused,
     })
 }
 
@@ -213,15 +126,24 @@ struct Started {
     removed: bool,
 }
 
-/// Everything after the snapshot verified: the keys, a pod, the server.
+/// A verified snapshot's manifest and the size of its data unpacked.
+#[derive(Clone, Copy)]
+struct Unpacked<'a> {
+    manifest: &'a Manifest,
+    state_bytes: u64,
+}
+
+/// Everything after the snapshot verified: the keys, a pod, its room, the
+/// server.
 async fn run_in_pod(
     ctx: &Context<'_>,
     location: &Location,
     name: &str,
-    manifest: &Manifest,
+    snapshot: Unpacked<'_>,
     settings: &Settings<'_>,
     started: &mut Option<Started>,
 ) -> Result<Verdict, Failure> {
+    let manifest = snapshot.manifest;
     let cluster = ctx.cluster().await?;
     require_raft(&cluster, "snapshot verify --restore-test").await?;
     let store = ctx.store(&cluster, settings.secret_name);
@@ -245,6 +167,9 @@ async fn run_in_pod(
             cluster.workload_name()
         )));
     };
+    if let Some(refusal) = no_room(pod, snapshot).await {
+        return Ok(refusal);
+    }
     let server =
         match ScratchServer::start(pod.exec(), settings.timeout + Duration::from_secs(60)).await {
             Ok(s) => s,
@@ -294,6 +219,42 @@ async fn run_in_pod(
             "it did not finish within {:?} (--restore-test-timeout)",
             settings.timeout
         )),
+    })
+}
+
+/// Refuses, before anything starts, when `pod`'s data volume lacks the
+/// room the throwaway server needs for `snapshot` ([`Room`]); `None` when
+/// it has room.
+async fn no_room(pod: &PodNode, snapshot: Unpacked<'_>) -> Option<Verdict> {
+    let measured = match free_bytes(pod.exec()).await {
+        Ok(free) => free,
+        Err(e) => return Some(Verdict::Error(e.to_string())),
+    };
+    // Tests shrink the volume: `restore_test::free_bytes=return(BYTES)`.
+    let free = fail::eval("restore_test::free_bytes", |v| {
+        v.and_then(|b| b.parse::<u64>().ok())
+    })
+    .flatten()
+    .unwrap_or(measured);
+    let room = Room::for_snapshot(snapshot.manifest.size, snapshot.state_bytes, free);
+    let mib = |b: u64| b.div_ceil(1024 * 1024);
+    tracing::debug!(
+        pod = pod.name(),
+        free_mib = mib(room.free),
+        needed_mib = mib(room.needed),
+        "room for the throwaway server"
+    );
+    (!room.suffices()).then(|| {
+        Verdict::NoRoom(format!(
+            "the data volume {} of pod {} has {} MiB free, and the throwaway server needs about {} MiB there for this snapshot ({} MiB, {} MiB of data unpacked, and a {} MiB margin); nothing was started. Free space on that volume (or grow its PersistentVolumeClaim), then re-run",
+            pod.exec().data_dir().unwrap_or("?"),
+            pod.name(),
+            mib(room.free),
+            mib(room.needed),
+            mib(snapshot.manifest.size),
+            mib(snapshot.state_bytes),
+            mib(ROOM_MARGIN_BYTES),
+        ))
     })
 }
 

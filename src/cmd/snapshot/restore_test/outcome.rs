@@ -1,0 +1,168 @@
+//! What a restore-test found: the record, where the throwaway server ran,
+//! how it ended; how a person reads it, and the exit code it means.
+
+use crate::cmd::Failure;
+use crate::ops::restore_test::RestoreTestReport;
+use crate::snapshot::manifest::{RestoreTestRecord, RestoreTestResult};
+use crate::transport::scratch::Memory;
+use anyhow::anyhow;
+
+/// What a restore-test found, as printed and as `-o json|yaml` shows it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Outcome {
+    pub snapshot: String,
+    #[serde(flatten)]
+    pub record: RestoreTestRecord,
+    /// Where the throwaway server listened, when one was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<RestoreTestReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// The throwaway server was stopped and its folder removed (checked).
+    pub server_removed: bool,
+    /// The result was written into the manifest.
+    pub recorded: bool,
+    /// The test was refused before it could start (no room on the data
+    /// volume): a precondition to fix, not a run to repeat.
+    #[serde(skip)]
+    pub refused: bool,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.record.result == RestoreTestResult::Passed
+    }
+
+    /// The outcome as a command result: passed is success; a snapshot that
+    /// failed is a refusal (exit 1); a test that could not run, or a
+    /// throwaway server that was not removed, is a failure (exit 2).
+    pub fn into_result(self) -> Result<(), Failure> {
+        let reason = self.record.reason.clone().unwrap_or_default();
+        let object = self.snapshot.clone();
+        match self.record.result {
+            RestoreTestResult::Passed if self.server_removed => Ok(()),
+            RestoreTestResult::Passed => Err(Failure::failed(anyhow!(
+                "the restore-test of {object} passed, but its throwaway server was not confirmed removed; its watchdog kills it within the timeout"
+            ))),
+            RestoreTestResult::Failed => Err(Failure::refused(anyhow!(
+                "the restore-test of {object} failed: {reason}; take a new snapshot (`kubectl vault snapshot save`) and test it"
+            ))),
+            RestoreTestResult::Error if self.refused => Err(Failure::refused(anyhow!(
+                "the restore-test of {object} could not start: {reason}"
+            ))),
+            RestoreTestResult::Error => Err(Failure::failed(anyhow!(
+                "the restore-test of {object} could not run: {reason}; re-run `kubectl vault snapshot verify --restore-test`"
+            ))),
+        }
+    }
+
+    /// The sentences a person reads.
+    pub fn text(&self) -> String {
+        let r = &self.record;
+        let mut text = match r.result {
+            RestoreTestResult::Passed => {
+                let mut t = format!(
+                    "Restore-test of {} passed: restored into a throwaway server in pod {}{} and unsealed with key generation {}",
+                    self.snapshot,
+                    r.pod,
+                    self.server
+                        .as_deref()
+                        .map(|s| format!(" ({s})"))
+                        .unwrap_or_default(),
+                    r.generation
+                );
+                if let Some(report) = &self.report {
+                    t.push_str(&format!(" ({} shares)", report.shares_submitted));
+                    if !report.root_token_valid {
+                        t.push_str("; no stored root token of that generation is valid in it");
+                    }
+                }
+                if let Some(path) = &r.sentinel {
+                    t.push_str(&format!("; sentinel {path} read"));
+                }
+                t.push_str(".\n");
+                t
+            }
+            result => format!(
+                "Restore-test of {} {}: {}.\n",
+                self.snapshot,
+                result.name(),
+                r.reason.as_deref().unwrap_or("no reason recorded")
+            ),
+        };
+        if let Some(m) = &self.memory {
+            text.push_str(&format!(
+                "The throwaway server's peak memory: {} MiB.\n",
+                m.peak_rss_bytes.div_ceil(1024 * 1024)
+            ));
+        }
+        if self.server.is_some() {
+            text.push_str(if self.server_removed {
+                "The throwaway server was stopped and its folder removed.\n"
+            } else {
+                "The throwaway server was not confirmed removed; its watchdog kills it and removes its folder.\n"
+            });
+        }
+        text.push_str(&format!(
+            "Took {:.1} s; {}.\n",
+            r.duration_ms as f64 / 1000.0,
+            if self.recorded {
+                "recorded in the manifest"
+            } else {
+                "NOT recorded in the manifest"
+            }
+        ));
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::Exit;
+
+    fn outcome(result: RestoreTestResult, refused: bool) -> Outcome {
+        Outcome {
+            snapshot: "s3://b/p/x.snap".into(),
+            record: RestoreTestRecord {
+                result,
+                at: "2026-01-01T00:00:00Z".into(),
+                generation: 1,
+                pod: "openbao-1".into(),
+                reason: Some(
+                    "the data volume /openbao/data of pod openbao-1 has 1 MiB free".into(),
+                ),
+                peak_memory_bytes: None,
+                sentinel: None,
+                duration_ms: 5,
+            },
+            server: None,
+            report: None,
+            memory: None,
+            server_removed: false,
+            recorded: true,
+            refused,
+        }
+    }
+
+    #[test]
+    fn no_room_is_a_refusal_and_a_test_that_could_not_run_a_failure() {
+        let refused = outcome(RestoreTestResult::Error, true)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(refused.exit, Exit::Refused));
+        let text = format!("{:#}", refused.error);
+        assert!(text.contains("could not start: the data volume"), "{text}");
+        assert!(!text.contains("re-run `kubectl vault"), "{text}");
+        let failed = outcome(RestoreTestResult::Error, false)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(failed.exit, Exit::Failed));
+        let failed_snapshot = outcome(RestoreTestResult::Failed, false)
+            .into_result()
+            .unwrap_err();
+        assert!(matches!(failed_snapshot.exit, Exit::Refused));
+    }
+}
