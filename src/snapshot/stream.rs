@@ -214,81 +214,45 @@ pub async fn digest(
     })
 }
 
-/// How many chunks [`pump`] holds between reading and writing: the reads
-/// from the pod go on while a chunk is hashed and written.
-const PIPELINE: usize = 4;
-
 /// Copies `reader` into `upload`, hashing as it goes. Refuses (without
 /// finishing the upload) a stream that is short or does not start like a
 /// gzip raft snapshot; the caller aborts the upload then.
-///
-/// Reading and writing overlap: the reader fills chunks into a queue of
-/// [`PIPELINE`] while the writer hashes and writes the previous ones, so
-/// memory stays under `(PIPELINE + 2) × CHUNK` and a slow write (a disk, a
-/// multipart part) no longer stalls the stream from the pod.
 pub async fn pump(
-    reader: impl AsyncRead + Unpin,
+    mut reader: impl AsyncRead + Unpin,
     upload: &mut Upload,
 ) -> Result<Digested, SnapshotError> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(PIPELINE);
-    let read = async move {
-        let mut reader = reader;
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            let mut filled = 0;
-            // Gather small network reads into one chunk, but pass on
-            // what there is rather than wait once half a chunk is in.
-            while filled < CHUNK / 2 {
-                let n = reader
-                    .read(&mut buf[filled..])
-                    .await
-                    .map_err(|e| SnapshotError::Read {
-                        object: "the snapshot stream from the pod".into(),
-                        reason: e.to_string(),
-                    })?;
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                return Ok::<(), SnapshotError>(());
-            }
-            buf.truncate(filled);
-            if tx.send(buf).await.is_err() {
-                // The writer failed; its error is the one reported.
-                return Ok(());
-            }
-        }
-    };
-    let write = async {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut head = [0u8; 2];
-        while let Some(chunk) = rx.recv().await {
-            for (i, b) in chunk.iter().take(2).enumerate() {
-                let at = size as usize + i;
-                if at < 2 {
-                    head[at] = *b;
-                }
-            }
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            upload.write(&chunk).await?;
-            // Tests break the stream here, after a chosen number of chunks
-            // (`FAILPOINTS=snapshot::stream_chunk=40*off->return`), to prove
-            // that a save whose stream fails leaves nothing visible.
-            fail::fail_point!("snapshot::stream_chunk", |_| Err(SnapshotError::Read {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut head = [0u8; 2];
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| SnapshotError::Read {
                 object: "the snapshot stream from the pod".into(),
-                reason: "broken by the snapshot::stream_chunk failpoint".into(),
-            }));
+                reason: e.to_string(),
+            })?;
+        if n == 0 {
+            break;
         }
-        Ok::<_, SnapshotError>((hasher, size, head))
-    };
-    let (read, written) = tokio::join!(read, write);
-    let (hasher, size, head) = written?;
-    // A broken stream ends the queue too: its error wins over "short".
-    read?;
+        for (i, b) in buf[..n].iter().take(2).enumerate() {
+            let at = size as usize + i;
+            if at < 2 {
+                head[at] = *b;
+            }
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        upload.write(&buf[..n]).await?;
+        // Tests break the stream here, after a chosen number of chunks
+        // (`FAILPOINTS=snapshot::stream_chunk=40*off->return`), to prove
+        // that a save whose stream fails leaves nothing visible.
+        fail::fail_point!("snapshot::stream_chunk", |_| Err(SnapshotError::Read {
+            object: "the snapshot stream from the pod".into(),
+            reason: "broken by the snapshot::stream_chunk failpoint".into(),
+        }));
+    }
     if size < MIN_SNAPSHOT_BYTES {
         return Err(SnapshotError::Short { size });
     }
