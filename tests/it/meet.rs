@@ -643,7 +643,15 @@ async fn rotate_root_token_killed_at_random_moments_never_loses_the_keys() {
         } else {
             rng.random_range(0..run_ms.max(1))
         };
-        let mut child = env.spawn_plugin(&["rotate", "--yes", "--root-token"], &[]);
+        // Trial 0 holds the rotate for 2 s once its checkpoint is written:
+        // polled every 10 ms under load, a checkpoint can come and go
+        // unseen, and the run had ended before the kill.
+        let hold: &[(&str, &str)] = if trial == 0 {
+            &[("FAILPOINTS", "rotate::after_checkpoint=sleep(2000)")]
+        } else {
+            &[]
+        };
+        let mut child = env.spawn_plugin(&["rotate", "--yes", "--root-token"], hold);
         if after_checkpoint {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !env.checkpoint_exists().await && child.try_wait().expect("try_wait").is_none() {
