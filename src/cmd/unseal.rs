@@ -174,7 +174,8 @@ async fn unseal_node(node: &PodNode, sets: &[KeySet<'_>]) -> PodUnseal {
 ///
 /// # Guarantees
 /// - A pod that answered with a failure (wrong keys, not initialized) is
-///   reported at once, never waited for.
+///   reported at once, never waited for. A running pod that could not be
+///   reached (a successor still starting) is tried again until `timeout`.
 /// - A replica with no running pod at the deadline is reported "missing".
 /// - With `timeout` zero, or pods that no StatefulSet owns, exactly one
 ///   pass over the pods running now.
@@ -208,12 +209,19 @@ async fn unseal_every_replica(
             .map(|n| (n.name().to_owned(), n.uid().to_owned()))
             .collect();
         results.retain(|r| running.contains(&(r.pod.clone(), r.uid.clone())));
+        // A running pod that could not be reached (a successor whose server
+        // is still starting) is waited for like a missing one; a pod that
+        // answered with a failure ends the wait at once.
+        let answered_failure = results
+            .iter()
+            .any(|r| r.error.is_some() && r.result != "unreachable");
+        let unreachable = results.iter().any(|r| r.result == "unreachable");
         let failed = failed && results.iter().any(|r| r.error.is_some());
         let missing: Vec<&String> = expected
             .iter()
             .filter(|pod| !results.iter().any(|r| &&r.pod == pod))
             .collect();
-        if failed || missing.is_empty() {
+        if answered_failure || (missing.is_empty() && !unreachable) {
             return Ok((results, failed));
         }
         if std::time::Instant::now() >= deadline {
@@ -229,7 +237,16 @@ async fn unseal_every_replica(
             }
             return Ok((results, true));
         }
-        let names: Vec<&str> = missing.iter().map(|p| p.as_str()).collect();
+        let names: Vec<&str> = missing
+            .iter()
+            .map(|p| p.as_str())
+            .chain(
+                results
+                    .iter()
+                    .filter(|r| r.result == "unreachable")
+                    .map(|r| r.pod.as_str()),
+            )
+            .collect();
         tracing::info!(pods = %names.join(", "), "waiting for pods being replaced");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
