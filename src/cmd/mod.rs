@@ -23,7 +23,7 @@ use crate::cli::{Cli, Command, EnvelopeArgs, GlobalArgs};
 use crate::output::Printer;
 use crate::store::envelope::{Envelope, IdentitySources, Sealing};
 use crate::store::kube_secret::{default_secret_name, SecretStore};
-use crate::transport::discover::KubeCluster;
+use crate::transport::discover::{KubeCluster, Probe};
 use std::io::IsTerminal;
 
 /// The exit codes scripts can rely on.
@@ -71,11 +71,24 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The workload, probed by exec: for commands that run things in the
+    /// container, so a missing grant stops them before anything changes.
     pub async fn cluster(&self) -> Result<KubeCluster, Failure> {
+        self.discover(Probe::Always).await
+    }
+
+    /// The workload, for commands that only call the API (`status`,
+    /// `unseal`): no exec where the pod spec tells what the probe would.
+    pub async fn api_cluster(&self) -> Result<KubeCluster, Failure> {
+        self.discover(Probe::UnlessTheSpecAnswers).await
+    }
+
+    async fn discover(&self, probe: Probe) -> Result<KubeCluster, Failure> {
         KubeCluster::discover(
             self.client.clone(),
             &self.namespace,
             Some(&self.global.selector),
+            probe,
         )
         .await
         .and_then(|c| c.use_transport(self.global.transport))

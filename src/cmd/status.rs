@@ -181,7 +181,7 @@ async fn watch(ctx: &Context<'_>, args: &StatusArgs) -> Result<(), Failure> {
 
 /// One reading of every pod, the peers and the store.
 async fn gather(ctx: &Context<'_>, args: &StatusArgs) -> Result<ClusterStatus, Failure> {
-    let cluster = ctx.cluster().await?;
+    let cluster = ctx.api_cluster().await?;
     let store = ctx.store(&cluster, args.secret_name.as_deref());
     let (nodes, infos, credentials, checkpoint) = tokio::join!(
         cluster.nodes(),

@@ -279,7 +279,7 @@ pub(crate) async fn unseal_pods(
 }
 
 pub async fn run_unseal(ctx: &Context<'_>, args: UnsealArgs) -> Result<(), Failure> {
-    let cluster = ctx.cluster().await?;
+    let cluster = ctx.api_cluster().await?;
     let store = ctx.store(&cluster, args.store.secret_name.as_deref());
     crate::cmd::dr::guard::check(ctx, &cluster, args.store.secret_name.as_deref()).await?;
     if args.watch {

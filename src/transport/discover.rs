@@ -10,7 +10,7 @@ use crate::ops::reconcile::ordinal_of;
 use crate::transport::direct::{DirectLink, DirectNode};
 use crate::transport::exec::{CliFlavour, ExecNode};
 use crate::transport::pod::{Fallback, PodNode, TransportKind};
-use crate::transport::probe::probe_container;
+use crate::transport::probe::{from_spec, probe_container};
 use crate::transport::trust::{ContainerTls, WorkloadTrust};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -65,6 +65,18 @@ enum Route {
     },
 }
 
+/// Whether discovery may skip its probe exec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Always probe: the command runs things in the container anyway
+    /// (`sys/init`, snapshots), and a missing pods/exec grant is best found
+    /// before anything changes.
+    Always,
+    /// Skip the probe where the pod spec answers for it (see
+    /// [`from_spec`]): commands that only call the API.
+    UnlessTheSpecAnswers,
+}
+
 /// A pod as found, before any exec.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PodInfo {
@@ -81,6 +93,7 @@ impl KubeCluster {
         client: kube::Client,
         namespace: &str,
         selector: Option<&str>,
+        probe: Probe,
     ) -> Result<Self, ClusterError> {
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let selector = selector.unwrap_or(DEFAULT_SELECTOR).to_owned();
@@ -114,7 +127,19 @@ impl KubeCluster {
         }
         let container = server_container(first);
         let name = first.metadata.name.clone().unwrap_or_default();
-        let (cli, mut tls) = probe_container(&pods, &name, &container, first).await?;
+        // The pod spec answers for a plain-HTTP listener and a server
+        // started as `bao server`/`vault server` (the charts' defaults):
+        // no exec then, which also spares the grant for it.
+        let known = (probe == Probe::UnlessTheSpecAnswers)
+            .then(|| from_spec(first, &container))
+            .flatten();
+        let (cli, mut tls) = match known {
+            Some(known) => {
+                tracing::debug!(pod = %name, "CLI and listener known from the pod spec; no probe");
+                known
+            }
+            None => probe_container(&pods, &name, &container, first).await?,
+        };
         if tls.addr.is_empty() {
             tls.addr = listener_addr(first, &container);
         }

@@ -104,12 +104,10 @@ fn probe_script(order: &str) -> String {
     )
 }
 
-/// The server config files or folders named on the container's command
-/// line (`-config=PATH`, `-config PATH`, `--config ...`), also inside a
+/// The words of the container's command and args, also split out of a
 /// `sh -c` script as the charts write it.
-fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
-    let words: Vec<String> = spec
-        .spec
+fn command_words(spec: &Pod, container: &str) -> Vec<String> {
+    spec.spec
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == container))
         .map(|c| {
@@ -126,7 +124,58 @@ fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// What the pod spec alone tells, when that is all the probe would learn:
+/// the server runs as `bao server` or `vault server` (the binary is the
+/// CLI), and that CLI's own `*_ADDR` is a literal `http://` address, so no
+/// CA or client certificate applies. `None` sends discovery to the probe.
+///
+/// # Guarantees
+/// Never guesses: both CLIs named, no CLI named, an address from
+/// `valueFrom` or with `$(…)`, or an https address all give `None`.
+pub fn from_spec(spec: &Pod, container: &str) -> Option<(CliFlavour, ContainerTls)> {
+    let words = command_words(spec, container);
+    let runs = |cli: &str| {
+        words
+            .windows(2)
+            .any(|w| (w[0] == cli || w[0].ends_with(&format!("/{cli}"))) && w[1] == "server")
+    };
+    let (cli, variable) = match (runs("bao"), runs("vault")) {
+        (true, false) => (CliFlavour::Bao, "BAO_ADDR"),
+        (false, true) => (CliFlavour::Vault, "VAULT_ADDR"),
+        _ => return None,
+    };
+    let addr = spec
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == container)?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == variable)?
+        .value
+        .clone()?;
+    if !addr.starts_with("http://") || addr.contains("$(") {
+        return None;
+    }
+    Some((
+        cli,
+        ContainerTls {
+            addr,
+            ..ContainerTls::default()
+        },
+    ))
+}
+
+/// The server config files or folders named on the container's command
+/// line (`-config=PATH`, `-config PATH`, `--config ...`), also inside a
+/// `sh -c` script as the charts write it.
+fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
+    let words = command_words(spec, container);
     let mut paths = Vec::new();
     let mut next_is_path = false;
     for w in &words {
@@ -163,6 +212,42 @@ mod tests {
             ]},
         }))
         .expect("pod")
+    }
+
+    fn pod_with_env(args: &[&str], env: serde_json::Value) -> Pod {
+        let mut pod = pod_with_args(args);
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers[0].env = Some(serde_json::from_value(env).expect("env"));
+        }
+        pod
+    }
+
+    #[test]
+    fn the_spec_answers_for_the_charts_plain_http_defaults_and_never_guesses() {
+        let chart = "cp /vault/config/extraconfig-from-values.hcl /tmp/storageconfig.hcl;\n\
+                     /usr/local/bin/docker-entrypoint.sh vault server -config=/tmp/storageconfig.hcl \n";
+        let http = serde_json::json!([{"name": "VAULT_ADDR", "value": "http://127.0.0.1:8200"}]);
+        let (cli, tls) = from_spec(&pod_with_env(&[chart], http.clone()), "vault").expect("known");
+        assert_eq!(cli, CliFlavour::Vault);
+        assert_eq!(tls.addr, "http://127.0.0.1:8200");
+        assert!(!tls.is_tls());
+        let bao = serde_json::json!([{"name": "BAO_ADDR", "value": "http://127.0.0.1:8200"}]);
+        let (cli, _) =
+            from_spec(&pod_with_env(&["bao server -config=/x.hcl"], bao), "vault").expect("known");
+        assert_eq!(cli, CliFlavour::Bao);
+        // Everything else goes to the probe.
+        let https = serde_json::json!([{"name": "VAULT_ADDR", "value": "https://127.0.0.1:8200"}]);
+        assert!(from_spec(&pod_with_env(&[chart], https), "vault").is_none());
+        let templated =
+            serde_json::json!([{"name": "VAULT_ADDR", "value": "http://$(POD_IP):8200"}]);
+        assert!(from_spec(&pod_with_env(&[chart], templated), "vault").is_none());
+        let other_cli = serde_json::json!([{"name": "BAO_ADDR", "value": "http://127.0.0.1:8200"}]);
+        assert!(from_spec(&pod_with_env(&[chart], other_cli), "vault").is_none());
+        assert!(from_spec(&pod_with_env(&["server -dev"], http.clone()), "vault").is_none());
+        let both = "vault server -config=/a.hcl || bao server -config=/a.hcl";
+        assert!(from_spec(&pod_with_env(&[both], http.clone()), "vault").is_none());
+        assert!(from_spec(&pod_with_args(&[chart]), "vault").is_none());
+        assert!(from_spec(&pod_with_env(&[chart], http), "other").is_none());
     }
 
     #[test]
