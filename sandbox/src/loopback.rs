@@ -56,6 +56,8 @@ impl PodLoopback {
                 tokio::spawn(async move {
                     // Connected from a runtime thread: the host's network.
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

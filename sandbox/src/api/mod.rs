@@ -132,6 +132,9 @@ pub async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>
             _ = stop.wait_for(|v| *v) => break,
         };
         let Ok((stream, _)) = accepted else { continue };
+        // As a Go API server's net/http: TCP_NODELAY on every connection,
+        // so small frames (a port-forward's requests) are not held back.
+        let _ = stream.set_nodelay(true);
         let s = s.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

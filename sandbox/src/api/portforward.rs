@@ -100,6 +100,8 @@ async fn relay(
         let _ = tx.send(frame(err_ch, &lo_hi)).await;
         match TcpStream::connect((ip, *port)).await {
             Ok(conn) => {
+                // Go dials with TCP_NODELAY, as the kubelet's port-forward does.
+                let _ = conn.set_nodelay(true);
                 let (mut r, w) = conn.into_split();
                 writers.push(Some(w));
                 let tx = tx.clone();
