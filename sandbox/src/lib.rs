@@ -38,6 +38,7 @@ mod store;
 mod table;
 mod tls;
 mod transit;
+mod usage;
 
 pub use cluster::Cluster;
 pub use control::Control;
