@@ -12,6 +12,7 @@ pub mod failover;
 pub mod guard;
 pub mod status;
 pub mod sync;
+pub mod usage;
 pub mod watch;
 
 use crate::cli::dr::{DrCommand, DrConfigArgs};
