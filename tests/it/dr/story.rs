@@ -308,7 +308,11 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     );
     refused(
         &g.env("west").plugin(&["unseal"]).await,
-        &["epoch 3", "north is the primary"],
+        &[
+            "epoch 3",
+            "north is the primary",
+            "--config <the file that defines DR group \"prod\"> --standby west",
+        ],
     );
     let north_token = root_token(g.env("north")).await;
     assert_secrets(g.env("north"), &north_token, ALL, "v2").await;
