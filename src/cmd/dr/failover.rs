@@ -15,6 +15,9 @@
 //! 5. Promote: unseal every pod with the standby's stored credentials (the
 //!    primary's, since its last sync), prove each pod reads, mark its
 //!    Secret `primary`, and make it the primary in the DR state.
+//! 6. Report what clients must switch: the new primary's address and, for
+//!    each target `spec.clients` names, the `kubectl patch` that points it
+//!    there ([`super::clients`]). Printed, never run.
 //!
 //! # Guarantees
 //! Each step is recorded in the DR state before the next begins, with a
@@ -26,6 +29,7 @@
 
 use crate::cli::dr::DrFailoverArgs;
 use crate::cli::GlobalArgs;
+use crate::cmd::dr::clients::{address, switches, ClientSwitch};
 use crate::cmd::dr::guard::DEMOTED;
 use crate::cmd::dr::status::{gather, GroupView};
 use crate::cmd::dr::sync::{sync_standby, Source};
@@ -64,6 +68,8 @@ pub struct FailoverReport {
     /// Where clients must go now.
     pub address: String,
     pub context: String,
+    /// The client-side objects the group file names, and how to switch each.
+    pub clients: Vec<ClientSwitch>,
     /// Milliseconds each step of this run took (fence, catch_up, promote).
     pub took_ms: std::collections::BTreeMap<&'static str, u128>,
 }
@@ -79,7 +85,7 @@ pub async fn run(
 }
 
 fn render(r: &FailoverReport) -> String {
-    format!(
+    let mut text = format!(
         "Failed over to {} at epoch {}{}; {} is fenced ({}).{}\n\
          Every pod of {} reads with its stored credentials: {}.\n\
          Clients must switch to {} (context {}).\n",
@@ -98,7 +104,14 @@ fn render(r: &FailoverReport) -> String {
         r.pods.join(", "),
         r.address,
         r.context
-    )
+    );
+    for c in &r.clients {
+        text.push_str(&format!(
+            "Point the {c} at it ({} = {}):\n  {}\n",
+            c.field, c.value, c.command
+        ));
+    }
+    text
 }
 
 /// Runs (or resumes) a failover of `group`; `yes` confirms it.
@@ -352,6 +365,12 @@ async fn finish(
     })
     .await
     .map_err(Failure::failed)?;
+    let new_address = address(
+        target.spec.address.as_deref(),
+        cluster.listener_tls(),
+        &cluster.workload_name(),
+        &target.namespace,
+    );
     Ok(FailoverReport {
         epoch,
         from: progress.from.clone(),
@@ -360,7 +379,8 @@ async fn finish(
         caught_up,
         resumed,
         pods,
-        address: format!("{}.{}.svc:8200", cluster.workload_name(), target.namespace),
+        clients: switches(&group.config.clients, &new_address),
+        address: new_address,
         context: target.spec.context.clone(),
         took_ms,
     })

@@ -8,6 +8,7 @@
 //! annotation saw. The decisions are `ops::dr`'s; restores go through the
 //! one restore path ([`crate::cmd::snapshot::restore_verified`]).
 
+pub mod clients;
 pub mod failover;
 pub mod guard;
 pub mod status;

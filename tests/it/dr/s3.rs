@@ -43,7 +43,8 @@ fn sops_decrypts(doc: &str, identity: &Path) -> bool {
 /// temporary keys were checkpointed, then resumed), takes
 /// the primary's credentials SOPS-encrypted for the primary's recipients,
 /// rests sealed, and after a planned failover reads every secret with the
-/// credentials it stores; the old primary is sealed and stays fenced.
+/// credentials it stores; the old primary is sealed and stays fenced, and
+/// the printed patch switches the group's ExternalName Service.
 #[tokio::test]
 async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     let moto = Moto::start().await;
@@ -185,6 +186,25 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     let state = g.state_at().await;
     assert_eq!(state["standbys"]["west"]["primary"], "east", "{state}");
 
+    // The group file names an ExternalName Service clients go through
+    // (in east's cluster, namespace default), still pointing at east.
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(g.env("east").client().await, "default");
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vault-clients"},
+        "spec": {"type": "ExternalName", "externalName": "east.vault.svc"},
+    }))
+    .unwrap();
+    services
+        .create(&Default::default(), &service)
+        .await
+        .expect("create the ExternalName Service");
+    let mut file = std::fs::read_to_string(&g.config).unwrap();
+    file.push_str(
+        "  clients:\n    externalName: {context: east, namespace: default, name: vault-clients}\n",
+    );
+    std::fs::write(&g.config, file).unwrap();
+
     // More writes after the sync: the failover's catch-up restores them.
     write_secrets(g.env("east"), &east_token, 50, "v2").await;
     g.save_snapshot("east").await;
@@ -193,6 +213,47 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
         run.stdout.contains("Failed over to west at epoch 2"),
         "{run:?}"
     );
+    // Step 6: the address clients must switch to, and the one-line patch of
+    // the Service, printed and not run; run as printed, it switches it.
+    assert!(
+        run.stdout
+            .contains("Clients must switch to http://west.vault.svc:8200 (context west)"),
+        "{run:?}"
+    );
+    let patch = run
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("kubectl "))
+        .unwrap_or_else(|| panic!("no kubectl line: {run:?}"));
+    assert_eq!(
+        patch,
+        r#"kubectl --context east -n default patch service vault-clients --type merge -p '{"spec":{"externalName":"west.vault.svc"}}'"#
+    );
+    let external = |s: k8s_openapi::api::core::v1::Service| s.spec.unwrap().external_name;
+    assert_eq!(
+        external(services.get("vault-clients").await.unwrap()).as_deref(),
+        Some("east.vault.svc"),
+        "the failover does not switch clients itself"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let patched = std::process::Command::new("sh")
+        .args(["-c", patch])
+        .env_clear()
+        .env("KUBECONFIG", &g.kubeconfig)
+        .env("HOME", home.path())
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", crate::harness::deps_bin().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(patched.status.success(), "{patched:?}");
+    assert_eq!(
+        external(services.get("vault-clients").await.unwrap()).as_deref(),
+        Some("west.vault.svc")
+    );
+
     assert!(run.stdout.contains("every pod sealed"), "{run:?}");
     assert!(run.stdout.contains("Caught up with"), "{run:?}");
     let state = g.state_at().await;
@@ -212,7 +273,11 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     assert_eq!(g.sealed_pods("east").await, [true], "the fence sealed east");
     refused(
         &g.plugin("east", &["unseal"]).await,
-        &["epoch 2", "west is the primary", "dr sync"],
+        &[
+            "epoch 2",
+            "west is the primary",
+            "dr sync --config <the file that defines DR group \"prod\"> --standby east",
+        ],
     );
     assert_eq!(g.sealed_pods("east").await, [true]);
     assert_eq!(g.env("east").sys_inits(), 1);
@@ -221,6 +286,7 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
         1,
         "a failover initializes nothing"
     );
+
     g.env("east").assert_no_secret_exposed_in(&east_creds).await;
     g.env("west").assert_no_secret_exposed_in(&west_creds).await;
 }
