@@ -7,6 +7,7 @@ use crate::harness::sops_decrypt_json;
 use crate::snapshot::{assert_secrets, write_secrets, Moto};
 use sandbox::ClusterOptions;
 use std::path::Path;
+use std::time::Duration;
 
 /// Whether the real `sops` decrypts `doc` with the age key file `identity`.
 fn sops_decrypts(doc: &str, identity: &Path) -> bool {
@@ -44,7 +45,9 @@ fn sops_decrypts(doc: &str, identity: &Path) -> bool {
 /// the primary's credentials SOPS-encrypted for the primary's recipients,
 /// rests sealed, and after a planned failover reads every secret with the
 /// credentials it stores; the old primary is sealed and stays fenced, and
-/// the printed patch switches the group's ExternalName Service.
+/// the printed patch switches the group's ExternalName Service. Then the
+/// old primary rejoins as a standby and `dr watch` fails over to it
+/// automatically when the new one stops answering.
 #[tokio::test]
 async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     let moto = Moto::start().await;
@@ -286,6 +289,115 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
         1,
         "a failover initializes nothing"
     );
+
+    // Automatic failover on S3: east rejoins as a standby of west, then
+    // west's API stops answering; `dr watch` promotes east after 2 failed
+    // probes spanning 2 intervals, and every secret reads there.
+    g.save_snapshot("west").await;
+    g.dr(&["sync", "--standby", "east"]).await.ok();
+    assert_eq!(
+        g.sealed_pods("east").await,
+        [true],
+        "a warm standby rests sealed"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = g.config.to_str().unwrap().to_owned();
+    let mut env = vec![("KUBECONFIG", g.kubeconfig.as_str())];
+    env.extend(g.vars());
+    let watcher = g.envs[0].spawn_bare(
+        &[
+            "dr",
+            "watch",
+            "--config",
+            &cfg,
+            "--probe-timeout",
+            "1s",
+            "--probes",
+            "3",
+            "--interval",
+            "2s",
+            "--failure-threshold",
+            "2",
+            "--metrics-addr",
+            &addr,
+        ],
+        &env,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::metrics::scrape(&addr)
+        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&2.0))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never served its metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let died = std::time::Instant::now();
+    g.env("west").cluster.set_latency(Duration::from_secs(600));
+    loop {
+        let state = g.state_at().await;
+        if state["primary"] == "east" && state.get("failover").is_none() {
+            assert_eq!(state["epoch"], 3, "{state}");
+            assert_eq!(state["fences"]["west"]["how"], "recorded", "{state}");
+            assert_eq!(state["decision"]["by"], "auto", "{state}");
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(120),
+            "the watcher did not fail over: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "dr watch on S3: west unreachable to east promoted in {:?}",
+        died.elapsed()
+    );
+    let metrics = loop {
+        let m = crate::metrics::scrape(&addr).unwrap_or_default();
+        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
+            break m;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(180),
+            "metrics never showed the failover: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        metrics.get("kubectl_vault_dr_cluster_up{cluster=west}"),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+    let mut watcher = watcher;
+    watcher.start_kill().unwrap();
+    let watched = g.envs[0].finish_spawned(watcher).await;
+    assert!(
+        watched.stderr.contains("the primary failed; failing over"),
+        "{watched:?}"
+    );
+    g.env("west").cluster.set_latency(Duration::ZERO);
+    let east_now = g
+        .env("east")
+        .stored_credentials_sops(&identity)
+        .await
+        .expect("east's credentials");
+    assert_eq!(east_now["cluster_id"], east_creds["cluster_id"]);
+    assert_eq!(g.sealed_pods("east").await, [false]);
+    assert_secrets(
+        g.env("east"),
+        east_now["root_token"].as_str().unwrap(),
+        50,
+        "v2",
+    )
+    .await;
+    assert_eq!(g.env("east").sys_inits(), 1);
+    assert_eq!(g.env("west").sys_inits(), 1);
 
     g.env("east").assert_no_secret_exposed_in(&east_creds).await;
     g.env("west").assert_no_secret_exposed_in(&west_creds).await;
