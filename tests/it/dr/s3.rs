@@ -43,7 +43,10 @@ fn sops_decrypts(doc: &str, identity: &Path) -> bool {
 /// (killed once it stores the primary's credentials, again after its
 /// temporary keys were checkpointed, then resumed), takes
 /// the primary's credentials SOPS-encrypted for the primary's recipients,
-/// rests sealed, and after a planned failover reads every secret with the
+/// rests sealed, and after a planned failover (killed after taking its
+/// epoch, the standby's data then lost, so that the catch-up goes through
+/// recover's temporary init, killed again after its checkpoint, and
+/// resumed: one more init, no more) reads every secret with the
 /// credentials it stores; the old primary is sealed and stays fenced, and
 /// the printed patch switches the group's ExternalName Service. Then the
 /// old primary rejoins as a standby and `dr watch` fails over to it
@@ -211,11 +214,67 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     // More writes after the sync: the failover's catch-up restores them.
     write_secrets(g.env("east"), &east_token, 50, "v2").await;
     g.save_snapshot("east").await;
-    let run = g.dr(&["failover", "--to", "west", "--yes"]).await.ok();
+    // The failover is killed once it took epoch 2; then every pod of west
+    // loses its data, so the catch-up must go through recover's
+    // temporary-init path; killed again after the temporary keys are
+    // checkpointed, the re-run finishes with the same choice and one init.
+    let failpoint = "dr::failover_after_epoch";
+    let crashed = g
+        .dr_with(
+            &["failover", "--to", "west", "--yes"],
+            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
+        )
+        .await;
+    assert_eq!(
+        crashed.code, 101,
+        "{failpoint} must kill the run: {crashed:?}"
+    );
+    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+    for i in 0..3 {
+        g.env("west").cluster.wipe_pod(i).await.unwrap();
+    }
+    let failpoint = "recover::after_temp_checkpoint";
+    let crashed = g
+        .dr_with(
+            &["failover", "--yes"],
+            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
+        )
+        .await;
+    assert_eq!(
+        crashed.code, 101,
+        "{failpoint} must kill the run: {crashed:?}"
+    );
+    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+    let checkpoint = g
+        .env("west")
+        .secret_data(
+            &format!("{}-checkpoint", g.env("west").secret_name()),
+            "checkpoint.json",
+        )
+        .await
+        .expect("recover's checkpoint on the standby");
+    assert_eq!(
+        sops_decrypt_json(&checkpoint, &identity)["phase"]["phase"],
+        "recover_temp_init"
+    );
+    assert_eq!(g.state_at().await["failover"]["to"], "west");
+    assert_eq!(
+        g.env("west").sys_inits(),
+        2,
+        "pod 0 was initialized once more"
+    );
+    let run = g.dr(&["failover", "--yes"]).await.ok();
     assert!(
-        run.stdout.contains("Failed over to west at epoch 2"),
+        run.stdout
+            .contains("Failed over to west at epoch 2 (resumed)"),
         "{run:?}"
     );
+    assert_eq!(
+        g.env("west").sys_inits(),
+        2,
+        "the re-run resumed recover; nothing was initialized again"
+    );
+    assert!(!g.env("west").checkpoint_exists().await);
     // Step 6: the address clients must switch to, and the one-line patch of
     // the Service, printed and not run; run as printed, it switches it.
     assert!(
@@ -286,9 +345,15 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     assert_eq!(g.env("east").sys_inits(), 1);
     assert_eq!(
         g.env("west").sys_inits(),
-        1,
-        "a failover initializes nothing"
+        2,
+        "only the temporary init of the catch-up's recover"
     );
+    // The credentials west stores unseal every pod after a full restart.
+    g.env("west").cluster.restart_all().await.unwrap();
+    assert_eq!(g.sealed_pods("west").await, [true, true, true]);
+    g.plugin("west", &["unseal"]).await.ok();
+    assert_eq!(g.sealed_pods("west").await, [false, false, false]);
+    assert_secrets(g.env("west"), west_token, 50, "v2").await;
 
     // Automatic failover on S3: east rejoins as a standby of west, then
     // west's API stops answering; `dr watch` promotes east after 2 failed
@@ -397,7 +462,7 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     )
     .await;
     assert_eq!(g.env("east").sys_inits(), 1);
-    assert_eq!(g.env("west").sys_inits(), 1);
+    assert_eq!(g.env("west").sys_inits(), 2);
 
     g.env("east").assert_no_secret_exposed_in(&east_creds).await;
     g.env("west").assert_no_secret_exposed_in(&west_creds).await;
