@@ -112,12 +112,22 @@ mod tests {
 
     #[test]
     fn this_process_uses_memory_and_some_cpu() {
+        // Busy until the kernel has counted a few ticks of CPU for this
+        // process: wall time alone is not CPU time on a loaded machine.
+        let stat = || std::fs::read_to_string(format!("/proc/{}/stat", std::process::id()));
+        let ticks = || cpu_and_start_ticks(&stat().unwrap()).unwrap().0;
         let spin = std::time::Instant::now();
         let mut x = 0u64;
-        while spin.elapsed() < Duration::from_millis(50) {
-            x = x.wrapping_add(1);
+        while ticks() < 3 && spin.elapsed() < Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
-        assert!(x > 0);
+        assert!(
+            ticks() >= 3,
+            "no CPU time counted after {:?}",
+            spin.elapsed()
+        );
         let u = of_process(std::process::id()).expect("this process");
         assert!(u.rss_kib > 0, "{u:?}");
         assert!(u.nanocores > 0, "{u:?}");
