@@ -464,6 +464,17 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
         Some(&0.0),
         "{metrics:?}"
     );
+    // Pod usage where metrics.k8s.io is served (west), none where not (north).
+    assert!(
+        metrics
+            .get("kubectl_vault_dr_pod_memory_bytes{cluster=west}")
+            .is_some_and(|b| *b > 0.0),
+        "{metrics:?}"
+    );
+    assert!(
+        !metrics.contains_key("kubectl_vault_dr_pod_memory_bytes{cluster=north}"),
+        "{metrics:?}"
+    );
     let mut watcher = watcher;
     watcher.start_kill().unwrap();
     let watched = g.envs[0].finish_spawned(watcher).await;
