@@ -156,6 +156,10 @@ struct UpArgs {
     /// it), so that several sandboxes' kubeconfigs merge in one KUBECONFIG.
     #[arg(long, default_value = "sandbox")]
     context: String,
+    /// Serve metrics.k8s.io/v1beta1 PodMetrics from the pods' processes
+    /// (CPU and RSS), as metrics-server does, for `kubectl top pods`.
+    #[arg(long)]
+    metrics_server: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -372,6 +376,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         })
         .sidecar(up.sidecar)
         .context(up.context)
+        .metrics_server(up.metrics_server)
         .dir(&up.dir);
     let standalone = match up.storage {
         Some(storage) => matches!(storage, StorageArg::File),

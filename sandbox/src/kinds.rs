@@ -1,7 +1,11 @@
-//! The stored resource kinds (Secrets, Leases, Events) and their validation.
+//! The stored resource kinds (Secrets, Leases, Events, Services) and their
+//! validation.
 //!
 //! Owns names, groups and per-kind rules: a Secret's `stringData` merged into
-//! base64 `data`, data keys and values validated, `type` defaulted. The
+//! base64 `data`, data keys and values validated, `type` defaulted; a
+//! Service's `type` defaulted and an ExternalName Service's `externalName`
+//! checked to be a DNS name (what clients of another cluster are switched
+//! through). The
 //! generic storage semantics live in [`crate::store`].
 
 use base64::Engine;
@@ -20,16 +24,24 @@ pub enum Kind {
     Event,
     /// events.k8s.io/v1 Event.
     EventV1,
+    /// core/v1 Service: stored only (no endpoints, no proxying).
+    Service,
 }
 
 impl Kind {
     /// All stored kinds.
-    pub const ALL: [Kind; 4] = [Kind::Secret, Kind::Lease, Kind::Event, Kind::EventV1];
+    pub const ALL: [Kind; 5] = [
+        Kind::Secret,
+        Kind::Lease,
+        Kind::Event,
+        Kind::EventV1,
+        Kind::Service,
+    ];
 
     /// The API group ("" for core).
     pub fn group(self) -> &'static str {
         match self {
-            Kind::Secret | Kind::Event => "",
+            Kind::Secret | Kind::Event | Kind::Service => "",
             Kind::Lease => "coordination.k8s.io",
             Kind::EventV1 => "events.k8s.io",
         }
@@ -38,7 +50,7 @@ impl Kind {
     /// `apiVersion` of objects of this kind.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Secret | Kind::Event => "v1",
+            Kind::Secret | Kind::Event | Kind::Service => "v1",
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::EventV1 => "events.k8s.io/v1",
         }
@@ -50,6 +62,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Lease => "Lease",
             Kind::Event | Kind::EventV1 => "Event",
+            Kind::Service => "Service",
         }
     }
 
@@ -59,6 +72,7 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::Lease => "leases",
             Kind::Event | Kind::EventV1 => "events",
+            Kind::Service => "services",
         }
     }
 
@@ -74,6 +88,7 @@ impl Kind {
         validate_meta(self, obj)?;
         match self {
             Kind::Secret => normalize_secret(obj),
+            Kind::Service => normalize_service(obj),
             Kind::Lease | Kind::Event | Kind::EventV1 => Ok(()),
         }
     }
@@ -157,6 +172,50 @@ fn validate_meta(kind: Kind, obj: &Value) -> Result<(), ApiError> {
         }
         if !v.as_str().is_some_and(valid_label_value) {
             return Err(invalid("metadata.labels", format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+        }
+    }
+    Ok(())
+}
+
+/// A Service's `spec.type` defaults to ClusterIP; an ExternalName Service
+/// needs `spec.externalName`, a lowercase RFC 1123 name (no scheme, no port).
+fn normalize_service(obj: &mut Value) -> Result<(), ApiError> {
+    let name = secret_name(obj);
+    let invalid =
+        |field: &str, detail: String| ApiError::invalid("Service", "", &name, field, &detail);
+    let Some(map) = obj.as_object_mut() else {
+        return Err(ApiError::bad_request("a Service must be a JSON object"));
+    };
+    let spec = map.entry("spec").or_insert_with(|| json!({}));
+    let Some(spec) = spec.as_object_mut() else {
+        return Err(invalid("spec", "Invalid value: must be an object".into()));
+    };
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    if !matches!(
+        ty.as_str(),
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        return Err(invalid(
+            "spec.type",
+            format!("Unsupported value: {ty:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+        ));
+    }
+    spec.insert("type".into(), json!(ty));
+    if ty == "ExternalName" {
+        let external = spec
+            .get("externalName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if external.is_empty() {
+            return Err(invalid("spec.externalName", "Required value".into()));
+        }
+        if !valid_name(external.trim_end_matches('.')) {
+            return Err(invalid("spec.externalName", format!("Invalid value: {external:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
         }
     }
     Ok(())
@@ -311,6 +370,23 @@ mod tests {
     }
 
     #[test]
+    fn external_name_services_need_a_dns_name() {
+        let mut svc = json!({"metadata": {"name": "vault"}, "spec": {"type": "ExternalName", "externalName": "vault.vault.svc.cluster.local"}});
+        Kind::Service.normalize(&mut svc).unwrap();
+        let mut plain = json!({"metadata": {"name": "vault"}});
+        Kind::Service.normalize(&mut plain).unwrap();
+        assert_eq!(plain["spec"]["type"], "ClusterIP");
+        for bad in ["", "https://vault.example:8200", "Vault.example"] {
+            let mut svc = json!({"metadata": {"name": "vault"}, "spec": {"type": "ExternalName", "externalName": bad}});
+            let e = Kind::Service.normalize(&mut svc).unwrap_err();
+            assert_eq!(e.code, 422, "{bad}");
+            assert!(e.message.contains("spec.externalName"), "{}", e.message);
+        }
+        let mut odd = json!({"metadata": {"name": "vault"}, "spec": {"type": "Headless"}});
+        assert_eq!(Kind::Service.normalize(&mut odd).unwrap_err().code, 422);
+    }
+
+    #[test]
     fn routes_resolve() {
         assert_eq!(
             Kind::from_route("coordination.k8s.io", "leases"),
@@ -320,6 +396,7 @@ mod tests {
             Kind::from_route("events.k8s.io", "events"),
             Some(Kind::EventV1)
         );
+        assert_eq!(Kind::from_route("", "services"), Some(Kind::Service));
         assert_eq!(Kind::from_route("", "pods"), None);
     }
 }

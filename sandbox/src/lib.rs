@@ -1,7 +1,8 @@
 //! A Kubernetes API server double whose pods are real OpenBao processes.
 //!
 //! `Cluster::start` serves the real wire protocol (discovery, pods, exec and
-//! port-forward over WebSocket, Secrets, Leases, Events, server-side apply)
+//! port-forward over WebSocket, Secrets, Leases, Events, Services,
+//! server-side apply, and optionally metrics.k8s.io PodMetrics)
 //! over HTTP or HTTPS, so real kubectl and kube-rs work against it, while each
 //! pod `NAME-i` is a `bao server` with raft storage on its own loopback IP.
 //! Faults (failing Secret writes, dropped exec streams, latency, RBAC denials,
@@ -10,7 +11,8 @@
 //!
 //! Module map: `options` (what to start) → `cluster` (the handle) → `state`
 //! (shared parts) → `fleet`/`pod`/`spawner` (processes), `store`/`kinds`/
-//! `patch` (objects), `api` (HTTP), `control`/`faults` (operator actions).
+//! `patch` (objects), `usage` (what a pod's process uses), `api` (HTTP),
+//! `control`/`faults` (operator actions).
 
 mod api;
 mod audit;
@@ -38,6 +40,7 @@ mod store;
 mod table;
 mod tls;
 mod transit;
+mod usage;
 
 pub use cluster::Cluster;
 pub use control::Control;

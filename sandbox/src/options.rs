@@ -169,6 +169,11 @@ pub struct ClusterOptions {
     /// (`NAME` and `NAME-admin`), so that several sandboxes' kubeconfigs
     /// merge in one `KUBECONFIG`. Default `sandbox`.
     pub context: String,
+    /// Serve `metrics.k8s.io/v1beta1` PodMetrics from the pods' processes,
+    /// as a cluster with metrics-server does (`kubectl top pods`). Off by
+    /// default, like a cluster without metrics-server: the group is then
+    /// neither listed nor served.
+    pub metrics_server: bool,
 }
 
 /// What `helm upgrade` with other values changes in a running StatefulSet:
@@ -252,7 +257,14 @@ impl ClusterOptions {
             version: None,
             blocked_cluster_ports: Vec::new(),
             context: "sandbox".to_string(),
+            metrics_server: false,
         }
+    }
+
+    /// Serves `metrics.k8s.io` (see [`ClusterOptions::metrics_server`]).
+    pub fn metrics_server(mut self, on: bool) -> Self {
+        self.metrics_server = on;
+        self
     }
 
     /// Names the kubeconfig's context (and its cluster and user after it).

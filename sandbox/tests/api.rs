@@ -45,6 +45,7 @@ async fn discovery_lists_core_and_group_resources() {
     for want in [
         "/pods:true",
         "/secrets:true",
+        "/services:true",
         "/namespaces:false",
         "apps/statefulsets:true",
         "coordination.k8s.io/leases:true",
@@ -55,6 +56,10 @@ async fn discovery_lists_core_and_group_resources() {
             "{want} missing from {found:?}"
         );
     }
+    assert!(
+        !found.iter().any(|f| f.starts_with("metrics.k8s.io")),
+        "metrics.k8s.io is listed only with metrics_server: {found:?}"
+    );
     let v = c.client().await.unwrap().apiserver_version().await.unwrap();
     assert_eq!(v.minor, "37");
 }

@@ -261,7 +261,7 @@ impl Checkpoint {
 }
 
 /// `word` as one shell word: unchanged when it is plain, else single-quoted.
-fn shell_word(word: &str) -> String {
+pub fn shell_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()

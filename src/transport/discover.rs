@@ -182,6 +182,11 @@ impl KubeCluster {
         &self.namespace
     }
 
+    /// Whether the servers' listeners serve TLS (the container's address is https).
+    pub fn listener_tls(&self) -> bool {
+        self.tls.is_tls()
+    }
+
     pub fn cli(&self) -> CliFlavour {
         self.cli
     }

@@ -1,7 +1,9 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, and one APIResourceList
 //! per group version, as plain (non-aggregated) JSON.
 //!
-//! Owns which resources, verbs and subresources the sandbox advertises.
+//! Owns which resources, verbs and subresources the sandbox advertises;
+//! `metrics.k8s.io/v1beta1` only when the sandbox serves it, as a cluster
+//! lists that group only while metrics-server is installed.
 
 use serde_json::{json, Value};
 
@@ -29,10 +31,13 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
-/// `/apis`.
-pub fn groups() -> Value {
+/// `/apis`; `metrics` adds `metrics.k8s.io/v1beta1`.
+pub fn groups(metrics: bool) -> Value {
+    let served = metrics.then_some((super::metrics::GROUP, super::metrics::VERSION));
     let groups: Vec<Value> = GROUPS
         .iter()
+        .copied()
+        .chain(served)
         .map(|(g, v)| {
             let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
             json!({"name": g, "versions": [gv], "preferredVersion": gv})
@@ -63,8 +68,9 @@ const CRUD: [&str; 8] = [
     "watch",
 ];
 
-/// `/api/v1` or `/apis/{group}/{version}`; `None` for unknown group versions.
-pub fn resources(group: &str, version: &str) -> Option<Value> {
+/// `/api/v1` or `/apis/{group}/{version}`; `None` for unknown group versions
+/// (and for `metrics.k8s.io/v1beta1` unless `metrics`).
+pub fn resources(group: &str, version: &str, metrics: bool) -> Option<Value> {
     let (gv, resources) = match (group, version) {
         ("", "v1") => (
             "v1".to_string(),
@@ -88,7 +94,12 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 ),
                 res("secrets", "secret", "Secret", &CRUD, &[]),
                 res("events", "event", "Event", &CRUD, &["ev"]),
+                res("services", "service", "Service", &CRUD, &["svc"]),
             ],
+        ),
+        (super::metrics::GROUP, super::metrics::VERSION) if metrics => (
+            format!("{group}/{version}"),
+            vec![res("pods", "", "PodMetrics", &["get", "list"], &[])],
         ),
         ("apps", "v1") => (
             "apps/v1".to_string(),

@@ -6,6 +6,7 @@
 
 mod discovery;
 mod exec;
+mod metrics;
 mod objects;
 mod portforward;
 pub mod request_info;
@@ -289,6 +290,9 @@ async fn route(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Re
     if i.resource == "pods" && i.subresource == "portforward" {
         return portforward::handle(s, ctx, req);
     }
+    if i.group == metrics::GROUP && s.fleet.options().metrics_server {
+        return metrics::handle(s, ctx);
+    }
     if i.verb == "watch" {
         return Ok(watch::respond(s.clone(), ctx.clone()));
     }
@@ -304,15 +308,16 @@ async fn route(s: &Arc<Sandbox>, ctx: &Ctx, req: Request<Incoming>) -> Result<Re
 async fn non_resource(s: &Sandbox, ctx: &Ctx, body: &[u8]) -> Result<Reply, ApiError> {
     let parts: Vec<&str> = ctx.path.trim_matches('/').split('/').collect();
     let ok = |v: Value| Ok(Reply::Json(200, v));
+    let metrics = s.fleet.options().metrics_server;
     match (ctx.method.as_str(), parts.as_slice()) {
         ("GET", ["version"]) => ok(discovery::version()),
         ("GET", ["api"]) => ok(discovery::core_versions(ctx.header("host"))),
-        ("GET", ["apis"]) => ok(discovery::groups()),
+        ("GET", ["apis"]) => ok(discovery::groups(metrics)),
         ("GET", ["api", v]) => {
-            discovery::resources("", v).map_or_else(|| Err(ApiError::no_route()), ok)
+            discovery::resources("", v, metrics).map_or_else(|| Err(ApiError::no_route()), ok)
         }
         ("GET", ["apis", g, v]) => {
-            discovery::resources(g, v).map_or_else(|| Err(ApiError::no_route()), ok)
+            discovery::resources(g, v, metrics).map_or_else(|| Err(ApiError::no_route()), ok)
         }
         ("GET", ["healthz" | "livez" | "readyz"]) => ok(json!("ok")),
         ("POST", ["sandbox", "v1", op]) => {

@@ -136,6 +136,130 @@ fn kubectl_flow(c: &Cluster) {
     );
     let out = k(&["delete", "secret", "created"], None);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Without metrics-server the metrics API is neither listed nor served.
+    let out = k(&["top", "pods"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Metrics API not available"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `kubectl top pods` against a sandbox that serves metrics.k8s.io: every
+/// running server shows up with its own CPU and resident memory; and an
+/// ExternalName Service is created and merge-patched the way `dr failover`
+/// prints it.
+#[test]
+fn kubectl_top_pods_reads_the_servers_processes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt
+        .block_on(Cluster::start(
+            ClusterOptions::openbao()
+                .replicas(2)
+                .parallel()
+                .metrics_server(true),
+        ))
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let k = |args: &[&str], stdin: Option<&str>| kubectl(&c, home.path(), args, stdin);
+    let out = k(&["top", "pods", "--no-headers"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for (row, pod) in rows.iter().zip(["openbao-0", "openbao-1"]) {
+        assert_eq!(row[0], pod, "{table}");
+        let mib: u64 = row[2].trim_end_matches("Mi").parse().expect(&table);
+        assert!(mib > 0, "a bao server has resident memory: {table}");
+        assert!(row[1].ends_with('m'), "{table}");
+    }
+    // The figures are each process's own: RSS as /proc reports it.
+    let out = k(
+        &[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/vault/pods/openbao-0",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["kind"], "PodMetrics");
+    assert_eq!(m["containers"][0]["name"], "openbao");
+    let memory = m["containers"][0]["usage"]["memory"].as_str().unwrap();
+    let kib: u64 = memory.strip_suffix("Ki").unwrap().parse().unwrap();
+    let pid = c.server_pids()[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        kib.abs_diff(rss) < rss / 2,
+        "reported {kib} KiB, /proc says {rss} KiB"
+    );
+    assert!(m["containers"][0]["usage"]["cpu"]
+        .as_str()
+        .unwrap()
+        .ends_with('n'));
+    assert!(m["window"].as_str().unwrap().ends_with('s'));
+
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: vault-clients, namespace: default}\nspec: {type: ExternalName, externalName: old.example.internal}\n";
+    let out = k(&["create", "-f", "-", "--validate=false"], Some(svc));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = k(
+        &[
+            "-n",
+            "default",
+            "patch",
+            "service",
+            "vault-clients",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"externalName":"openbao.vault.svc"}}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = k(
+        &[
+            "-n",
+            "default",
+            "get",
+            "service",
+            "vault-clients",
+            "-o",
+            "jsonpath={.spec.externalName}",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "openbao.vault.svc");
+    let out = k(
+        &[
+            "-n",
+            "default",
+            "patch",
+            "service",
+            "vault-clients",
+            "-p",
+            r#"{"spec":{"externalName":"https://openbao.vault.svc:8200"}}"#,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("spec.externalName"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -15,20 +15,30 @@
 //! 5. Promote: unseal every pod with the standby's stored credentials (the
 //!    primary's, since its last sync), prove each pod reads, mark its
 //!    Secret `primary`, and make it the primary in the DR state.
+//! 6. Report what clients must switch: the new primary's address and, for
+//!    each target `spec.clients` names, the `kubectl patch` that points it
+//!    there ([`super::clients`]). Printed, never run.
 //!
 //! # Guarantees
 //! Each step is recorded in the DR state before the next begins, with a
 //! failpoint after it. A re-run finds the failover in progress and, once
 //! its holder is gone (a process of this host that no longer runs), goes
 //! on with the same choice from the step after the last one recorded. A
-//! failover never initializes anything and writes no credentials but the
-//! chosen standby's (through the restore of step 4).
+//! failover never initializes a cluster that holds data and writes no
+//! credentials but the chosen standby's (through the restore of step 4).
+//!
+//! # Caveats
+//! A chosen standby none of whose pods is initialized any more (its data
+//! was lost after the decision) is caught up through `sync`'s path for such
+//! a standby: recover's temporary init of pod 0, resumable from recover's
+//! checkpoint, so exactly one `sys/init` however often it is interrupted.
 
 use crate::cli::dr::DrFailoverArgs;
 use crate::cli::GlobalArgs;
+use crate::cmd::dr::clients::{address, switches, ClientSwitch};
 use crate::cmd::dr::guard::DEMOTED;
 use crate::cmd::dr::status::{gather, GroupView};
-use crate::cmd::dr::sync::{sync_standby, Source};
+use crate::cmd::dr::sync::{nothing_initialized, sync_standby, Source};
 use crate::cmd::dr::Group;
 use crate::cmd::snapshot::stored;
 use crate::cmd::{holder_identity, Failure};
@@ -43,7 +53,9 @@ use crate::ops::dr::state::{
 };
 use crate::ops::keyring::Keyring;
 use crate::ops::reconcile::reconcile;
+use crate::ops::recover::pending_snapshot;
 use crate::ops::restore::token_works;
+use crate::ops::store::CredentialStore;
 use crate::output::Printer;
 use anyhow::anyhow;
 use std::time::Duration;
@@ -64,6 +76,8 @@ pub struct FailoverReport {
     /// Where clients must go now.
     pub address: String,
     pub context: String,
+    /// The client-side objects the group file names, and how to switch each.
+    pub clients: Vec<ClientSwitch>,
     /// Milliseconds each step of this run took (fence, catch_up, promote).
     pub took_ms: std::collections::BTreeMap<&'static str, u128>,
 }
@@ -79,7 +93,7 @@ pub async fn run(
 }
 
 fn render(r: &FailoverReport) -> String {
-    format!(
+    let mut text = format!(
         "Failed over to {} at epoch {}{}; {} is fenced ({}).{}\n\
          Every pod of {} reads with its stored credentials: {}.\n\
          Clients must switch to {} (context {}).\n",
@@ -98,7 +112,14 @@ fn render(r: &FailoverReport) -> String {
         r.pods.join(", "),
         r.address,
         r.context
-    )
+    );
+    for c in &r.clients {
+        text.push_str(&format!(
+            "Point the {c} at it ({} = {}):\n  {}\n",
+            c.field, c.value, c.command
+        ));
+    }
+    text
 }
 
 /// Runs (or resumes) a failover of `group`; `yes` confirms it.
@@ -352,6 +373,12 @@ async fn finish(
     })
     .await
     .map_err(Failure::failed)?;
+    let new_address = address(
+        target.spec.address.as_deref(),
+        cluster.listener_tls(),
+        &cluster.workload_name(),
+        &target.namespace,
+    );
     Ok(FailoverReport {
         epoch,
         from: progress.from.clone(),
@@ -360,7 +387,8 @@ async fn finish(
         caught_up,
         resumed,
         pods,
-        address: format!("{}.{}.svc:8200", cluster.workload_name(), target.namespace),
+        clients: switches(&group.config.clients, &new_address),
+        address: new_address,
         context: target.spec.context.clone(),
         took_ms,
     })
@@ -445,15 +473,23 @@ async fn catch_up(
         .peek_state()
         .await?
         .and_then(|v| v.state.standbys.get(&progress.to).cloned());
-    let behind = held.as_ref().is_none_or(|h| {
-        h.snapshot != name
-            && (h.raft_index, &h.snapshot_time)
-                < (manifest.raft_committed_index, &manifest.created_at)
-    });
+    // A standby that lost every pod's data since it was chosen (or whose
+    // recover from such a loss was interrupted) holds nothing: it takes the
+    // newest snapshot even when that is the one it had.
+    let checkpoint = store.load_checkpoint().await.ok().flatten();
+    let timeouts = crate::cmd::snapshot::timeouts(args.restore.timeout);
+    let lost = pending_snapshot(checkpoint.as_ref()).is_some()
+        || matches!(nothing_initialized(&cluster, &timeouts).await, Ok(true));
+    let behind = lost
+        || held.as_ref().is_none_or(|h| {
+            h.snapshot != name
+                && (h.raft_index, &h.snapshot_time)
+                    < (manifest.raft_committed_index, &manifest.created_at)
+        });
     if !behind {
         return Ok(None);
     }
-    tracing::info!(cluster = %progress.to, snapshot = %name, "catching up with a newer snapshot");
+    tracing::info!(cluster = %progress.to, snapshot = %name, lost, "catching up with a newer snapshot");
     sync_standby(
         group,
         printer,

@@ -9,7 +9,8 @@
 //! A DR state that cannot be read is logged and does not block an unseal.
 
 use crate::cmd::dr::{
-    EPOCH_ANNOTATION, MEMBER_ANNOTATION, PRIMARY_ANNOTATION, ROLE_ANNOTATION, STATE_ANNOTATION,
+    EPOCH_ANNOTATION, GROUP_ANNOTATION, MEMBER_ANNOTATION, PRIMARY_ANNOTATION, ROLE_ANNOTATION,
+    STATE_ANNOTATION,
 };
 use crate::cmd::Failure;
 use crate::ops::dr::state::StateStore;
@@ -37,9 +38,10 @@ pub async fn refuse_if_demoted(
     };
     let get = |k: &str| a.get(k).cloned().unwrap_or_else(|| "?".to_owned());
     let member = get(MEMBER_ANNOTATION);
+    let file = config_hint(a.get(GROUP_ANNOTATION).map(String::as_str));
     let refuse = |epoch: String, primary: String| {
         Failure::refused(anyhow!(
-            "{namespace}/{secret} belongs to DR group member {member}, demoted at epoch {epoch}: {primary} is the primary now, and unsealing this cluster would give clients two primaries; nothing was changed. To rejoin it as a standby, run `kubectl vault dr sync --config DR.yaml --standby {member}`"
+            "{namespace}/{secret} belongs to DR group member {member}, demoted at epoch {epoch}: {primary} is the primary now, and unsealing this cluster would give clients two primaries; nothing was changed. To rejoin it as a standby, run `kubectl vault dr sync --config {file} --standby {member}`"
         ))
     };
     let role = a.get(ROLE_ANNOTATION).map(String::as_str);
@@ -79,6 +81,16 @@ pub async fn refuse_if_demoted(
     }
 }
 
+/// What to pass to `--config` in a hint: the file defining the group the
+/// Secret's mark names (a Secret marked before the group was recorded
+/// names no group).
+fn config_hint(group: Option<&str>) -> String {
+    match group.filter(|g| !g.is_empty()) {
+        Some(g) => format!("<the file that defines DR group \"{g}\">"),
+        None => "<the DR group file>".to_owned(),
+    }
+}
+
 /// [`refuse_if_demoted`] for the credentials Secret of `cluster`
 /// (`--secret-name` or the workload's default).
 pub async fn check(
@@ -91,4 +103,17 @@ pub async fn check(
         str::to_owned,
     );
     refuse_if_demoted(&ctx.client, &ctx.namespace, &name).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hint_names_the_group_file() {
+        assert_eq!(
+            super::config_hint(Some("prod")),
+            "<the file that defines DR group \"prod\">"
+        );
+        assert_eq!(super::config_hint(Some("")), "<the DR group file>");
+        assert_eq!(super::config_hint(None), "<the DR group file>");
+    }
 }

@@ -8,10 +8,12 @@
 //! annotation saw. The decisions are `ops::dr`'s; restores go through the
 //! one restore path ([`crate::cmd::snapshot::restore_verified`]).
 
+pub mod clients;
 pub mod failover;
 pub mod guard;
 pub mod status;
 pub mod sync;
+pub mod usage;
 pub mod watch;
 
 use crate::cli::dr::{DrCommand, DrConfigArgs};
@@ -35,6 +37,9 @@ pub const PRIMARY_ANNOTATION: &str = "kubectl-vault.io/dr-primary";
 pub const MEMBER_ANNOTATION: &str = "kubectl-vault.io/dr-member";
 /// Where the group's DR state lives, so that a cluster alone can find it.
 pub const STATE_ANNOTATION: &str = "kubectl-vault.io/dr-state";
+/// The DR group's name (`metadata.name` of its file), so that a refusal can
+/// say which file to pass to `dr sync`.
+pub const GROUP_ANNOTATION: &str = "kubectl-vault.io/dr-group";
 
 /// Runs a `dr` subcommand.
 pub async fn run(global: GlobalArgs, printer: &Printer, command: DrCommand) -> Result<(), Failure> {
@@ -100,6 +105,7 @@ impl Member {
             primary: a.get(PRIMARY_ANNOTATION).cloned().unwrap_or_default(),
             member: a.get(MEMBER_ANNOTATION).cloned().unwrap_or_default(),
             state: a.get(STATE_ANNOTATION).cloned().unwrap_or_default(),
+            group: a.get(GROUP_ANNOTATION).cloned().unwrap_or_default(),
         })
     }
 
@@ -112,6 +118,7 @@ impl Member {
             PRIMARY_ANNOTATION: mark.primary,
             MEMBER_ANNOTATION: self.spec.name,
             STATE_ANNOTATION: mark.state,
+            GROUP_ANNOTATION: mark.group,
         }}});
         api.patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -136,6 +143,8 @@ pub struct Mark {
     pub member: String,
     /// The group's snapshot location, where the DR state is.
     pub state: String,
+    /// The DR group's name.
+    pub group: String,
 }
 
 impl Group {
@@ -147,6 +156,7 @@ impl Group {
             primary: primary.to_owned(),
             member: String::new(),
             state: self.config.snapshots.clone(),
+            group: self.config.name.clone(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! latency, lag behind the primary's newest snapshot, and score.
 //!
 //! Owns gathering a [`MemberView`] per member (the figures come from
-//! `ops::dr::probe`, the lag from the DR state and the manifests, the score
-//! from `ops::dr::score`) and rendering them. Changes nothing: a group
+//! `ops::dr::probe`, pod CPU and memory from `metrics.k8s.io` through
+//! [`super::usage`] when served, the lag from the DR state and the
+//! manifests, the score from `ops::dr::score`) and rendering them. Changes nothing: a group
 //! without a DR state is shown from the file's roles at epoch 0.
 
 use crate::cli::dr::{DrConfigArgs, DrStatusArgs};
@@ -227,7 +228,23 @@ pub async fn look_at(
     )
     .await;
     view.reachable = view.figures.reachable;
+    let pods: Vec<String> = match cluster.pod_infos().await {
+        Ok(pods) => pods.into_iter().map(|p| p.name).collect(),
+        Err(_) => vec![],
+    };
+    view.figures
+        .set_usage(super::usage::of_pods(&m.client, &m.namespace, &pods, args.probe_timeout).await);
     view
+}
+
+/// Millicores as `kubectl top` writes them (`20m`), or `-`.
+fn cpu(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{}m", v.round()))
+}
+
+/// Bytes as `kubectl top` writes them (`73Mi`), or `-`.
+fn memory(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{}Mi", v / (1024 * 1024)))
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -251,6 +268,8 @@ fn render(view: &GroupView) -> String {
                 f.failure_tolerance
                     .map_or_else(|| "-".into(), |v| v.to_string()),
                 format!("{}/{}", ms(f.latency_p50_ms), ms(f.latency_p95_ms)),
+                cpu(f.cpu_millicores),
+                memory(f.memory_bytes),
                 f.lag.as_ref().map_or_else(
                     || "-".into(),
                     |l| {
@@ -288,6 +307,8 @@ fn render(view: &GroupView) -> String {
             "voters",
             "tolerance",
             "p50/p95 ms",
+            "cpu",
+            "memory",
             "lag rpo/index",
             "score",
         ],

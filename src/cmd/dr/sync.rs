@@ -416,7 +416,10 @@ async fn checkpoint_synced(
 
 /// True when no pod of the standby is initialized (a fresh install, or a
 /// standby whose data was lost): it is synced through recover.
-async fn nothing_initialized(cluster: &KubeCluster, timeouts: &Timeouts) -> Result<bool, Failure> {
+pub(super) async fn nothing_initialized(
+    cluster: &KubeCluster,
+    timeouts: &Timeouts,
+) -> Result<bool, Failure> {
     let opts = RestoreOptions {
         holder: crate::cmd::holder_identity(),
         budget: RetryBudget::default(),

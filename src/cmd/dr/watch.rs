@@ -23,6 +23,8 @@ const UP: &str = "kubectl_vault_dr_cluster_up";
 const HEALTHY: &str = "kubectl_vault_dr_cluster_healthy";
 const SCORE: &str = "kubectl_vault_dr_score";
 const LAG: &str = "kubectl_vault_dr_lag_seconds";
+const CPU: &str = "kubectl_vault_dr_pod_cpu_millicores";
+const MEMORY: &str = "kubectl_vault_dr_pod_memory_bytes";
 const EPOCH: &str = "kubectl_vault_dr_epoch";
 const PRIMARY: &str = "kubectl_vault_dr_primary";
 const FAILURES: &str = "kubectl_vault_dr_primary_failed_probes";
@@ -191,6 +193,22 @@ fn export(registry: &Registry, view: &GroupView) {
                 "Seconds the standby's snapshot is behind the primary's newest.",
                 &named,
                 lag.rpo_seconds as f64,
+            );
+        }
+        if let Some(cpu) = c.figures.cpu_millicores {
+            registry.set(
+                CPU,
+                "CPU of the cluster's pods from metrics.k8s.io, summed (absent where not served).",
+                &named,
+                cpu,
+            );
+        }
+        if let Some(bytes) = c.figures.memory_bytes {
+            registry.set(
+                MEMORY,
+                "Resident memory of the cluster's pods from metrics.k8s.io, summed (absent where not served).",
+                &named,
+                bytes as f64,
             );
         }
     }

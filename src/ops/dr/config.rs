@@ -3,7 +3,9 @@
 //!
 //! Owns parsing and validating it, purely: no cluster is contacted here.
 //! `role` is only the starting point; once the DR state exists it decides
-//! who is primary.
+//! who is primary. `spec.clients` names what clients reach the primary
+//! through (an ExternalName Service, an External Secrets Operator
+//! `ClusterSecretStore`); a failover only prints how to switch them.
 
 use serde::Deserialize;
 
@@ -29,6 +31,40 @@ pub struct ClusterSpec {
     /// Found by the server pods' labels when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statefulset: Option<String>,
+    /// The URL clients reach this cluster's servers at (`https://vault.west.example:8200`);
+    /// when absent, the in-cluster Service in front of the StatefulSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// What clients reach the primary through, switched after a failover.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Clients {
+    /// An ExternalName Service whose `spec.externalName` is the primary's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<ServiceRef>,
+    /// An External Secrets Operator `ClusterSecretStore` whose
+    /// `spec.provider.vault.server` is the primary's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_store: Option<ClusterObjectRef>,
+}
+
+/// A namespaced object in a kube context (not necessarily a member's).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRef {
+    pub context: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A cluster-scoped object in a kube context.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterObjectRef {
+    pub context: String,
+    pub name: String,
 }
 
 /// A validated DR group.
@@ -38,6 +74,8 @@ pub struct DrGroup {
     /// A folder or `s3://bucket/prefix/`: the primary's snapshots and the DR state.
     pub snapshots: String,
     pub clusters: Vec<ClusterSpec>,
+    /// What clients must switch after a failover (none named: nothing).
+    pub clients: Clients,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +97,8 @@ struct Metadata {
 struct Spec {
     snapshots: String,
     clusters: Vec<ClusterSpec>,
+    #[serde(default)]
+    clients: Clients,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +117,12 @@ pub enum ConfigError {
     Primaries { file: String, found: usize },
     #[error("{file} names no cluster with role standby")]
     NoStandby { file: String },
+    #[error("{file}: {field} is {value:?}; it must be an http:// or https:// URL with a host and nothing a shell would read (no spaces or quotes)")]
+    Address {
+        file: String,
+        field: String,
+        value: String,
+    },
 }
 
 impl DrGroup {
@@ -120,6 +166,15 @@ impl DrGroup {
                     return Err(empty(format!("spec.clusters[{i}].{field}")));
                 }
             }
+            if let Some(address) = &c.address {
+                if host_of(address).is_none() {
+                    return Err(ConfigError::Address {
+                        file,
+                        field: format!("spec.clusters[{i}].address"),
+                        value: address.clone(),
+                    });
+                }
+            }
             if !seen.insert(c.name.clone()) {
                 return Err(ConfigError::Duplicate {
                     file,
@@ -142,10 +197,29 @@ impl DrGroup {
         if !doc.spec.clusters.iter().any(|c| c.role == Role::Standby) {
             return Err(ConfigError::NoStandby { file });
         }
+        let clients = &doc.spec.clients;
+        let mut fields = vec![];
+        if let Some(s) = &clients.external_name {
+            fields.extend([
+                ("spec.clients.externalName.context", &s.context),
+                ("spec.clients.externalName.namespace", &s.namespace),
+                ("spec.clients.externalName.name", &s.name),
+            ]);
+        }
+        if let Some(s) = &clients.cluster_secret_store {
+            fields.extend([
+                ("spec.clients.clusterSecretStore.context", &s.context),
+                ("spec.clients.clusterSecretStore.name", &s.name),
+            ]);
+        }
+        if let Some((field, _)) = fields.iter().find(|(_, v)| v.trim().is_empty()) {
+            return Err(empty((*field).to_owned()));
+        }
         Ok(DrGroup {
             name: doc.metadata.name,
             snapshots: doc.spec.snapshots,
             clusters: doc.spec.clusters,
+            clients: doc.spec.clients,
         })
     }
 
@@ -165,6 +239,26 @@ impl DrGroup {
     pub fn names(&self) -> Vec<&str> {
         self.clusters.iter().map(|c| c.name.as_str()).collect()
     }
+}
+
+/// The host of an `http(s)://host[:port][/...]` address; `None` when it is
+/// not one, or holds a character a shell or a JSON patch would read.
+pub fn host_of(address: &str) -> Option<&str> {
+    let rest = address
+        .strip_prefix("https://")
+        .or_else(|| address.strip_prefix("http://"))?;
+    if address
+        .chars()
+        .any(|c| c.is_whitespace() || "'\"\\`$".contains(c))
+    {
+        return None;
+    }
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 #[cfg(test)]
@@ -191,6 +285,88 @@ spec:
             Some("openbao")
         );
         assert_eq!(g.names(), ["east", "west"]);
+        assert_eq!(g.clients, Clients::default());
+    }
+
+    #[test]
+    fn client_targets_parse_and_bad_ones_are_refused_naming_the_field() {
+        let with = |clients: &str| format!("{GOOD}  clients:\n{clients}");
+        let both = with("    externalName: {context: apps, namespace: payments, name: vault}\n    clusterSecretStore: {context: apps, name: vault-backend}\n");
+        let g = DrGroup::parse(&both, "dr.yaml").unwrap();
+        assert_eq!(
+            g.clients.external_name,
+            Some(ServiceRef {
+                context: "apps".into(),
+                namespace: "payments".into(),
+                name: "vault".into()
+            })
+        );
+        assert_eq!(
+            g.clients.cluster_secret_store,
+            Some(ClusterObjectRef {
+                context: "apps".into(),
+                name: "vault-backend".into()
+            })
+        );
+        let cases = [
+            (
+                with("    externalname: {context: a, namespace: b, name: c}\n"),
+                "unknown field `externalname`",
+            ),
+            (
+                with("    externalName: {context: a, namespace: b, name: c, port: 1}\n"),
+                "unknown field `port`",
+            ),
+            (
+                with("    clusterSecretStore: {context: a, namespace: b, name: c}\n"),
+                "unknown field `namespace`",
+            ),
+            (
+                with("    clusterSecretStore: {context: '', name: c}\n"),
+                "spec.clients.clusterSecretStore.context is empty",
+            ),
+            (
+                with("    externalName: {context: a, name: c}\n"),
+                "missing field `namespace`",
+            ),
+            (
+                GOOD.replace("statefulset: openbao", "address: vault.west.example"),
+                "spec.clusters[1].address",
+            ),
+            (
+                GOOD.replace("statefulset: openbao", "address: \"https://x' y\""),
+                "spec.clusters[1].address",
+            ),
+        ];
+        for (text, words) in cases {
+            let e = DrGroup::parse(&text, "dr.yaml").unwrap_err().to_string();
+            assert!(e.contains(words), "{words}: {e}");
+        }
+        let addressed = GOOD.replace(
+            "statefulset: openbao",
+            "address: \"https://vault.west.example:8200\"",
+        );
+        let g = DrGroup::parse(&addressed, "dr.yaml").unwrap();
+        assert_eq!(
+            g.cluster("west").unwrap().address.as_deref(),
+            Some("https://vault.west.example:8200")
+        );
+    }
+
+    #[test]
+    fn hosts_come_out_of_addresses() {
+        assert_eq!(
+            host_of("https://vault.west.example:8200"),
+            Some("vault.west.example")
+        );
+        assert_eq!(
+            host_of("http://openbao.vault.svc"),
+            Some("openbao.vault.svc")
+        );
+        assert_eq!(host_of("https://v.example/ui"), Some("v.example"));
+        assert_eq!(host_of("vault.example:8200"), None);
+        assert_eq!(host_of("https://:8200"), None);
+        assert_eq!(host_of("https://a b"), None);
     }
 
     #[test]

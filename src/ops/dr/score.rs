@@ -11,6 +11,10 @@
 //! 3. Then the health margin: how many pods may fail while a quorum stays.
 //! 4. Then latency: the lower p95 of the API probes.
 //!
+//! Pod CPU and memory ([`PodUsage`]) are reported beside the figures but
+//! are not scored: the order above is the issue's, and a busy cluster that
+//! holds fresher data is still the better primary.
+//!
 //! The score packs these into one number so that a larger score is always
 //! the better choice, and keeps it below 2^53 so that it survives JSON
 //! readers that hold numbers as doubles (`jq`, JavaScript): bits 52..28
@@ -53,6 +57,45 @@ pub struct Figures {
     /// For a standby: how far behind the primary's newest snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<Lag>,
+    /// CPU of the cluster's pods, summed, in millicores, from
+    /// `metrics.k8s.io`; `null` when the cluster does not serve it. Not scored.
+    pub cpu_millicores: Option<f64>,
+    /// Resident memory of the cluster's pods, summed, in bytes; `null` when
+    /// `metrics.k8s.io` is not served. Not scored.
+    pub memory_bytes: Option<u64>,
+}
+
+/// What `metrics.k8s.io` reports for a cluster's pods, summed over the pods
+/// it reports (each pod's containers added up).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PodUsage {
+    pub cpu_millicores: f64,
+    pub memory_bytes: u64,
+    /// How many pods the figures cover.
+    pub pods: u32,
+}
+
+impl PodUsage {
+    /// The sum of per-pod `(millicores, bytes)`; `None` when there is none.
+    pub fn sum(pods: impl IntoIterator<Item = (f64, u64)>) -> Option<PodUsage> {
+        pods.into_iter()
+            .fold(None, |acc: Option<PodUsage>, (cpu, memory)| {
+                let acc = acc.unwrap_or_default();
+                Some(PodUsage {
+                    cpu_millicores: acc.cpu_millicores + cpu,
+                    memory_bytes: acc.memory_bytes.saturating_add(memory),
+                    pods: acc.pods + 1,
+                })
+            })
+    }
+}
+
+impl Figures {
+    /// Records `usage` (or its absence) in the figures.
+    pub fn set_usage(&mut self, usage: Option<PodUsage>) {
+        self.cpu_millicores = usage.map(|u| u.cpu_millicores);
+        self.memory_bytes = usage.map(|u| u.memory_bytes);
+    }
 }
 
 /// How far a standby's data is behind the primary's newest snapshot.
@@ -210,7 +253,22 @@ mod tests {
             )
     }
 
+    #[test]
+    fn usage_sums_pods_and_is_none_without_any() {
+        assert_eq!(PodUsage::sum([]), None);
+        let u = PodUsage::sum([(20.0, 1024), (5.5, 2048)]).unwrap();
+        assert_eq!((u.cpu_millicores, u.memory_bytes, u.pods), (25.5, 3072, 2));
+    }
+
     proptest! {
+        /// Pod usage is reported, never scored.
+        #[test]
+        fn usage_does_not_change_the_score(f in figures(), cpu in 0.0f64..64_000.0, memory in 0u64..u64::MAX) {
+            let mut busy = f.clone();
+            busy.set_usage(Some(PodUsage { cpu_millicores: cpu, memory_bytes: memory, pods: 1 }));
+            prop_assert_eq!(score(&busy), score(&f));
+        }
+
         /// An unreachable or unhealthy cluster is never chosen, whatever the others are.
         #[test]
         fn the_ineligible_are_never_chosen(all in proptest::collection::vec(figures(), 1..6)) {

@@ -7,6 +7,7 @@ use crate::harness::sops_decrypt_json;
 use crate::snapshot::{assert_secrets, write_secrets, Moto};
 use sandbox::ClusterOptions;
 use std::path::Path;
+use std::time::Duration;
 
 /// Whether the real `sops` decrypts `doc` with the age key file `identity`.
 fn sops_decrypts(doc: &str, identity: &Path) -> bool {
@@ -42,8 +43,14 @@ fn sops_decrypts(doc: &str, identity: &Path) -> bool {
 /// (killed once it stores the primary's credentials, again after its
 /// temporary keys were checkpointed, then resumed), takes
 /// the primary's credentials SOPS-encrypted for the primary's recipients,
-/// rests sealed, and after a planned failover reads every secret with the
-/// credentials it stores; the old primary is sealed and stays fenced.
+/// rests sealed, and after a planned failover (killed after taking its
+/// epoch, the standby's data then lost, so that the catch-up goes through
+/// recover's temporary init, killed again after its checkpoint, and
+/// resumed: one more init, no more) reads every secret with the
+/// credentials it stores; the old primary is sealed and stays fenced, and
+/// the printed patch switches the group's ExternalName Service. Then the
+/// old primary rejoins as a standby and `dr watch` fails over to it
+/// automatically when the new one stops answering.
 #[tokio::test]
 async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     let moto = Moto::start().await;
@@ -185,14 +192,130 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     let state = g.state_at().await;
     assert_eq!(state["standbys"]["west"]["primary"], "east", "{state}");
 
+    // The group file names an ExternalName Service clients go through
+    // (in east's cluster, namespace default), still pointing at east.
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(g.env("east").client().await, "default");
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vault-clients"},
+        "spec": {"type": "ExternalName", "externalName": "east.vault.svc"},
+    }))
+    .unwrap();
+    services
+        .create(&Default::default(), &service)
+        .await
+        .expect("create the ExternalName Service");
+    let mut file = std::fs::read_to_string(&g.config).unwrap();
+    file.push_str(
+        "  clients:\n    externalName: {context: east, namespace: default, name: vault-clients}\n",
+    );
+    std::fs::write(&g.config, file).unwrap();
+
     // More writes after the sync: the failover's catch-up restores them.
     write_secrets(g.env("east"), &east_token, 50, "v2").await;
     g.save_snapshot("east").await;
-    let run = g.dr(&["failover", "--to", "west", "--yes"]).await.ok();
+    // The failover is killed once it took epoch 2; then every pod of west
+    // loses its data, so the catch-up must go through recover's
+    // temporary-init path; killed again after the temporary keys are
+    // checkpointed, the re-run finishes with the same choice and one init.
+    let failpoint = "dr::failover_after_epoch";
+    let crashed = g
+        .dr_with(
+            &["failover", "--to", "west", "--yes"],
+            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
+        )
+        .await;
+    assert_eq!(
+        crashed.code, 101,
+        "{failpoint} must kill the run: {crashed:?}"
+    );
+    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+    for i in 0..3 {
+        g.env("west").cluster.wipe_pod(i).await.unwrap();
+    }
+    let failpoint = "recover::after_temp_checkpoint";
+    let crashed = g
+        .dr_with(
+            &["failover", "--yes"],
+            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
+        )
+        .await;
+    assert_eq!(
+        crashed.code, 101,
+        "{failpoint} must kill the run: {crashed:?}"
+    );
+    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+    let checkpoint = g
+        .env("west")
+        .secret_data(
+            &format!("{}-checkpoint", g.env("west").secret_name()),
+            "checkpoint.json",
+        )
+        .await
+        .expect("recover's checkpoint on the standby");
+    assert_eq!(
+        sops_decrypt_json(&checkpoint, &identity)["phase"]["phase"],
+        "recover_temp_init"
+    );
+    assert_eq!(g.state_at().await["failover"]["to"], "west");
+    assert_eq!(
+        g.env("west").sys_inits(),
+        2,
+        "pod 0 was initialized once more"
+    );
+    let run = g.dr(&["failover", "--yes"]).await.ok();
     assert!(
-        run.stdout.contains("Failed over to west at epoch 2"),
+        run.stdout
+            .contains("Failed over to west at epoch 2 (resumed)"),
         "{run:?}"
     );
+    assert_eq!(
+        g.env("west").sys_inits(),
+        2,
+        "the re-run resumed recover; nothing was initialized again"
+    );
+    assert!(!g.env("west").checkpoint_exists().await);
+    // Step 6: the address clients must switch to, and the one-line patch of
+    // the Service, printed and not run; run as printed, it switches it.
+    assert!(
+        run.stdout
+            .contains("Clients must switch to http://west.vault.svc:8200 (context west)"),
+        "{run:?}"
+    );
+    let patch = run
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("kubectl "))
+        .unwrap_or_else(|| panic!("no kubectl line: {run:?}"));
+    assert_eq!(
+        patch,
+        r#"kubectl --context east -n default patch service vault-clients --type merge -p '{"spec":{"externalName":"west.vault.svc"}}'"#
+    );
+    let external = |s: k8s_openapi::api::core::v1::Service| s.spec.unwrap().external_name;
+    assert_eq!(
+        external(services.get("vault-clients").await.unwrap()).as_deref(),
+        Some("east.vault.svc"),
+        "the failover does not switch clients itself"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let patched = std::process::Command::new("sh")
+        .args(["-c", patch])
+        .env_clear()
+        .env("KUBECONFIG", &g.kubeconfig)
+        .env("HOME", home.path())
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", crate::harness::deps_bin().display()),
+        )
+        .output()
+        .unwrap();
+    assert!(patched.status.success(), "{patched:?}");
+    assert_eq!(
+        external(services.get("vault-clients").await.unwrap()).as_deref(),
+        Some("west.vault.svc")
+    );
+
     assert!(run.stdout.contains("every pod sealed"), "{run:?}");
     assert!(run.stdout.contains("Caught up with"), "{run:?}");
     let state = g.state_at().await;
@@ -212,15 +335,135 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     assert_eq!(g.sealed_pods("east").await, [true], "the fence sealed east");
     refused(
         &g.plugin("east", &["unseal"]).await,
-        &["epoch 2", "west is the primary", "dr sync"],
+        &[
+            "epoch 2",
+            "west is the primary",
+            "dr sync --config <the file that defines DR group \"prod\"> --standby east",
+        ],
     );
     assert_eq!(g.sealed_pods("east").await, [true]);
     assert_eq!(g.env("east").sys_inits(), 1);
     assert_eq!(
         g.env("west").sys_inits(),
-        1,
-        "a failover initializes nothing"
+        2,
+        "only the temporary init of the catch-up's recover"
     );
+    // The credentials west stores unseal every pod after a full restart.
+    g.env("west").cluster.restart_all().await.unwrap();
+    assert_eq!(g.sealed_pods("west").await, [true, true, true]);
+    g.plugin("west", &["unseal"]).await.ok();
+    assert_eq!(g.sealed_pods("west").await, [false, false, false]);
+    assert_secrets(g.env("west"), west_token, 50, "v2").await;
+
+    // Automatic failover on S3: east rejoins as a standby of west, then
+    // west's API stops answering; `dr watch` promotes east after 2 failed
+    // probes spanning 2 intervals, and every secret reads there.
+    g.save_snapshot("west").await;
+    g.dr(&["sync", "--standby", "east"]).await.ok();
+    assert_eq!(
+        g.sealed_pods("east").await,
+        [true],
+        "a warm standby rests sealed"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = g.config.to_str().unwrap().to_owned();
+    let mut env = vec![("KUBECONFIG", g.kubeconfig.as_str())];
+    env.extend(g.vars());
+    let watcher = g.envs[0].spawn_bare(
+        &[
+            "dr",
+            "watch",
+            "--config",
+            &cfg,
+            "--probe-timeout",
+            "1s",
+            "--probes",
+            "3",
+            "--interval",
+            "2s",
+            "--failure-threshold",
+            "2",
+            "--metrics-addr",
+            &addr,
+        ],
+        &env,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while crate::metrics::scrape(&addr)
+        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&2.0))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never served its metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let died = std::time::Instant::now();
+    g.env("west").cluster.set_latency(Duration::from_secs(600));
+    loop {
+        let state = g.state_at().await;
+        if state["primary"] == "east" && state.get("failover").is_none() {
+            assert_eq!(state["epoch"], 3, "{state}");
+            assert_eq!(state["fences"]["west"]["how"], "recorded", "{state}");
+            assert_eq!(state["decision"]["by"], "auto", "{state}");
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(120),
+            "the watcher did not fail over: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eprintln!(
+        "dr watch on S3: west unreachable to east promoted in {:?}",
+        died.elapsed()
+    );
+    let metrics = loop {
+        let m = crate::metrics::scrape(&addr).unwrap_or_default();
+        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
+            break m;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(180),
+            "metrics never showed the failover: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        metrics.get("kubectl_vault_dr_cluster_up{cluster=west}"),
+        Some(&0.0),
+        "{metrics:?}"
+    );
+    let mut watcher = watcher;
+    watcher.start_kill().unwrap();
+    let watched = g.envs[0].finish_spawned(watcher).await;
+    assert!(
+        watched.stderr.contains("the primary failed; failing over"),
+        "{watched:?}"
+    );
+    g.env("west").cluster.set_latency(Duration::ZERO);
+    let east_now = g
+        .env("east")
+        .stored_credentials_sops(&identity)
+        .await
+        .expect("east's credentials");
+    assert_eq!(east_now["cluster_id"], east_creds["cluster_id"]);
+    assert_eq!(g.sealed_pods("east").await, [false]);
+    assert_secrets(
+        g.env("east"),
+        east_now["root_token"].as_str().unwrap(),
+        50,
+        "v2",
+    )
+    .await;
+    assert_eq!(g.env("east").sys_inits(), 1);
+    assert_eq!(g.env("west").sys_inits(), 2);
+
     g.env("east").assert_no_secret_exposed_in(&east_creds).await;
     g.env("west").assert_no_secret_exposed_in(&west_creds).await;
 }

@@ -34,7 +34,8 @@ async fn start_story() -> Group {
     let g = start(
         vec![
             ("east", opts(1), true),
-            ("west", opts(3), true),
+            // Only west's cluster serves metrics.k8s.io (metrics-server).
+            ("west", opts(3).metrics_server(true), true),
             ("north", opts(1), true),
         ],
         SharedLocation::Folder(tempfile::tempdir().unwrap()),
@@ -195,6 +196,31 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     assert_eq!(west["health"], 503);
     assert_eq!(west["reachable"], true);
     assert!(west["latency_p95_ms"].as_f64().is_some());
+    // Pod CPU and memory where metrics.k8s.io is served, summed over the
+    // pods; null where it is not (and never an error).
+    assert!(west["cpu_millicores"].as_f64().unwrap() > 0.0, "{west}");
+    assert!(
+        west["memory_bytes"].as_u64().unwrap() > 3 * 10 * 1024 * 1024,
+        "three bao servers hold more than 10 MiB each: {west}"
+    );
+    assert!(north["cpu_millicores"].is_null(), "{north}");
+    assert!(north["memory_bytes"].is_null(), "{north}");
+    let table = g.dr(&["status"]).await.ok().stdout;
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(table.contains("cpu") && table.contains("memory"), "{table}");
+    assert!(
+        row("west").iter().any(|c| c.ends_with("Mi") && c != "0Mi"),
+        "{table}"
+    );
+    assert_eq!(row("north")[9..11], ["-", "-"], "{table}");
 
     // A healthy primary is not failed over automatically.
     refused(
@@ -282,7 +308,11 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     );
     refused(
         &g.env("west").plugin(&["unseal"]).await,
-        &["epoch 3", "north is the primary"],
+        &[
+            "epoch 3",
+            "north is the primary",
+            "--config <the file that defines DR group \"prod\"> --standby west",
+        ],
     );
     let north_token = root_token(g.env("north")).await;
     assert_secrets(g.env("north"), &north_token, ALL, "v2").await;
@@ -432,6 +462,17 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     assert_eq!(
         metrics.get(&format!("kubectl_vault_dr_cluster_up{{cluster={from}}}")),
         Some(&0.0),
+        "{metrics:?}"
+    );
+    // Pod usage where metrics.k8s.io is served (west), none where not (north).
+    assert!(
+        metrics
+            .get("kubectl_vault_dr_pod_memory_bytes{cluster=west}")
+            .is_some_and(|b| *b > 0.0),
+        "{metrics:?}"
+    );
+    assert!(
+        !metrics.contains_key("kubectl_vault_dr_pod_memory_bytes{cluster=north}"),
         "{metrics:?}"
     );
     let mut watcher = watcher;
