@@ -359,17 +359,9 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     if let Store::S3(moto) = store {
         // The upload had begun: the killed save left a multipart upload in
         // progress (invisible; a bucket lifecycle rule reaps it).
-        let (status, text) = super::http(
-            &moto.hostport(),
-            "GET",
-            &format!("/{BUCKET}?uploads"),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
-        assert_eq!(text.matches("<Upload>").count(), 1, "{text}");
-        assert!(text.contains("<Key>crash/"), "{text}");
+        let uploads = multipart_uploads(moto).await;
+        assert_eq!(uploads.len(), 1, "{uploads:?}");
+        assert!(uploads[0].starts_with("crash/"), "{uploads:?}");
     }
 
     let broken = store
@@ -390,15 +382,8 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     if let Store::S3(moto) = store {
         // Aborted: the broken save's multipart upload is gone, the killed
         // one's is still the only one.
-        let (_, text) = super::http(
-            &moto.hostport(),
-            "GET",
-            &format!("/{BUCKET}?uploads"),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(text.matches("<Upload>").count(), 1, "{text}");
+        let uploads = multipart_uploads(moto).await;
+        assert_eq!(uploads.len(), 1, "{uploads:?}");
     }
     // The same target then takes a whole save.
     let out = store
@@ -409,6 +394,30 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     let size = out["manifest"]["size"].as_u64().unwrap();
     assert!(size > 9 << 20, "{who}: the snapshot spans parts: {size}");
     assert_eq!(store.keys(BUCKET, "crash/").await.len(), 2, "{who}");
+}
+
+/// The keys of the multipart uploads in progress in the S3 bucket (moto's
+/// `ListMultipartUploads`), one per upload.
+async fn multipart_uploads(moto: &Moto) -> Vec<String> {
+    let (status, text) = super::http(
+        &moto.hostport(),
+        "GET",
+        &format!("/{BUCKET}?uploads"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    text.split("<Upload>")
+        .skip(1)
+        .map(|upload| {
+            upload
+                .split_once("<Key>")
+                .and_then(|(_, rest)| rest.split_once("</Key>"))
+                .map(|(key, _)| key.to_owned())
+                .unwrap_or_else(|| panic!("an upload without a key: {text}"))
+        })
+        .collect()
 }
 
 /// Writes `n` secrets of 750 KiB of random base64 (little compression),
