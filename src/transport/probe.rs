@@ -107,7 +107,7 @@ fn probe_script(order: &str) -> String {
 /// The server config files or folders named on the container's command
 /// line (`-config=PATH`, `-config PATH`, `--config ...`), also inside a
 /// `sh -c` script as the charts write it.
-fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
+pub(crate) fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
     let words: Vec<String> = spec
         .spec
         .as_ref()

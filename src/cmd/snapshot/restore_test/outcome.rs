@@ -63,17 +63,25 @@ impl Outcome {
         let r = &self.record;
         let mut text = match r.result {
             RestoreTestResult::Passed => {
-                let mut t = format!(
-                    "Restore-test of {} passed: restored into a throwaway server in pod {}{} and unsealed with key generation {}",
-                    self.snapshot,
+                let place = format!(
+                    "restored into a throwaway server in pod {}{}",
                     r.pod,
                     self.server
                         .as_deref()
                         .map(|s| format!(" ({s})"))
-                        .unwrap_or_default(),
-                    r.generation
+                        .unwrap_or_default()
                 );
-                if let Some(report) = &self.report {
+                let mut t = match self.report.as_ref().and_then(|rp| rp.seal.as_deref()) {
+                    Some(seal) => format!(
+                        "Restore-test of {} passed: {place}, opened by the live server's {seal} seal, and again by it after a restart; the stored root token and recovery keys of key generation {} are the restored data's",
+                        self.snapshot, r.generation
+                    ),
+                    None => format!(
+                        "Restore-test of {} passed: {place} and unsealed with key generation {}",
+                        self.snapshot, r.generation
+                    ),
+                };
+                if let Some(report) = self.report.as_ref().filter(|rp| rp.seal.is_none()) {
                     t.push_str(&format!(" ({} shares)", report.shares_submitted));
                     if !report.root_token_valid {
                         t.push_str("; no stored root token of that generation is valid in it");
