@@ -28,18 +28,20 @@
 //!     snapshot's root key through its seal (OpenBao does this in place, a
 //!     few seconds after the restore call returned), and the temporary
 //!     token stops working. A server that seals instead was not opened by
-//!     the seal. Restarting before that point brings back the temporary
-//!     data (measured: the restore is not yet on disk), which is what made
-//!     an earlier attempt pass a snapshot it had never opened.
-//! 5b. Restart the server: from what is on disk, it must unseal itself
-//!     through the seal, as a restored cluster's pods will. The temporary
-//!     token must still fail (it is the restored data that came back).
-//! 5c. A stored root token of the manifest's generation must answer
+//!     the seal. Killed (SIGKILL) and restarted before that point, the
+//!     server came back with the temporary data (measured; a TERM let the
+//!     restore finish): what an earlier attempt, which then checked
+//!     nothing that only the snapshot holds, passed.
+//! 5b. A stored root token of the manifest's generation must answer
 //!     `auth/token/lookup-self`.
-//! 5d. The stored recovery keys of that generation must be the restored
+//! 5c. The stored recovery keys of that generation must be the restored
 //!     data's: a recovery-key rotation is started with them (verification
 //!     required) and cancelled before any verification, so nothing changes
 //!     (the same probe `recover` uses).
+//! 5d. Restart the server: from what is on disk, it must unseal itself
+//!     through the seal, as a restored cluster's pods will; the temporary
+//!     token must still fail and the stored one still answer (it is the
+//!     restored data that came back).
 //! 5e. The sentinel path must read, when one is given.
 //!
 //! Before any of it, the caller checks [`Room`]: a throwaway server whose

@@ -28,18 +28,8 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
     let shape = proof.generation;
     restored_in_place(server, temporary, seal, proof.timeout).await?;
     step("restored data reloaded through the seal");
-    restart
-        .restart()
-        .await
-        .map_err(|source| RestoreTestError::Restart { source })?;
-    unsealed_by_the_seal(server, seal, proof.timeout).await?;
-    step("restarted and unsealed by the seal");
-    wait_for_leader(std::slice::from_ref(server), proof.timeout)
-        .await
-        .map_err(|source| RestoreTestError::Leader { source })?;
-    if crate::ops::restore::token_works(server, temporary).await {
-        return Err(RestoreTestError::RestartLostRestore);
-    }
+    // The credentials first, on the data reloaded in place: a snapshot whose
+    // stored credentials are not its own fails without waiting for a restart.
     let Some(token) = accepted_token(server, &proof.tokens, proof.timeout).await else {
         return Err(RestoreTestError::RootToken {
             generation: shape.generation,
@@ -58,6 +48,24 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
         });
     }
     step("recovery keys");
+    restart
+        .restart()
+        .await
+        .map_err(|source| RestoreTestError::Restart { source })?;
+    unsealed_by_the_seal(server, seal, proof.timeout).await?;
+    wait_for_leader(std::slice::from_ref(server), proof.timeout)
+        .await
+        .map_err(|source| RestoreTestError::Leader { source })?;
+    // What came back from disk is the restored data: the temporary token is
+    // unknown to it and the stored one still answers.
+    if crate::ops::restore::token_works(server, temporary).await
+        || accepted_token(server, std::slice::from_ref(&token), proof.timeout)
+            .await
+            .is_none()
+    {
+        return Err(RestoreTestError::RestartLostRestore);
+    }
+    step("restarted and unsealed by the seal");
     let sentinel = match proof.sentinel {
         None => None,
         Some(path) => {
@@ -129,7 +137,7 @@ async fn restored_in_place<N: VaultNode>(
     }
 }
 
-/// 5c: the first of `candidates` the leading server accepts. A 403 is a
+/// 5b: the first of `candidates` the leading server accepts. A 403 is a
 /// token the data does not know; any other error is asked again (bounded),
 /// so that a refusal is decided in one round, not after a polling budget.
 async fn accepted_token<N: VaultNode>(
@@ -163,7 +171,7 @@ async fn accepted_token<N: VaultNode>(
     None
 }
 
-/// 5b: the restarted server must unseal itself (nothing is submitted).
+/// 5d: the restarted server must unseal itself (nothing is submitted).
 async fn unsealed_by_the_seal<N: VaultNode>(
     server: &N,
     seal: &str,
