@@ -26,7 +26,7 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
     step: &impl Fn(&str),
 ) -> Result<RestoreTestReport, RestoreTestError> {
     let shape = proof.generation;
-    restored_in_place(server, temporary, seal, proof.timeout).await?;
+    restored_in_place(server, temporary, seal, SEALED_GRACE, proof.timeout).await?;
     step("restored data reloaded through the seal");
     // The credentials first, on the data reloaded in place: a snapshot whose
     // stored credentials are not its own fails without waiting for a restart.
@@ -90,12 +90,13 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
 }
 
 /// 5a: waits until the server runs on the restored data (unsealed, and the
-/// temporary token refused with 403). Sealed for [`SEALED_GRACE`] means
-/// the seal did not open the snapshot.
+/// temporary token refused with 403). Sealed for `grace` means the seal
+/// did not open the snapshot.
 async fn restored_in_place<N: VaultNode>(
     server: &N,
     temporary: &Secret,
     seal: &str,
+    grace: Duration,
     timeout: Duration,
 ) -> Result<(), RestoreTestError> {
     let deadline = Instant::now() + timeout;
@@ -104,7 +105,7 @@ async fn restored_in_place<N: VaultNode>(
         match crate::ops::node::seal_status(server).await {
             Ok(s) if s.sealed => {
                 let since = *sealed_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= SEALED_GRACE {
+                if since.elapsed() >= grace {
                     return Err(RestoreTestError::SealDidNotOpen {
                         seal: seal.to_owned(),
                         when: "after the forced restore",
@@ -189,4 +190,150 @@ async fn unsealed_by_the_seal<N: VaultNode>(
         when: "when restarted from the restored data",
         waited: timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::secret::SecretAnswer;
+    use serde_json::{json, Value};
+    use std::sync::Mutex;
+
+    /// A throwaway server whose seal state and known tokens the test sets;
+    /// it counts the token lookups it answers, and answers the first
+    /// `busy` of them with a 500.
+    struct Scripted {
+        sealed: bool,
+        known: Vec<&'static str>,
+        busy: Mutex<u32>,
+        lookups: Mutex<u32>,
+    }
+
+    impl Scripted {
+        fn new(sealed: bool, known: &[&'static str]) -> Self {
+            Scripted {
+                sealed,
+                known: known.to_vec(),
+                busy: Mutex::new(0),
+                lookups: Mutex::new(0),
+            }
+        }
+
+        fn lookups(&self) -> u32 {
+            *self.lookups.lock().unwrap()
+        }
+    }
+
+    impl VaultNode for Scripted {
+        fn name(&self) -> &str {
+            "openbao-1/restore-test"
+        }
+
+        async fn call(&self, req: Request<'_>) -> Result<Value, NodeError> {
+            match req.path {
+                "sys/seal-status" => Ok(json!({
+                    "initialized": true, "sealed": self.sealed, "type": "static"
+                })),
+                "auth/token/lookup-self" => {
+                    *self.lookups.lock().unwrap() += 1;
+                    {
+                        let mut busy = self.busy.lock().unwrap();
+                        if *busy > 0 {
+                            *busy -= 1;
+                            return Err(NodeError::Api {
+                                status: 500,
+                                errors: vec![
+                                    "local node not active but active cluster node not found"
+                                        .into(),
+                                ],
+                            });
+                        }
+                    }
+                    let token = req.token.map(|t| t.expose().to_owned()).unwrap_or_default();
+                    if self.known.contains(&token.as_str()) {
+                        Ok(json!({"policies": ["root"]}))
+                    } else {
+                        Err(NodeError::Api {
+                            status: 403,
+                            errors: vec!["permission denied".into()],
+                        })
+                    }
+                }
+                other => panic!("the test does not expect a call to {other}"),
+            }
+        }
+
+        async fn call_secret(&self, req: Request<'_>) -> Result<SecretAnswer, NodeError> {
+            panic!("the test does not expect {}", req.path)
+        }
+    }
+
+    const GRACE: Duration = Duration::from_millis(700);
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    #[tokio::test]
+    async fn the_restored_data_is_the_servers_once_the_temporary_token_is_refused() {
+        let temporary = Secret::new("s.temporary");
+        let reloaded = Scripted::new(false, &["s.stored"]);
+        restored_in_place(&reloaded, &temporary, "static", GRACE, TIMEOUT)
+            .await
+            .unwrap();
+        // Still the temporary data at the deadline: the restore did not take,
+        // which says nothing about the snapshot.
+        let not_yet = Scripted::new(false, &["s.temporary"]);
+        let err = restored_in_place(&not_yet, &temporary, "static", GRACE, TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RestoreTestError::NotApplied { .. }), "{err}");
+        assert!(!err.is_verdict());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stays_sealed_after_the_restore_was_not_opened_by_its_seal() {
+        let temporary = Secret::new("s.temporary");
+        let sealed = Scripted::new(true, &[]);
+        let started = Instant::now();
+        let err = restored_in_place(&sealed, &temporary, "transit", GRACE, TIMEOUT)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RestoreTestError::SealDidNotOpen { .. }),
+            "{err}"
+        );
+        assert!(err.is_verdict());
+        assert!(
+            err.to_string().contains("live server's transit seal"),
+            "{err}"
+        );
+        // Decided after the grace, not at the deadline.
+        assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
+        assert_eq!(sealed.lookups(), 0, "no token is sent to a sealed server");
+    }
+
+    #[tokio::test]
+    async fn a_stored_token_is_found_among_the_candidates_and_refusals_are_decided_at_once() {
+        let server = Scripted::new(false, &["s.second"]);
+        let candidates = [Secret::new("s.first"), Secret::new("s.second")];
+        let found = accepted_token(&server, &candidates, TIMEOUT).await;
+        assert_eq!(
+            found.map(|t| t.expose().to_owned()),
+            Some("s.second".into())
+        );
+
+        // Tokens the data does not know: one round, no polling budget spent.
+        let strangers = Scripted::new(false, &[]);
+        let started = Instant::now();
+        assert!(accepted_token(&strangers, &candidates, TIMEOUT)
+            .await
+            .is_none());
+        assert_eq!(strangers.lookups(), 2);
+        assert!(started.elapsed() < Duration::from_millis(300));
+
+        // A server that is busy at first is asked again.
+        let busy = Scripted::new(false, &["s.first"]);
+        *busy.busy.lock().unwrap() = 3;
+        let found = accepted_token(&busy, &candidates[..1], TIMEOUT).await;
+        assert_eq!(found.map(|t| t.expose().to_owned()), Some("s.first".into()));
+        assert_eq!(busy.lookups(), 4);
+    }
 }
