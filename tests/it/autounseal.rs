@@ -640,6 +640,9 @@ async fn restore_test_through_the_seal(
         before,
         "the live cluster changed"
     );
+    // The recovery keys the probes sent, and the root token, went through
+    // stdin only.
+    source.assert_no_secret_exposed().await;
 }
 
 /// init killed after `sys/init` answered, before the answer was stored: the

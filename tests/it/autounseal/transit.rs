@@ -154,6 +154,18 @@ async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_report
     assert_eq!(tested["report"]["recovery_keys_verified"], true, "{tested}");
     assert_eq!(tested["sentinel"], "kv/before", "{tested}");
     crate::snapshot::restore_test::assert_nothing_left(&env, Duration::from_secs(5)).await;
+    // The provider's token, which the copied stanza carries, appears in no
+    // exec URL (the audit log), Event or plugin output.
+    let transit_token = std::fs::read_to_string(
+        env.cluster
+            .dir()
+            .join("secrets")
+            .join("openbao-seal")
+            .join("transit-token"),
+    )
+    .expect("the pods' transit token");
+    env.assert_no_secret_exposed_in(&serde_json::json!({ "root_token": transit_token.trim() }))
+        .await;
     for i in 0..3 {
         env.cluster.wipe_pod(i).await.unwrap();
     }
