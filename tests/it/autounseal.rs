@@ -476,7 +476,8 @@ async fn restore_in_place_then_recover_after_every_pod_is_wiped_on_a_static_seal
 /// fails it when the stored root token or recovery keys are not its own),
 /// and is refused, before anything is written, by a cluster with another
 /// seal key, with the reason and the flag that asserts the same key; the
-/// target's data and keys are untouched.
+/// target's data and keys are untouched, and its restore-test of that
+/// snapshot fails: its seal does not open it.
 #[tokio::test]
 async fn restore_into_a_cluster_with_another_seal_key_is_refused_clearly() {
     let (source, source_creds) = initialized().await;
@@ -528,6 +529,42 @@ async fn restore_into_a_cluster_with_another_seal_key_is_refused_clearly() {
     );
     assert!(!target.checkpoint_exists().await);
     assert_eq!(target.stored_credentials().await.unwrap(), target_creds);
+    assert_eq!(
+        target
+            .read_kv(target_creds["root_token"].as_str().unwrap(), "mine")
+            .await,
+        "kept"
+    );
+
+    // The restore-test run here starts its throwaway server with this
+    // cluster's seal, whose key does not open the other cluster's snapshot:
+    // the server seals itself after the forced restore, and the test fails.
+    let started = std::time::Instant::now();
+    let tested = target
+        .plugin(&[
+            "snapshot",
+            "verify",
+            "--from",
+            &to_dir,
+            "--snapshot",
+            &name,
+            "--restore-test",
+        ])
+        .await;
+    eprintln!(
+        "restore-test under another seal key: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(tested.code, 1, "{tested:?}");
+    assert!(
+        tested.stderr.contains(
+            "running with the live server's static seal, stayed sealed after the forced restore"
+        ) && tested
+            .stderr
+            .contains("the seal does not open this snapshot"),
+        "{tested:?}"
+    );
+    crate::snapshot::restore_test::assert_nothing_left(&target, Duration::from_secs(5)).await;
     assert_eq!(
         target
             .read_kv(target_creds["root_token"].as_str().unwrap(), "mine")
