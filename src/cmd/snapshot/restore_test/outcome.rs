@@ -156,6 +156,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_through_the_seal_says_what_opened_the_data_and_what_was_checked() {
+        let mut passed = outcome(RestoreTestResult::Passed, false);
+        passed.record.reason = None;
+        passed.record.sentinel = Some("kv/sentinel".into());
+        passed.server = Some("127.0.0.1:41234".into());
+        passed.server_removed = true;
+        passed.report = Some(RestoreTestReport {
+            generation: 1,
+            shares_submitted: 0,
+            seal: Some("transit".into()),
+            recovery_keys_verified: Some(true),
+            root_token_valid: true,
+            sentinel: Some("kv/sentinel".into()),
+        });
+        let text = passed.text();
+        assert!(
+            text.starts_with(
+                "Restore-test of s3://b/p/x.snap passed: restored into a throwaway server in pod openbao-1 (127.0.0.1:41234), opened by the live server's transit seal, and again by it after a restart; the stored root token and recovery keys of key generation 1 are the restored data's; sentinel kv/sentinel read.\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("shares"), "no share opened it: {text}");
+        assert!(passed.into_result().is_ok());
+    }
+
+    #[test]
     fn no_room_is_a_refusal_and_a_test_that_could_not_run_a_failure() {
         let refused = outcome(RestoreTestResult::Error, true)
             .into_result()
