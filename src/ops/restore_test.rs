@@ -37,7 +37,8 @@
 //! 5c. The stored recovery keys of that generation must be the restored
 //!     data's: a recovery-key rotation is started with them (verification
 //!     required) and cancelled before any verification, so nothing changes
-//!     (the same probe `recover` uses).
+//!     (the same probe `recover` uses). A generation stored without
+//!     recovery keys (OpenBao's default since 2.4) has none to check.
 //! 5d. Restart the server: from what is on disk, it must unseal itself
 //!     through the seal, as a restored cluster's pods will; the temporary
 //!     token must still fail and the stored one still answer (it is the
@@ -135,7 +136,7 @@ pub struct RestoreTestReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal: Option<String>,
     /// Auto-unseal: the stored recovery keys of the generation are the
-    /// restored data's.
+    /// restored data's (`None` when none are stored for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_keys_verified: Option<bool>,
     /// A stored root token of that generation is valid in the restored data.

@@ -71,10 +71,21 @@ impl Outcome {
                         .map(|s| format!(" ({s})"))
                         .unwrap_or_default()
                 );
-                let mut t = match self.report.as_ref().and_then(|rp| rp.seal.as_deref()) {
-                    Some(seal) => format!(
-                        "Restore-test of {} passed: {place}, opened by the live server's {seal} seal, and again by it after a restart; the stored root token and recovery keys of key generation {} are the restored data's",
-                        self.snapshot, r.generation
+                let through_seal = self
+                    .report
+                    .as_ref()
+                    .and_then(|rp| Some((rp.seal.as_deref()?, rp.recovery_keys_verified)));
+                let mut t = match through_seal {
+                    Some((seal, recovery)) => format!(
+                        "Restore-test of {} passed: {place}, opened by the live server's {seal} seal, and again by it after a restart; the stored root token {} of key generation {} {} the restored data's",
+                        self.snapshot,
+                        if recovery.is_some() {
+                            "and recovery keys"
+                        } else {
+                            "(no recovery keys are stored)"
+                        },
+                        r.generation,
+                        if recovery.is_some() { "are" } else { "is" }
                     ),
                     None => format!(
                         "Restore-test of {} passed: {place} and unsealed with key generation {}",
@@ -178,7 +189,15 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("shares"), "no share opened it: {text}");
-        assert!(passed.into_result().is_ok());
+        // A generation stored without recovery keys had none to check.
+        let mut without = passed;
+        without.report.as_mut().unwrap().recovery_keys_verified = None;
+        let text = without.text();
+        assert!(
+            text.contains("the stored root token (no recovery keys are stored) of key generation 1 is the restored data's"),
+            "{text}"
+        );
+        assert!(without.into_result().is_ok());
     }
 
     #[test]
