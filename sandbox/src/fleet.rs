@@ -275,7 +275,15 @@ impl Fleet {
             .context("reset the new pod's emptyDir and /tmp")?;
         let (process, ip) = self.start_process(ordinal)?;
         let loopback = if self.opts.loopback_addr {
-            match PodLoopback::start(ip, pod::API_PORT) {
+            // The transit provider, reachable from the pod as another
+            // cluster's Service would be.
+            let services: Vec<std::net::SocketAddrV4> = self
+                .transit
+                .get()
+                .and_then(|p| p.address().trim_start_matches("http://").parse().ok())
+                .into_iter()
+                .collect();
+            match PodLoopback::start(ip, pod::API_PORT, &services) {
                 Ok(l) => Some(Arc::new(l)),
                 Err(e) => {
                     process.kill();

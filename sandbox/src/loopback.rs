@@ -7,7 +7,9 @@
 //!
 //! # Guarantees
 //! - An exec'd process that joined [`PodLoopback::netns`] reaches its own
-//!   pod's server at `127.0.0.1:8200`, and nothing else of the host's network.
+//!   pod's server at `127.0.0.1:8200` and the services outside the
+//!   StatefulSet it was given (the transit seal provider, at its own
+//!   address), and nothing else of the host's network.
 //! - The namespace and the relay live as long as the pod object (container
 //!   restarts keep them, as a pod's network namespace outlives its
 //!   containers); dropping the value stops the relay.
@@ -17,53 +19,75 @@
 //!   `*_ADDR` on the pod's IP.
 //! - An exec'd process cannot reach other pods, as it could in a cluster.
 //!   Nothing the tool runs in a pod needs that: the server makes its own
-//!   raft connections.
+//!   raft connections. A second server it starts there (the restore-test's
+//!   throwaway server) needs the seal provider, which is why that one is
+//!   relayed.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A pod's network namespace and the relay of its `127.0.0.1:port`.
 pub struct PodLoopback {
     netns: OwnedFd,
-    relay: tokio::task::JoinHandle<()>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PodLoopback {
-    /// A new namespace whose `127.0.0.1:port` relays to `pod_ip:port`.
+    /// A new namespace whose `127.0.0.1:port` relays to `pod_ip:port`, and
+    /// whose `services` (host loopback addresses outside the StatefulSet,
+    /// such as the transit seal provider) relay to the same address on the
+    /// host, as a Service of another cluster is reachable from a pod.
     /// Needs a tokio runtime.
-    pub fn start(pod_ip: Ipv4Addr, port: u16) -> io::Result<PodLoopback> {
+    pub fn start(
+        pod_ip: Ipv4Addr,
+        port: u16,
+        services: &[SocketAddrV4],
+    ) -> io::Result<PodLoopback> {
         // unshare(CLONE_NEWNET) moves only the calling thread: do it on a
         // thread of its own, keep the namespace by its descriptor, and bind
-        // the listener there (a socket stays in the namespace it was made in).
-        let (netns, listener) = std::thread::spawn(move || -> io::Result<_> {
+        // the listeners there (a socket stays in the namespace it was made in).
+        let mut binds = vec![(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            SocketAddrV4::new(pod_ip, port),
+        )];
+        binds.extend(services.iter().map(|s| (*s, *s)));
+        let (netns, listeners) = std::thread::spawn(move || -> io::Result<_> {
             check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
             let netns = std::fs::File::open("/proc/thread-self/ns/net")?;
             loopback_up()?;
-            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
-            listener.set_nonblocking(true)?;
-            Ok((OwnedFd::from(netns), listener))
+            let mut listeners = Vec::new();
+            for (local, target) in binds {
+                let listener = std::net::TcpListener::bind(local)?;
+                listener.set_nonblocking(true)?;
+                listeners.push((listener, target));
+            }
+            Ok((OwnedFd::from(netns), listeners))
         })
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))??;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let target = SocketAddr::from((pod_ip, port));
-        let relay = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    // Connected from a runtime thread: the host's network.
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Ok(PodLoopback { netns, relay })
+        let mut relays = Vec::new();
+        for (listener, target) in listeners {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let target = SocketAddr::from(target);
+            relays.push(tokio::spawn(async move {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        // Connected from a runtime thread: the host's network.
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }));
+        }
+        Ok(PodLoopback { netns, relays })
     }
 
     /// The namespace, for `setns(fd, CLONE_NEWNET)` in an exec'd child.
@@ -74,7 +98,9 @@ impl PodLoopback {
 
 impl Drop for PodLoopback {
     fn drop(&mut self) {
-        self.relay.abort();
+        for relay in &self.relays {
+            relay.abort();
+        }
     }
 }
 
@@ -135,7 +161,7 @@ mod tests {
         let std::net::IpAddr::V4(ip) = addr.ip() else {
             unreachable!()
         };
-        let pod = PodLoopback::start(ip, addr.port()).unwrap();
+        let pod = PodLoopback::start(ip, addr.port(), &[]).unwrap();
         tokio::spawn(async move {
             let (mut s, _) = server.accept().await.unwrap();
             s.write_all(b"pod server").await.unwrap();

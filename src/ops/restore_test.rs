@@ -13,11 +13,37 @@
 //!    snapshot's generation (after a forced restore the server keeps the
 //!    seal configuration of its own init in memory, as in `recover`). Its
 //!    keys live only in memory: the server is thrown away with them.
-//! 3. Unseal with the temporary keys; wait until it leads.
+//! 3. Unseal with the temporary keys (an auto-unseal server, which the
+//!    caller started with the live server's seal, unseals itself); wait
+//!    until it leads.
 //! 4. Force-restore the snapshot with the temporary root token.
-//! 5. Unseal with the stored shares of the manifest's generation: the proof.
-//! 6. Find a stored root token of that generation the restored data
-//!    accepts; read the sentinel path with it, when one is given.
+//! 5. Shamir: unseal with the stored shares of the manifest's generation:
+//!    the proof. Then find a stored root token of that generation the
+//!    restored data accepts; read the sentinel path with it, when one is
+//!    given.
+//!
+//! An auto-unseal snapshot is opened by the seal, not by stored shares, so
+//! step 5 is `auto_unseal::through_the_seal`:
+//! 5a. Wait until the restored data is the server's: it reloads the
+//!     snapshot's root key through its seal (OpenBao does this in place, a
+//!     few seconds after the restore call returned), and the temporary
+//!     token stops working. A server that seals instead was not opened by
+//!     the seal. Killed (SIGKILL) and restarted before that point, the
+//!     server came back with the temporary data (measured; a TERM let the
+//!     restore finish): what an earlier attempt, which then checked
+//!     nothing that only the snapshot holds, passed.
+//! 5b. A stored root token of the manifest's generation must answer
+//!     `auth/token/lookup-self`.
+//! 5c. The stored recovery keys of that generation must be the restored
+//!     data's: a recovery-key rotation is started with them (verification
+//!     required) and cancelled before any verification, so nothing changes
+//!     (the same probe `recover` uses). A generation stored without
+//!     recovery keys (OpenBao's default since 2.4) has none to check.
+//! 5d. Restart the server: from what is on disk, it must unseal itself
+//!     through the seal, as a restored cluster's pods will; the temporary
+//!     token must still fail and the stored one still answer (it is the
+//!     restored data that came back).
+//! 5e. The sentinel path must read, when one is given.
 //!
 //! Before any of it, the caller checks [`Room`]: a throwaway server whose
 //! restore fills the data volume would take the live server's storage down
@@ -26,14 +52,21 @@
 //! # Guarantees
 //! - Only the server handed in is ever called; the stored credentials are
 //!   only read.
+//! - An auto-unseal pass means the restored data, restarted from disk,
+//!   unsealed through the seal, and that a stored root token and the
+//!   stored recovery keys of the manifest's generation are its own; each
+//!   of these failing fails the test with its own reason.
 //! - A failure names the step, and [`RestoreTestError::is_verdict`] tells a
 //!   snapshot that does not restore (or keys that do not open it) from a
 //!   test that could not run.
 
-use crate::ops::credentials::Credentials;
+use crate::ops::credentials::{Credentials, SealKind};
 use crate::ops::node::{seal_status_when_up, NodeError, Request, VaultNode};
 use crate::ops::reconcile::{wait_for_leader, ReconcileError};
 use crate::ops::restore::{wait_for_reseal, working_token, FeedError, SnapshotFeed};
+use crate::ops::rotate::RotateError;
+
+mod auto_unseal;
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 use std::time::Duration;
@@ -85,12 +118,27 @@ pub struct Proof<'a> {
     pub timeout: Duration,
 }
 
+/// Restarts the throwaway server on the same storage and address, and
+/// returns once it answers (sealed or not).
+pub trait Restart {
+    fn restart(&self) -> impl std::future::Future<Output = Result<(), NodeError>> + Send;
+}
+
 /// What a passed test established.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreTestReport {
-    /// The generation whose shares unsealed the restored data.
+    /// The generation whose shares unsealed the restored data (Shamir), or
+    /// whose root token and recovery keys it accepted (auto-unseal).
     pub generation: u32,
     pub shares_submitted: usize,
+    /// Auto-unseal: the seal that opened the restored data, restarted from
+    /// disk, with no share submitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+    /// Auto-unseal: the stored recovery keys of the generation are the
+    /// restored data's (`None` when none are stored for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_keys_verified: Option<bool>,
     /// A stored root token of that generation is valid in the restored data.
     pub root_token_valid: bool,
     /// The sentinel path that was read, if one was given.
@@ -119,6 +167,27 @@ pub enum RestoreTestError {
         generation: u32,
         source: UnsealError,
     },
+    #[error("the throwaway server, running with the live server's {seal} seal, stayed sealed {when} (for {} s): the seal does not open this snapshot", waited.as_secs())]
+    SealDidNotOpen {
+        seal: String,
+        when: &'static str,
+        waited: Duration,
+    },
+    #[error("the forced restore did not take effect in the throwaway server within {} s: its temporary root token still works", waited.as_secs())]
+    NotApplied { waited: Duration },
+    #[error("could not restart the throwaway server after the forced restore: {source}")]
+    Restart { source: NodeError },
+    #[error("the throwaway server came back from its restart with its temporary data, not the restored data, so nothing was proven")]
+    RestartLostRestore,
+    #[error("no stored root token of key generation {generation} answers auth/token/lookup-self in the restored data: the stored credentials of that generation are not this snapshot's")]
+    RootToken { generation: u32 },
+    #[error("the stored recovery keys of key generation {generation}, which the manifest names, are not the restored data's: its recovery-key rotation refused them")]
+    RecoveryKeys { generation: u32 },
+    #[error("could not check the stored recovery keys of key generation {generation} against the restored data: {source}")]
+    RecoveryProbe {
+        generation: u32,
+        source: RotateError,
+    },
     #[error("the throwaway server {server} did not reseal after the forced restore, so the shares were never tested")]
     NotResealed { server: String },
     #[error("no stored root token of key generation {generation} is valid in the restored data, so the sentinel {path} cannot be read")]
@@ -133,6 +202,9 @@ impl RestoreTestError {
     pub fn is_verdict(&self) -> bool {
         match self {
             RestoreTestError::Refused { .. }
+            | RestoreTestError::SealDidNotOpen { .. }
+            | RestoreTestError::RootToken { .. }
+            | RestoreTestError::RecoveryKeys { .. }
             | RestoreTestError::NoToken { .. }
             | RestoreTestError::Sentinel { .. } => true,
             RestoreTestError::Unseal { source, .. } => matches!(
@@ -146,15 +218,19 @@ impl RestoreTestError {
     }
 }
 
-/// Runs the test on `server`, an empty server started for it.
-pub async fn run<N, F>(
+/// Runs the test on `server`, an empty server started for it (with the
+/// live server's seal when the generation is an auto-unseal one);
+/// `restart` restarts it.
+pub async fn run<N, F, R>(
     server: &N,
     feed: &F,
+    restart: &R,
     proof: &Proof<'_>,
 ) -> Result<RestoreTestReport, RestoreTestError>
 where
     N: VaultNode,
     F: SnapshotFeed<N>,
+    R: Restart,
 {
     let name = server.name().to_owned();
     let t0 = std::time::Instant::now();
@@ -203,13 +279,15 @@ where
         server: name.clone(),
         source,
     })?;
-    unseal_node(
-        server,
-        temp.unseal_shares(),
-        usize::from(temp.key_threshold),
-    )
-    .await
-    .map_err(|source| RestoreTestError::TemporaryUnseal { source })?;
+    if !shape.seal.is_auto() {
+        unseal_node(
+            server,
+            temp.unseal_shares(),
+            usize::from(temp.key_threshold),
+        )
+        .await
+        .map_err(|source| RestoreTestError::TemporaryUnseal { source })?;
+    }
     step("temporary init and unseal");
     wait_for_leader(std::slice::from_ref(server), proof.timeout)
         .await
@@ -223,6 +301,17 @@ where
             FeedError::Interrupted(source) => RestoreTestError::Apply { source },
         })?;
     step("restored");
+    if let SealKind::Auto(seal) = &shape.seal {
+        return auto_unseal::through_the_seal(
+            server,
+            restart,
+            proof,
+            &temp.root_token,
+            seal,
+            &step,
+        )
+        .await;
+    }
     wait_for_reseal(server, &temp.root_token, Duration::from_secs(30)).await;
     step("resealed");
     tracing::info!(
@@ -272,6 +361,8 @@ where
     Ok(RestoreTestReport {
         generation: shape.generation,
         shares_submitted,
+        seal: None,
+        recovery_keys_verified: None,
         root_token_valid: token.is_some(),
         sentinel,
     })
@@ -323,6 +414,13 @@ mod tests {
                     have: 1,
                 },
             },
+            RestoreTestError::SealDidNotOpen {
+                seal: "static".into(),
+                when: "after the forced restore",
+                waited: Duration::from_secs(10),
+            },
+            RestoreTestError::RootToken { generation: 1 },
+            RestoreTestError::RecoveryKeys { generation: 1 },
         ];
         for e in &verdicts {
             assert!(e.is_verdict(), "{e}");
@@ -341,9 +439,25 @@ mod tests {
             RestoreTestError::NotResealed {
                 server: "p/restore-test".into(),
             },
+            // The test's own failures: the restart, or a restore that never
+            // took effect, prove nothing about the snapshot.
+            RestoreTestError::NotApplied {
+                waited: Duration::from_secs(60),
+            },
+            RestoreTestError::Restart {
+                source: NodeError::Unreachable("gone".into()),
+            },
+            RestoreTestError::RestartLostRestore,
         ];
         for e in &errors {
             assert!(!e.is_verdict(), "{e}");
+        }
+    }
+
+    struct NoRestart;
+    impl Restart for NoRestart {
+        async fn restart(&self) -> Result<(), NodeError> {
+            panic!("a server that is not empty is never restarted");
         }
     }
 
@@ -365,7 +479,7 @@ mod tests {
             sentinel: None,
             timeout: Duration::from_secs(1),
         };
-        let err = run(&server, &NoFeed, &proof).await.unwrap_err();
+        let err = run(&server, &NoFeed, &NoRestart, &proof).await.unwrap_err();
         assert!(matches!(err, RestoreTestError::NotEmpty { .. }), "{err}");
         assert!(!err.is_verdict());
         // No share was submitted to it.

@@ -283,7 +283,11 @@ impl KubeCluster {
             }
         };
         let exec = ExecNode::new(self.pods.clone(), name, self.container.clone(), self.cli)
-            .with_data_dir(data_dir(pod, &self.container));
+            .with_data_dir(data_dir(pod, &self.container))
+            .with_server_configs(crate::transport::probe::server_configs(
+                pod,
+                &self.container,
+            ));
         Some(
             PodNode::new(exec, direct, fallback)
                 .with_listener_ca(self.listener_ca.clone())

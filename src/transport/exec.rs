@@ -56,6 +56,9 @@ pub struct ExecNode {
     cli: CliFlavour,
     /// Where the server container mounts its PersistentVolumeClaim, if it does.
     data_dir: Option<String>,
+    /// The server config files or folders the container's command line
+    /// names (`-config=PATH`), absolute paths as the container sees them.
+    server_configs: Vec<String>,
     /// Another server than the container's own for the CLI to talk to (a
     /// loopback address, never a secret): see [`Self::with_server_addr`].
     server_addr: Option<String>,
@@ -76,6 +79,7 @@ impl ExecNode {
             container,
             cli,
             data_dir: None,
+            server_configs: Vec::new(),
             server_addr: None,
         }
     }
@@ -104,6 +108,19 @@ impl ExecNode {
     pub fn with_data_dir(mut self, dir: Option<String>) -> Self {
         self.data_dir = dir;
         self
+    }
+
+    /// Sets the server config paths (see [`Self::server_configs`]).
+    #[must_use]
+    pub fn with_server_configs(mut self, paths: Vec<String>) -> Self {
+        self.server_configs = paths;
+        self
+    }
+
+    /// The server config files or folders the container's command line
+    /// names: where the live server's `seal` stanza is read, inside the pod.
+    pub fn server_configs(&self) -> &[String] {
+        &self.server_configs
     }
 
     pub fn cli(&self) -> CliFlavour {

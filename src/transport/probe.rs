@@ -174,7 +174,7 @@ pub fn from_spec(spec: &Pod, container: &str) -> Option<(CliFlavour, ContainerTl
 /// The server config files or folders named on the container's command
 /// line (`-config=PATH`, `-config PATH`, `--config ...`), also inside a
 /// `sh -c` script as the charts write it.
-fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
+pub(crate) fn server_configs(spec: &Pod, container: &str) -> Vec<String> {
     let words = command_words(spec, container);
     let mut paths = Vec::new();
     let mut next_is_path = false;

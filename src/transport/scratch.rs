@@ -11,13 +11,20 @@
 //! 1. One exec runs the supervisor shell with its stdin held open by the
 //!    plugin. It removes folders of earlier runs whose supervisor is gone,
 //!    creates `<data>/.kubectl-vault-restore-test-<id>`, writes a config
-//!    (raft in that folder, `127.0.0.1:<port>` without TLS, no seal stanza,
-//!    no `retry_join`), starts the server with a clean environment (the
-//!    container's `*_API_ADDR`/`*_CLUSTER_ADDR` would otherwise advertise
-//!    the live pod's addresses), starts a watchdog, waits until the server
-//!    answers and prints `ready <pid>`.
+//!    (raft in that folder, `127.0.0.1:<port>` without TLS, no
+//!    `retry_join`, raft's `performance_multiplier = 1`: a lone node on
+//!    loopback needs no slack, and it leads in about 1.4 s instead of 8 s;
+//!    for an auto-unseal snapshot the live server's `seal`
+//!    stanzas, copied in the pod from the config files the pod spec names),
+//!    starts the server without the container's `*_API_ADDR`/
+//!    `*_CLUSTER_ADDR` (they would advertise the live pod's addresses;
+//!    without a seal, with a clean environment), starts a watchdog, waits
+//!    until the server answers and prints `ready <pid>`.
 //! 2. The plugin talks to it through other execs (the CLI with the address
-//!    overridden), and reads its memory from `/proc/<pid>/status`.
+//!    overridden), and reads its memory from `/proc/<pid>/status`. A
+//!    `restart` line on the supervisor's stdin restarts the server on the
+//!    same folder (an auto-unseal server then has to unseal itself from
+//!    what is on disk).
 //! 3. [`ScratchServer::stop`] closes the supervisor's stdin: it kills the
 //!    server, removes the folder and exits 0; one more exec checks that
 //!    both are gone.
@@ -32,14 +39,18 @@
 //! - A port another process holds makes the server exit; another port is
 //!   tried. Nothing is ever sent to a server that answers as initialized
 //!   (`ops::restore_test` checks that first).
-//! - No argv holds a secret: folders, ports and the variable name only.
+//! - No argv holds a secret: folders, ports, config paths and the variable
+//!   name only. The seal stanza (a transit token, a key file's path) is
+//!   copied file to file inside the pod and reaches neither the plugin, nor
+//!   a command line, nor a log.
 
 use crate::ops::node::{NodeError, Request, VaultNode};
 use crate::ops::secret::{SecretAnswer, SecretBytes};
 use crate::transport::exec::{parse_cli_error, ExecNode, StreamStdin, Streaming};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The prefix of the throwaway server's folder on the data volume.
 pub const FOLDER_PREFIX: &str = ".kubectl-vault-restore-test-";
@@ -49,10 +60,15 @@ const SNAPSHOT_FILE: &str = "snapshot.snap";
 
 /// `$0`: the CLI; `$1`: the folder; `$2`: API port; `$3`: cluster port;
 /// `$4`: the watchdog's deadline in seconds; `$5`: the CLI's address
-/// variable. Exits 73 when the server died at start (its log's end on
-/// stderr), 74 when it never answered, 71 when the folder cannot be made.
+/// variable; `$6`: `seal` to run with the live server's seal, read from the
+/// server config files or folders `$7...` (the pod spec's `-config`), else
+/// empty. Exits 73 when the server died at start (its log's end on
+/// stderr), 74 when it never answered, 71 when the folder cannot be made,
+/// 75 when no `seal` stanza was found. Each `restart` line on stdin stops
+/// the server (TERM, then KILL after 10 s) and starts it again on the same
+/// folder and port, answering `ready <pid>` again.
 const SUPERVISOR: &str = r#"umask 077
-d="$1"; p="$2"; c="$3"; t="$4"; av="$5"
+d="$1"; p="$2"; c="$3"; t="$4"; av="$5"; sl="$6"; shift 6
 for o in "${d%/*}"/.kubectl-vault-restore-test-*; do
   [ -d "$o" ] && [ "$o" != "$d" ] || continue
   q=$(cat "$o/supervisor" 2>/dev/null)
@@ -66,6 +82,7 @@ cat > "$d/config.hcl" <<EOF
 storage "raft" {
   path = "$d/raft"
   node_id = "kubectl-vault-restore-test"
+  performance_multiplier = 1
 }
 listener "tcp" {
   address = "127.0.0.1:$p"
@@ -77,28 +94,63 @@ cluster_addr = "https://127.0.0.1:$c"
 disable_mlock = true
 ui = false
 EOF
-env -i PATH="$PATH" HOME="$d" "$0" server -config "$d/config.hcl" > "$d/server.log" 2>&1 &
-s=$!
-setsid sh -c 'sup=$1; s=$2; d=$3; end=$(( $(date +%s) + $4 ))
+if [ "$sl" = seal ]; then
+  # Every top-level seal block of the live config, copied file to file in
+  # the pod: it may hold a provider token, which never leaves the pod.
+  for f0 in "$@"; do for f in "$f0" "$f0"/*.hcl; do
+    [ -f "$f" ] && [ -r "$f" ] || continue
+    awk 'function braces(l,  o, k) { o = gsub(/[{]/, "{", l); k = gsub(/[}]/, "}", l); return o - k }
+      !on && n == 0 && /^[[:space:]]*seal[[:space:]]/ { on = 1; m = 0 }
+      on { print; m += braces($0); if (m <= 0 && index($0, "}") > 0) on = 0; next }
+      { n += braces($0) }' "$f" >> "$d/config.hcl"
+  done; done
+  grep -q '^[[:space:]]*seal[[:space:]]' "$d/config.hcl" || { echo "no seal stanza in the server config $*" >&2; rm -rf "$d"; exit 75; }
+fi
+start() {
+  if [ "$sl" = seal ]; then
+    # The container's environment may configure the seal (its provider's
+    # credentials); only what would advertise the live pod goes.
+    ( unset BAO_API_ADDR VAULT_API_ADDR BAO_CLUSTER_ADDR VAULT_CLUSTER_ADDR BAO_REDIRECT_ADDR VAULT_REDIRECT_ADDR BAO_RAFT_NODE_ID VAULT_RAFT_NODE_ID BAO_RAFT_PATH VAULT_RAFT_PATH
+      HOME="$d"; export HOME; exec "$0" server -config "$d/config.hcl" ) >> "$d/server.log" 2>&1 &
+  else
+    env -i PATH="$PATH" HOME="$d" "$0" server -config "$d/config.hcl" >> "$d/server.log" 2>&1 &
+  fi
+  s=$!
+  echo "$s" > "$d/server.pid"
+}
+start
+setsid sh -c 'sup=$1; d=$2; end=$(( $(date +%s) + $3 ))
 while kill -0 "$sup" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
-kill -9 "$s" "$sup" 2>/dev/null; i=0
-while kill -0 "$s" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
-rm -rf "$d"' kubectl-vault-restore-test-watchdog "$$" "$s" "$d" "$t" < /dev/null > /dev/null 2>&1 &
+s=$(cat "$d/server.pid" 2>/dev/null)
+kill -9 $s "$sup" 2>/dev/null; i=0
+while [ -n "$s" ] && kill -0 "$s" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+rm -rf "$d"' kubectl-vault-restore-test-watchdog "$$" "$d" "$t" < /dev/null > /dev/null 2>&1 &
 w=$!
 stop() { kill -9 "$s" 2>/dev/null; wait "$s" 2>/dev/null; kill -9 "$w" 2>/dev/null; rm -rf "$d"; }
 trap stop EXIT
 trap 'exit 1' HUP INT TERM PIPE
-i=0
-while :; do
-  if ! kill -0 "$s" 2>/dev/null; then tail -n 5 "$d/server.log" >&2; exit 73; fi
-  env -i PATH="$PATH" "$av=http://127.0.0.1:$p" "$0" status > /dev/null 2>&1
-  case $? in 0|2) break;; esac
-  i=$((i+1)); [ $i -lt 600 ] || { echo "the server did not answer on 127.0.0.1:$p" >&2; tail -n 5 "$d/server.log" >&2; exit 74; }
-  sleep 0.1 2>/dev/null || sleep 1
+answered() {
+  i=0
+  while :; do
+    if ! kill -0 "$s" 2>/dev/null; then tail -n 5 "$d/server.log" >&2; exit 73; fi
+    env -i PATH="$PATH" "$av=http://127.0.0.1:$p" "$0" status > /dev/null 2>&1
+    case $? in 0|2) break;; esac
+    i=$((i+1)); [ $i -lt 600 ] || { echo "the server did not answer on 127.0.0.1:$p" >&2; tail -n 5 "$d/server.log" >&2; exit 74; }
+    sleep 0.1 2>/dev/null || sleep 1
+  done
+  kill -0 "$s" 2>/dev/null || { tail -n 5 "$d/server.log" >&2; exit 73; }
+  echo "ready $s"
+}
+answered
+while IFS= read -r line; do
+  case "$line" in
+    restart)
+      kill -TERM "$s" 2>/dev/null; i=0
+      while kill -0 "$s" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
+      kill -9 "$s" 2>/dev/null; wait "$s" 2>/dev/null
+      start; answered ;;
+  esac
 done
-kill -0 "$s" 2>/dev/null || { tail -n 5 "$d/server.log" >&2; exit 73; }
-echo "ready $s"
-cat > /dev/null
 exit 0"#;
 
 /// `$1`: the folder; `$2`: the server's pid. Exit 0 when both are gone.
@@ -134,7 +186,8 @@ pub struct ScratchServer {
     pod_exec: ExecNode,
     pod: String,
     dir: String,
-    pid: u32,
+    /// The server's pid; a [`Self::restart`] changes it.
+    pid: AtomicU32,
     port: u16,
     /// In a mutex only so that the server can be shared (`Sync`) while a
     /// feed streams into it; taken once, by [`Self::stop`].
@@ -146,6 +199,8 @@ pub struct ScratchServer {
 pub enum StartError {
     #[error("the server container of pod {pod} mounts no PersistentVolumeClaim: the restore-test keeps its throwaway server's storage on the data volume")]
     NoDataVolume { pod: String },
+    #[error("the pod spec of {pod} names no server config (`-config=PATH` on the container's command line), so the live server's seal stanza cannot be found for the throwaway server")]
+    NoServerConfig { pod: String },
     #[error("could not start a throwaway server in pod {pod}: {reason}")]
     Failed { pod: String, reason: String },
     #[error(transparent)]
@@ -154,9 +209,19 @@ pub enum StartError {
 
 impl ScratchServer {
     /// Starts a throwaway server in `exec`'s container. The watchdog kills
-    /// it after `deadline` whatever happens.
-    pub async fn start(exec: &ExecNode, deadline: Duration) -> Result<ScratchServer, StartError> {
+    /// it after `deadline` whatever happens. With `seal`, the server runs
+    /// with the live server's `seal` stanzas, copied inside the pod from
+    /// the config files the pod spec names ([`ExecNode::server_configs`]):
+    /// the plugin never reads them (they may hold a provider's token).
+    pub async fn start(
+        exec: &ExecNode,
+        deadline: Duration,
+        seal: bool,
+    ) -> Result<ScratchServer, StartError> {
         let pod = exec.name().to_owned();
+        if seal && exec.server_configs().is_empty() {
+            return Err(StartError::NoServerConfig { pod });
+        }
         let data = exec
             .data_dir()
             .ok_or_else(|| StartError::NoDataVolume { pod: pod.clone() })?
@@ -167,7 +232,7 @@ impl ScratchServer {
             let port: u16 = rand::random_range(20000..60000);
             let id: u32 = rand::random();
             let dir = format!("{data}/{FOLDER_PREFIX}{id:08x}");
-            match Self::launch(exec, &dir, port, deadline).await? {
+            match Self::launch(exec, &dir, port, deadline, seal).await? {
                 Ok(server) => return Ok(server),
                 Err(reason) if reason.contains("address already in use") => {
                     tracing::debug!(%pod, port, "port taken; trying another");
@@ -186,10 +251,11 @@ impl ScratchServer {
         dir: &str,
         port: u16,
         deadline: Duration,
+        seal: bool,
     ) -> Result<Result<ScratchServer, String>, StartError> {
         let pod = exec.name().to_owned();
         let cli = exec.cli();
-        let argv = vec![
+        let mut argv = vec![
             "sh".to_owned(),
             "-c".to_owned(),
             SUPERVISOR.to_owned(),
@@ -199,7 +265,11 @@ impl ScratchServer {
             (port + 1).to_string(),
             deadline.as_secs().max(60).to_string(),
             cli.addr_variable().to_owned(),
+            if seal { "seal" } else { "" }.to_owned(),
         ];
+        if seal {
+            argv.extend(exec.server_configs().iter().cloned());
+        }
         let (stdin_reader, stdin) = tokio::io::duplex(64);
         let mut streaming = exec
             .stream(
@@ -253,7 +323,7 @@ impl ScratchServer {
             pod_exec: exec.clone(),
             pod,
             dir: dir.to_owned(),
-            pid,
+            pid: AtomicU32::new(pid),
             port,
             session: std::sync::Mutex::new(Some(Session {
                 stdin,
@@ -261,6 +331,59 @@ impl ScratchServer {
                 streaming,
             })),
         }))
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server and starts it again on the same folder and port
+    /// (the supervisor does it: TERM, KILL after 10 s); returns when it
+    /// answers again, sealed or not.
+    pub async fn restart(&self) -> Result<(), NodeError> {
+        let taken = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(mut session) = taken else {
+            return Err(NodeError::Unreachable(
+                "the throwaway server's supervisor is gone".into(),
+            ));
+        };
+        let mut line = String::new();
+        let answered = match session.stdin.write_all(b"restart\n").await {
+            Ok(()) => {
+                tokio::time::timeout(Duration::from_secs(90), session.stdout.read_line(&mut line))
+                    .await
+                    .is_ok_and(|read| read.is_ok())
+            }
+            Err(_) => false,
+        };
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse::<u32>().ok());
+        if let (true, Some(pid)) = (answered, pid) {
+            self.pid.store(pid, Ordering::SeqCst);
+            *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(session);
+            tracing::info!(pod = %self.pod, pid, "throwaway server restarted");
+            return Ok(());
+        }
+        // The supervisor exited (its trap killed the server and removed the
+        // folder) or hangs: its stdin closes either way.
+        let Session {
+            stdin, streaming, ..
+        } = session;
+        drop(stdin);
+        let why = match tokio::time::timeout(Duration::from_secs(30), streaming.wait()).await {
+            Ok(Ok((code, _, stderr))) => format!(
+                "the throwaway server did not come back after its restart (supervisor exit {code}): {}",
+                stderr.trim()
+            ),
+            _ => "the throwaway server did not come back after its restart".to_owned(),
+        };
+        Err(NodeError::Unreachable(why))
     }
 
     /// The node to send requests to.
@@ -290,7 +413,7 @@ impl ScratchServer {
                     "-c".into(),
                     MEMORY.into(),
                     "sh".into(),
-                    self.pid.to_string(),
+                    self.pid().to_string(),
                 ],
                 None,
             )
@@ -414,7 +537,7 @@ impl ScratchServer {
                     GONE.into(),
                     "sh".into(),
                     self.dir.clone(),
-                    self.pid.to_string(),
+                    self.pid().to_string(),
                 ],
                 None,
             )
@@ -422,11 +545,18 @@ impl ScratchServer {
         if out.exit_code != 0 {
             return Err(NodeError::Malformed(format!(
                 "the throwaway server (pid {}) or its folder {} is still in pod {pod}; its watchdog removes them",
-                self.pid, self.dir
+                self.pid(),
+                self.dir
             )));
         }
         tracing::info!(%pod, folder = %self.dir, "throwaway server stopped and its folder removed");
         Ok(())
+    }
+}
+
+impl crate::ops::restore_test::Restart for ScratchServer {
+    async fn restart(&self) -> Result<(), NodeError> {
+        ScratchServer::restart(self).await
     }
 }
 

@@ -9,7 +9,7 @@ mod guards;
 mod keyring;
 mod keys;
 mod object_stores;
-mod restore_test;
+pub(crate) mod restore_test;
 
 use crate::harness::{deps_bin, Env, Run};
 use sandbox::ClusterOptions;

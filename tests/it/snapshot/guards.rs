@@ -422,7 +422,7 @@ async fn save_targets_are_checked_before_anything_streams() {
 
 /// A gzip tar with `meta.json`, `state` as `state.bin`, and a matching
 /// `SHA256SUMS`: everything a raft snapshot has except the server's sealed sums.
-fn archive_with_state(state: &[u8]) -> Vec<u8> {
+pub(super) fn archive_with_state(state: &[u8]) -> Vec<u8> {
     let meta = br#"{"Version":1,"ID":"2-9-1","Index":9,"Term":2}"#;
     let sums = format!(
         "{}  meta.json\n{}  state.bin\n",

@@ -3,11 +3,12 @@
 //! and GCS (fake-gcs-server), all installed by `scripts/install-deps`.
 //!
 //! On each store: retention with `--keep` and `--max-age`, list and
-//! verify, restore, the restore guards (truncated, corrupt, random bytes,
-//! a newer key generation, a name with a path, a manifest describing
-//! another object, another cluster's newer snapshot), recover from
-//! an empty bucket (initializes nothing) and from the store with 1,000 KV
-//! secrets read back; a save killed after its stream (with a part already
+//! verify, restore, the restore guards (truncated, corrupt, 10 MiB of
+//! random bytes and a garbage `state.bin` each with a matching manifest, a
+//! newer key generation, a name with a path, a manifest describing another
+//! object, another cluster's newer snapshot), recover from an empty bucket
+//! and from a prefix of junk (both initialize nothing) and from the store
+//! with 1,000 KV secrets read back; a save killed after its stream (with a part already
 //! uploaded) and a save whose stream breaks leave no snapshot and no
 //! manifest.
 //!
@@ -195,18 +196,57 @@ async fn guards_refuse_bad_snapshots(
     let mut newer = template.clone();
     newer["generation"] = 7.into();
     plant(store, "bad/", "newer.snap", bytes, &newer, false).await;
-    let mut random = vec![0u8; 4096];
+    // Random bytes and a garbage state.bin, each with a manifest that
+    // matches them: in bad/ for restore, in junk/ for recover.
+    let mut random = vec![0u8; 10 << 20];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut random);
-    plant(store, "bad/", "random.snap", &random, template, true).await;
+    let garbage = super::guards::archive_with_state(&[7u8; 8192]);
+    for prefix in ["bad/", "junk/"] {
+        plant(store, prefix, "random-10m.snap", &random, template, true).await;
+        plant(
+            store,
+            prefix,
+            "garbage-state.snap",
+            &garbage,
+            template,
+            true,
+        )
+        .await;
+    }
 
     let from = store.url(BUCKET, "bad/");
+    let verify = store
+        .plugin(
+            env,
+            &[
+                "snapshot",
+                "verify",
+                "--from",
+                &from,
+                "--snapshot",
+                "garbage-state.snap",
+            ],
+        )
+        .await;
+    assert_eq!(verify.code, 1, "{who}: {verify:?}");
+    assert!(
+        verify
+            .stderr
+            .contains("state.bin is not raft storage entries"),
+        "{who}: {verify:?}"
+    );
     env.write_kv(token, "probe", "unchanged").await;
     for (name, says) in [
         ("truncated.snap", "truncated"),
         ("corrupt.snap", "sha256"),
         ("newer.snap", "newer than any stored"),
-        ("random.snap", "is not a raft snapshot"),
+        ("random-10m.snap", "is not a raft snapshot"),
+        (
+            "garbage-state.snap",
+            "state.bin is not raft storage entries",
+        ),
     ] {
+        let started = std::time::Instant::now();
         let run = store
             .plugin(
                 env,
@@ -226,6 +266,11 @@ async fn guards_refuse_bad_snapshots(
         assert!(
             run.stderr.contains("nothing was changed"),
             "{who} {name}: {run:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{who} {name}: refused at once, not after {:?}",
+            started.elapsed()
         );
         assert!(!env.checkpoint_exists().await, "{who} {name}");
     }
@@ -303,6 +348,21 @@ async fn recovers_from_the_store(store: &Store, env: &Env, token: &str) {
         "{who}: {none:?}"
     );
     assert_eq!(env.seal_status(0).await["initialized"], false, "{who}");
+    // A prefix holding only random bytes and a garbage state.bin, each with
+    // a matching manifest: nothing to recover from.
+    let junk = store
+        .plugin(
+            env,
+            &["recover", "--from", &store.url(BUCKET, "junk/"), "--yes"],
+        )
+        .await;
+    assert_eq!(junk.code, 1, "{who}: {junk:?}");
+    assert!(
+        junk.stderr.contains("initialized nothing"),
+        "{who}: {junk:?}"
+    );
+    assert_eq!(env.seal_status(0).await["initialized"], false, "{who}");
+    assert!(!env.checkpoint_exists().await, "{who}");
     let recovered = store
         .plugin(
             env,
@@ -359,17 +419,9 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     if let Store::S3(moto) = store {
         // The upload had begun: the killed save left a multipart upload in
         // progress (invisible; a bucket lifecycle rule reaps it).
-        let (status, text) = super::http(
-            &moto.hostport(),
-            "GET",
-            &format!("/{BUCKET}?uploads"),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
-        assert_eq!(text.matches("<Upload>").count(), 1, "{text}");
-        assert!(text.contains("<Key>crash/"), "{text}");
+        let uploads = multipart_uploads(moto).await;
+        assert_eq!(uploads.len(), 1, "{uploads:?}");
+        assert!(uploads[0].starts_with("crash/"), "{uploads:?}");
     }
 
     let broken = store
@@ -390,15 +442,8 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     if let Store::S3(moto) = store {
         // Aborted: the broken save's multipart upload is gone, the killed
         // one's is still the only one.
-        let (_, text) = super::http(
-            &moto.hostport(),
-            "GET",
-            &format!("/{BUCKET}?uploads"),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(text.matches("<Upload>").count(), 1, "{text}");
+        let uploads = multipart_uploads(moto).await;
+        assert_eq!(uploads.len(), 1, "{uploads:?}");
     }
     // The same target then takes a whole save.
     let out = store
@@ -409,6 +454,30 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     let size = out["manifest"]["size"].as_u64().unwrap();
     assert!(size > 9 << 20, "{who}: the snapshot spans parts: {size}");
     assert_eq!(store.keys(BUCKET, "crash/").await.len(), 2, "{who}");
+}
+
+/// The keys of the multipart uploads in progress in the S3 bucket (moto's
+/// `ListMultipartUploads`), one per upload.
+async fn multipart_uploads(moto: &Moto) -> Vec<String> {
+    let (status, text) = super::http(
+        &moto.hostport(),
+        "GET",
+        &format!("/{BUCKET}?uploads"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    text.split("<Upload>")
+        .skip(1)
+        .map(|upload| {
+            upload
+                .split_once("<Key>")
+                .and_then(|(_, rest)| rest.split_once("</Key>"))
+                .map(|(key, _)| key.to_owned())
+                .unwrap_or_else(|| panic!("an upload without a key: {text}"))
+        })
+        .collect()
 }
 
 /// Writes `n` secrets of 750 KiB of random base64 (little compression),

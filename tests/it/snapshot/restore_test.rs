@@ -65,7 +65,7 @@ fn scratch_folders(env: &Env) -> Vec<PathBuf> {
 }
 
 /// Waits (bounded) until no throwaway process or folder is left.
-async fn assert_nothing_left(env: &Env, within: Duration) {
+pub(crate) async fn assert_nothing_left(env: &Env, within: Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
         let procs = scratch_processes(env);
@@ -84,7 +84,7 @@ async fn assert_nothing_left(env: &Env, within: Duration) {
 /// What must not change: every pod's uid and restarts, seal state, the
 /// raft peer set, a KV value, and the entries of each data folder.
 #[derive(Debug, PartialEq)]
-struct Live {
+pub(crate) struct Live {
     pods: Vec<(String, String, i32)>,
     sealed: Vec<bool>,
     peers: Vec<(String, String, bool)>,
@@ -92,7 +92,7 @@ struct Live {
     data: Vec<Vec<String>>,
 }
 
-async fn live(env: &Env, token: &str) -> Live {
+pub(crate) async fn live(env: &Env, token: &str) -> Live {
     let api: Api<Pod> = Api::namespaced(env.client().await, env.cluster.namespace());
     let mut pods: Vec<(String, String, i32)> = api
         .list(&Default::default())
@@ -169,7 +169,7 @@ async fn live(env: &Env, token: &str) -> Live {
 
 /// Waits until autopilot made every peer a voter, so that the live state
 /// compared before and after is a settled one.
-async fn wait_for_voters(env: &Env, token: &str) {
+pub(crate) async fn wait_for_voters(env: &Env, token: &str) {
     for _ in 0..120 {
         if live(env, token).await.peers.iter().all(|p| p.2) {
             return;
@@ -202,14 +202,7 @@ fn manifest(dir: &Path, name: &str) -> serde_json::Value {
 
 /// Drops generation `generation` from the stored credentials' history.
 async fn forget_generation(env: &Env, generation: u64) {
-    let api: Api<Secret> = Api::namespaced(env.client().await, env.cluster.namespace());
-    let mut secret = api
-        .get(&env.secret_name())
-        .await
-        .expect("credentials Secret");
-    let data = secret.data.as_mut().expect("data");
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&data["credentials.json"].0).expect("credentials JSON");
+    let mut doc = env.stored_credentials().await.expect("stored credentials");
     let history = doc["history"].as_array_mut().expect("history");
     let before = history.len();
     history.retain(|g| g["generation"] != generation);
@@ -217,9 +210,20 @@ async fn forget_generation(env: &Env, generation: u64) {
         history.len() < before,
         "generation {generation} was in the history"
     );
-    data.insert(
+    replace_credentials(env, &doc).await;
+}
+
+/// Replaces the stored credentials document with `doc`, as a person
+/// editing the Secret by hand would.
+pub(crate) async fn replace_credentials(env: &Env, doc: &serde_json::Value) {
+    let api: Api<Secret> = Api::namespaced(env.client().await, env.cluster.namespace());
+    let mut secret = api
+        .get(&env.secret_name())
+        .await
+        .expect("credentials Secret");
+    secret.data.as_mut().expect("data").insert(
         "credentials.json".into(),
-        k8s_openapi::ByteString(serde_json::to_vec(&doc).unwrap()),
+        k8s_openapi::ByteString(serde_json::to_vec(doc).unwrap()),
     );
     api.replace(&env.secret_name(), &PostParams::default(), &secret)
         .await

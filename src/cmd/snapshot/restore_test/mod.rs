@@ -21,7 +21,6 @@ use crate::snapshot::stream::{Digested, VerifyingReader};
 use crate::transport::pod::PodNode;
 use crate::transport::scratch::{Memory, ScratchNode, ScratchServer};
 use crate::transport::volume::free_bytes;
-use anyhow::anyhow;
 use std::time::{Duration, Instant};
 
 mod outcome;
@@ -46,7 +45,8 @@ enum Verdict {
 
 /// Runs the restore-test of snapshot `name` at `location`. `Err` only for
 /// a refusal before any result can be recorded (no manifest to record it
-/// in, an auto-unseal snapshot); every other end is an [`Outcome`].
+/// in); every other end is an [`Outcome`]. An auto-unseal snapshot is
+/// tested on a throwaway server that runs with the live server's seal.
 pub(crate) async fn test(
     ctx: &Context<'_>,
     location: &Location,
@@ -62,13 +62,6 @@ pub(crate) async fn test(
             _ => return Err(Failure::refused(e)),
         },
     };
-    if !manifest.seal.is_empty() && manifest.seal != "shamir" {
-        return Err(Failure::refused(anyhow!(
-            "{object} comes from a cluster with a {} seal (auto-unseal), and the restore-test cannot prove it: its proof is that the Shamir shares of the manifest's key generation unseal the restored data, but this data is opened by the seal, which a throwaway server does not have (it runs with no seal stanza; the plugin holds no seal credentials, only recovery keys, which unseal nothing); nothing was started. To prove this snapshot, restore it into a scratch cluster that uses the same seal: `kubectl vault snapshot restore --from {} --snapshot {name} --credentials FILE --same-seal-key` there, with FILE from `kubectl vault credentials export` here",
-            manifest.seal,
-            location
-        )));
-    }
     let mut started_in = None;
     let verdict = match verified {
         Err(e) => Verdict::Failed(e.to_string()),
@@ -170,11 +163,16 @@ async fn run_in_pod(
     if let Some(refusal) = no_room(pod, snapshot).await {
         return Ok(refusal);
     }
-    let server =
-        match ScratchServer::start(pod.exec(), settings.timeout + Duration::from_secs(60)).await {
-            Ok(s) => s,
-            Err(e) => return Ok(Verdict::Error(e.to_string())),
-        };
+    let server = match ScratchServer::start(
+        pod.exec(),
+        settings.timeout + Duration::from_secs(60),
+        generation.seal.is_auto(),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => return Ok(Verdict::Error(e.to_string())),
+    };
     let feed = ScratchFeed {
         server: &server,
         location,
@@ -192,7 +190,7 @@ async fn run_in_pod(
     };
     let ran = tokio::time::timeout(
         settings.timeout,
-        crate::ops::restore_test::run(server.node(), &feed, &proof),
+        crate::ops::restore_test::run(server.node(), &feed, &server, &proof),
     )
     .await;
     let memory = server.memory().await;

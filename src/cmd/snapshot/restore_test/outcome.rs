@@ -63,17 +63,36 @@ impl Outcome {
         let r = &self.record;
         let mut text = match r.result {
             RestoreTestResult::Passed => {
-                let mut t = format!(
-                    "Restore-test of {} passed: restored into a throwaway server in pod {}{} and unsealed with key generation {}",
-                    self.snapshot,
+                let place = format!(
+                    "restored into a throwaway server in pod {}{}",
                     r.pod,
                     self.server
                         .as_deref()
                         .map(|s| format!(" ({s})"))
-                        .unwrap_or_default(),
-                    r.generation
+                        .unwrap_or_default()
                 );
-                if let Some(report) = &self.report {
+                let through_seal = self
+                    .report
+                    .as_ref()
+                    .and_then(|rp| Some((rp.seal.as_deref()?, rp.recovery_keys_verified)));
+                let mut t = match through_seal {
+                    Some((seal, recovery)) => format!(
+                        "Restore-test of {} passed: {place}, opened by the live server's {seal} seal, and again by it after a restart; the stored root token {} of key generation {} {} the restored data's",
+                        self.snapshot,
+                        if recovery.is_some() {
+                            "and recovery keys"
+                        } else {
+                            "(no recovery keys are stored)"
+                        },
+                        r.generation,
+                        if recovery.is_some() { "are" } else { "is" }
+                    ),
+                    None => format!(
+                        "Restore-test of {} passed: {place} and unsealed with key generation {}",
+                        self.snapshot, r.generation
+                    ),
+                };
+                if let Some(report) = self.report.as_ref().filter(|rp| rp.seal.is_none()) {
                     t.push_str(&format!(" ({} shares)", report.shares_submitted));
                     if !report.root_token_valid {
                         t.push_str("; no stored root token of that generation is valid in it");
@@ -145,6 +164,40 @@ mod tests {
             recorded: true,
             refused,
         }
+    }
+
+    #[test]
+    fn a_pass_through_the_seal_says_what_opened_the_data_and_what_was_checked() {
+        let mut passed = outcome(RestoreTestResult::Passed, false);
+        passed.record.reason = None;
+        passed.record.sentinel = Some("kv/sentinel".into());
+        passed.server = Some("127.0.0.1:41234".into());
+        passed.server_removed = true;
+        passed.report = Some(RestoreTestReport {
+            generation: 1,
+            shares_submitted: 0,
+            seal: Some("transit".into()),
+            recovery_keys_verified: Some(true),
+            root_token_valid: true,
+            sentinel: Some("kv/sentinel".into()),
+        });
+        let text = passed.text();
+        assert!(
+            text.starts_with(
+                "Restore-test of s3://b/p/x.snap passed: restored into a throwaway server in pod openbao-1 (127.0.0.1:41234), opened by the live server's transit seal, and again by it after a restart; the stored root token and recovery keys of key generation 1 are the restored data's; sentinel kv/sentinel read.\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("shares"), "no share opened it: {text}");
+        // A generation stored without recovery keys had none to check.
+        let mut without = passed;
+        without.report.as_mut().unwrap().recovery_keys_verified = None;
+        let text = without.text();
+        assert!(
+            text.contains("the stored root token (no recovery keys are stored) of key generation 1 is the restored data's"),
+            "{text}"
+        );
+        assert!(without.into_result().is_ok());
     }
 
     #[test]
