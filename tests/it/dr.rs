@@ -124,6 +124,31 @@ impl Group {
         self.envs[0].plugin_bare(&all, &vars).await
     }
 
+    /// `dr ARGS` killed at `failpoint` (a panic: exit 101, named in the
+    /// output, so the kill is proven to have fired there).
+    async fn dr_killed_at(&self, args: &[&str], failpoint: &str) -> Run {
+        let crashed = self
+            .dr_with(args, &[("FAILPOINTS", &format!("{failpoint}=panic"))])
+            .await;
+        assert_eq!(
+            crashed.code, 101,
+            "{failpoint} must kill the run: {crashed:?}"
+        );
+        assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
+        crashed
+    }
+
+    /// The checkpoint document an interrupted operation left on `member`.
+    async fn checkpoint_of(&self, member: &str) -> String {
+        let env = self.env(member);
+        env.secret_data(
+            &format!("{}-checkpoint", env.secret_name()),
+            "checkpoint.json",
+        )
+        .await
+        .unwrap_or_else(|| panic!("no checkpoint on {member}"))
+    }
+
     /// Runs the plugin against one member, with the test's variables.
     async fn plugin(&self, name: &str, args: &[&str]) -> Run {
         self.env(name).plugin_with_env(args, &self.vars()).await

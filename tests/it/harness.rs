@@ -48,6 +48,55 @@ pub struct Env {
     home: tempfile::TempDir,
 }
 
+/// Runs one plugin command for at most 300 s. A run that hangs is killed,
+/// and the panic shows what it printed until then (a hang under load is
+/// otherwise a timeout with nothing to go on).
+async fn bounded(mut command: tokio::process::Command, args: &[&str]) -> std::process::Output {
+    use tokio::io::AsyncReadExt;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("run plugin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf).await;
+        buf
+    });
+    let err = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf).await;
+        buf
+    });
+    match tokio::time::timeout(Duration::from_secs(300), child.wait()).await {
+        Ok(status) => std::process::Output {
+            status: status.expect("wait for the plugin"),
+            stdout: out.await.unwrap_or_default(),
+            stderr: err.await.unwrap_or_default(),
+        },
+        Err(_) => {
+            let _ = child.kill().await;
+            // A child of the plugin may still hold the pipes: read what came.
+            let drain = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
+                match tokio::time::timeout(Duration::from_secs(5), task).await {
+                    Ok(Ok(buf)) => buf,
+                    _ => b"(not closed)".to_vec(),
+                }
+            };
+            let stdout = drain(out).await;
+            let stderr = drain(err).await;
+            panic!(
+                "plugin run {args:?} timed out after 300 s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+    }
+}
+
 impl Env {
     pub async fn start(opts: ClusterOptions) -> Env {
         let cluster = Cluster::start(opts).await.expect("start sandbox");
@@ -73,24 +122,14 @@ impl Env {
     }
 
     pub async fn plugin_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut command = self.command(args, env);
-        command.stdin(Stdio::null()).kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
-            .await
-            .expect("plugin run timed out")
-            .expect("run plugin");
+        let out = bounded(self.command(args, env), args).await;
         self.record(out)
     }
 
     /// Runs the plugin with only `args` and `env` (no --kubeconfig, no -n):
     /// for commands that reach several clusters through `KUBECONFIG` contexts.
     pub async fn plugin_bare(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut command = self.bare_command(args, env);
-        command.stdin(Stdio::null()).kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(300), command.output())
-            .await
-            .expect("plugin run timed out")
-            .expect("run plugin");
+        let out = bounded(self.bare_command(args, env), args).await;
         self.record(out)
     }
 

@@ -38,7 +38,7 @@ pub(crate) fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
 }
 
 /// Scrapes until `ready` holds (60 s), returning that scrape.
-async fn scrape_until(
+pub(crate) async fn scrape_until(
     addr: &str,
     what: &str,
     ready: impl Fn(&HashMap<String, f64>) -> bool,

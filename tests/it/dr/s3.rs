@@ -102,17 +102,8 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     // Killed once the standby stores the primary's credentials, before
     // anything is initialized.
     let failpoint = "dr::sync_after_credentials";
-    let crashed = g
-        .dr_with(
-            &["sync", "--standby", "west"],
-            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
-        )
+    g.dr_killed_at(&["sync", "--standby", "west"], failpoint)
         .await;
-    assert_eq!(
-        crashed.code, 101,
-        "{failpoint} must kill the run: {crashed:?}"
-    );
-    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
     assert_eq!(g.env("west").sys_inits(), 0);
     assert_eq!(
         g.env("west")
@@ -123,25 +114,9 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     );
     // Then killed after recover's temporary init and its checkpoint.
     let failpoint = "recover::after_temp_checkpoint";
-    let crashed = g
-        .dr_with(
-            &["sync", "--standby", "west"],
-            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
-        )
+    g.dr_killed_at(&["sync", "--standby", "west"], failpoint)
         .await;
-    assert_eq!(
-        crashed.code, 101,
-        "{failpoint} must kill the run: {crashed:?}"
-    );
-    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
-    let checkpoint = g
-        .env("west")
-        .secret_data(
-            &format!("{}-checkpoint", g.env("west").secret_name()),
-            "checkpoint.json",
-        )
-        .await
-        .expect("recover's checkpoint on the standby");
+    let checkpoint = g.checkpoint_of("west").await;
     assert!(
         checkpoint.contains("\"sops\""),
         "the checkpoint holding temporary keys is encrypted too"
@@ -219,40 +194,14 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
     // temporary-init path; killed again after the temporary keys are
     // checkpointed, the re-run finishes with the same choice and one init.
     let failpoint = "dr::failover_after_epoch";
-    let crashed = g
-        .dr_with(
-            &["failover", "--to", "west", "--yes"],
-            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
-        )
+    g.dr_killed_at(&["failover", "--to", "west", "--yes"], failpoint)
         .await;
-    assert_eq!(
-        crashed.code, 101,
-        "{failpoint} must kill the run: {crashed:?}"
-    );
-    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
     for i in 0..3 {
         g.env("west").cluster.wipe_pod(i).await.unwrap();
     }
     let failpoint = "recover::after_temp_checkpoint";
-    let crashed = g
-        .dr_with(
-            &["failover", "--yes"],
-            &[("FAILPOINTS", &format!("{failpoint}=panic"))],
-        )
-        .await;
-    assert_eq!(
-        crashed.code, 101,
-        "{failpoint} must kill the run: {crashed:?}"
-    );
-    assert!(crashed.stderr.contains(failpoint), "{crashed:?}");
-    let checkpoint = g
-        .env("west")
-        .secret_data(
-            &format!("{}-checkpoint", g.env("west").secret_name()),
-            "checkpoint.json",
-        )
-        .await
-        .expect("recover's checkpoint on the standby");
+    g.dr_killed_at(&["failover", "--yes"], failpoint).await;
+    let checkpoint = g.checkpoint_of("west").await;
     assert_eq!(
         sops_decrypt_json(&checkpoint, &identity)["phase"]["phase"],
         "recover_temp_init"
@@ -423,17 +372,10 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
         "dr watch on S3: west unreachable to east promoted in {:?}",
         died.elapsed()
     );
-    let metrics = loop {
-        let m = crate::metrics::scrape(&addr).unwrap_or_default();
-        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
-            break m;
-        }
-        assert!(
-            died.elapsed() < Duration::from_secs(180),
-            "metrics never showed the failover: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let metrics = crate::metrics::scrape_until(&addr, "the failover in the metrics", |m| {
+        m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0)
+    })
+    .await;
     assert_eq!(
         metrics.get("kubectl_vault_dr_cluster_up{cluster=west}"),
         Some(&0.0),

@@ -447,17 +447,10 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
         "dr watch: primary unreachable to {to} promoted in {:?}",
         died.elapsed()
     );
-    let metrics = loop {
-        let m = crate::metrics::scrape(&addr).unwrap_or_default();
-        if m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0) {
-            break m;
-        }
-        assert!(
-            died.elapsed() < Duration::from_secs(240),
-            "metrics never showed the failover: {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let metrics = crate::metrics::scrape_until(&addr, "the failover in the metrics", |m| {
+        m.get("kubectl_vault_dr_failovers_total{}") == Some(&1.0)
+    })
+    .await;
     assert_eq!(g.state()["epoch"], epoch + 1);
     assert_eq!(
         metrics.get(&format!("kubectl_vault_dr_cluster_up{{cluster={from}}}")),
