@@ -10,6 +10,7 @@
 use crate::snapshot::archive::{inspect, Members};
 use crate::snapshot::manifest::{manifest_name, Manifest};
 use crate::snapshot::stream::{Digested, HashingReader};
+use crate::snapshot::target::{Provider, Target};
 use crate::snapshot::{plain_name, SnapshotError};
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
@@ -64,104 +65,58 @@ pub enum Existing {
     Yes { object: String },
 }
 
-/// The object stores this build speaks, by URL scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Provider {
-    S3,
-    Gcs,
-    Azure,
-}
-
-impl Provider {
-    fn of(scheme: &str) -> Option<Provider> {
-        match scheme {
-            "s3" => Some(Provider::S3),
-            "gs" => Some(Provider::Gcs),
-            "az" => Some(Provider::Azure),
-            _ => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Provider::S3 => "S3",
-            Provider::Gcs => "GCS",
-            Provider::Azure => "Azure Blob",
-        }
-    }
-
-    fn container(self) -> &'static str {
-        match self {
-            Provider::Azure => "container",
-            _ => "bucket",
-        }
-    }
-
-    /// The client for `bucket`, configured the provider's usual way:
-    /// - S3: `AWS_*` (`AWS_ENDPOINT_URL` + `AWS_ALLOW_HTTP` for S3-compatible
-    ///   stores), instance and web-identity credentials;
-    /// - GCS: `GOOGLE_APPLICATION_CREDENTIALS` (or `GOOGLE_SERVICE_ACCOUNT*`),
-    ///   else the metadata server (workload identity); `STORAGE_EMULATOR_HOST`
-    ///   points it at an emulator, unsigned, over plain HTTP;
-    /// - Azure: `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`
-    ///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
-    ///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
-    ///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
-    fn client(self, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
-        Ok(match self {
-            Provider::S3 => Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()?,
-            ),
-            Provider::Gcs => {
-                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket);
-                if let Some(host) = std::env::var("STORAGE_EMULATOR_HOST")
-                    .ok()
-                    .filter(|h| !h.is_empty())
-                {
-                    let base = if host.contains("://") {
-                        host
-                    } else {
-                        format!("http://{host}")
-                    };
-                    // An emulator takes no OAuth token: a key document that
-                    // disables OAuth, as emulators document it (it holds no
-                    // secret).
-                    let key = serde_json::json!({
-                        "private_key": "",
-                        "private_key_id": "",
-                        "client_email": "",
-                        "gcs_base_url": base,
-                        "disable_oauth": true,
-                    });
-                    builder = builder
-                        .with_service_account_key(key.to_string())
-                        .with_base_url(&base)
-                        .with_client_options(
-                            object_store::ClientOptions::new().with_allow_http(true),
-                        );
-                }
-                Arc::new(builder.build()?)
+/// The client for `bucket`, configured the provider's usual way:
+/// - S3: `AWS_*` (`AWS_ENDPOINT_URL` + `AWS_ALLOW_HTTP` for S3-compatible
+///   stores), instance and web-identity credentials;
+/// - GCS: `GOOGLE_APPLICATION_CREDENTIALS` (or `GOOGLE_SERVICE_ACCOUNT*`),
+///   else the metadata server (workload identity); `STORAGE_EMULATOR_HOST`
+///   points it at an emulator, unsigned, over plain HTTP;
+/// - Azure: `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`
+///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
+///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
+///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
+fn client(provider: Provider, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    Ok(match provider {
+        Provider::S3 => Arc::new(
+            object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()?,
+        ),
+        Provider::Gcs => {
+            let mut builder =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            if let Some(host) = std::env::var("STORAGE_EMULATOR_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+            {
+                let base = if host.contains("://") {
+                    host
+                } else {
+                    format!("http://{host}")
+                };
+                // An emulator takes no OAuth token: a key document that
+                // disables OAuth, as emulators document it (it holds no
+                // secret).
+                let key = serde_json::json!({
+                    "private_key": "",
+                    "private_key_id": "",
+                    "client_email": "",
+                    "gcs_base_url": base,
+                    "disable_oauth": true,
+                });
+                builder = builder
+                    .with_service_account_key(key.to_string())
+                    .with_base_url(&base)
+                    .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
             }
-            Provider::Azure => Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(bucket)
-                    .build()?,
-            ),
-        })
-    }
-}
-
-/// The scheme of `text` when it looks like a URL (`name://...`).
-fn url_scheme(text: &str) -> Option<&str> {
-    let (scheme, _) = text.split_once("://")?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    (first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-    .then_some(scheme)
+            Arc::new(builder.build()?)
+        }
+        Provider::Azure => Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .build()?,
+        ),
+    })
 }
 
 /// One snapshot found at a location.
@@ -212,59 +167,50 @@ impl Entry {
 }
 
 impl Location {
-    /// Parses `./file.snap`, `./dir/`, `file:///dir/`, `s3://bucket/prefix/`.
+    /// Parses `text` ([`Target::parse`], pure) and opens it.
     pub fn parse(text: &str) -> Result<Location, SnapshotError> {
-        let bad = |why: &str| SnapshotError::ParseLocation(text.to_owned(), why.to_owned());
-        if let Some((scheme, rest)) = text.split_once("://") {
-            if let Some(provider) = Provider::of(scheme) {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(bad(&format!("no {} name", provider.container())));
-                }
+        Location::from_target(Target::parse(text)?, text)
+    }
+
+    /// Opens a parsed target: a bucket gets its provider's client,
+    /// configured from the provider's usual environment (nothing is sent
+    /// yet); a path is a folder if one is there now, else a file. `text` is
+    /// what the user wrote, for errors.
+    pub fn from_target(target: Target, text: &str) -> Result<Location, SnapshotError> {
+        match target {
+            Target::Bucket {
+                provider,
+                bucket,
+                prefix,
+            } => {
                 // The clients' TLS uses the process's rustls provider: ring,
                 // as kube's. A second install (already set) is fine.
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let store = provider.client(bucket).map_err(|e| {
-                    bad(&format!(
-                        "the {} client could not be configured: {e}",
-                        provider.name()
-                    ))
+                let store = client(provider, &bucket).map_err(|e| {
+                    SnapshotError::ParseLocation(
+                        text.to_owned(),
+                        format!(
+                            "the {} client could not be configured: {e}",
+                            provider.name()
+                        ),
+                    )
                 })?;
-                return Ok(Location::Bucket {
-                    url: format!("{scheme}://{bucket}/{prefix}"),
+                // The URL as written (with its slashes), as messages show it.
+                let rest = text.split_once("://").map_or("", |(_, r)| r);
+                let url = if rest.contains('/') {
+                    text.to_owned()
+                } else {
+                    format!("{text}/")
+                };
+                Ok(Location::Bucket {
+                    url,
                     store,
-                    prefix: ObjectPath::from(prefix.trim_matches('/')),
-                });
+                    prefix: ObjectPath::from(prefix.as_str()),
+                })
             }
-        }
-        if let Some(scheme) = url_scheme(text).filter(|s| *s != "file") {
-            let why = match scheme {
-                "azure" | "abfs" | "abfss" | "wasb" | "wasbs" => {
-                    format!("{scheme}:// is written az://container/prefix/ here")
-                }
-                "gcs" => "gcs:// is written gs://bucket/prefix/ here".to_owned(),
-                _ => format!("{scheme}:// is not a scheme this tool knows"),
-            };
-            return Err(bad(&format!(
-                "{why}; use s3://bucket/prefix/, gs://bucket/prefix/, az://container/prefix/, file:///dir/ or a path"
-            )));
-        }
-        if let Some(path) = text.strip_prefix("file://") {
-            if path.is_empty() {
-                return Err(bad("no path after file://"));
-            }
-            return Ok(Location::Dir {
-                path: PathBuf::from(path),
-            });
-        }
-        if text.is_empty() {
-            return Err(bad("empty"));
-        }
-        let path = PathBuf::from(text);
-        if text.ends_with('/') || path.is_dir() {
-            Ok(Location::Dir { path })
-        } else {
-            Ok(Location::File { path })
+            Target::Dir(path) => Ok(Location::Dir { path }),
+            Target::Path(path) if path.is_dir() => Ok(Location::Dir { path }),
+            Target::Path(path) => Ok(Location::File { path }),
         }
     }
 
@@ -828,21 +774,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_and_unbuilt_schemes_are_refused_by_name() {
-        for (text, says) in [
-            ("ftp://x/y", "ftp:// is not a scheme this tool knows"),
-            ("azure://c/p/", "is written az://container/prefix/"),
-            ("gs:///p/", "no bucket name"),
-            ("az:///p/", "no container name"),
-            ("HTTPS://host/p", "HTTPS:// is not a scheme"),
-        ] {
-            let err = Location::parse(text).unwrap_err().to_string();
-            assert!(err.contains(says), "{text}: {err}");
-        }
-    }
-
-    #[test]
-    fn paths_and_file_urls_parse_as_local_targets() {
+    fn paths_open_as_folders_when_one_is_there_else_as_files() {
         assert!(matches!(
             Location::parse("file:///srv/snaps/").unwrap(),
             Location::Dir { .. }
@@ -854,6 +786,17 @@ mod tests {
         assert!(matches!(
             Location::parse("out/").unwrap(),
             Location::Dir { .. }
+        ));
+        // Without a slash: a folder that is there, else a file to write.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Location::parse(dir.path().to_str().unwrap()).unwrap(),
+            Location::Dir { .. }
+        ));
+        let file = dir.path().join("one.snap");
+        assert!(matches!(
+            Location::parse(file.to_str().unwrap()).unwrap(),
+            Location::File { .. }
         ));
     }
 }

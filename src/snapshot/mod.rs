@@ -1,7 +1,8 @@
 //! Raft snapshots as files: where they go, what describes them, which to keep.
 //!
-//! Owns the snapshot [`location`] (a local file or folder, or an S3 bucket
-//! prefix through `object_store`), the JSON [`manifest`] sidecar written next
+//! Owns the snapshot [`target`] as written (parsed purely) and the
+//! [`location`] it opens (a local file or folder, or an S3, GCS or Azure
+//! bucket prefix through `object_store`), the JSON [`manifest`] sidecar written next
 //! to every snapshot, hashing while bytes stream through ([`stream`]), and the
 //! [`retention`] rule. Everything streams in bounded buffers: a snapshot is
 //! never held whole in memory, and no temp file grows with it except the
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod retention;
 pub mod state;
 pub mod stream;
+pub mod target;
 
 /// Refuses a snapshot name that is not a plain file name: a name from a
 /// manifest or from `--snapshot` is joined to a folder or bucket prefix and
