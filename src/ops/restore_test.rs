@@ -348,14 +348,7 @@ where
                     path: path.to_owned(),
                 });
             };
-            server
-                .call(Request::read(path).with_token(token))
-                .await
-                .map_err(|source| RestoreTestError::Sentinel {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Some(path.to_owned())
+            Some(read_sentinel(server, path, token).await?)
         }
     };
     Ok(RestoreTestReport {
@@ -366,6 +359,22 @@ where
         root_token_valid: token.is_some(),
         sentinel,
     })
+}
+
+/// Reads the configured sentinel path with `token` in the restored data.
+pub(crate) async fn read_sentinel<N: VaultNode>(
+    server: &N,
+    path: &str,
+    token: &Secret,
+) -> Result<String, RestoreTestError> {
+    server
+        .call(Request::read(path).with_token(token))
+        .await
+        .map_err(|source| RestoreTestError::Sentinel {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(path.to_owned())
 }
 
 #[cfg(test)]

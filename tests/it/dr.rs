@@ -149,6 +149,43 @@ impl Group {
         .unwrap_or_else(|| panic!("no checkpoint on {member}"))
     }
 
+    /// Starts `dr watch` (interval 2 s, threshold 2) with its metrics on a
+    /// free port, and waits (60 s) until they show `epoch`: the watcher is
+    /// then probing. Returns the watcher and its metrics address.
+    async fn start_watch(&self, epoch: f64) -> (tokio::process::Child, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = self.config.to_str().unwrap().to_owned();
+        let mut env = vec![("KUBECONFIG", self.kubeconfig.as_str())];
+        env.extend(self.vars());
+        let args = [
+            "dr",
+            "watch",
+            "--config",
+            &cfg,
+            "--probe-timeout",
+            "1s",
+            "--probes",
+            "3",
+            "--interval",
+            "2s",
+            "--failure-threshold",
+            "2",
+            "--metrics-addr",
+            &addr,
+        ];
+        let watcher = self.envs[0].spawn_bare(&args, &env);
+        crate::metrics::scrape_until(&addr, "the watcher's metrics at this epoch", |m| {
+            m.get("kubectl_vault_dr_epoch{}") == Some(&epoch)
+        })
+        .await;
+        (watcher, addr)
+    }
+
     /// Runs the plugin against one member, with the test's variables.
     async fn plugin(&self, name: &str, args: &[&str]) -> Run {
         self.env(name).plugin_with_env(args, &self.vars()).await

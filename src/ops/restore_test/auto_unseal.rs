@@ -75,16 +75,7 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
     step("restarted and unsealed by the seal");
     let sentinel = match proof.sentinel {
         None => None,
-        Some(path) => {
-            server
-                .call(Request::read(path).with_token(&token))
-                .await
-                .map_err(|source| RestoreTestError::Sentinel {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Some(path.to_owned())
-        }
+        Some(path) => Some(super::read_sentinel(server, path, &token).await?),
     };
     Ok(RestoreTestReport {
         generation: shape.generation,

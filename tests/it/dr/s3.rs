@@ -314,44 +314,7 @@ async fn dr_on_s3_syncs_an_uninitialized_vault_standby_and_fails_over() {
         [true],
         "a warm standby rests sealed"
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let cfg = g.config.to_str().unwrap().to_owned();
-    let mut env = vec![("KUBECONFIG", g.kubeconfig.as_str())];
-    env.extend(g.vars());
-    let watcher = g.envs[0].spawn_bare(
-        &[
-            "dr",
-            "watch",
-            "--config",
-            &cfg,
-            "--probe-timeout",
-            "1s",
-            "--probes",
-            "3",
-            "--interval",
-            "2s",
-            "--failure-threshold",
-            "2",
-            "--metrics-addr",
-            &addr,
-        ],
-        &env,
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while crate::metrics::scrape(&addr)
-        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&2.0))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watcher never served its metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (watcher, addr) = g.start_watch(2.0).await;
     let died = std::time::Instant::now();
     g.env("west").cluster.set_latency(Duration::from_secs(600));
     loop {

@@ -400,39 +400,7 @@ async fn dr_syncs_scores_fails_over_and_keeps_the_old_primary_fenced() {
     let epoch = g.state()["epoch"].as_u64().unwrap();
     g.save_snapshot(&from).await;
     g.dr(&["sync", "--standby", to]).await.ok();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let watch_args = [
-        "dr",
-        "watch",
-        "--config",
-        &cfg,
-        "--probe-timeout",
-        "1s",
-        "--probes",
-        "3",
-        "--interval",
-        "2s",
-        "--failure-threshold",
-        "2",
-        "--metrics-addr",
-        &addr,
-    ];
-    let watcher = g.envs[0].spawn_bare(&watch_args, &[("KUBECONFIG", &kc)]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while crate::metrics::scrape(&addr)
-        .is_none_or(|m| m.get("kubectl_vault_dr_epoch{}") != Some(&(epoch as f64)))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watcher never served its metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (watcher, addr) = g.start_watch(epoch as f64).await;
     let died = std::time::Instant::now();
     g.env(&from).cluster.set_latency(Duration::from_secs(600));
     while g.state()["primary"] != to || g.state().get("failover").is_some() {
