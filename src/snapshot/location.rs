@@ -9,6 +9,7 @@
 
 use crate::snapshot::archive::{inspect, Members};
 use crate::snapshot::manifest::{manifest_name, Manifest};
+use crate::snapshot::resumable::{GcsJson, Resumable};
 use crate::snapshot::stream::{Digested, HashingReader};
 use crate::snapshot::target::{Provider, Target};
 use crate::snapshot::{plain_name, SnapshotError};
@@ -40,6 +41,9 @@ pub enum Location {
         url: String,
         store: Arc<dyn ObjectStore>,
         prefix: ObjectPath,
+        /// GCS only: its JSON API, which writes (see
+        /// [`crate::snapshot::resumable`]).
+        gcs: Option<Arc<GcsJson>>,
     },
 }
 
@@ -75,25 +79,33 @@ pub enum Existing {
 ///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
 ///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
 ///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
-fn client(provider: Provider, bucket: &str) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+fn client(
+    provider: Provider,
+    bucket: &str,
+) -> Result<(Arc<dyn ObjectStore>, Option<Arc<GcsJson>>), object_store::Error> {
     Ok(match provider {
-        Provider::S3 => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()?,
+        Provider::S3 => (
+            Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()?,
+            ),
+            None,
         ),
         Provider::Gcs => {
             let mut builder =
                 object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
-            if let Some(host) = std::env::var("STORAGE_EMULATOR_HOST")
+            let emulator = std::env::var("STORAGE_EMULATOR_HOST")
                 .ok()
                 .filter(|h| !h.is_empty())
-            {
-                let base = if host.contains("://") {
-                    host
-                } else {
-                    format!("http://{host}")
-                };
+                .map(|h| {
+                    if h.contains("://") {
+                        h
+                    } else {
+                        format!("http://{h}")
+                    }
+                });
+            if let Some(base) = &emulator {
                 // An emulator takes no OAuth token: a key document that
                 // disables OAuth, as emulators document it (it holds no
                 // secret).
@@ -106,15 +118,28 @@ fn client(provider: Provider, bucket: &str) -> Result<Arc<dyn ObjectStore>, obje
                 });
                 builder = builder
                     .with_service_account_key(key.to_string())
-                    .with_base_url(&base)
+                    .with_base_url(base)
                     .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
             }
-            Arc::new(builder.build()?)
+            let base = emulator
+                .or_else(|| builder.get_config_value(&object_store::gcp::GoogleConfigKey::BaseUrl))
+                .unwrap_or_else(|| "https://storage.googleapis.com".to_owned());
+            let store = builder.build()?;
+            let json = GcsJson::new(&base, bucket, store.credentials().clone()).map_err(|e| {
+                object_store::Error::Generic {
+                    store: "GCS",
+                    source: e.into(),
+                }
+            })?;
+            (Arc::new(store), Some(Arc::new(json)))
         }
-        Provider::Azure => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(bucket)
-                .build()?,
+        Provider::Azure => (
+            Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .build()?,
+            ),
+            None,
         ),
     })
 }
@@ -186,7 +211,7 @@ impl Location {
                 // The clients' TLS uses the process's rustls provider: ring,
                 // as kube's. A second install (already set) is fine.
                 let _ = rustls::crypto::ring::default_provider().install_default();
-                let store = client(provider, &bucket).map_err(|e| {
+                let (store, gcs) = client(provider, &bucket).map_err(|e| {
                     SnapshotError::ParseLocation(
                         text.to_owned(),
                         format!(
@@ -206,6 +231,7 @@ impl Location {
                     url,
                     store,
                     prefix: ObjectPath::from(prefix.as_str()),
+                    gcs,
                 })
             }
             Target::Dir(path) => Ok(Location::Dir { path }),
@@ -331,6 +357,15 @@ impl Location {
             reason: e,
         };
         match self {
+            Location::Bucket {
+                gcs: Some(gcs),
+                prefix,
+                ..
+            } => {
+                let path = Self::object_path(prefix, name);
+                let writer = gcs.start(path.as_ref()).await.map_err(write_err)?;
+                Ok(Upload::Resumable { object, writer })
+            }
             Location::Bucket { store, prefix, .. } => {
                 // Up to one part is buffered: a snapshot that fits is one
                 // plain upload, a bigger one a multipart (block) upload
@@ -374,6 +409,14 @@ impl Location {
             reason: e,
         };
         match self {
+            Location::Bucket {
+                gcs: Some(gcs),
+                prefix,
+                ..
+            } => gcs
+                .put(Self::object_path(prefix, &name).as_ref(), bytes)
+                .await
+                .map_err(err),
             Location::Bucket { store, prefix, .. } => store
                 .put(&Self::object_path(prefix, &name), PutPayload::from(bytes))
                 .await
@@ -701,6 +744,11 @@ pub enum Upload {
         object: String,
         writer: BufWriter,
     },
+    /// GCS: a resumable upload through the JSON API.
+    Resumable {
+        object: String,
+        writer: Resumable,
+    },
 }
 
 impl Upload {
@@ -712,6 +760,15 @@ impl Upload {
                     .map_err(|e| SnapshotError::Write {
                         object: object.clone(),
                         reason: e.to_string(),
+                    })
+            }
+            Upload::Resumable { object, writer } => {
+                writer
+                    .write(bytes)
+                    .await
+                    .map_err(|reason| SnapshotError::Write {
+                        object: object.clone(),
+                        reason,
                     })
             }
             Upload::Multipart { object, writer } => {
@@ -750,6 +807,10 @@ impl Upload {
                     reason: e.to_string(),
                 })
             }
+            Upload::Resumable { object, writer } => writer
+                .finish()
+                .await
+                .map_err(|reason| SnapshotError::Write { object, reason }),
         }
     }
 
@@ -763,6 +824,11 @@ impl Upload {
             Upload::Multipart { object, mut writer } => {
                 if let Err(e) = writer.abort().await {
                     tracing::warn!(%object, error = %e, "could not abort the multipart upload");
+                }
+            }
+            Upload::Resumable { object, writer } => {
+                if let Err(error) = writer.abort().await {
+                    tracing::warn!(%object, %error, "could not cancel the resumable upload");
                 }
             }
         }

@@ -15,6 +15,7 @@
 pub mod archive;
 pub mod location;
 pub mod manifest;
+pub mod resumable;
 pub mod retention;
 pub mod state;
 pub mod stream;

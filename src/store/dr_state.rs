@@ -44,7 +44,9 @@ impl SharedState {
     pub fn of(location: &Location) -> Option<SharedState> {
         match location {
             Location::Dir { path } => Some(SharedState::Folder(FolderState { dir: path.clone() })),
-            Location::Bucket { url, store, prefix } => Some(SharedState::Bucket(BucketState {
+            Location::Bucket {
+                url, store, prefix, ..
+            } => Some(SharedState::Bucket(BucketState {
                 url: url.clone(),
                 store: store.clone(),
                 path: if prefix.as_ref().is_empty() {

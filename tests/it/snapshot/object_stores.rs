@@ -12,14 +12,11 @@
 //! uploaded) and a save whose stream breaks leave no snapshot and no
 //! manifest.
 //!
-//! GCS saves: `object_store`'s GCS client writes through the XML API
-//! (`PUT /bucket/object`, `POST /bucket/object?uploads`), which no release
-//! of fake-gcs-server (up to 1.55.1) routes: it answers both with
-//! `400 invalid uploadType` (the XML API and XML multipart exist only in
-//! its unmerged pull requests 2092 and 1819). So on GCS the save cases
-//! assert exactly that refusal, and that it leaves nothing behind; the
-//! snapshots that list, verify, restore and recover read are put through
-//! the emulator's JSON upload API.
+//! GCS saves go through the JSON API's resumable upload (`object_store`'s
+//! GCS client writes through the XML API, which fake-gcs-server does not
+//! route); on GCS a killed save also leaves its session uncommitted: the
+//! object never appears. Planted snapshots are put through the emulator's
+//! JSON media upload.
 
 use super::emulators::{Emulator, Kind, Store};
 use super::{init, root_token, snapshots_in, Moto};
@@ -72,78 +69,54 @@ async fn plant(
 }
 
 /// Save with `--keep 2` three times and `--max-age 0s` once, list, verify,
-/// restore. On GCS: the save's refusal, then the same reads of snapshots
-/// put through the JSON API.
-async fn keeps_lists_verifies_and_restores(
-    store: &Store,
-    env: &Env,
-    token: &str,
-    local: &(Vec<u8>, serde_json::Value),
-) {
+/// restore.
+async fn keeps_lists_verifies_and_restores(store: &Store, env: &Env, token: &str) {
     let who = store.name();
     let to = store.url(BUCKET, "p/");
-    if let Store::Gcs(_) = store {
-        let run = store.plugin(env, &["snapshot", "save", "--to", &to]).await;
-        assert_eq!(run.code, 2, "{who}: {run:?}");
-        assert!(
-            run.stderr.contains("invalid uploadType"),
-            "{who}: the emulator's answer to the XML PUT (if this changed, the emulator now takes \
-             object_store's uploads: run the S3 save cases on GCS too): {run:?}"
-        );
-        assert_eq!(
-            store.keys(BUCKET, "p/").await,
-            Vec::<String>::new(),
-            "{who}"
-        );
-        let (bytes, manifest) = local;
-        let name = manifest["snapshot"].as_str().unwrap();
-        plant(store, "p/", name, bytes, manifest, false).await;
-    } else {
-        let mut saved = Vec::new();
-        for _ in 0..3 {
-            let out = store
-                .plugin(
-                    env,
-                    &["snapshot", "save", "--to", &to, "--keep", "2", "-o", "json"],
-                )
-                .await
-                .ok()
-                .json();
-            saved.push(out["manifest"]["snapshot"].as_str().unwrap().to_owned());
-            // Names carry the second they were taken.
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-        }
-        let listed = store
-            .plugin(env, &["snapshot", "list", "--from", &to, "-o", "json"])
+    let mut saved = Vec::new();
+    for _ in 0..3 {
+        let out = store
+            .plugin(
+                env,
+                &["snapshot", "save", "--to", &to, "--keep", "2", "-o", "json"],
+            )
             .await
             .ok()
             .json();
-        assert_eq!(
-            names(&listed),
-            [saved[2].clone(), saved[1].clone()],
-            "{who}: exactly two kept, the newest first"
-        );
-        // --max-age 0s would delete everything, but never the newest verified.
-        store
-            .plugin(env, &["snapshot", "save", "--to", &to, "--max-age", "0s"])
-            .await
-            .ok();
-        let left = names(
-            &store
-                .plugin(env, &["snapshot", "list", "--from", &to, "-o", "json"])
-                .await
-                .ok()
-                .json(),
-        );
-        assert_eq!(left.len(), 1, "{who}: {left:?}");
-        assert!(!saved.contains(&left[0]), "{who}: {left:?}");
-        let keys = store.keys(BUCKET, "p/").await;
-        assert_eq!(
-            keys,
-            [format!("p/{}", left[0]), format!("p/{}.json", left[0])],
-            "{who}: retention deletes a snapshot with its manifest"
-        );
+        saved.push(out["manifest"]["snapshot"].as_str().unwrap().to_owned());
+        // Names carry the second they were taken.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+    let listed = store
+        .plugin(env, &["snapshot", "list", "--from", &to, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        names(&listed),
+        [saved[2].clone(), saved[1].clone()],
+        "{who}: exactly two kept, the newest first"
+    );
+    // --max-age 0s would delete everything, but never the newest verified.
+    store
+        .plugin(env, &["snapshot", "save", "--to", &to, "--max-age", "0s"])
+        .await
+        .ok();
+    let left = names(
+        &store
+            .plugin(env, &["snapshot", "list", "--from", &to, "-o", "json"])
+            .await
+            .ok()
+            .json(),
+    );
+    assert_eq!(left.len(), 1, "{who}: {left:?}");
+    assert!(!saved.contains(&left[0]), "{who}: {left:?}");
+    let keys = store.keys(BUCKET, "p/").await;
+    assert_eq!(
+        keys,
+        [format!("p/{}", left[0]), format!("p/{}.json", left[0])],
+        "{who}: retention deletes a snapshot with its manifest"
+    );
     let listed = store
         .plugin(
             env,
@@ -388,21 +361,6 @@ async fn killed_and_broken_saves_leave_nothing(store: &Store, env: &Env) {
     let who = store.name();
     let to = store.url(BUCKET, "crash/");
     let args = ["snapshot", "save", "--to", to.as_str()];
-    if let Store::Gcs(_) = store {
-        // The multipart initiation is refused like the plain PUT, mid-stream.
-        let run = store.plugin(env, &args).await;
-        assert_eq!(
-            run.code, 2,
-            "{who}: a store's refusal is a failure: {run:?}"
-        );
-        assert!(run.stderr.contains("invalid uploadType"), "{who}: {run:?}");
-        assert_eq!(
-            store.keys(BUCKET, "crash/").await,
-            Vec::<String>::new(),
-            "{who}"
-        );
-        return;
-    }
     let crashed = store
         .plugin_crashing_at(env, &args, "snapshot::before_finish=panic")
         .await;
@@ -542,7 +500,7 @@ async fn every_object_store_keeps_restores_recovers_and_commits_only_whole_snaps
 
     for store in &stores {
         let started = std::time::Instant::now();
-        keeps_lists_verifies_and_restores(store, &env, &token, &local).await;
+        keeps_lists_verifies_and_restores(store, &env, &token).await;
         guards_refuse_bad_snapshots(store, &env, &token, &local).await;
         recovers_from_the_store(store, &env, &token).await;
         eprintln!(
