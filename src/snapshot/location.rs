@@ -69,6 +69,9 @@ pub enum Existing {
     Yes { object: String },
 }
 
+/// A bucket's `object_store` client, and on GCS the JSON API that writes.
+type Clients = (Arc<dyn ObjectStore>, Option<Arc<GcsJson>>);
+
 /// The client for `bucket`, configured the provider's usual way:
 /// - S3: `AWS_*` (`AWS_ENDPOINT_URL` + `AWS_ALLOW_HTTP` for S3-compatible
 ///   stores), instance and web-identity credentials;
@@ -79,10 +82,7 @@ pub enum Existing {
 ///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
 ///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
 ///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
-fn client(
-    provider: Provider,
-    bucket: &str,
-) -> Result<(Arc<dyn ObjectStore>, Option<Arc<GcsJson>>), object_store::Error> {
+fn client(provider: Provider, bucket: &str) -> Result<Clients, object_store::Error> {
     Ok(match provider {
         Provider::S3 => (
             Arc::new(
