@@ -27,6 +27,7 @@ use std::time::Duration;
 mod restore;
 mod restore_test;
 mod save;
+mod source;
 
 pub(crate) use restore::{
     remedied, restore_inputs, restore_verified, PodRestart, RestoreLimits, VerifiedSnapshot,
