@@ -275,8 +275,12 @@ pub fn shell_word(word: &str) -> String {
 
 /// Current UTC time, RFC 3339 with second precision.
 pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
+    rfc3339(jiff::Timestamp::now())
+}
+
+/// `at` in UTC, RFC 3339 with second precision.
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    at.round(jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
 }

@@ -25,6 +25,7 @@ pub mod restore_test;
 pub mod rotate;
 pub mod seal;
 pub mod secret;
+pub mod snapshot_save;
 pub mod status;
 pub mod store;
 pub mod unseal;

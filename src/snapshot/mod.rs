@@ -8,9 +8,10 @@
 //! never held whole in memory, and no temp file grows with it except the
 //! `.partial` file a local target renames into place.
 //!
-//! It does not talk to Vault or Kubernetes: `cmd::snapshot` pipes a pod's
-//! `operator raft snapshot save` into a [`location::Upload`], and the restore
-//! and recover state machines in `ops` decide when bytes flow back.
+//! It does not talk to Vault or Kubernetes: a location is the save
+//! operation's snapshot [`store`] (`ops::snapshot_save` decides the order of
+//! a save), `cmd::snapshot` supplies the pod's stream, and the restore and
+//! recover state machines in `ops` decide when bytes flow back.
 
 pub mod archive;
 pub mod location;
@@ -18,6 +19,7 @@ pub mod manifest;
 pub mod resumable;
 pub mod retention;
 pub mod state;
+pub mod store;
 pub mod stream;
 pub mod target;
 

@@ -1,7 +1,8 @@
 //! Hashing bytes as they pass: a reader wrapper for restore and verify, and
-//! the pump that copies a pod's stdout into an upload.
+//! the pump that copies a pod's stdout into an upload (any
+//! [`SnapshotUpload`]: a [`crate::snapshot::location::Upload`], or a test's).
 
-use crate::snapshot::location::Upload;
+use crate::ops::snapshot_save::SnapshotUpload;
 use crate::snapshot::{SnapshotError, MIN_SNAPSHOT_BYTES};
 use sha2::{Digest, Sha256};
 use std::pin::Pin;
@@ -219,7 +220,7 @@ pub async fn digest(
 /// gzip raft snapshot; the caller aborts the upload then.
 pub async fn pump(
     mut reader: impl AsyncRead + Unpin,
-    upload: &mut Upload,
+    upload: &mut impl SnapshotUpload,
 ) -> Result<Digested, SnapshotError> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;

@@ -1,9 +1,10 @@
 //! `kubectl vault snapshot save|list|verify|restore`.
 //!
-//! Save streams `GET sys/storage/raft/snapshot` from the active pod through
-//! the direct transport (with exec: `operator raft snapshot save
-//! /dev/stdout`) into the target while hashing it, writes the manifest, then
-//! applies retention (to this cluster's snapshots only). Restore verifies
+//! Save runs `ops::snapshot_save` with the active pod as its source
+//! (`GET sys/storage/raft/snapshot` through the direct transport, with exec
+//! `operator raft snapshot save /dev/stdout`) and the target as its store:
+//! the target receives the stream while it is hashed, then the manifest;
+//! then retention (to this cluster's snapshots only). Restore verifies
 //! first (the manifest, and that the bytes are a raft snapshot), asks, takes
 //! the lock and runs the restore state machine with a feed that streams the
 //! file back in (`POST sys/storage/raft/snapshot[-force]`, or the CLI through
@@ -27,6 +28,7 @@ use std::time::Duration;
 mod restore;
 mod restore_test;
 mod save;
+mod source;
 
 pub(crate) use restore::{
     remedied, restore_inputs, restore_verified, PodRestart, RestoreLimits, VerifiedSnapshot,

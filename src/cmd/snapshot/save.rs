@@ -1,29 +1,24 @@
-//! `snapshot save`: streams `GET sys/storage/raft/snapshot` from the active
-//! pod through the direct transport (with exec: `operator raft snapshot
-//! save /dev/stdout`) into the target while hashing it, writes the
-//! manifest, then applies retention (to this cluster's snapshots only).
+//! `snapshot save`: resolves the arguments, finds the active pod, asks
+//! before an existing object is replaced, and runs `ops::snapshot_save`
+//! (stream, commit, manifest) with the pod as the source and the target as
+//! the store; then the optional restore-test, retention (this cluster's
+//! snapshots only) and the report.
 
 use crate::cli::snapshot::SaveArgs;
 use crate::cmd::{Context, Failure};
-use crate::ops::checkpoint::now_rfc3339;
 use crate::ops::cluster::VaultCluster;
-use crate::ops::credentials::Credentials;
-use crate::ops::node::{seal_status, Request, VaultNode};
+use crate::ops::node::VaultNode;
 use crate::ops::reconcile::wait_for_leader;
-use crate::ops::secret::Secret;
+use crate::ops::snapshot_save::{self, OnExisting, SaveError, Saved, SystemClock};
 use crate::ops::store::CredentialStore;
-use crate::output::log::Transfer;
-use crate::snapshot::location::{Existing, Location};
-use crate::snapshot::manifest::{Manifest, MANIFEST_SCHEMA};
-use crate::snapshot::retention::{self, Candidate, Policy};
-use crate::snapshot::stream::{pump, Digested};
-use crate::snapshot::SnapshotError;
-use crate::transport::exec::{parse_cli_error, StreamStdin};
-use crate::transport::pod::PodNode;
+use crate::snapshot::location::Location;
+use crate::snapshot::manifest::Manifest;
+use crate::snapshot::retention::Policy;
 use anyhow::anyhow;
 use std::time::Duration;
 
-use super::{parse, require_raft, restore_test, stored, token_line};
+use super::source::ActivePod;
+use super::{parse, require_raft, restore_test, stored};
 
 #[derive(Debug, serde::Serialize)]
 struct SaveReport {
@@ -114,61 +109,28 @@ pub(super) async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failur
         .into_iter()
         .find(|n| n.name() == leader_pod)
         .ok_or_else(|| Failure::failed(anyhow!("pod {leader_pod} vanished")))?;
-    let status = seal_status(&leader).await.map_err(Failure::failed)?;
-    let raft_index = leader
-        .call(Request::read("sys/leader"))
-        .await
-        .ok()
-        .and_then(|v| {
-            v.get("raft_committed_index")
-                .and_then(serde_json::Value::as_u64)
-        });
 
-    let name = location.name_for(&cluster.workload_name(), jiff::Timestamp::now());
-    let object = location.object(&name);
-    if let Existing::Yes { object } = location
-        .preflight_write(&name)
+    let clock = SystemClock;
+    let mut source = ActivePod::new(leader, credentials.root_token.clone());
+    let plan = snapshot_save::plan(&mut source, &location, &cluster.workload_name(), &clock)
         .await
-        .map_err(Failure::refused)?
-    {
-        if !ctx.confirm(&format!("replace the existing {object}?"))? {
-            return Err(Failure::refused(anyhow!(
-                "{object} exists and was not replaced; nothing was changed (--yes replaces it)"
-            )));
+        .map_err(failure)?;
+    let on_existing = match &plan.existing {
+        Some(object) if !ctx.confirm(&format!("replace the existing {object}?"))? => {
+            OnExisting::Keep
         }
-    }
-    tracing::info!(pod = %leader_pod, to = %object, "saving a raft snapshot from the active node");
-    let mut upload = location.upload(&name).await.map_err(Failure::failed)?;
-    let saved = match save_direct(&leader, &credentials.root_token, &mut upload).await {
-        Ok(Some(digested)) => Ok(digested),
-        Ok(None) => save_exec(&leader, &leader_pod, &credentials, &mut upload).await,
-        Err(failure) => Err(failure),
+        _ => OnExisting::Replace,
     };
-    let digested = match saved {
-        Ok(digested) => digested,
-        Err(failure) => {
-            upload.abort().await;
-            return Err(failure);
-        }
-    };
-    fail::fail_point!("snapshot::before_finish");
-    upload.finish().await.map_err(Failure::failed)?;
-    let seal = status.seal().name().to_owned();
-    let manifest = Manifest {
-        schema: MANIFEST_SCHEMA,
-        snapshot: name.clone(),
-        sha256: digested.sha256,
-        size: digested.size,
-        cluster_id: status.cluster_id,
-        raft_committed_index: raft_index,
-        raft_term: None,
-        server_version: status.version,
-        generation: credentials.generation,
-        created_at: now_rfc3339(),
-        source_pod: leader_pod.clone(),
-        seal,
-        restore_test: None,
-    };
+    let saved = snapshot_save::save(
+        &mut source,
+        &location,
+        plan,
+        on_existing,
+        credentials.generation,
+        &clock,
+    )
+    .await
+    .map_err(failure)?;
     let test = args
         .restore_test
         .restore_test
@@ -178,119 +140,35 @@ pub(super) async fn save(ctx: &Context<'_>, args: SaveArgs) -> Result<(), Failur
             secret_name: args.store.secret_name.as_deref(),
             pushgateway: args.pushgateway.as_deref(),
         });
-    write_and_report(ctx, &location, manifest, object, policy, test).await
+    test_and_report(ctx, &location, saved, policy, test).await
 }
 
-/// Streams `GET sys/storage/raft/snapshot` from the active node through
-/// the direct transport into `upload`, hashing on the way. `Ok(None)` when
-/// this command uses exec (or port-forward turned out unavailable under
-/// `auto`, before anything was sent).
-async fn save_direct(
-    leader: &PodNode,
-    token: &Secret,
-    upload: &mut crate::snapshot::location::Upload,
-) -> Result<Option<Digested>, Failure> {
-    use crate::transport::direct::Opened;
-    let Some(direct) = leader.direct() else {
-        return Ok(None);
-    };
-    match direct
-        .link()
-        .download("sys/storage/raft/snapshot", token)
-        .await
-    {
-        Ok(reader) => pump(Transfer::start("snapshot", None).reader(reader), upload)
-            .await
-            .map(Some)
-            .map_err(stream_failure),
-        Err(Opened::Unavailable(reason)) => {
-            leader.unavailable(reason).map_err(Failure::failed)?;
-            Ok(None)
-        }
-        Err(Opened::Failed(e)) => Err(Failure::failed(anyhow::Error::new(e).context(format!(
-            "could not stream a snapshot from pod {}; nothing was kept",
-            leader.name()
-        )))),
+/// A save that stopped, with its exit code: a refusal (exit 1) for what
+/// the user can fix (the target, the answer, a stream that is not a whole
+/// snapshot); a failure (exit 2) when the store refused or lost the upload
+/// or the pod failed.
+fn failure(e: SaveError) -> Failure {
+    if e.is_refusal() {
+        Failure::refused(e)
+    } else {
+        Failure::failed(e)
     }
 }
 
-/// A save whose stream stopped: a store that refused or lost the upload
-/// is a failure (exit 2, whether it happened mid-stream or at the commit);
-/// a stream that is not a whole snapshot is a refusal (exit 1).
-fn stream_failure(e: SnapshotError) -> Failure {
-    match e {
-        e @ SnapshotError::Write { .. } => {
-            Failure::failed(anyhow::Error::new(e).context("nothing was kept"))
-        }
-        e => Failure::refused(e),
-    }
-}
-
-/// Streams `operator raft snapshot save /dev/stdout` from the active node
-/// through exec into `upload`; aborts the upload on failure.
-async fn save_exec(
-    leader: &PodNode,
-    leader_pod: &str,
-    credentials: &Credentials,
-    upload: &mut crate::snapshot::location::Upload,
-) -> Result<Digested, Failure> {
-    let exec = leader.exec();
-    let argv = exec.with_token_argv(&["operator", "raft", "snapshot", "save", "/dev/stdout"]);
-    let streaming = exec
-        .stream(
-            argv,
-            StreamStdin::<tokio::io::Empty> {
-                first_line: Some(token_line(&credentials.root_token)),
-                body: None,
-            },
-            true,
-        )
-        .await;
-    let mut streaming = streaming.map_err(Failure::failed)?;
-    let pumped = match streaming.stdout.take() {
-        Some(stdout) => pump(Transfer::start("snapshot", None).reader(stdout), upload).await,
-        None => Err(SnapshotError::Short { size: 0 }),
-    };
-    let exit = streaming.wait().await;
-    let digested = match (pumped, exit) {
-        (Ok(d), Ok((0, _, _))) => d,
-        (Err(e), Ok((0, _, _))) => {
-            return Err(stream_failure(e));
-        }
-        (_, Ok((code, _, stderr))) => {
-            return Err(Failure::failed(anyhow!(
-                "`operator raft snapshot save` on pod {leader_pod} failed: {}; nothing was kept",
-                parse_cli_error(&stderr, code)
-            )));
-        }
-        (_, Err(e)) => {
-            return Err(Failure::failed(
-                anyhow::Error::new(e).context("nothing was kept"),
-            ));
-        }
-    };
-    Ok(digested)
-}
-
-/// Writes the manifest next to the saved snapshot, applies retention and
-/// prints the report.
-async fn write_and_report(
+/// Runs the restore-test of the saved snapshot (before retention, so that
+/// retention sees the recorded result), applies retention and prints the
+/// report.
+async fn test_and_report(
     ctx: &Context<'_>,
     location: &Location,
-    manifest: Manifest,
-    object: String,
+    mut saved: Saved,
     policy: Policy,
     test: Option<restore_test::Settings<'_>>,
 ) -> Result<(), Failure> {
-    location
-        .write_manifest(&manifest)
-        .await
-        .map_err(Failure::failed)?;
-    tracing::info!(to = %object, size = manifest.size, sha256 = %manifest.sha256, "snapshot saved");
-    // Before retention, so that retention sees the recorded result.
+    let object = saved.object.clone();
     let tested = match test {
         Some(settings) => Some(
-            restore_test::test(ctx, location, &manifest.snapshot, &settings)
+            restore_test::test(ctx, location, &saved.manifest.snapshot, &settings)
                 .await
                 .map_err(|f| Failure {
                     exit: f.exit,
@@ -299,28 +177,21 @@ async fn write_and_report(
         ),
         None => None,
     };
-    let manifest = match &tested {
-        Some(t) => Manifest {
-            restore_test: Some(t.record.clone()),
-            ..manifest
-        },
-        None => manifest,
-    };
-    let pruned = if policy.is_empty() {
-        vec![]
-    } else {
-        prune(location, policy, &manifest.cluster_id)
-            .await
-            .map_err(Failure::failed)?
-    };
+    if let Some(t) = &tested {
+        saved.manifest.restore_test = Some(t.record.clone());
+    }
+    saved
+        .apply_retention(location, policy, &SystemClock)
+        .await
+        .map_err(failure)?;
     let tested_ok = tested.as_ref().map(restore_test::Outcome::passed);
     // A test refused before it started (no room) is a precondition to fix.
     let tested_refused = tested.as_ref().is_some_and(|t| t.refused);
     let report = SaveReport {
         location: location.to_string(),
-        object: object.clone(),
-        manifest,
-        pruned,
+        object: saved.object,
+        manifest: saved.manifest,
+        pruned: saved.pruned,
         restore_test: tested,
     };
     ctx.printer
@@ -357,40 +228,4 @@ async fn write_and_report(
         }
         _ => Ok(()),
     }
-}
-
-/// Applies retention after a successful save, to the snapshots of `cluster`
-/// only (a shared prefix may hold other clusters' snapshots, which are
-/// theirs to prune): the newest of them that verifies is never deleted.
-async fn prune(
-    location: &Location,
-    policy: Policy,
-    cluster: &str,
-) -> Result<Vec<String>, SnapshotError> {
-    let protected = match location.newest_verified(Some(cluster)).await {
-        Ok((name, _)) => Some(name),
-        Err(SnapshotError::NoneVerified { .. } | SnapshotError::NoneOfThisCluster { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let entries = location.list().await?;
-    let candidates: Vec<Candidate> = entries
-        .iter()
-        .filter(|e| e.of_cluster(Some(cluster)))
-        .map(|e| Candidate {
-            name: e.name.clone(),
-            created: e.created(),
-            has_manifest: e.manifest.is_some(),
-        })
-        .collect();
-    let doomed = retention::plan(
-        &candidates,
-        policy,
-        protected.as_deref(),
-        jiff::Timestamp::now(),
-    );
-    for name in &doomed {
-        tracing::info!(snapshot = %location.object(name), "pruning");
-        location.delete(name).await?;
-    }
-    Ok(doomed)
 }
