@@ -278,11 +278,16 @@ pub fn now_rfc3339() -> String {
     rfc3339(jiff::Timestamp::now())
 }
 
-/// `at` in UTC, RFC 3339 with second precision.
+/// `at` in UTC, RFC 3339 with second precision, truncated: a time read
+/// back is never later than the moment it records (retention's ages).
 pub fn rfc3339(at: jiff::Timestamp) -> String {
-    at.round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    at.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .map(|t| t.to_string())
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

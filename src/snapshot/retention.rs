@@ -42,12 +42,11 @@ pub fn plan(
             continue;
         }
         let too_many = policy.keep.is_some_and(|k| rank >= k);
+        // Compared whole: `--max-age 0s` drops anything older than now.
         let too_old = match (policy.max_age, c.created) {
-            (Some(max), Some(t)) => now
-                .duration_since(t)
-                .as_secs()
-                .try_into()
-                .is_ok_and(|age: u64| age > max.as_secs()),
+            (Some(max), Some(t)) => {
+                jiff::SignedDuration::try_from(max).is_ok_and(|max| now.duration_since(t) > max)
+            }
             _ => false,
         };
         if too_many || too_old {
@@ -119,5 +118,33 @@ mod tests {
             at(10),
         );
         assert_eq!(doomed, ["a"]);
+    }
+
+    #[test]
+    fn max_age_zero_drops_a_snapshot_taken_a_moment_ago() {
+        let moment = jiff::Timestamp::from_millisecond(1_800_000_000_000).unwrap();
+        let list = [
+            Candidate {
+                name: "new".into(),
+                created: Some(moment),
+                has_manifest: true,
+            },
+            Candidate {
+                name: "old".into(),
+                created: Some(moment - jiff::SignedDuration::from_millis(900)),
+                has_manifest: true,
+            },
+        ];
+        let policy = Policy {
+            keep: None,
+            max_age: Some(Duration::ZERO),
+        };
+        assert_eq!(plan(&list, policy, Some("new"), moment), ["old"]);
+        // One second is one second: 900 ms is not older than it.
+        let policy = Policy {
+            keep: None,
+            max_age: Some(Duration::from_secs(1)),
+        };
+        assert!(plan(&list, policy, Some("new"), moment).is_empty());
     }
 }
