@@ -314,6 +314,18 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
     );
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
+    // Without a sentinel the stored root token of generation 1 is still
+    // checked against the restored data (`auth/token/lookup-self`).
+    let bare = run(test("good.snap"), &["-v"], None).await.ok();
+    for line in bare.stderr.lines().filter(|l| l.contains("step done")) {
+        eprintln!("{line}");
+    }
+    let out = bare.json();
+    assert_eq!(out["result"], "passed", "{out}");
+    assert_eq!(out["report"]["root_token_valid"], true, "{out}");
+    assert!(out.get("sentinel").is_none(), "{out}");
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
     // A sentinel the data lacks fails the test.
     let missing = run(test("good.snap"), &["--sentinel", "kv/not-there"], None).await;
     assert_eq!(missing.code, 1, "{missing:?}");
@@ -471,6 +483,44 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
             .is_some_and(|r| r.contains("1 MiB free")),
         "{recorded}"
     );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // Every stored root token replaced by one the live cluster issued after
+    // the snapshot: the shares still open the restored data, but no stored
+    // token is valid in it, so a restore could not be finished: it fails.
+    let stored = env.stored_credentials().await.expect("stored credentials");
+    let leader = env.active_ordinal().await;
+    let (code, issued) = env
+        .bao(
+            leader,
+            Some(&token),
+            &["token", "create", "-policy=root", "-format=json"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "{issued}");
+    let later: serde_json::Value = serde_json::from_str(&issued).unwrap();
+    let mut doc = stored.clone();
+    doc["root_token"] = later["auth"]["client_token"].clone();
+    for g in doc["history"].as_array_mut().expect("history") {
+        if g.get("root_token").is_some() {
+            g["root_token"] = later["auth"]["client_token"].clone();
+        }
+    }
+    replace_credentials(&env, &doc).await;
+    let strange = run(test("good.snap"), &[], None).await;
+    assert_eq!(strange.code, 1, "{strange:?}");
+    assert!(
+        strange.stderr.contains(
+            "no stored root token of key generation 1 answers auth/token/lookup-self in the restored data"
+        ),
+        "{strange:?}"
+    );
+    assert_eq!(
+        manifest(dir.path(), "good.snap")["restore_test"]["result"],
+        "failed"
+    );
+    replace_credentials(&env, &stored).await;
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
     // The generation's shares removed from the history: a clear refusal.

@@ -94,8 +94,8 @@ impl Outcome {
                 };
                 if let Some(report) = self.report.as_ref().filter(|rp| rp.seal.is_none()) {
                     t.push_str(&format!(" ({} shares)", report.shares_submitted));
-                    if !report.root_token_valid {
-                        t.push_str("; no stored root token of that generation is valid in it");
+                    if report.root_token_valid {
+                        t.push_str("; a stored root token is valid in it");
                     }
                 }
                 if let Some(path) = &r.sentinel {
