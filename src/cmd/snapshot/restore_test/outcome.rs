@@ -25,7 +25,8 @@ pub(crate) struct Outcome {
     /// The result was written into the manifest.
     pub recorded: bool,
     /// The test was refused before it could start (no room on the data
-    /// volume): a precondition to fix, not a run to repeat.
+    /// volume, no seal configuration the throwaway server can take up): a
+    /// precondition to fix, not a run to repeat.
     #[serde(skip)]
     pub refused: bool,
 }
