@@ -129,6 +129,13 @@ async fn restore_test_refuses_a_seal_set_only_in_a_json_config_clearly() {
         ])
         .await;
     assert_eq!(refused.code, 1, "{refused:?}");
+    for line in refused
+        .stderr
+        .lines()
+        .filter(|l| l.contains("could not start"))
+    {
+        eprintln!("{line}");
+    }
     let json_file = env
         .cluster
         .dir()
