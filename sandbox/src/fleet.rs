@@ -228,7 +228,7 @@ impl Fleet {
         } else {
             None
         };
-        let cmd = layout.server_command(&bao, hosts.as_deref())?;
+        let cmd = layout.server_command(&bao, hosts.as_deref(), &spec)?;
         let process = self
             .spawner
             .spawn(cmd)

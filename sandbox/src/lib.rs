@@ -45,7 +45,9 @@ mod usage;
 pub use cluster::Cluster;
 pub use control::Control;
 pub use faults::SecretFault;
-pub use options::{ClusterOptions, Flavour, ListenerCa, PodManagement, Reconfigure, Storage};
+pub use options::{
+    ClusterOptions, Flavour, ListenerCa, PodManagement, Reconfigure, SealIn, Storage,
+};
 pub use pod::{running_as_root, API_PORT, CLUSTER_PORT};
 pub use seal::Seal;
 pub use tls::install_default_crypto_provider;

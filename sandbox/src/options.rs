@@ -72,6 +72,22 @@ pub enum ListenerCa {
     ServerConfig,
 }
 
+/// Where the server finds a [`Seal::Static`] configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SealIn {
+    /// A `seal` stanza in the HCL server config (the charts' `config`).
+    #[default]
+    HclConfig,
+    /// The container's environment: `BAO_SEAL_TYPE=static`,
+    /// `BAO_STATIC_SEAL_CURRENT_KEY_ID` and the key itself (base64) from the
+    /// seal Secret, as a chart user sets them through
+    /// `extraSecretEnvironmentVars`; no stanza. OpenBao's names (Vault has
+    /// no static seal).
+    Environment,
+    /// A second config file, `seal.json`, named by a second `-config`.
+    JsonConfig,
+}
+
 /// Where the servers keep their data, as the charts' two modes do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +165,8 @@ pub struct ClusterOptions {
     pub listener_client_auth: bool,
     /// Shamir (the default) or an auto-unseal stanza in every pod's config.
     pub seal: Seal,
+    /// Where the server finds its static seal (see [`SealIn`]).
+    pub seal_in: SealIn,
     /// Adds a first container `agent` without any vault CLI.
     pub sidecar: bool,
     /// Where pod folders, the kubeconfig and the audit log live; `None` = a temp dir removed on drop.
@@ -250,6 +268,7 @@ impl ClusterOptions {
             listener_ca: ListenerCa::CaCert,
             listener_client_auth: false,
             seal: Seal::Shamir,
+            seal_in: SealIn::HclConfig,
             sidecar: false,
             dir: None,
             bin_dir: None,
@@ -404,6 +423,12 @@ impl ClusterOptions {
     /// as a Secret volume).
     pub fn seal(mut self, seal: Seal) -> Self {
         self.seal = seal;
+        self
+    }
+
+    /// Where a static seal is configured (see [`SealIn`]).
+    pub fn seal_in(mut self, place: SealIn) -> Self {
+        self.seal_in = place;
         self
     }
 

@@ -93,6 +93,11 @@ impl PodLayout {
         self.dir.join("config.hcl")
     }
 
+    /// The second config file of [`crate::SealIn::JsonConfig`].
+    pub fn seal_json(&self) -> PathBuf {
+        self.dir.join("seal.json")
+    }
+
     /// The server's stdout and stderr.
     pub fn log(&self) -> PathBuf {
         self.dir.join("server.log")
@@ -140,6 +145,14 @@ impl PodLayout {
             self.config(),
             server_config(self, opts, name, ip, opts.retry_join.then_some(leader_ip)),
         )?;
+        if opts.seal_in == crate::SealIn::JsonConfig && opts.seal == crate::seal::Seal::Static {
+            std::fs::write(
+                self.seal_json(),
+                crate::seal::json_config(&crate::seal::secret_dir(&self.cluster_dir(), &opts.name)),
+            )?;
+        } else {
+            let _ = std::fs::remove_file(self.seal_json());
+        }
         let cli = self.bin().join(opts.flavour.cli());
         let _ = std::fs::remove_file(&cli);
         match opts.flavour {
@@ -209,11 +222,19 @@ impl PodLayout {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
-    /// `bao server -config config.hcl`, output to `server.log`, clean
-    /// environment. With `hosts`, the server runs in its own mount namespace
-    /// where that file is `/etc/hosts` (`unshare -m` execs in place, so the
-    /// pid and process group stay the server's).
-    pub fn server_command(&self, bao: &Path, hosts: Option<&Path>) -> io::Result<Command> {
+    /// `bao server -config config.hcl` (and `-config seal.json` when
+    /// [`Self::prepare`] wrote one), output to `server.log`, clean
+    /// environment but for a seal configured there ([`crate::seal::env`]).
+    /// With `hosts`, the server runs in its own mount namespace where that
+    /// file is `/etc/hosts` (`unshare -m` execs in place, so the pid and
+    /// process group stay the server's).
+    pub fn server_command(
+        &self,
+        bao: &Path,
+        hosts: Option<&Path>,
+        opts: &ClusterOptions,
+    ) -> io::Result<Command> {
+        let env = crate::seal::env(opts, &self.cluster_dir())?;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -245,13 +266,15 @@ impl PodLayout {
                 c
             }
         };
-        cmd.arg("server")
-            .arg("-config")
-            .arg(self.config())
-            .current_dir(&self.dir)
+        cmd.arg("server").arg("-config").arg(self.config());
+        if self.seal_json().exists() {
+            cmd.arg("-config").arg(self.seal_json());
+        }
+        cmd.current_dir(&self.dir)
             .env_clear()
             .env("HOME", &self.dir)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -343,10 +366,14 @@ fn server_config(
     } else {
         CLUSTER_PORT
     };
-    let seal = crate::seal::stanza(
-        opts.seal,
-        &crate::seal::secret_dir(&layout.cluster_dir(), &opts.name),
-    );
+    let seal = if opts.seal_in != crate::SealIn::HclConfig {
+        String::new()
+    } else {
+        crate::seal::stanza(
+            opts.seal,
+            &crate::seal::secret_dir(&layout.cluster_dir(), &opts.name),
+        )
+    };
     let tls = if opts.tls_listener {
         let (cert, key) = crate::listener_tls::files(&layout.dir);
         let mut tls = format!(
@@ -513,6 +540,8 @@ pub fn exec_env(
                 ("SKIP_SETCAP".to_string(), "true".to_string()),
             ];
             env.extend(chart);
+            // The container's seal variables reach exec'd commands too.
+            env.extend(crate::seal::env(opts, &layout.cluster_dir()).unwrap_or_default());
         }
         ContainerKind::Sidecar => {
             env.push((

@@ -66,12 +66,18 @@ fn container_spec(
             );
         }
     }
+    let mut server = format!("{} server -config={config_path}", opts.flavour.cli());
+    if opts.seal_in == crate::SealIn::JsonConfig && opts.seal == Seal::Static {
+        // The seal in a second config file beside the first (`seal.json`).
+        let json = std::path::Path::new(config_path).with_file_name("seal.json");
+        server.push_str(&format!(" -config={}", json.display()));
+    }
     let mut spec = json!({
         "name": opts.container(),
         "image": opts.image(),
         "imagePullPolicy": "IfNotPresent",
         "command": ["/bin/sh", "-ec"],
-        "args": [format!("{} server -config={config_path}", opts.flavour.cli())],
+        "args": [server],
         "ports": [
             {"containerPort": API_PORT, "name": "http", "protocol": "TCP"},
             {"containerPort": CLUSTER_PORT, "name": "https-internal", "protocol": "TCP"},
@@ -95,6 +101,14 @@ fn container_spec(
         },
         "volumeMounts": mounts,
     });
+    if opts.seal_in == crate::SealIn::Environment && opts.seal == Seal::Static {
+        // A chart user's `extraSecretEnvironmentVars` from the seal Secret.
+        extra_env.extend([
+            json!({"name": crate::seal::ENV_SEAL_TYPE, "value": "static"}),
+            json!({"name": crate::seal::ENV_KEY_ID, "value": crate::seal::STATIC_KEY_ID}),
+            json!({"name": crate::seal::ENV_KEY, "valueFrom": {"secretKeyRef": {"name": format!("{}-seal", opts.name), "key": "static.key.b64"}}}),
+        ]);
+    }
     if let Some(env) = spec["env"].as_array_mut() {
         env.extend(extra_env);
     }

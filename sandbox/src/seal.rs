@@ -103,6 +103,40 @@ pub fn stanza(seal: Seal, seal_dir: &Path) -> String {
     }
 }
 
+/// The environment that configures a static seal instead of a stanza
+/// ([`crate::SealIn::Environment`]): the seal type, the key id and the key
+/// (base64; OpenBao reads no `file://` from this variable). Empty otherwise.
+pub fn env(opts: &crate::ClusterOptions, cluster_dir: &Path) -> io::Result<Vec<(String, String)>> {
+    if !(opts.seal_in == crate::SealIn::Environment && opts.seal == Seal::Static) {
+        return Ok(Vec::new());
+    }
+    use base64::Engine;
+    let key = std::fs::read(key_file(cluster_dir, &opts.name))?;
+    Ok(vec![
+        (ENV_SEAL_TYPE.to_owned(), "static".to_owned()),
+        (ENV_KEY_ID.to_owned(), STATIC_KEY_ID.to_owned()),
+        (
+            ENV_KEY.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(key),
+        ),
+    ])
+}
+
+/// The second config file of [`crate::SealIn::JsonConfig`], in JSON: the
+/// static stanza of [`stanza`].
+pub fn json_config(seal_dir: &Path) -> String {
+    serde_json::json!({"seal": {"static": {
+        "current_key_id": STATIC_KEY_ID,
+        "current_key": format!("file://{}", seal_dir.join("static.key").display()),
+    }}})
+    .to_string()
+}
+
+/// The variables [`env`] sets.
+pub const ENV_SEAL_TYPE: &str = "BAO_SEAL_TYPE";
+pub const ENV_KEY_ID: &str = "BAO_STATIC_SEAL_CURRENT_KEY_ID";
+pub const ENV_KEY: &str = "BAO_STATIC_SEAL_CURRENT_KEY";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +159,33 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&ka).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o400);
+    }
+
+    #[test]
+    fn a_seal_outside_the_hcl_config_is_in_the_environment_or_a_json_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ensure_static_key(dir.path(), "openbao").unwrap();
+        let opts = crate::ClusterOptions::openbao().seal(Seal::Static);
+        assert!(
+            env(&opts, dir.path()).unwrap().is_empty(),
+            "a stanza: no env"
+        );
+        let in_env = opts.clone().seal_in(crate::SealIn::Environment);
+        let vars = env(&in_env, dir.path()).unwrap();
+        let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, [ENV_SEAL_TYPE, ENV_KEY_ID, ENV_KEY]);
+        use base64::Engine;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(&key).unwrap());
+        assert_eq!(vars[2].1, encoded);
+        let shamir = crate::ClusterOptions::openbao().seal_in(crate::SealIn::Environment);
+        assert!(env(&shamir, dir.path()).unwrap().is_empty());
+        let json: serde_json::Value =
+            serde_json::from_str(&json_config(Path::new("/d/secrets/openbao-seal"))).unwrap();
+        assert_eq!(
+            json["seal"]["static"]["current_key"],
+            "file:///d/secrets/openbao-seal/static.key"
+        );
     }
 
     #[test]

@@ -50,9 +50,10 @@ pub struct SaveArgs {
 pub struct RestoreTestArgs {
     /// Restore the snapshot into a throwaway server started in one of the
     /// workload's pods (loopback only, storage in a temporary folder on the
-    /// data volume) and unseal it with the key generation its manifest
-    /// names; the result is recorded in the manifest. The live cluster is
-    /// never touched.
+    /// data volume), unseal it with the key generation its manifest names
+    /// (or, on an auto-unseal cluster, through the live server's seal) and
+    /// check that a stored root token is valid in it; the result is
+    /// recorded in the manifest. The live cluster is never touched.
     #[arg(long)]
     pub restore_test: bool,
     /// With --restore-test: a path that must be readable, with a stored

@@ -18,9 +18,12 @@
 //!    until it leads.
 //! 4. Force-restore the snapshot with the temporary root token.
 //! 5. Shamir: unseal with the stored shares of the manifest's generation:
-//!    the proof. Then find a stored root token of that generation the
-//!    restored data accepts; read the sentinel path with it, when one is
-//!    given.
+//!    the proof. Then a stored root token (of that generation first, then
+//!    any other stored one, as `restore` step 5 chooses) must answer
+//!    `auth/token/lookup-self` in the restored data, sentinel or not: a
+//!    restore that leaves no working token cannot be finished (OpenBao 2.7
+//!    generates a new root only with a token). Read the sentinel path with
+//!    it, when one is given.
 //!
 //! An auto-unseal snapshot is opened by the seal, not by stored shares, so
 //! step 5 is `auto_unseal::through_the_seal`:
@@ -52,6 +55,11 @@
 //! # Guarantees
 //! - Only the server handed in is ever called; the stored credentials are
 //!   only read.
+//! - A Shamir pass means the stored shares of the manifest's generation
+//!   unsealed the restored data and a stored root token is valid in it
+//!   (`root_token_valid` is then always true). Every stored token refused
+//!   (403) fails the test ([`RestoreTestError::RootToken`], exit 1); a
+//!   lookup that never gets an answer is the test's own error.
 //! - An auto-unseal pass means the restored data, restarted from disk,
 //!   unsealed through the seal, and that a stored root token and the
 //!   stored recovery keys of the manifest's generation are its own; each
@@ -63,10 +71,11 @@
 use crate::ops::credentials::{Credentials, SealKind};
 use crate::ops::node::{seal_status_when_up, NodeError, Request, VaultNode};
 use crate::ops::reconcile::{wait_for_leader, ReconcileError};
-use crate::ops::restore::{wait_for_reseal, working_token, FeedError, SnapshotFeed};
+use crate::ops::restore::{wait_for_reseal, FeedError, SnapshotFeed};
 use crate::ops::rotate::RotateError;
 
 mod auto_unseal;
+mod root_token;
 use crate::ops::secret::{Secret, SecretBytes};
 use crate::ops::unseal::{unseal_node, UnsealError, UnsealOutcome};
 use std::time::Duration;
@@ -110,7 +119,8 @@ impl Room {
 pub struct Proof<'a> {
     /// The shares (and shape) of the manifest's generation.
     pub generation: &'a Credentials,
-    /// The stored root tokens of that generation, most likely first.
+    /// Every stored root token, those of that generation first
+    /// ([`Credentials::root_tokens_for`]).
     pub tokens: Vec<Secret>,
     /// A path that must be readable in the restored data (`kv/sentinel`).
     pub sentinel: Option<&'a str>,
@@ -139,7 +149,8 @@ pub struct RestoreTestReport {
     /// restored data's (`None` when none are stored for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_keys_verified: Option<bool>,
-    /// A stored root token of that generation is valid in the restored data.
+    /// A stored root token is valid in the restored data (a pass requires
+    /// it; kept in the report for the readers of earlier ones).
     pub root_token_valid: bool,
     /// The sentinel path that was read, if one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,8 +190,10 @@ pub enum RestoreTestError {
     Restart { source: NodeError },
     #[error("the throwaway server came back from its restart with its temporary data, not the restored data, so nothing was proven")]
     RestartLostRestore,
-    #[error("no stored root token of key generation {generation} answers auth/token/lookup-self in the restored data: the stored credentials of that generation are not this snapshot's")]
+    #[error("no stored root token of key generation {generation} answers auth/token/lookup-self in the restored data: the stored credentials of that generation are not this snapshot's, and a restore of it could not be finished with them")]
     RootToken { generation: u32 },
+    #[error("could not check the stored root tokens of key generation {generation} against the restored data: {source}")]
+    RootTokenUnchecked { generation: u32, source: NodeError },
     #[error("the stored recovery keys of key generation {generation}, which the manifest names, are not the restored data's: its recovery-key rotation refused them")]
     RecoveryKeys { generation: u32 },
     #[error("could not check the stored recovery keys of key generation {generation} against the restored data: {source}")]
@@ -190,8 +203,6 @@ pub enum RestoreTestError {
     },
     #[error("the throwaway server {server} did not reseal after the forced restore, so the shares were never tested")]
     NotResealed { server: String },
-    #[error("no stored root token of key generation {generation} is valid in the restored data, so the sentinel {path} cannot be read")]
-    NoToken { generation: u32, path: String },
     #[error("the sentinel {path} cannot be read from the restored data: {source}")]
     Sentinel { path: String, source: NodeError },
 }
@@ -205,7 +216,6 @@ impl RestoreTestError {
             | RestoreTestError::SealDidNotOpen { .. }
             | RestoreTestError::RootToken { .. }
             | RestoreTestError::RecoveryKeys { .. }
-            | RestoreTestError::NoToken { .. }
             | RestoreTestError::Sentinel { .. } => true,
             RestoreTestError::Unseal { source, .. } => matches!(
                 source,
@@ -337,26 +347,19 @@ where
         .await
         .map_err(|source| RestoreTestError::Leader { source })?;
     step("active again");
-    let token = working_token(server, &proof.tokens).await;
+    let token =
+        root_token::accepted_token(server, &proof.tokens, shape.generation, proof.timeout).await?;
     step("root token");
     let sentinel = match proof.sentinel {
         None => None,
-        Some(path) => {
-            let Some(token) = &token else {
-                return Err(RestoreTestError::NoToken {
-                    generation: shape.generation,
-                    path: path.to_owned(),
-                });
-            };
-            Some(read_sentinel(server, path, token).await?)
-        }
+        Some(path) => Some(read_sentinel(server, path, &token).await?),
     };
     Ok(RestoreTestReport {
         generation: shape.generation,
         shares_submitted,
         seal: None,
         recovery_keys_verified: None,
-        root_token_valid: token.is_some(),
+        root_token_valid: true,
         sentinel,
     })
 }
@@ -407,10 +410,6 @@ mod tests {
         };
         let verdicts = [
             RestoreTestError::Refused { source: api(400) },
-            RestoreTestError::NoToken {
-                generation: 1,
-                path: "kv/s".into(),
-            },
             RestoreTestError::Sentinel {
                 path: "kv/s".into(),
                 source: api(404),

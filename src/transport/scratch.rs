@@ -15,7 +15,11 @@
 //!    `retry_join`, raft's `performance_multiplier = 1`: a lone node on
 //!    loopback needs no slack, and it leads in about 1.4 s instead of 8 s;
 //!    for an auto-unseal snapshot the live server's `seal`
-//!    stanzas, copied in the pod from the config files the pod spec names),
+//!    stanzas, copied in the pod from the HCL config files the pod spec
+//!    names; with none there, a seal the container's environment sets
+//!    (`BAO_SEAL_TYPE`/`VAULT_SEAL_TYPE`), which the server inherits; with
+//!    neither, it stops before starting anything and names the JSON config
+//!    files it did not read: [`StartError::NoSealConfig`], a refusal),
 //!    starts the server without the container's `*_API_ADDR`/
 //!    `*_CLUSTER_ADDR` (they would advertise the live pod's addresses;
 //!    without a seal, with a clean environment), starts a watchdog, waits
@@ -58,100 +62,8 @@ pub const FOLDER_PREFIX: &str = ".kubectl-vault-restore-test-";
 /// The snapshot's file name inside the folder.
 const SNAPSHOT_FILE: &str = "snapshot.snap";
 
-/// `$0`: the CLI; `$1`: the folder; `$2`: API port; `$3`: cluster port;
-/// `$4`: the watchdog's deadline in seconds; `$5`: the CLI's address
-/// variable; `$6`: `seal` to run with the live server's seal, read from the
-/// server config files or folders `$7...` (the pod spec's `-config`), else
-/// empty. Exits 73 when the server died at start (its log's end on
-/// stderr), 74 when it never answered, 71 when the folder cannot be made,
-/// 75 when no `seal` stanza was found. Each `restart` line on stdin stops
-/// the server (TERM, then KILL after 10 s) and starts it again on the same
-/// folder and port, answering `ready <pid>` again.
-const SUPERVISOR: &str = r#"umask 077
-d="$1"; p="$2"; c="$3"; t="$4"; av="$5"; sl="$6"; shift 6
-for o in "${d%/*}"/.kubectl-vault-restore-test-*; do
-  [ -d "$o" ] && [ "$o" != "$d" ] || continue
-  q=$(cat "$o/supervisor" 2>/dev/null)
-  if [ -n "$q" ]; then kill -0 "$q" 2>/dev/null || rm -rf "$o"
-  elif [ -n "$(find "$o" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then rm -rf "$o"; fi
-done
-mkdir "$d" || exit 71
-echo $$ > "$d/supervisor"
-mkdir "$d/raft" || { rm -rf "$d"; exit 71; }
-cat > "$d/config.hcl" <<EOF
-storage "raft" {
-  path = "$d/raft"
-  node_id = "kubectl-vault-restore-test"
-  performance_multiplier = 1
-}
-listener "tcp" {
-  address = "127.0.0.1:$p"
-  cluster_address = "127.0.0.1:$c"
-  tls_disable = true
-}
-api_addr = "http://127.0.0.1:$p"
-cluster_addr = "https://127.0.0.1:$c"
-disable_mlock = true
-ui = false
-EOF
-if [ "$sl" = seal ]; then
-  # Every top-level seal block of the live config, copied file to file in
-  # the pod: it may hold a provider token, which never leaves the pod.
-  for f0 in "$@"; do for f in "$f0" "$f0"/*.hcl; do
-    [ -f "$f" ] && [ -r "$f" ] || continue
-    awk 'function braces(l,  o, k) { o = gsub(/[{]/, "{", l); k = gsub(/[}]/, "}", l); return o - k }
-      !on && n == 0 && /^[[:space:]]*seal[[:space:]]/ { on = 1; m = 0 }
-      on { print; m += braces($0); if (m <= 0 && index($0, "}") > 0) on = 0; next }
-      { n += braces($0) }' "$f" >> "$d/config.hcl"
-  done; done
-  grep -q '^[[:space:]]*seal[[:space:]]' "$d/config.hcl" || { echo "no seal stanza in the server config $*" >&2; rm -rf "$d"; exit 75; }
-fi
-start() {
-  if [ "$sl" = seal ]; then
-    # The container's environment may configure the seal (its provider's
-    # credentials); only what would advertise the live pod goes.
-    ( unset BAO_API_ADDR VAULT_API_ADDR BAO_CLUSTER_ADDR VAULT_CLUSTER_ADDR BAO_REDIRECT_ADDR VAULT_REDIRECT_ADDR BAO_RAFT_NODE_ID VAULT_RAFT_NODE_ID BAO_RAFT_PATH VAULT_RAFT_PATH
-      HOME="$d"; export HOME; exec "$0" server -config "$d/config.hcl" ) >> "$d/server.log" 2>&1 &
-  else
-    env -i PATH="$PATH" HOME="$d" "$0" server -config "$d/config.hcl" >> "$d/server.log" 2>&1 &
-  fi
-  s=$!
-  echo "$s" > "$d/server.pid"
-}
-start
-setsid sh -c 'sup=$1; d=$2; end=$(( $(date +%s) + $3 ))
-while kill -0 "$sup" 2>/dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
-s=$(cat "$d/server.pid" 2>/dev/null)
-kill -9 $s "$sup" 2>/dev/null; i=0
-while [ -n "$s" ] && kill -0 "$s" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
-rm -rf "$d"' kubectl-vault-restore-test-watchdog "$$" "$d" "$t" < /dev/null > /dev/null 2>&1 &
-w=$!
-stop() { kill -9 "$s" 2>/dev/null; wait "$s" 2>/dev/null; kill -9 "$w" 2>/dev/null; rm -rf "$d"; }
-trap stop EXIT
-trap 'exit 1' HUP INT TERM PIPE
-answered() {
-  i=0
-  while :; do
-    if ! kill -0 "$s" 2>/dev/null; then tail -n 5 "$d/server.log" >&2; exit 73; fi
-    env -i PATH="$PATH" "$av=http://127.0.0.1:$p" "$0" status > /dev/null 2>&1
-    case $? in 0|2) break;; esac
-    i=$((i+1)); [ $i -lt 600 ] || { echo "the server did not answer on 127.0.0.1:$p" >&2; tail -n 5 "$d/server.log" >&2; exit 74; }
-    sleep 0.1 2>/dev/null || sleep 1
-  done
-  kill -0 "$s" 2>/dev/null || { tail -n 5 "$d/server.log" >&2; exit 73; }
-  echo "ready $s"
-}
-answered
-while IFS= read -r line; do
-  case "$line" in
-    restart)
-      kill -TERM "$s" 2>/dev/null; i=0
-      while kill -0 "$s" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done
-      kill -9 "$s" 2>/dev/null; wait "$s" 2>/dev/null
-      start; answered ;;
-  esac
-done
-exit 0"#;
+mod supervisor;
+use supervisor::{unread_json, NO_SEAL_EXIT, SUPERVISOR};
 
 /// `$1`: the folder; `$2`: the server's pid. Exit 0 when both are gone.
 const GONE: &str = r#"[ ! -e "$1" ] && ! kill -0 "$2" 2>/dev/null"#;
@@ -201,10 +113,46 @@ pub enum StartError {
     NoDataVolume { pod: String },
     #[error("the pod spec of {pod} names no server config (`-config=PATH` on the container's command line), so the live server's seal stanza cannot be found for the throwaway server")]
     NoServerConfig { pod: String },
+    #[error("{}", no_seal_config(pod, configs, json))]
+    NoSealConfig {
+        pod: String,
+        /// The config files or folders the pod spec names.
+        configs: Vec<String>,
+        /// JSON config files among them, which are not read.
+        json: Vec<String>,
+    },
     #[error("could not start a throwaway server in pod {pod}: {reason}")]
     Failed { pod: String, reason: String },
     #[error(transparent)]
     Node(#[from] NodeError),
+}
+
+impl StartError {
+    /// True when the pod cannot host the test as it is configured (no data
+    /// volume, no seal the throwaway server can take up): a precondition to
+    /// fix, refused before anything started, not a run to repeat.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StartError::NoDataVolume { .. }
+                | StartError::NoServerConfig { .. }
+                | StartError::NoSealConfig { .. }
+        )
+    }
+}
+
+fn no_seal_config(pod: &str, configs: &[String], json: &[String]) -> String {
+    let mut s = format!(
+        "pod {pod} has no top-level `seal` stanza in the HCL server config it names ({}), and its container's environment sets neither BAO_SEAL_TYPE nor VAULT_SEAL_TYPE, so the throwaway server cannot run with the live server's seal",
+        configs.join(", ")
+    );
+    if !json.is_empty() {
+        s.push_str(&format!(
+            " (the JSON config {} is not read: the stanza is copied from HCL only)",
+            json.join(", ")
+        ));
+    }
+    s
 }
 
 impl ScratchServer {
@@ -303,6 +251,15 @@ impl ScratchServer {
                 });
             }
             let waited = tokio::time::timeout(Duration::from_secs(30), streaming.wait()).await;
+            if let Ok(Ok((code, _, stderr))) = &waited {
+                if *code == NO_SEAL_EXIT {
+                    return Err(StartError::NoSealConfig {
+                        pod,
+                        configs: exec.server_configs().to_vec(),
+                        json: unread_json(stderr),
+                    });
+                }
+            }
             let reason = match waited {
                 Ok(Ok((code, _, stderr))) => format!(
                     "the server exited at start (supervisor exit {code}): {}",

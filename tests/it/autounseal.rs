@@ -4,6 +4,7 @@
 //! recovery keys, a crash at every rotate boundary loses nothing, and a
 //! cluster initialized without recovery keys gets them.
 
+mod seal_config;
 mod transit;
 
 use crate::harness::Env;
@@ -243,7 +244,8 @@ async fn static_seal_init_restart_status_rotate_recovery_and_root_token() {
 /// re-run finishes (or reports that nothing changed and a fresh run does).
 /// After each, a root token rotation (authorised by the stored recovery
 /// keys) is killed at one of its boundaries and re-run: the stored token
-/// works every time.
+/// works every time. Then `snapshot save --restore-test` passes through the
+/// transit seal.
 #[tokio::test]
 async fn rotate_recovery_crash_matrix() {
     // The hashicorp/vault chart's shape (a `vault` CLI, VAULT_* env) on a
@@ -328,6 +330,10 @@ async fn rotate_recovery_crash_matrix() {
         .to_owned();
     assert_eq!(env.read_kv(&token, "before").await, "intact");
     env.assert_whole(3).await;
+    // `snapshot save --restore-test` on the Vault flavour's transit seal:
+    // the throwaway `vault server` takes up the copied transit stanza, and
+    // the generation the rotations left is the restored data's.
+    seal_config::save_passes_the_restore_test(&env, &token, "transit").await;
     env.assert_no_secret_exposed().await;
 }
 

@@ -4,6 +4,7 @@
 //! disk after a restart, and that the stored root token and recovery keys
 //! of the manifest's generation are the restored data's.
 
+use super::root_token::accepted_token;
 use super::{Proof, Restart, RestoreTestError, RestoreTestReport};
 use crate::ops::node::{NodeError, Request, VaultNode};
 use crate::ops::reconcile::wait_for_leader;
@@ -30,11 +31,7 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
     step("restored data reloaded through the seal");
     // The credentials first, on the data reloaded in place: a snapshot whose
     // stored credentials are not its own fails without waiting for a restart.
-    let Some(token) = accepted_token(server, &proof.tokens, proof.timeout).await else {
-        return Err(RestoreTestError::RootToken {
-            generation: shape.generation,
-        });
-    };
+    let token = accepted_token(server, &proof.tokens, shape.generation, proof.timeout).await?;
     step("root token");
     // A generation stored without recovery keys (OpenBao's default since
     // 2.4) has none to check, as in `recover`.
@@ -66,9 +63,14 @@ pub(super) async fn through_the_seal<N: VaultNode, R: Restart>(
     // What came back from disk is the restored data: the temporary token is
     // unknown to it and the stored one still answers.
     if crate::ops::restore::token_works(server, temporary).await
-        || accepted_token(server, std::slice::from_ref(&token), proof.timeout)
-            .await
-            .is_none()
+        || accepted_token(
+            server,
+            std::slice::from_ref(&token),
+            shape.generation,
+            proof.timeout,
+        )
+        .await
+        .is_err()
     {
         return Err(RestoreTestError::RestartLostRestore);
     }
@@ -136,40 +138,6 @@ async fn restored_in_place<N: VaultNode>(
     }
 }
 
-/// 5b: the first of `candidates` the leading server accepts. A 403 is a
-/// token the data does not know; any other error is asked again (bounded),
-/// so that a refusal is decided in one round, not after a polling budget.
-async fn accepted_token<N: VaultNode>(
-    server: &N,
-    candidates: &[Secret],
-    timeout: Duration,
-) -> Option<Secret> {
-    let deadline = Instant::now() + timeout;
-    let mut pending: Vec<&Secret> = candidates.iter().collect();
-    while !pending.is_empty() {
-        let mut unsure = Vec::new();
-        for token in pending {
-            match server
-                .call(Request::read("auth/token/lookup-self").with_token(token))
-                .await
-            {
-                Ok(_) => return Some(token.clone()),
-                Err(NodeError::Api { status: 403, .. }) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "a root token lookup to ask again");
-                    unsure.push(token);
-                }
-            }
-        }
-        if unsure.is_empty() || Instant::now() >= deadline {
-            return None;
-        }
-        pending = unsure;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    None
-}
-
 /// 5d: the restarted server must unseal itself (nothing is submitted).
 async fn unsealed_by_the_seal<N: VaultNode>(
     server: &N,
@@ -198,12 +166,10 @@ mod tests {
     use std::sync::Mutex;
 
     /// A throwaway server whose seal state and known tokens the test sets;
-    /// it counts the token lookups it answers, and answers the first
-    /// `busy` of them with a 500.
+    /// it counts the token lookups it answers.
     struct Scripted {
         sealed: bool,
         known: Vec<&'static str>,
-        busy: Mutex<u32>,
         lookups: Mutex<u32>,
     }
 
@@ -212,7 +178,6 @@ mod tests {
             Scripted {
                 sealed,
                 known: known.to_vec(),
-                busy: Mutex::new(0),
                 lookups: Mutex::new(0),
             }
         }
@@ -234,19 +199,6 @@ mod tests {
                 })),
                 "auth/token/lookup-self" => {
                     *self.lookups.lock().unwrap() += 1;
-                    {
-                        let mut busy = self.busy.lock().unwrap();
-                        if *busy > 0 {
-                            *busy -= 1;
-                            return Err(NodeError::Api {
-                                status: 500,
-                                errors: vec![
-                                    "local node not active but active cluster node not found"
-                                        .into(),
-                                ],
-                            });
-                        }
-                    }
                     let token = req.token.map(|t| t.expose().to_owned()).unwrap_or_default();
                     if self.known.contains(&token.as_str()) {
                         Ok(json!({"policies": ["root"]}))
@@ -306,32 +258,5 @@ mod tests {
         // Decided after the grace, not at the deadline.
         assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
         assert_eq!(sealed.lookups(), 0, "no token is sent to a sealed server");
-    }
-
-    #[tokio::test]
-    async fn a_stored_token_is_found_among_the_candidates_and_refusals_are_decided_at_once() {
-        let server = Scripted::new(false, &["s.second"]);
-        let candidates = [Secret::new("s.first"), Secret::new("s.second")];
-        let found = accepted_token(&server, &candidates, TIMEOUT).await;
-        assert_eq!(
-            found.map(|t| t.expose().to_owned()),
-            Some("s.second".into())
-        );
-
-        // Tokens the data does not know: one round, no polling budget spent.
-        let strangers = Scripted::new(false, &[]);
-        let started = Instant::now();
-        assert!(accepted_token(&strangers, &candidates, TIMEOUT)
-            .await
-            .is_none());
-        assert_eq!(strangers.lookups(), 2);
-        assert!(started.elapsed() < Duration::from_millis(300));
-
-        // A server that is busy at first is asked again.
-        let busy = Scripted::new(false, &["s.first"]);
-        *busy.busy.lock().unwrap() = 3;
-        let found = accepted_token(&busy, &candidates[..1], TIMEOUT).await;
-        assert_eq!(found.map(|t| t.expose().to_owned()), Some("s.first".into()));
-        assert_eq!(busy.lookups(), 4);
     }
 }

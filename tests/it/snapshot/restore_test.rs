@@ -7,10 +7,11 @@
 //! leaves nothing behind. In every case the live cluster's pods, data and raft
 //! peers are unchanged and no throwaway process or folder is left in a pod.
 
+mod live;
+pub(crate) use live::{live, replace_credentials, wait_for_voters};
+
 use super::{init, root_token};
 use crate::harness::Env;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, PostParams};
 use sandbox::ClusterOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,104 +82,6 @@ pub(crate) async fn assert_nothing_left(env: &Env, within: Duration) {
     }
 }
 
-/// What must not change: every pod's uid and restarts, seal state, the
-/// raft peer set, a KV value, and the entries of each data folder.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Live {
-    pods: Vec<(String, String, i32)>,
-    sealed: Vec<bool>,
-    peers: Vec<(String, String, bool)>,
-    sentinel: String,
-    data: Vec<Vec<String>>,
-}
-
-pub(crate) async fn live(env: &Env, token: &str) -> Live {
-    let api: Api<Pod> = Api::namespaced(env.client().await, env.cluster.namespace());
-    let mut pods: Vec<(String, String, i32)> = api
-        .list(&Default::default())
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .map(|p| {
-            let restarts = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .map(|c| c.iter().map(|c| c.restart_count).sum())
-                .unwrap_or(0);
-            (
-                p.metadata.name.unwrap_or_default(),
-                p.metadata.uid.unwrap_or_default(),
-                restarts,
-            )
-        })
-        .collect();
-    pods.sort();
-    let mut sealed = Vec::new();
-    for i in 0..env.cluster.pod_names().len() as u32 {
-        sealed.push(env.seal_status(i).await["sealed"] == true);
-    }
-    let leader = env.active_ordinal().await;
-    let (code, out) = env
-        .bao(
-            leader,
-            Some(token),
-            &["read", "-format=json", "sys/storage/raft/configuration"],
-            None,
-        )
-        .await;
-    assert_eq!(code, 0, "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("raft config");
-    let mut peers: Vec<(String, String, bool)> = v["data"]["config"]["servers"]
-        .as_array()
-        .expect("servers")
-        .iter()
-        .map(|s| {
-            (
-                s["node_id"].as_str().unwrap_or_default().to_owned(),
-                s["address"].as_str().unwrap_or_default().to_owned(),
-                s["voter"] == true,
-            )
-        })
-        .collect();
-    peers.sort();
-    let data = env
-        .cluster
-        .pod_names()
-        .iter()
-        .map(|pod| {
-            let mut names: Vec<String> =
-                std::fs::read_dir(env.cluster.dir().join("pods").join(pod).join("data"))
-                    .expect("data folder")
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-            names.sort();
-            names
-        })
-        .collect();
-    Live {
-        pods,
-        sealed,
-        peers,
-        sentinel: env.read_kv(token, "sentinel").await,
-        data,
-    }
-}
-
-/// Waits until autopilot made every peer a voter, so that the live state
-/// compared before and after is a settled one.
-pub(crate) async fn wait_for_voters(env: &Env, token: &str) {
-    for _ in 0..120 {
-        if live(env, token).await.peers.iter().all(|p| p.2) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("the raft peers never all became voters");
-}
-
 /// Copies `name` (and its manifest) as `new`, through `edit`.
 fn variant(
     dir: &Path,
@@ -211,23 +114,6 @@ async fn forget_generation(env: &Env, generation: u64) {
         "generation {generation} was in the history"
     );
     replace_credentials(env, &doc).await;
-}
-
-/// Replaces the stored credentials document with `doc`, as a person
-/// editing the Secret by hand would.
-pub(crate) async fn replace_credentials(env: &Env, doc: &serde_json::Value) {
-    let api: Api<Secret> = Api::namespaced(env.client().await, env.cluster.namespace());
-    let mut secret = api
-        .get(&env.secret_name())
-        .await
-        .expect("credentials Secret");
-    secret.data.as_mut().expect("data").insert(
-        "credentials.json".into(),
-        k8s_openapi::ByteString(serde_json::to_vec(doc).unwrap()),
-    );
-    api.replace(&env.secret_name(), &PostParams::default(), &secret)
-        .await
-        .expect("replace credentials");
 }
 
 #[tokio::test]
@@ -312,6 +198,18 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
         manifest(dir.path(), "good.snap")["restore_test"]["result"],
         "passed"
     );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // Without a sentinel the stored root token of generation 1 is still
+    // checked against the restored data (`auth/token/lookup-self`).
+    let bare = run(test("good.snap"), &["-v"], None).await.ok();
+    for line in bare.stderr.lines().filter(|l| l.contains("step done")) {
+        eprintln!("{line}");
+    }
+    let out = bare.json();
+    assert_eq!(out["result"], "passed", "{out}");
+    assert_eq!(out["report"]["root_token_valid"], true, "{out}");
+    assert!(out.get("sentinel").is_none(), "{out}");
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
     // A sentinel the data lacks fails the test.
@@ -471,6 +369,44 @@ async fn restore_test_passes_a_good_snapshot_fails_bad_ones_and_never_touches_th
             .is_some_and(|r| r.contains("1 MiB free")),
         "{recorded}"
     );
+    assert_nothing_left(&env, Duration::from_secs(5)).await;
+
+    // Every stored root token replaced by one the live cluster issued after
+    // the snapshot: the shares still open the restored data, but no stored
+    // token is valid in it, so a restore could not be finished: it fails.
+    let stored = env.stored_credentials().await.expect("stored credentials");
+    let leader = env.active_ordinal().await;
+    let (code, issued) = env
+        .bao(
+            leader,
+            Some(&token),
+            &["token", "create", "-policy=root", "-format=json"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 0, "{issued}");
+    let later: serde_json::Value = serde_json::from_str(&issued).unwrap();
+    let mut doc = stored.clone();
+    doc["root_token"] = later["auth"]["client_token"].clone();
+    for g in doc["history"].as_array_mut().expect("history") {
+        if g.get("root_token").is_some() {
+            g["root_token"] = later["auth"]["client_token"].clone();
+        }
+    }
+    replace_credentials(&env, &doc).await;
+    let strange = run(test("good.snap"), &[], None).await;
+    assert_eq!(strange.code, 1, "{strange:?}");
+    assert!(
+        strange.stderr.contains(
+            "no stored root token of key generation 1 answers auth/token/lookup-self in the restored data"
+        ),
+        "{strange:?}"
+    );
+    assert_eq!(
+        manifest(dir.path(), "good.snap")["restore_test"]["result"],
+        "failed"
+    );
+    replace_credentials(&env, &stored).await;
     assert_nothing_left(&env, Duration::from_secs(5)).await;
 
     // The generation's shares removed from the history: a clear refusal.

@@ -19,7 +19,7 @@ use crate::snapshot::location::Location;
 use crate::snapshot::manifest::{Manifest, RestoreTestRecord, RestoreTestResult};
 use crate::snapshot::stream::{Digested, VerifyingReader};
 use crate::transport::pod::PodNode;
-use crate::transport::scratch::{Memory, ScratchNode, ScratchServer};
+use crate::transport::scratch::{Memory, ScratchNode, ScratchServer, StartError};
 use crate::transport::volume::free_bytes;
 use std::time::{Duration, Instant};
 
@@ -39,8 +39,9 @@ enum Verdict {
     Passed(RestoreTestReport),
     Failed(String),
     Error(String),
-    /// The data volume lacks room: recorded as an error, exit 1.
-    NoRoom(String),
+    /// Refused before any server started (no room on the data volume, no
+    /// seal the throwaway server can take up): recorded as an error, exit 1.
+    Refused(String),
 }
 
 /// Runs the restore-test of snapshot `name` at `location`. `Err` only for
@@ -77,11 +78,11 @@ pub(crate) async fn test(
         Some(s) => (s.pod, Some(s.server), s.memory, s.removed),
         None => (String::new(), None, None, false),
     };
-    let refused = matches!(verdict, Verdict::NoRoom(_));
+    let refused = matches!(verdict, Verdict::Refused(_));
     let (result, reason, report) = match verdict {
         Verdict::Passed(report) => (RestoreTestResult::Passed, None, Some(report)),
         Verdict::Failed(reason) => (RestoreTestResult::Failed, Some(reason), None),
-        Verdict::Error(reason) | Verdict::NoRoom(reason) => {
+        Verdict::Error(reason) | Verdict::Refused(reason) => {
             (RestoreTestResult::Error, Some(reason), None)
         }
     };
@@ -171,6 +172,14 @@ async fn run_in_pod(
     .await
     {
         Ok(s) => s,
+        Err(e @ StartError::NoSealConfig { .. }) => {
+            return Ok(Verdict::Refused(format!(
+                "{e}; nothing was started. Move the seal stanza into an HCL file the server's -config names (or set BAO_SEAL_TYPE or VAULT_SEAL_TYPE and the seal's variables in the container's environment), then re-run `kubectl vault snapshot verify --from {location} --snapshot {name} --restore-test`; meanwhile `kubectl vault snapshot verify --from {location} --snapshot {name}` checks its bytes and manifest"
+            )))
+        }
+        Err(e) if e.is_refusal() => {
+            return Ok(Verdict::Refused(format!("{e}; nothing was started")))
+        }
         Err(e) => return Ok(Verdict::Error(e.to_string())),
     };
     let feed = ScratchFeed {
@@ -243,7 +252,7 @@ async fn no_room(pod: &PodNode, snapshot: Unpacked<'_>) -> Option<Verdict> {
         "room for the throwaway server"
     );
     (!room.suffices()).then(|| {
-        Verdict::NoRoom(format!(
+        Verdict::Refused(format!(
             "the data volume {} of pod {} has {} MiB free, and the throwaway server needs about {} MiB there for this snapshot ({} MiB, {} MiB of data unpacked, and a {} MiB margin); nothing was started. Free space on that volume (or grow its PersistentVolumeClaim), then re-run",
             pod.exec().data_dir().unwrap_or("?"),
             pod.name(),

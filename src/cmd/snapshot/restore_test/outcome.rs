@@ -25,7 +25,8 @@ pub(crate) struct Outcome {
     /// The result was written into the manifest.
     pub recorded: bool,
     /// The test was refused before it could start (no room on the data
-    /// volume): a precondition to fix, not a run to repeat.
+    /// volume, no seal configuration the throwaway server can take up): a
+    /// precondition to fix, not a run to repeat.
     #[serde(skip)]
     pub refused: bool,
 }
@@ -94,8 +95,8 @@ impl Outcome {
                 };
                 if let Some(report) = self.report.as_ref().filter(|rp| rp.seal.is_none()) {
                     t.push_str(&format!(" ({} shares)", report.shares_submitted));
-                    if !report.root_token_valid {
-                        t.push_str("; no stored root token of that generation is valid in it");
+                    if report.root_token_valid {
+                        t.push_str("; a stored root token is valid in it");
                     }
                 }
                 if let Some(path) = &r.sentinel {
