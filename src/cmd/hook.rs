@@ -9,7 +9,9 @@
 use super::events::record as event;
 use crate::cli::init::InitArgs;
 use crate::cmd::{Context, Exit, Failure};
+use crate::ops::cluster::ClusterError;
 use crate::ops::init::InitError;
+use crate::transport::discover::{KubeCluster, Probe};
 use std::time::{Duration, Instant};
 
 pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
@@ -23,6 +25,7 @@ pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
         printer: ctx.printer,
     };
     let deadline = Instant::now() + args.timeout;
+    wait_for_pods(&hook_ctx, deadline).await?;
     // A pending migrate's phase 2 is what this upgrade applied the raft
     // values for: finish it before anything else looks at the pods.
     if let Err(failure) = super::migrate::finish_pending(&hook_ctx, &args.store, args.timeout).await
@@ -140,5 +143,29 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
         timeout: deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(5)),
+    }
+}
+
+/// Waits, until `deadline`, for the workload's pods to be there. An upgrade
+/// that replaces them (a storage change, a new replica count) can leave the
+/// StatefulSet with none for a moment when the hook starts: that is a wait,
+/// not a refusal. Any other failure to find the workload is returned as is.
+async fn wait_for_pods(ctx: &Context<'_>, deadline: Instant) -> Result<(), Failure> {
+    loop {
+        let found = KubeCluster::discover(
+            ctx.client.clone(),
+            &ctx.namespace,
+            Some(&ctx.global.selector),
+            Probe::UnlessTheSpecAnswers,
+        )
+        .await;
+        match found {
+            Err(ClusterError::NoPods { .. }) if Instant::now() < deadline => {
+                tracing::info!("no server pods yet; waiting for the StatefulSet to create them");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(Failure::refused(e)),
+            Ok(_) => return Ok(()),
+        }
     }
 }

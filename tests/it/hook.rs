@@ -53,6 +53,36 @@ async fn hook_on_parallel_cluster() {
     hook_first_install_and_after_restart(ClusterOptions::vault().parallel()).await;
 }
 
+/// An upgrade that replaces every pod can leave the StatefulSet with none
+/// when the hook starts: the hook waits for them (within its timeout) and
+/// unseals them, rather than refusing.
+#[tokio::test]
+async fn hook_waits_for_pods_an_upgrade_is_still_creating() {
+    let env = Env::start(ClusterOptions::openbao().parallel().replicas(3)).await;
+    env.plugin(&HOOK).await.ok();
+    let zero = sandbox::Reconfigure {
+        replicas: Some(0),
+        ..Default::default()
+    };
+    env.cluster.reconfigure(zero).await.unwrap();
+    assert!(env.cluster.pod_names().is_empty(), "no pods left");
+    let hook = env.spawn_plugin(&HOOK, &[]);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let three = sandbox::Reconfigure {
+        replicas: Some(3),
+        ..Default::default()
+    };
+    env.cluster.reconfigure(three).await.unwrap();
+    let run = env.finish_spawned(hook).await.ok();
+    assert!(
+        run.stderr.contains("no server pods yet"),
+        "the hook saw the empty StatefulSet and waited: {}",
+        run.stderr
+    );
+    assert_json_logs(&run.stderr);
+    env.assert_whole(3).await;
+}
+
 #[tokio::test]
 async fn hook_on_ordered_ready_cluster() {
     hook_first_install_and_after_restart(ClusterOptions::openbao().ordered_ready()).await;
