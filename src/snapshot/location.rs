@@ -8,10 +8,12 @@
 //! with its manifest. Any scheme it does not know is refused by name.
 
 use crate::snapshot::archive::{inspect, Members};
+use crate::snapshot::client::client;
 use crate::snapshot::manifest::{manifest_name, Manifest};
-use crate::snapshot::resumable::{GcsJson, Resumable};
+use crate::snapshot::resumable::GcsJson;
 use crate::snapshot::stream::{Digested, HashingReader};
-use crate::snapshot::target::{Provider, Target};
+use crate::snapshot::target::Target;
+use crate::snapshot::upload::partial_path;
 use crate::snapshot::{plain_name, SnapshotError};
 use futures::{StreamExt, TryStreamExt};
 use object_store::buffered::BufWriter;
@@ -19,7 +21,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncRead;
+
+pub use crate::snapshot::entry::{Entry, Verification};
+pub use crate::snapshot::upload::Upload;
 
 /// The file extension of snapshots this tool writes and lists.
 pub const SNAPSHOT_EXT: &str = ".snap";
@@ -67,128 +72,6 @@ impl std::fmt::Display for Location {
 pub enum Existing {
     No,
     Yes { object: String },
-}
-
-/// A bucket's `object_store` client, and on GCS the JSON API that writes.
-type Clients = (Arc<dyn ObjectStore>, Option<Arc<GcsJson>>);
-
-/// The client for `bucket`, configured the provider's usual way:
-/// - S3: `AWS_*` (`AWS_ENDPOINT_URL` + `AWS_ALLOW_HTTP` for S3-compatible
-///   stores), instance and web-identity credentials;
-/// - GCS: `GOOGLE_APPLICATION_CREDENTIALS` (or `GOOGLE_SERVICE_ACCOUNT*`),
-///   else the metadata server (workload identity); `STORAGE_EMULATOR_HOST`
-///   points it at an emulator, unsigned, over plain HTTP;
-/// - Azure: `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`
-///   or a SAS (`AZURE_STORAGE_SAS_KEY`), workload identity
-///   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`);
-///   `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (`AZURITE_BLOB_STORAGE_URL`).
-fn client(provider: Provider, bucket: &str) -> Result<Clients, object_store::Error> {
-    Ok(match provider {
-        Provider::S3 => (
-            Arc::new(
-                object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()?,
-            ),
-            None,
-        ),
-        Provider::Gcs => {
-            let mut builder =
-                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
-            let emulator = std::env::var("STORAGE_EMULATOR_HOST")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .map(|h| {
-                    if h.contains("://") {
-                        h
-                    } else {
-                        format!("http://{h}")
-                    }
-                });
-            if let Some(base) = &emulator {
-                // An emulator takes no OAuth token: a key document that
-                // disables OAuth, as emulators document it (it holds no
-                // secret).
-                let key = serde_json::json!({
-                    "private_key": "",
-                    "private_key_id": "",
-                    "client_email": "",
-                    "gcs_base_url": base,
-                    "disable_oauth": true,
-                });
-                builder = builder
-                    .with_service_account_key(key.to_string())
-                    .with_base_url(base)
-                    .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
-            }
-            let base = emulator
-                .or_else(|| builder.get_config_value(&object_store::gcp::GoogleConfigKey::BaseUrl))
-                .unwrap_or_else(|| "https://storage.googleapis.com".to_owned());
-            let store = builder.build()?;
-            let json = GcsJson::new(&base, bucket, store.credentials().clone()).map_err(|e| {
-                object_store::Error::Generic {
-                    store: "GCS",
-                    source: e.into(),
-                }
-            })?;
-            (Arc::new(store), Some(Arc::new(json)))
-        }
-        Provider::Azure => (
-            Arc::new(
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(bucket)
-                    .build()?,
-            ),
-            None,
-        ),
-    })
-}
-
-/// One snapshot found at a location.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Entry {
-    pub name: String,
-    pub size: u64,
-    pub manifest: Option<Manifest>,
-}
-
-/// How far a snapshot can be trusted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verification {
-    /// Re-hashed: size and sha256 match the manifest.
-    Verified,
-    /// The manifest is there and the size matches; not re-hashed.
-    ManifestOk,
-    /// No manifest: a partial upload or not ours.
-    NoManifest,
-    /// Size or sha256 differ from the manifest.
-    Corrupt,
-}
-
-impl Entry {
-    /// The cheap check: a manifest whose size matches.
-    pub fn quick_status(&self) -> Verification {
-        match &self.manifest {
-            None => Verification::NoManifest,
-            Some(m) if m.size != self.size => Verification::Corrupt,
-            Some(_) => Verification::ManifestOk,
-        }
-    }
-
-    /// True when the manifest names cluster `cluster`, or either is unknown
-    /// (`None`, or a manifest or credentials without a cluster id).
-    pub fn of_cluster(&self, cluster: Option<&str>) -> bool {
-        match (cluster, &self.manifest) {
-            (Some(c), Some(m)) if !c.is_empty() && !m.cluster_id.is_empty() => m.cluster_id == c,
-            _ => true,
-        }
-    }
-
-    /// Manifest time, for ordering newest first.
-    pub fn created(&self) -> Option<jiff::Timestamp> {
-        self.manifest.as_ref().and_then(Manifest::created)
-    }
 }
 
 impl Location {
@@ -724,115 +607,6 @@ pub fn check(object: &str, manifest: &Manifest, digested: &Digested) -> Result<(
         });
     }
     Ok(())
-}
-
-fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    path.with_file_name(name)
-}
-
-/// A snapshot being written.
-pub enum Upload {
-    File {
-        object: String,
-        file: tokio::io::BufWriter<tokio::fs::File>,
-        partial: PathBuf,
-        path: PathBuf,
-    },
-    Multipart {
-        object: String,
-        writer: BufWriter,
-    },
-    /// GCS: a resumable upload through the JSON API.
-    Resumable {
-        object: String,
-        writer: Resumable,
-    },
-}
-
-impl Upload {
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        match self {
-            Upload::File { object, file, .. } => {
-                file.write_all(bytes)
-                    .await
-                    .map_err(|e| SnapshotError::Write {
-                        object: object.clone(),
-                        reason: e.to_string(),
-                    })
-            }
-            Upload::Resumable { object, writer } => {
-                writer
-                    .write(bytes)
-                    .await
-                    .map_err(|reason| SnapshotError::Write {
-                        object: object.clone(),
-                        reason,
-                    })
-            }
-            Upload::Multipart { object, writer } => {
-                writer
-                    .write_all(bytes)
-                    .await
-                    .map_err(|e| SnapshotError::Write {
-                        object: object.clone(),
-                        reason: e.to_string(),
-                    })
-            }
-        }
-    }
-
-    /// Makes the snapshot visible under its name.
-    pub async fn finish(self) -> Result<(), SnapshotError> {
-        match self {
-            Upload::File {
-                object,
-                mut file,
-                partial,
-                path,
-            } => {
-                let err = |e: std::io::Error| SnapshotError::Write {
-                    object: object.clone(),
-                    reason: e.to_string(),
-                };
-                file.flush().await.map_err(err)?;
-                file.get_ref().sync_all().await.map_err(err)?;
-                drop(file);
-                tokio::fs::rename(&partial, &path).await.map_err(err)
-            }
-            Upload::Multipart { object, mut writer } => {
-                writer.shutdown().await.map_err(|e| SnapshotError::Write {
-                    object,
-                    reason: e.to_string(),
-                })
-            }
-            Upload::Resumable { object, writer } => writer
-                .finish()
-                .await
-                .map_err(|reason| SnapshotError::Write { object, reason }),
-        }
-    }
-
-    /// Drops what was written; logs (does not fail) when cleanup fails.
-    pub async fn abort(self) {
-        match self {
-            Upload::File { file, partial, .. } => {
-                drop(file);
-                let _ = tokio::fs::remove_file(&partial).await;
-            }
-            Upload::Multipart { object, mut writer } => {
-                if let Err(e) = writer.abort().await {
-                    tracing::warn!(%object, error = %e, "could not abort the multipart upload");
-                }
-            }
-            Upload::Resumable { object, writer } => {
-                if let Err(error) = writer.abort().await {
-                    tracing::warn!(%object, %error, "could not cancel the resumable upload");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! Owns the snapshot [`target`] as written (parsed purely) and the
 //! [`location`] it opens (a local file or folder, or an S3, GCS or Azure
-//! bucket prefix through `object_store`), the JSON [`manifest`] sidecar written next
+//! bucket prefix through the [`client`]s of `object_store`, GCS writes
+//! through its JSON API's [`resumable`] uploads), the [`upload`] in
+//! progress, each listed [`entry`], the JSON [`manifest`] sidecar written next
 //! to every snapshot, hashing while bytes stream through ([`stream`]), and the
 //! [`retention`] rule. Everything streams in bounded buffers: a snapshot is
 //! never held whole in memory, and no temp file grows with it except the
@@ -14,6 +16,8 @@
 //! recover state machines in `ops` decide when bytes flow back.
 
 pub mod archive;
+pub mod client;
+pub mod entry;
 pub mod location;
 pub mod manifest;
 pub mod resumable;
@@ -22,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod target;
+pub mod upload;
 
 /// Refuses a snapshot name that is not a plain file name: a name from a
 /// manifest or from `--snapshot` is joined to a folder or bucket prefix and
