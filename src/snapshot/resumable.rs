@@ -105,12 +105,7 @@ impl GcsJson {
             .post(self.upload_url("media", name))
             .header("Content-Type", "application/json")
             .body(body);
-        let response = self
-            .bearer(request)
-            .await?
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let response = self.send(request).await?;
         expect_object(response, None).await
     }
 
@@ -121,12 +116,7 @@ impl GcsJson {
             .post(self.upload_url("resumable", name))
             .header("X-Upload-Content-Type", "application/octet-stream")
             .header("Content-Length", "0");
-        let response = self
-            .bearer(request)
-            .await?
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let response = self.send(request).await?;
         let status = response.status();
         if !status.is_success() {
             return Err(refusal("opening the upload", response).await);
@@ -214,14 +204,7 @@ impl Resumable {
         if let Some(task) = self.in_flight.take() {
             task.abort();
         }
-        let request = self.api.http.delete(&self.session);
-        let response = self
-            .api
-            .bearer(request)
-            .await?
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let response = self.api.send(self.api.http.delete(&self.session)).await?;
         // GCS answers 499 to a cancelled session.
         match response.status().as_u16() {
             499 | 200 | 204 | 404 | 410 => Ok(()),
@@ -242,6 +225,12 @@ impl GcsJson {
             .put(session)
             .header("Content-Range", range)
             .body(body);
+        self.send(request).await
+    }
+
+    /// Sends `request` with the bearer token; an error never carries the
+    /// URL (a session URI is a capability for the upload).
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
         self.bearer(request)
             .await?
             .send()
