@@ -11,7 +11,7 @@ use crate::cli::init::InitArgs;
 use crate::cmd::{Context, Exit, Failure};
 use crate::ops::cluster::ClusterError;
 use crate::ops::init::InitError;
-use crate::transport::discover::{KubeCluster, Probe};
+use crate::transport::discover::list_pods;
 use std::time::{Duration, Instant};
 
 pub async fn run(ctx: &Context<'_>, args: InitArgs) -> Result<(), Failure> {
@@ -149,23 +149,25 @@ fn rerun_args(args: &InitArgs, deadline: Instant) -> InitArgs {
 /// Waits, until `deadline`, for the workload's pods to be there. An upgrade
 /// that replaces them (a storage change, a new replica count) can leave the
 /// StatefulSet with none for a moment when the hook starts: that is a wait,
-/// not a refusal. Any other failure to find the workload is returned as is.
+/// not a refusal. Only the pods are listed (no probe): the attempts that
+/// follow discover the workload themselves.
 async fn wait_for_pods(ctx: &Context<'_>, deadline: Instant) -> Result<(), Failure> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ctx.client.clone(), &ctx.namespace);
     loop {
-        let found = KubeCluster::discover(
-            ctx.client.clone(),
-            &ctx.namespace,
-            Some(&ctx.global.selector),
-            Probe::UnlessTheSpecAnswers,
-        )
-        .await;
-        match found {
-            Err(ClusterError::NoPods { .. }) if Instant::now() < deadline => {
-                tracing::info!("no server pods yet; waiting for the StatefulSet to create them");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(Failure::refused(e)),
-            Ok(_) => return Ok(()),
+        let found = list_pods(&pods, &ctx.global.selector)
+            .await
+            .map_err(Failure::refused)?;
+        if !found.is_empty() {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(Failure::refused(ClusterError::NoPods {
+                selector: ctx.global.selector.clone(),
+                namespace: ctx.namespace.clone(),
+            }));
+        }
+        tracing::info!("no server pods yet; waiting for the StatefulSet to create them");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

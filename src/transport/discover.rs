@@ -390,7 +390,7 @@ impl VaultCluster for KubeCluster {
     }
 }
 
-async fn list_pods(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, ClusterError> {
+pub(crate) async fn list_pods(pods: &Api<Pod>, selector: &str) -> Result<Vec<Pod>, ClusterError> {
     let mut list = pods
         .list(&ListParams::default().labels(selector))
         .await
