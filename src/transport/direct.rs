@@ -19,8 +19,6 @@ use crate::transport::trust::PodTrust;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Portforwarder};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -77,21 +75,16 @@ impl From<NodeError> for Opened {
     }
 }
 
-/// One open forwarded connection.
+/// One open forwarded connection. Its stream belongs to hyper's connection
+/// task, which ends (and drops the port-forward) with the sender.
 struct Connection {
     sender: SendRequest<Body>,
-    forwarder: Portforwarder,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.forwarder.abort();
-    }
 }
 
 /// The way to one pod's listener, shared by every clone of its node.
 pub struct DirectLink {
-    pods: Api<Pod>,
+    client: kube::Client,
+    namespace: String,
     pod: String,
     port: u16,
     trust: Option<PodTrust>,
@@ -100,9 +93,16 @@ pub struct DirectLink {
 
 impl DirectLink {
     /// `trust` is `None` for a plain-HTTP listener.
-    pub fn new(pods: Api<Pod>, pod: String, port: u16, trust: Option<PodTrust>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        namespace: String,
+        pod: String,
+        port: u16,
+        trust: Option<PodTrust>,
+    ) -> Self {
         DirectLink {
-            pods,
+            client,
+            namespace,
             pod,
             port,
             trust,
@@ -116,9 +116,7 @@ impl DirectLink {
 
     /// Opens the forwarded connection (and TLS session) to the listener.
     async fn open(&self) -> Result<Connection, Opened> {
-        let mut forwarder = self
-            .pods
-            .portforward(&self.pod, &[self.port])
+        let stream = super::forward::open(&self.client, &self.namespace, &self.pod, self.port)
             .await
             .map_err(|e| match e {
                 kube::Error::Api(s) if s.code == 403 => Opened::Unavailable(format!(
@@ -144,9 +142,6 @@ impl DirectLink {
                     super::api_reason(&other)
                 ))),
             })?;
-        let stream = forwarder.take_stream(self.port).ok_or_else(|| {
-            NodeError::Unreachable(format!("port-forward to pod {} opened no stream", self.pod))
-        })?;
         let sender = match &self.trust {
             None => handshake(stream, &self.pod).await?,
             Some(trust) => {
@@ -155,7 +150,7 @@ impl DirectLink {
             }
         };
         tracing::debug!(pod = %self.pod, port = self.port, tls = self.trust.is_some(), "direct connection open");
-        Ok(Connection { sender, forwarder })
+        Ok(Connection { sender })
     }
 
     /// Sends one request on the pod's connection, opening it first if there

@@ -264,7 +264,8 @@ impl KubeCluster {
                         match trust {
                             Ok(trust) => {
                                 let link = Arc::new(DirectLink::new(
-                                    self.pods.clone(),
+                                    kube::Client::from(self.pods.clone()),
+                                    self.namespace.clone(),
                                     name.clone(),
                                     *port,
                                     trust,

@@ -8,6 +8,7 @@ pub mod direct;
 pub mod discover;
 pub mod exec;
 pub mod file_data;
+pub mod forward;
 pub mod init_copy;
 pub mod pod;
 pub mod probe;
