@@ -98,7 +98,13 @@ async fn bounded(mut command: tokio::process::Command, args: &[&str]) -> std::pr
 }
 
 impl Env {
-    pub async fn start(opts: ClusterOptions) -> Env {
+    pub async fn start(mut opts: ClusterOptions) -> Env {
+        // scripts/test runs the lifecycle, rotate and snapshot tests a second
+        // time with `IT_LISTENER=tls`: every cluster's pods then serve their
+        // API over TLS, as production listeners do.
+        if std::env::var("IT_LISTENER").as_deref() == Ok("tls") {
+            opts = opts.tls_listener(true);
+        }
         let cluster = Cluster::start(opts).await.expect("start sandbox");
         Env {
             cluster,

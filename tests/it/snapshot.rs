@@ -113,19 +113,59 @@ async fn http(
     conn.request(method, path, token, body).await
 }
 
+/// What a [`Conn`] reads and writes: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A keep-alive HTTP/1.1 connection: 1,000 KV writes without 1,000 processes.
 struct Conn {
-    stream: BufReader<tokio::net::TcpStream>,
+    stream: BufReader<Box<dyn Io>>,
     host: String,
 }
 
 impl Conn {
+    /// A plain-HTTP connection to `hostport`.
     async fn open(hostport: &str) -> Conn {
         let stream = tokio::net::TcpStream::connect(hostport)
             .await
             .unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
         Conn {
-            stream: BufReader::new(stream),
+            stream: BufReader::new(Box::new(stream)),
+            host: hostport.to_owned(),
+        }
+    }
+
+    /// A connection to the listener of pod `ordinal`, over TLS checked
+    /// against the sandbox's listener CA when the listener serves TLS.
+    async fn to_pod(env: &Env, ordinal: u32) -> Conn {
+        let addr = env.cluster.pod_api_addr(ordinal);
+        let Some(hostport) = addr.strip_prefix("https://") else {
+            return Conn::open(&hostport(&addr)).await;
+        };
+        use rustls::pki_types::pem::PemObject;
+        let ca = std::fs::read(env.cluster.listener_ca_path()).expect("listener CA");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.expect("CA PEM")).expect("CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("server name");
+        let tcp = tokio::net::TcpStream::connect(hostport)
+            .await
+            .unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS to {hostport}: {e}"));
+        Conn {
+            stream: BufReader::new(Box::new(tls)),
             host: hostport.to_owned(),
         }
     }
@@ -199,14 +239,16 @@ impl Conn {
 }
 
 fn hostport(addr: &str) -> String {
-    addr.trim_start_matches("http://").to_owned()
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_owned()
 }
 
 /// Writes `kv/s-0..n` (KV v1) through the active pod on one connection.
 pub(crate) async fn write_secrets(env: &Env, token: &str, n: usize, tag: &str) {
     env.write_kv(token, "probe", tag).await;
     let leader = env.active_ordinal().await;
-    let mut conn = Conn::open(&hostport(&env.cluster.pod_api_addr(leader))).await;
+    let mut conn = Conn::to_pod(env, leader).await;
     for i in 0..n {
         let body = format!("{{\"value\":\"{tag}-{i}\"}}");
         let (status, text) = conn
@@ -222,7 +264,7 @@ pub(crate) async fn write_secrets(env: &Env, token: &str, n: usize, tag: &str) {
 /// Reads `kv/s-0..n` back and checks every value.
 pub(crate) async fn assert_secrets(env: &Env, token: &str, n: usize, tag: &str) {
     let leader = env.active_ordinal().await;
-    let mut conn = Conn::open(&hostport(&env.cluster.pod_api_addr(leader))).await;
+    let mut conn = Conn::to_pod(env, leader).await;
     for i in 0..n {
         let (status, text) = conn
             .request("GET", &format!("/v1/kv/s-{i}"), Some(token), None)

@@ -442,7 +442,7 @@ async fn multipart_uploads(moto: &Moto) -> Vec<String> {
 /// so that snapshots span more than one upload part.
 async fn write_bulk(env: &Env, token: &str, n: usize) {
     let leader = env.active_ordinal().await;
-    let mut conn = super::Conn::open(&super::hostport(&env.cluster.pod_api_addr(leader))).await;
+    let mut conn = super::Conn::to_pod(env, leader).await;
     for i in 0..n {
         let mut raw = vec![0u8; 576 * 1024];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
