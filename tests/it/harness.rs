@@ -6,6 +6,7 @@ use kube::Api;
 use sandbox::{Cluster, ClusterOptions};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where `scripts/install-deps` puts the real tools.
@@ -208,6 +209,55 @@ impl Env {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         command.spawn().expect("spawn plugin")
+    }
+
+    /// [`Self::spawn_plugin`] whose stderr is read as it comes, so that a
+    /// test waits for what the run reports instead of for a fixed time.
+    pub fn spawn_watched(&self, args: &[&str], env: &[(&str, &str)]) -> Watched {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut child = self.spawn_plugin(args, env);
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let seen = Arc::new(Mutex::new(String::new()));
+        let out = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf).await;
+            buf
+        });
+        let err = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+            })
+        };
+        Watched {
+            child,
+            seen,
+            out,
+            err,
+        }
+    }
+
+    /// Ends a [`Watched`] run (it must exit by itself or have been
+    /// interrupted) and keeps its output, for the exposure check.
+    pub async fn finish_watched(&self, mut watched: Watched) -> Run {
+        let status = tokio::time::timeout(Duration::from_secs(300), watched.child.wait())
+            .await
+            .expect("plugin run timed out")
+            .expect("wait for plugin");
+        let stdout = watched.out.await.unwrap_or_default();
+        let _ = watched.err.await;
+        let stderr = watched.seen.lock().unwrap().clone().into_bytes();
+        self.record(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// Collects a spawned run's output, for the exposure check.
@@ -585,4 +635,47 @@ pub fn sops_decrypt_json(doc: &str, identity: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("sops -d prints JSON")
+}
+
+/// A plugin run in the background, its stderr read line by line.
+pub struct Watched {
+    child: tokio::process::Child,
+    seen: Arc<Mutex<String>>,
+    out: tokio::task::JoinHandle<Vec<u8>>,
+    err: tokio::task::JoinHandle<()>,
+}
+
+impl Watched {
+    /// Waits until a stderr line contains `needle`; fails the test with
+    /// what was printed when none did within `within`.
+    pub async fn wait_for(&self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self
+                .seen
+                .lock()
+                .unwrap()
+                .lines()
+                .any(|l| l.contains(needle))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line with {needle:?} within {within:?}:\n{}",
+                self.seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("the run is still going").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
 }

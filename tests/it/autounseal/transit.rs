@@ -77,18 +77,17 @@ async fn transit_provider_down_is_named_changes_nothing_and_its_return_is_report
     assert_eq!(unseal_writes(&env), 0, "nothing was submitted");
 
     // The watcher reports the failure once, and the pod's return.
-    let watch = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let watch = env.spawn_watched(&["unseal", "--watch", "--interval", "1s"], &[]);
+    watch
+        .wait_for("openbao-0: seal provider failed", Duration::from_secs(60))
+        .await;
     env.cluster.seal_provider_up().await.unwrap();
     wait_until_unsealed_through(&env, 3, "transit").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = watch.id().expect("watch pid").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let watched = env.finish_spawned(watch).await;
+    watch
+        .wait_for("(was: seal provider failed)", Duration::from_secs(60))
+        .await;
+    watch.interrupt();
+    let watched = env.finish_watched(watch).await;
     assert_eq!(watched.code, 0, "{watched:?}");
     let failed = watched
         .stderr
