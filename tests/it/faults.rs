@@ -295,8 +295,10 @@ async fn a_pod_that_disappears_mid_unseal_is_reported() {
         &["unseal", "--timeout", "10s"],
         &[("FAILPOINTS", "unseal::after_listing_pods=sleep(3000)")],
     );
+    let before = env.api_requests("list", "pods");
     let remove = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        // Once the run has listed the pods, however slowly it started.
+        env.wait_for_api_requests("list", "pods", before + 1).await;
         env.cluster.remove_pod(2).await.unwrap();
     };
     let (run, ()) = tokio::join!(unseal, remove);

@@ -211,6 +211,30 @@ impl Env {
         command.spawn().expect("spawn plugin")
     }
 
+    /// How many `verb` requests on `resource` the API server answered so
+    /// far, from its audit log.
+    pub fn api_requests(&self, verb: &str, resource: &str) -> usize {
+        std::fs::read_to_string(self.cluster.audit_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["verb"] == verb && v["resource"] == resource)
+            .count()
+    }
+
+    /// Waits until the API server answered `count` `verb` requests on
+    /// `resource`, as [`Self::api_requests`] counts them.
+    pub async fn wait_for_api_requests(&self, verb: &str, resource: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while self.api_requests(verb, resource) < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API server never saw {count} {verb} requests on {resource}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// [`Self::spawn_plugin`] whose stderr is read as it comes, so that a
     /// test waits for what the run reports instead of for a fixed time.
     pub fn spawn_watched(&self, args: &[&str], env: &[(&str, &str)]) -> Watched {

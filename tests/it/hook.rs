@@ -66,28 +66,12 @@ async fn hook_waits_for_pods_an_upgrade_is_still_creating() {
     };
     env.cluster.reconfigure(zero).await.unwrap();
     assert!(env.cluster.pod_names().is_empty(), "no pods left");
-    // Pod lists the API server answered, from its audit log.
-    let pod_lists = || {
-        std::fs::read_to_string(env.cluster.audit_log_path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["verb"] == "list" && v["resource"] == "pods")
-            .count()
-    };
-    let before = pod_lists();
+    let before = env.api_requests("list", "pods");
     let hook = env.spawn_plugin(&HOOK, &[]);
     // The StatefulSet grows back only once the hook has found it empty
     // (twice: its first list may have been another part's), however slowly
     // the hook starts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while pod_lists() < before + 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hook never listed the pods"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    env.wait_for_api_requests("list", "pods", before + 2).await;
     let three = sandbox::Reconfigure {
         replicas: Some(3),
         ..Default::default()
