@@ -7,7 +7,7 @@
 //! hints are `cmd`'s.
 //!
 //! # Expected flow
-//! Phase 1, [`prepare`], on the standalone server with the old values:
+//! Phase 1, [`prepare`](fn@prepare), on the standalone server with the old values:
 //! 1. Preflight: the stored credentials unseal pod 0 and its root token
 //!    works; the server is on file storage, at a version whose
 //!    `operator migrate` works (OpenBao ≥ 2.5.1, openbao#2466).
@@ -21,7 +21,7 @@
 //! 5. The pod is unsealed again with the same generation, the checkpoint
 //!    moves to `awaiting_raft_values`. The caller prints the values.
 //!
-//! Phase 2, [`finish`], once the StatefulSet runs raft:
+//! Phase 2, [`finish`](fn@finish), once the StatefulSet runs raft:
 //! 1. Pod 0 must be initialized (the copy is there); `init` is never called.
 //! 2. [`reconcile`](crate::ops::reconcile::reconcile): unseal pod 0 with the stored generation, wait for it to
 //!    lead, join every other pod before unsealing it.
@@ -31,7 +31,7 @@
 //! # Guarantees
 //! - The file data is never written by a migrate: the copy goes beside it,
 //!   so the standalone values bring the old server back at any point
-//!   before phase 2 ([`rollback`]).
+//!   before phase 2 ([`rollback`](fn@rollback)).
 //! - The keys never change: nothing here writes credentials.
 //! - A partial raft copy is discarded and made again, only while pod 0
 //!   still runs file storage.
