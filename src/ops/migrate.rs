@@ -7,7 +7,7 @@
 //! hints are `cmd`'s.
 //!
 //! # Expected flow
-//! Phase 1, [`prepare`], on the standalone server with the old values:
+//! Phase 1, [`prepare`](fn@prepare), on the standalone server with the old values:
 //! 1. Preflight: the stored credentials unseal pod 0 and its root token
 //!    works; the server is on file storage, at a version whose
 //!    `operator migrate` works (OpenBao ≥ 2.5.1, openbao#2466).
@@ -21,9 +21,9 @@
 //! 5. The pod is unsealed again with the same generation, the checkpoint
 //!    moves to `awaiting_raft_values`. The caller prints the values.
 //!
-//! Phase 2, [`finish`], once the StatefulSet runs raft:
+//! Phase 2, [`finish`](fn@finish), once the StatefulSet runs raft:
 //! 1. Pod 0 must be initialized (the copy is there); `init` is never called.
-//! 2. [`reconcile`]: unseal pod 0 with the stored generation, wait for it to
+//! 2. [`reconcile`](crate::ops::reconcile::reconcile): unseal pod 0 with the stored generation, wait for it to
 //!    lead, join every other pod before unsealing it.
 //! 3. Verify: the voters, the sentinel, the unchanged stored generation.
 //! 4. Delete the checkpoint.
@@ -31,29 +31,35 @@
 //! # Guarantees
 //! - The file data is never written by a migrate: the copy goes beside it,
 //!   so the standalone values bring the old server back at any point
-//!   before phase 2 ([`rollback`]).
+//!   before phase 2 ([`rollback`](fn@rollback)).
 //! - The keys never change: nothing here writes credentials.
 //! - A partial raft copy is discarded and made again, only while pod 0
 //!   still runs file storage.
+//!
+//! Here the types, errors and shared steps; by noun: `prepare` (phase 1),
+//! `finish` (phase 2 and the [`Stage`] it starts from), `rollback` and
+//! `sentinel` (the value that proves the copy).
 
 use crate::ops::checkpoint::{BackupRef, Checkpoint, Migration, Phase};
-use crate::ops::cluster::{ClusterError, VaultCluster};
+use crate::ops::cluster::ClusterError;
 use crate::ops::credentials::Credentials;
 use crate::ops::keyring::Keyring;
-use crate::ops::node::{
-    raft_peers, seal_status_when_up, NodeError, Request, StorageKind, VaultNode,
-};
+use crate::ops::node::{NodeError, VaultNode};
 use crate::ops::operation::{claim, Claim, Operation, OtherOperation};
-use crate::ops::reconcile::{reconcile, ReconcileError, ReconcileReport, Timeouts};
-use crate::ops::secret::SecretBytes;
-use crate::ops::store::{persist, CredentialStore, Record, RetryBudget, StoreError};
+use crate::ops::reconcile::{ReconcileError, ReconcileReport};
+use crate::ops::store::{CredentialStore, RetryBudget, StoreError};
 use crate::ops::unseal::{unseal_with_any, UnsealError};
 use std::future::Future;
-use std::time::Duration;
 
-/// Where the sentinel lives: the root token's cubbyhole, which no other
-/// token can read and which migrates with the rest of the storage.
-pub const SENTINEL_PATH: &str = "cubbyhole/kubectl-vault-migrate";
+mod finish;
+mod prepare;
+mod rollback;
+mod sentinel;
+
+pub use finish::{finish, stage, Stage};
+pub use prepare::prepare;
+pub use rollback::rollback;
+pub use sentinel::{sentinel_reads_back, SENTINEL_PATH};
 
 /// What `operator migrate` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -249,423 +255,12 @@ fn migration_of(checkpoint: Option<&Checkpoint>) -> Option<&Migration> {
     }
 }
 
-/// A fresh sentinel value: random, not a secret.
-fn new_sentinel() -> String {
-    use rand::Rng;
-    let bytes: [u8; 16] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn write_sentinel(
-    node: &impl VaultNode,
-    credentials: &Credentials,
-    sentinel: &str,
-) -> Result<(), MigrateError> {
-    let body = SecretBytes::json(&serde_json::json!({ "sentinel": sentinel }))
-        .map_err(|e| NodeError::Malformed(e.to_string()))
-        .map_err(node_err("write the sentinel", node))?;
-    node.call(Request::write(SENTINEL_PATH, body).with_token(&credentials.root_token))
-        .await
-        .map_err(node_err(
-            "write the sentinel with the stored root token",
-            node,
-        ))?;
-    Ok(())
-}
-
-/// Reads the sentinel back; `Ok(false)` when it is absent or different.
-pub async fn sentinel_reads_back(
-    node: &impl VaultNode,
-    credentials: &Credentials,
-    sentinel: &str,
-) -> Result<bool, NodeError> {
-    match node
-        .call(Request::read(SENTINEL_PATH).with_token(&credentials.root_token))
-        .await
-    {
-        Ok(v) => Ok(v.get("sentinel").and_then(|s| s.as_str()) == Some(sentinel)),
-        Err(NodeError::Api { status: 404, .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// `sys/audit` as `path (type: file_path)` lines.
-async fn audit_devices(
-    node: &impl VaultNode,
-    credentials: &Credentials,
-) -> Result<Vec<String>, MigrateError> {
-    #[derive(serde::Deserialize)]
-    struct Device {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        options: std::collections::BTreeMap<String, String>,
-    }
-    let value = node
-        .call(Request::read("sys/audit").with_token(&credentials.root_token))
-        .await
-        .map_err(node_err("list the audit devices", node))?;
-    let devices: std::collections::BTreeMap<String, Device> =
-        serde_json::from_value(value).unwrap_or_default();
-    Ok(devices
-        .into_iter()
-        .map(|(path, d)| match d.options.get("file_path") {
-            Some(file) => format!("{path} ({}: {file})", d.kind),
-            None => format!("{path} ({})", d.kind),
-        })
-        .collect())
-}
-
-async fn seal(node: &impl VaultNode, credentials: &Credentials) -> Result<(), MigrateError> {
-    let body = SecretBytes::json(&serde_json::json!({}))
-        .map_err(|e| NodeError::Malformed(e.to_string()))
-        .map_err(node_err("seal", node))?;
-    node.call(Request::write("sys/seal", body).with_token(&credentials.root_token))
-        .await
-        .map_err(node_err("seal the server with the stored root token", node))?;
-    Ok(())
-}
-
 async fn unseal(node: &impl VaultNode, credentials: &Credentials) -> Result<(), MigrateError> {
     let keys = Keyring::of(credentials);
     // Only the current generation: a migrate never moves to another one.
     let sets = keys.key_sets();
     unseal_with_any(node, &sets[..sets.len().min(1)]).await?;
     Ok(())
-}
-
-/// Phase 1: copy the file data of pod 0 into raft storage beside it.
-///
-/// # Expected flow
-/// See the module header. `backup` must be verified by the caller: it is
-/// recorded in the checkpoint before the pod is sealed.
-///
-/// # Guarantees
-/// On `Ok`, the checkpoint is `awaiting_raft_values` and the pod is unsealed
-/// on file storage. On a refusal nothing changed. On any other error the
-/// checkpoint is `migrate_pending` and a re-run resumes: it copies again.
-pub async fn prepare<C, S, F>(
-    cluster: &C,
-    store: &S,
-    data: &F,
-    backup: BackupRef,
-    opts: &PrepareOptions,
-) -> Result<PrepareReport, MigrateError>
-where
-    C: VaultCluster,
-    S: CredentialStore,
-    F: FileData,
-{
-    let credentials = stored(store).await?;
-    let checkpoint = pending(store).await?;
-    let nodes = cluster.nodes().await?;
-    let Some(node) = nodes.first() else {
-        return Err(ClusterError::List("no pods".into()).into());
-    };
-    let status = seal_status_when_up(node, Duration::from_secs(60))
-        .await
-        .map_err(node_err("read the seal status", node))?;
-    if let Some(Phase::AwaitingRaftValues { migration }) = checkpoint.as_ref().map(|c| &c.phase) {
-        if status.storage() == StorageKind::Raft {
-            return Err(MigrateError::NotPrepared {
-                phase: "awaiting_raft_values",
-            });
-        }
-        return Ok(PrepareReport {
-            pod: migration.pod.clone(),
-            keys: KeyCount {
-                source: migration.keys.unwrap_or(0),
-                copied: migration.keys.unwrap_or(0),
-            },
-            generation: migration.generation,
-            backup: migration.backup.clone(),
-            audit_devices: Vec::new(),
-            already_prepared: true,
-        });
-    }
-    let resumed = migration_of(checkpoint.as_ref()).cloned();
-    if status.storage() == StorageKind::Raft && !status.initialized {
-        return Err(MigrateError::RaftEmpty {
-            pod: node.name().to_owned(),
-            backup: resumed.map_or(backup, |m| m.backup),
-        });
-    }
-    if !status.initialized {
-        return Err(MigrateError::NotInitialized {
-            pod: node.name().to_owned(),
-        });
-    }
-    if !migrate_supported(&status.version) {
-        return Err(MigrateError::VersionTooOld {
-            pod: node.name().to_owned(),
-            version: status.version,
-        });
-    }
-    if nodes.len() > 1 {
-        return Err(MigrateError::NotStandalone { pods: nodes.len() });
-    }
-    // Preflight: the stored shares open the data and the token works.
-    unseal(node, &credentials).await?;
-    let audit_devices = audit_devices(node, &credentials).await?;
-    // A copy after a crash replaces the earlier one: only a fresh run checks.
-    if resumed.is_none() {
-        #[allow(unused_mut)]
-        let mut room = data
-            .room(node.name())
-            .await
-            .map_err(node_err("measure the data volume", node))?;
-        // Tests: a volume with no room left beside the file data.
-        #[cfg(feature = "failpoints")]
-        if fail::eval("migrate::volume_full", |_| ()).is_some() {
-            room.free = 0;
-        }
-        if room.free < room.used {
-            return Err(MigrateError::NoRoom {
-                pod: node.name().to_owned(),
-                room,
-            });
-        }
-    }
-    let migration = match resumed {
-        Some(m) => m,
-        None => Migration {
-            backup,
-            pod: node.name().to_owned(),
-            replicas: opts.replicas,
-            generation: credentials.generation,
-            keys: None,
-            sentinel: new_sentinel(),
-        },
-    };
-    write_sentinel(node, &credentials, &migration.sentinel).await?;
-    let checkpoint = Checkpoint::new(
-        &opts.holder,
-        Phase::MigratePending {
-            migration: migration.clone(),
-        },
-    );
-    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await?;
-    fail::fail_point!("migrate::before_seal");
-    seal(node, &credentials).await?;
-    fail::fail_point!("migrate::before_copy");
-    let copied = data.copy_to_raft(node.name(), &opts.cluster_addr).await;
-    fail::fail_point!("migrate::after_copy");
-    // Whatever the copy did, the file data is untouched: serve it again.
-    unseal(node, &credentials).await?;
-    let counts = copied.map_err(node_err("copy the file storage into raft", node))?;
-    if counts.copied != counts.source || counts.source == 0 {
-        return Err(MigrateError::CopyIncomplete {
-            pod: node.name().to_owned(),
-            counts,
-        });
-    }
-    let migration = Migration {
-        keys: Some(counts.copied),
-        ..migration
-    };
-    let checkpoint = Checkpoint::new(
-        &opts.holder,
-        Phase::AwaitingRaftValues {
-            migration: migration.clone(),
-        },
-    );
-    persist(store, Record::Checkpoint(&checkpoint), opts.budget).await?;
-    fail::fail_point!("migrate::awaiting_raft_values");
-    Ok(PrepareReport {
-        pod: migration.pod,
-        keys: counts,
-        generation: migration.generation,
-        backup: migration.backup,
-        audit_devices,
-        already_prepared: false,
-    })
-}
-
-/// Where the cluster stands for phase 2.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Pod 0 still serves file storage: the values are not applied yet.
-    FileStorage,
-    /// Pod 0 runs raft.
-    Raft { initialized: bool },
-    /// Pod 0 does not answer (restarting, or crash-looping).
-    Unreachable,
-}
-
-/// Pod 0's storage, read once.
-pub async fn stage<C: VaultCluster>(cluster: &C) -> Result<Stage, MigrateError> {
-    let nodes = cluster.nodes().await?;
-    let Some(node) = nodes.first() else {
-        return Ok(Stage::Unreachable);
-    };
-    match seal_status_when_up(node, Duration::from_secs(5)).await {
-        Ok(s) if s.storage() == StorageKind::Raft => Ok(Stage::Raft {
-            initialized: s.initialized,
-        }),
-        Ok(_) => Ok(Stage::FileStorage),
-        Err(_) => Ok(Stage::Unreachable),
-    }
-}
-
-/// Phase 2 (or a one-node raft cluster growing to `replicas`, without a
-/// checkpoint): unseal, join, verify, delete the checkpoint.
-///
-/// # Guarantees
-/// Never initializes: an uninitialized pod 0 is [`MigrateError::RaftEmpty`].
-/// Unseals with the stored current generation only. The checkpoint is
-/// deleted only after the voters, the sentinel and the stored generation
-/// were verified.
-pub async fn finish<C, S>(
-    cluster: &C,
-    store: &S,
-    replicas: u8,
-    timeouts: &Timeouts,
-) -> Result<FinishReport, MigrateError>
-where
-    C: VaultCluster,
-    S: CredentialStore,
-{
-    let credentials = stored(store).await?;
-    let checkpoint = pending(store).await?;
-    let migration = match checkpoint.as_ref().map(|c| &c.phase) {
-        Some(Phase::AwaitingRaftValues { migration }) => Some(migration.clone()),
-        Some(p) => return Err(MigrateError::NotPrepared { phase: p.name() }),
-        None => None,
-    };
-    let wanted = migration.as_ref().map_or(replicas, |m| m.replicas) as usize;
-    let nodes = cluster.nodes().await?;
-    let Some(first) = nodes.first() else {
-        return Err(ClusterError::List("no pods".into()).into());
-    };
-    let status = seal_status_when_up(first, timeouts.pod_appear)
-        .await
-        .map_err(node_err("read the seal status", first))?;
-    if status.storage() != StorageKind::Raft {
-        return Err(MigrateError::AwaitingValues {
-            pod: first.name().to_owned(),
-        });
-    }
-    if !status.initialized {
-        return match migration {
-            Some(m) => Err(MigrateError::RaftEmpty {
-                pod: first.name().to_owned(),
-                backup: m.backup,
-            }),
-            None => Err(MigrateError::NotInitialized {
-                pod: first.name().to_owned(),
-            }),
-        };
-    }
-    fail::fail_point!("migrate::before_reconcile");
-    let report = match reconcile(cluster, &Keyring::of(&credentials), timeouts).await {
-        Err(ReconcileError::Unseal(UnsealError::StillSealed { pod, .. }))
-            if pod != first.name() =>
-        {
-            return Err(MigrateError::PeerUnreachable { pod });
-        }
-        Err(ReconcileError::PeersIncomplete { missing, .. }) if !missing.is_empty() => {
-            return Err(MigrateError::PeerUnreachable {
-                pod: missing.join(", "),
-            });
-        }
-        other => other?,
-    };
-    fail::fail_point!("migrate::after_reconcile");
-    let nodes = cluster.nodes().await?;
-    let leader = nodes
-        .iter()
-        .find(|n| n.name() == report.leader)
-        .unwrap_or(first);
-    // Autopilot promotes a joined node to voter once it is stable (10 s by
-    // default): wait for that, within the peers deadline.
-    let deadline = std::time::Instant::now() + timeouts.peers;
-    let (peers, voters) = loop {
-        let peers = raft_peers(leader, &credentials.root_token)
-            .await
-            .map_err(node_err("read the raft configuration", leader))?;
-        let voters = peers.iter().filter(|p| p.voter).count();
-        if voters >= wanted || std::time::Instant::now() > deadline {
-            break (peers, voters);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    if voters != wanted {
-        let missing = nodes
-            .iter()
-            .map(|n| n.name().to_owned())
-            .filter(|n| !peers.iter().any(|p| &p.node_id == n && p.voter))
-            .collect();
-        return Err(MigrateError::Voters {
-            found: voters,
-            wanted,
-            missing,
-        });
-    }
-    if let Some(m) = &migration {
-        let back = sentinel_reads_back(leader, &credentials, &m.sentinel)
-            .await
-            .map_err(node_err("read the sentinel", leader))?;
-        if !back {
-            return Err(MigrateError::SentinelLost {
-                pod: leader.name().to_owned(),
-                backup: m.backup.clone(),
-            });
-        }
-        let now = stored(store).await?;
-        if now.generation != m.generation || !now.same_secrets(&credentials) {
-            return Err(MigrateError::GenerationChanged {
-                before: m.generation,
-                after: now.generation,
-            });
-        }
-        fail::fail_point!("migrate::before_delete_checkpoint");
-        store.delete_checkpoint().await?;
-    }
-    Ok(FinishReport {
-        reconcile: report,
-        voters,
-        generation: credentials.generation,
-    })
-}
-
-/// `--rollback` before phase 2 finished: pod 0 must serve file storage again
-/// (the standalone values re-applied); it is unsealed with the stored keys,
-/// the sentinel must read back, and the checkpoint is deleted.
-pub async fn rollback<C, S>(cluster: &C, store: &S) -> Result<BackupRef, MigrateError>
-where
-    C: VaultCluster,
-    S: CredentialStore,
-{
-    let credentials = stored(store).await?;
-    let checkpoint = pending(store).await?;
-    let Some(migration) = migration_of(checkpoint.as_ref()).cloned() else {
-        return Err(MigrateError::NothingPending);
-    };
-    let nodes = cluster.nodes().await?;
-    let Some(node) = nodes.first() else {
-        return Err(ClusterError::List("no pods".into()).into());
-    };
-    let status = seal_status_when_up(node, Duration::from_secs(60))
-        .await
-        .map_err(node_err("read the seal status", node))?;
-    if status.storage() == StorageKind::Raft {
-        return Err(MigrateError::RollbackNeedsStandalone {
-            pod: node.name().to_owned(),
-            backup: migration.backup,
-        });
-    }
-    unseal(node, &credentials).await?;
-    let back = sentinel_reads_back(node, &credentials, &migration.sentinel)
-        .await
-        .map_err(node_err("read the sentinel", node))?;
-    if !back {
-        return Err(MigrateError::SentinelLost {
-            pod: node.name().to_owned(),
-            backup: migration.backup,
-        });
-    }
-    store.delete_checkpoint().await?;
-    Ok(migration.backup)
 }
 
 #[cfg(test)]

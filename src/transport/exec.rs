@@ -7,13 +7,24 @@
 //! secret reaches the exec URL (and the API server's audit log) or the pod's
 //! process list. The container's own `VAULT_ADDR`/`BAO_ADDR` and TLS settings
 //! apply because the CLI runs inside it.
+//!
+//! Here the node, its argv and stdin; by noun: `collected` (a short exec
+//! read whole), `streaming` (an exec larger than memory) and `cli_output`
+//! (the CLI's output read back).
 
 use crate::ops::node::{Method, NodeError, Request, VaultNode};
 use crate::ops::secret::{SecretAnswer, SecretBytes};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod cli_output;
+mod collected;
+mod streaming;
+
+pub use cli_output::{interpret, interpret_secret, parse_cli_error};
+pub use collected::run_in;
+pub use streaming::{stream_in, StdoutStream, StreamStdin, Streaming};
 
 /// Which CLI the container ships. Decides the binary name and the token variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -228,237 +239,6 @@ fn attach_params(container: &str, stdin: bool) -> AttachParams {
     }
 }
 
-/// How long one collected exec may take: every Vault API call is short.
-/// Snapshots stream through [`stream_in`], which has its own deadline.
-const EXEC_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
-/// The most output a collected exec may return (a raft configuration or a
-/// seal status is a few KiB).
-const MAX_OUTPUT: u64 = 16 * 1024 * 1024;
-
-/// Runs one command in a container and collects its output and exit code,
-/// within [`EXEC_DEADLINE`] and [`MAX_OUTPUT`].
-pub async fn run_in(
-    pods: &Api<Pod>,
-    pod: &str,
-    container: &str,
-    argv: Vec<String>,
-    stdin: Option<SecretBytes>,
-) -> Result<ExecOutput, NodeError> {
-    tokio::time::timeout(
-        EXEC_DEADLINE,
-        run_collected(pods, pod, container, argv, stdin),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(NodeError::Unreachable(format!(
-            "a command in pod {pod} did not finish within {}s",
-            EXEC_DEADLINE.as_secs()
-        )))
-    })
-}
-
-async fn run_collected(
-    pods: &Api<Pod>,
-    pod: &str,
-    container: &str,
-    argv: Vec<String>,
-    stdin: Option<SecretBytes>,
-) -> Result<ExecOutput, NodeError> {
-    let params = attach_params(container, stdin.is_some());
-    let mut attached = pods
-        .exec(pod, argv, &params)
-        .await
-        .map_err(|e| kube_error(pod, e))?;
-    let status = attached.take_status();
-    let writer = attached.stdin();
-    let mut out = attached.stdout();
-    let mut err = attached.stderr();
-    let feed = async move {
-        if let (Some(mut w), Some(bytes)) = (writer, stdin) {
-            w.write_all(bytes.expose()).await?;
-            w.shutdown().await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let read_out = async {
-        // Sized for any answer that carries keys, so the buffer never grows
-        // (a grown Vec frees its old buffer without zeroizing it).
-        let mut buf = Vec::with_capacity(16 * 1024);
-        if let Some(r) = out.as_mut() {
-            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
-        }
-        Ok::<_, std::io::Error>(buf)
-    };
-    let read_err = async {
-        let mut buf = Vec::new();
-        if let Some(r) = err.as_mut() {
-            r.take(MAX_OUTPUT + 1).read_to_end(&mut buf).await?;
-        }
-        Ok::<_, std::io::Error>(buf)
-    };
-    let (fed, stdout, stderr) = tokio::join!(feed, read_out, read_err);
-    let unreachable =
-        |e: std::io::Error| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
-    fed.map_err(unreachable)?;
-    let stdout = stdout.map_err(unreachable)?;
-    if stdout.len() as u64 > MAX_OUTPUT {
-        return Err(NodeError::Malformed(format!(
-            "a command in pod {pod} printed more than {} MiB",
-            MAX_OUTPUT / 1024 / 1024
-        )));
-    }
-    let stderr = String::from_utf8_lossy(&stderr.map_err(unreachable)?).into_owned();
-    let status = match status {
-        Some(s) => s.await,
-        None => None,
-    };
-    let _ = attached.join().await;
-    let status = status.ok_or_else(|| {
-        NodeError::Unreachable(format!(
-            "the exec stream to pod {pod} closed before the command's exit status arrived"
-        ))
-    })?;
-    Ok(ExecOutput {
-        exit_code: exit_code(&status),
-        stdout,
-        stderr,
-    })
-}
-
-/// Stdout handed over as a stream: the command runs while the caller reads.
-pub type StdoutStream = tokio::io::ReadHalf<tokio::io::SimplexStream>;
-
-/// A command started by [`stream_in`]: read `stdout` to its end, then
-/// [`Streaming::wait`] for the exit status.
-pub struct Streaming {
-    pub stdout: Option<StdoutStream>,
-    pod: String,
-    attached: kube::api::AttachedProcess,
-    status: Option<
-        std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
-                    > + Send,
-            >,
-        >,
-    >,
-    feeder: tokio::task::JoinHandle<std::io::Result<u64>>,
-    stderr: tokio::task::JoinHandle<Vec<u8>>,
-}
-
-/// Bytes a streaming exec sends on stdin: an optional first line (a token)
-/// and then a body read to its end, in constant memory.
-pub struct StreamStdin<R> {
-    pub first_line: Option<SecretBytes>,
-    pub body: Option<R>,
-}
-
-/// How much of a command's stderr is kept for the error message.
-const STDERR_KEEP: usize = 64 * 1024;
-
-/// Runs one command whose stdin and stdout may be larger than memory: stdin
-/// is copied from `stdin.body` as the command reads it, stdout is returned as
-/// a stream (`stream_stdout`) or discarded. Buffers are bounded (64 KiB in,
-/// 256 KiB out), so memory does not grow with the data.
-pub async fn stream_in<R>(
-    pods: &Api<Pod>,
-    pod: &str,
-    container: &str,
-    argv: Vec<String>,
-    stdin: StreamStdin<R>,
-    stream_stdout: bool,
-) -> Result<Streaming, NodeError>
-where
-    R: tokio::io::AsyncRead + Send + Unpin + 'static,
-{
-    let wants_stdin = stdin.first_line.is_some() || stdin.body.is_some();
-    let params = attach_params(container, wants_stdin);
-    let mut attached = pods
-        .exec(pod, argv, &params)
-        .await
-        .map_err(|e| kube_error(pod, e))?;
-    let status = attached
-        .take_status()
-        .map(|s| Box::pin(s) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>);
-    let writer = attached.stdin();
-    let feeder = tokio::spawn(async move {
-        let Some(mut w) = writer else { return Ok(0) };
-        let mut sent = 0;
-        if let Some(line) = stdin.first_line {
-            w.write_all(line.expose()).await?;
-            w.write_all(b"\n").await?;
-        }
-        if let Some(mut body) = stdin.body {
-            sent = tokio::io::copy(&mut body, &mut w).await?;
-        }
-        w.shutdown().await?;
-        Ok(sent)
-    });
-    let mut err = attached.stderr();
-    let stderr = tokio::spawn(async move {
-        let mut kept = Vec::new();
-        let mut buf = vec![0u8; 8192];
-        if let Some(r) = err.as_mut() {
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                let room = STDERR_KEEP.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-        kept
-    });
-    let mut stdout = attached.stdout();
-    if !stream_stdout {
-        if let Some(mut r) = stdout.take() {
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-            });
-        }
-    }
-    Ok(Streaming {
-        stdout,
-        pod: pod.to_owned(),
-        attached,
-        status,
-        feeder,
-        stderr,
-    })
-}
-
-impl Streaming {
-    /// Waits for the command to end (after stdout was read to its end);
-    /// returns the exit code, the bytes sent on stdin (body only) and stderr.
-    pub async fn wait(self) -> Result<(i32, u64, String), NodeError> {
-        let pod = self.pod;
-        let unreachable =
-            |e: String| NodeError::Unreachable(format!("exec stream to pod {pod} broke: {e}"));
-        let fed = self.feeder.await.map_err(|e| unreachable(e.to_string()))?;
-        let stderr = self.stderr.await.unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr).into_owned();
-        let status = match self.status {
-            Some(s) => s.await,
-            None => None,
-        };
-        let _ = self.attached.join().await;
-        let status = status.ok_or_else(|| {
-            NodeError::Unreachable(format!(
-                "the exec stream to pod {pod} closed before the command's exit status arrived"
-            ))
-        })?;
-        let code = exit_code(&status);
-        // A command that exits early closes its stdin: report its own words first.
-        let sent = match fed {
-            Ok(n) => n,
-            Err(e) if code == 0 => return Err(unreachable(e.to_string())),
-            Err(_) => 0,
-        };
-        Ok((code, sent, stderr))
-    }
-}
-
 fn exit_code(status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status) -> i32 {
     if status.status.as_deref() == Some("Success") {
         return 0;
@@ -487,62 +267,6 @@ fn kube_error(pod: &str, e: kube::Error) -> NodeError {
             super::api_reason(&other)
         )),
     }
-}
-
-/// Turns the CLI's output into the response's data, or its error into a [`NodeError`].
-pub fn interpret(output: ExecOutput) -> Result<Value, NodeError> {
-    if output.exit_code == 0 {
-        let text = String::from_utf8_lossy(&output.stdout);
-        let text = text.trim();
-        if text.is_empty() || !text.starts_with('{') {
-            return Ok(Value::Null);
-        }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| NodeError::Malformed(format!("CLI output is not JSON: {e}")))?;
-        return Ok(match value.get("data") {
-            Some(data) if !data.is_null() => data.clone(),
-            _ => value,
-        });
-    }
-    Err(parse_cli_error(&output.stderr, output.exit_code))
-}
-
-/// The CLI's output kept whole in zeroizing memory when it succeeded (an
-/// answer that carries secrets), or its error as a [`NodeError`].
-pub fn interpret_secret(output: ExecOutput) -> Result<SecretAnswer, NodeError> {
-    if output.exit_code == 0 {
-        return Ok(SecretAnswer::new(output.stdout));
-    }
-    Err(parse_cli_error(&output.stderr, output.exit_code))
-}
-
-/// Parses `Code: 400. Errors:\n\n* message` as the Vault CLI prints API errors.
-pub fn parse_cli_error(stderr: &str, exit_code: i32) -> NodeError {
-    if let Some(rest) = stderr.split("Code: ").nth(1) {
-        let status: u16 = rest
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or(0);
-        let errors: Vec<String> = rest
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("* "))
-            .map(str::to_owned)
-            .collect();
-        return NodeError::Api { status, errors };
-    }
-    if stderr.contains("No value found at") {
-        return NodeError::Api {
-            status: 404,
-            errors: vec![stderr.trim().to_owned()],
-        };
-    }
-    let first = stderr
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no output");
-    NodeError::Unreachable(format!("the CLI exited with {exit_code}: {first}"))
 }
 
 /// The CLI's stdin: the token on the first line, then the body.
@@ -588,41 +312,5 @@ impl VaultNode for ExecNode {
 
     async fn clear_init_response(&self) -> Result<(), NodeError> {
         crate::transport::init_copy::clear(self).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_api_errors_become_status_and_messages() {
-        let stderr = "Error writing data to sys/unseal: Error making API request.\n\nURL: PUT http://127.0.0.1:8200/v1/sys/unseal\nCode: 400. Errors:\n\n* 'key' must be a valid hex or base64 string\n";
-        match parse_cli_error(stderr, 2) {
-            NodeError::Api { status, errors } => {
-                assert_eq!(status, 400);
-                assert_eq!(
-                    errors,
-                    vec!["'key' must be a valid hex or base64 string".to_owned()]
-                );
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn output_is_unwrapped_from_data() {
-        let out = ExecOutput {
-            exit_code: 0,
-            stdout: br#"{"data":{"sealed":true},"warnings":null}"#.to_vec(),
-            stderr: String::new(),
-        };
-        assert_eq!(interpret(out).unwrap(), serde_json::json!({"sealed": true}));
-        let empty = ExecOutput {
-            exit_code: 0,
-            stdout: b"Success! Data deleted".to_vec(),
-            stderr: String::new(),
-        };
-        assert_eq!(interpret(empty).unwrap(), Value::Null);
     }
 }
