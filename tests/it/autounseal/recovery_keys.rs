@@ -204,15 +204,23 @@ async fn init_killed_after_sys_init_keeps_the_recovery_keys() {
     let good = std::fs::read(&key).unwrap();
     std::fs::write(&key, [9u8; 32]).unwrap();
     env.cluster.restart_pod(0).await.unwrap();
-    let mut watcher = env.spawn_plugin(&["unseal", "--watch", "--interval", "1s"], &[]);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let watcher = env.spawn_watched(&["unseal", "--watch", "--interval", "1s"], &[]);
+    // The watcher found the refusing pod and waits (up to 30 s) for it.
+    watcher
+        .wait_for(
+            "sealed; waiting for it to unseal itself through its seal",
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(env.seal_status(0).await["sealed"], true, "the seal refuses");
     std::fs::write(&key, &good).unwrap();
     env.cluster.restart_pod(0).await.unwrap();
     restart_all_and_see_them_unseal_themselves(&env, 1).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    watcher.start_kill().unwrap();
-    let watched = env.finish_spawned(watcher).await;
+    watcher
+        .wait_for("unsealed itself through its seal", Duration::from_secs(60))
+        .await;
+    watcher.interrupt();
+    let watched = env.finish_watched(watcher).await;
     assert!(
         watched.stderr.contains("unsealed itself through its seal"),
         "{}",
