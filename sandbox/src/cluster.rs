@@ -251,6 +251,17 @@ impl Cluster {
             .then(|| crate::listener_tls::client_files(&self.dir, self.name()))
     }
 
+    /// A TLS client for the pods' listeners, the one the readiness probe
+    /// uses: it trusts the listener CA and presents the client certificate
+    /// where the listeners require one. `None` for plain-HTTP listeners.
+    pub fn listener_connector(&self) -> Option<tokio_rustls::TlsConnector> {
+        let opts = self.sandbox.fleet.options();
+        if !opts.tls_listener {
+            return None;
+        }
+        crate::listener_tls::probe_connector(opts.listener_client_auth)
+    }
+
     /// Gives pod `ordinal`'s listener a certificate from a CA nobody
     /// trusts and makes its server reload it (SIGHUP), still unsealed. A
     /// later restart of the pod issues a trusted one again.

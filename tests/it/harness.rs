@@ -214,12 +214,19 @@ impl Env {
     /// How many `verb` requests on `resource` the API server answered so
     /// far, from its audit log.
     pub fn api_requests(&self, verb: &str, resource: &str) -> usize {
+        self.audit_entries()
+            .iter()
+            .filter(|v| v["verb"] == verb && v["resource"] == resource)
+            .count()
+    }
+
+    /// The API server's audit log so far, one JSON object per request.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.cluster.audit_log_path())
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["verb"] == verb && v["resource"] == resource)
-            .count()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits until the API server answered `count` `verb` requests on

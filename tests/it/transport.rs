@@ -7,10 +7,8 @@ use sandbox::ClusterOptions;
 
 /// Port-forward requests in the audit log answered with `code`.
 fn portforwards_answered(env: &Env, code: u64) -> usize {
-    std::fs::read_to_string(env.cluster.audit_log_path())
-        .expect("audit log")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    env.audit_entries()
+        .iter()
         .filter(|e| e["subresource"] == "portforward" && e["code"] == code)
         .count()
 }

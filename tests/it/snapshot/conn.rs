@@ -39,38 +39,26 @@ impl Conn {
         }
     }
 
-    /// A connection to the listener of pod `ordinal`, over TLS checked
-    /// against the sandbox's listener CA when the listener serves TLS.
+    /// A connection to the listener of pod `ordinal`, over TLS (the
+    /// sandbox's own listener client) when the listener serves TLS.
     pub(super) async fn to_pod(env: &Env, ordinal: u32) -> Conn {
         let addr = env.cluster.pod_api_addr(ordinal);
-        let Some(hostport) = addr.strip_prefix("https://") else {
-            return Conn::open(&hostport(&addr)).await;
+        let hostport = hostport(&addr);
+        let Some(connector) = env.cluster.listener_connector() else {
+            return Conn::open(&hostport).await;
         };
-        use rustls::pki_types::pem::PemObject;
-        let ca = std::fs::read(env.cluster.listener_ca_path()).expect("listener CA");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-            roots.add(cert.expect("CA PEM")).expect("CA");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        let host = hostport.rsplit_once(':').map_or(&*hostport, |(h, _)| h);
         let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("server name");
-        let tcp = tokio::net::TcpStream::connect(hostport)
+        let tcp = tokio::net::TcpStream::connect(&hostport)
             .await
             .unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
-        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        let tls = connector
             .connect(name, tcp)
             .await
             .unwrap_or_else(|e| panic!("TLS to {hostport}: {e}"));
         Conn {
             stream: BufReader::new(Box::new(tls)),
-            host: hostport.to_owned(),
+            host: hostport.clone(),
         }
     }
 
